@@ -1,0 +1,33 @@
+# The two commands: `make run` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/motia-py dev --project .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check framework tests bench steps
+	$(VENV)/bin/mypy
+	bash scripts/with-redis.sh $(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check framework tests bench steps
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	bash scripts/with-redis.sh $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .motia .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,350 @@
+"""The in-process backend: the reference implementation of the protocol and the test double.
+
+Everything lives in dicts owned by one event loop. Payloads are still stored as JSON text so that
+the memory backend behaves exactly like the durable ones (no shared mutable objects between steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .registry import BackendOptions
+from ..types import Clock
+
+
+@dataclass(slots=True)
+class _Item:
+    id: str
+    step: str
+    envelope: Envelope
+    seq: int
+    available_at: float
+    fifo: bool
+    attempts: int = 0  # deliveries so far
+    lease_until: float | None = None
+    first_delivered_at: float | None = None
+
+
+@dataclass(slots=True)
+class _StepQueue:
+    ready: deque[_Item] = field(default_factory=deque)  # due, FIFO by seq (standard queues)
+    delayed: list[tuple[float, int, _Item]] = field(default_factory=list)  # heap by available_at
+    leased: dict[str, _Item] = field(default_factory=dict)
+    fifo_groups: dict[str, deque[_Item]] = field(default_factory=dict)  # group -> items in order
+    fifo_busy: set[str] = field(default_factory=set)  # groups with a leased item
+    wakeup: asyncio.Event | None = None
+
+
+class MemoryBackend:
+    """In-process backend (``memory://``). Not shared between processes; lost on exit."""
+
+    def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
+        self.url = url
+        self.clock: Clock = clock or time.time
+        self._queues: dict[str, _StepQueue] = {}
+        self._seq = itertools.count()
+        self._dead: dict[str, DeadLetter] = {}
+        self._state: dict[str, dict[str, dict[str, str]]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._meta: dict[str, str] = {}
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; data stays in memory until the object is dropped."""
+
+    # -- queue ----------------------------------------------------------------------------------
+    def _queue(self, step: str) -> _StepQueue:
+        q = self._queues.get(step)
+        if q is None:
+            q = self._queues[step] = _StepQueue()
+        return q
+
+    def _enqueue(self, item: _Item) -> None:
+        q = self._queue(item.step)
+        if item.fifo:
+            group = item.envelope.group_id or ""
+            items = q.fifo_groups.setdefault(group, deque())
+            items.append(item)
+            # keep group order by seq (a retried head stays the head because it is never removed)
+        elif item.available_at <= self.clock():
+            q.ready.append(item)
+        else:
+            heapq.heappush(q.delayed, (item.available_at, item.seq, item))
+        if q.wakeup is not None:
+            q.wakeup.set()
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Enqueue one delivery per target."""
+        now = self.clock()
+        for out in items:
+            for t in out.targets:
+                self._enqueue(_Item(id=new_id(), step=t.step, envelope=out.envelope, seq=next(self._seq),
+                                    available_at=now + t.delay_s, fifo=t.fifo))
+
+    def _reclaim_expired(self, q: _StepQueue, now: float) -> None:
+        expired = [i for i in q.leased.values() if i.lease_until is not None and i.lease_until <= now]
+        for item in expired:
+            del q.leased[item.id]
+            item.lease_until = None
+            if item.fifo:
+                q.fifo_busy.discard(item.envelope.group_id or "")
+            else:
+                q.ready.appendleft(item)
+
+    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries, oldest first."""
+        q = self._queues.get(step)
+        if q is None or limit <= 0:
+            return []
+        now = self.clock()
+        if q.leased:
+            self._reclaim_expired(q, now)
+        while q.delayed and q.delayed[0][0] <= now:
+            q.ready.append(heapq.heappop(q.delayed)[2])
+        picked: list[_Item] = []
+        while q.ready and len(picked) < limit:
+            picked.append(q.ready.popleft())
+        if q.fifo_groups and len(picked) < limit:
+            heads = [(items[0].seq, g) for g, items in q.fifo_groups.items()
+                     if items and g not in q.fifo_busy and items[0].available_at <= now]
+            for _, g in sorted(heads)[: limit - len(picked)]:
+                picked.append(q.fifo_groups[g][0])
+                q.fifo_busy.add(g)
+        out = []
+        for item in picked:
+            item.attempts += 1
+            item.lease_until = now + lease_s
+            if item.first_delivered_at is None:
+                item.first_delivered_at = now
+            q.leased[item.id] = item
+            out.append(Delivery(id=item.id, step=step, envelope=item.envelope, attempt=item.attempts,
+                                first_delivered_at=item.first_delivered_at))
+        return out
+
+    def _take(self, delivery: Delivery) -> _Item | None:
+        q = self._queues.get(delivery.step)
+        if q is None:
+            return None
+        item = q.leased.get(delivery.id)
+        if item is None or item.attempts != delivery.attempt:
+            return None  # the lease expired and the delivery went to someone else
+        del q.leased[delivery.id]
+        item.lease_until = None
+        if item.fifo:
+            group = item.envelope.group_id or ""
+            q.fifo_busy.discard(group)
+        return item
+
+    def _drop_fifo_head(self, item: _Item) -> None:
+        q = self._queue(item.step)
+        group = item.envelope.group_id or ""
+        items = q.fifo_groups.get(group)
+        if items and items[0] is item:
+            items.popleft()
+            if not items:
+                del q.fifo_groups[group]
+        if q.wakeup is not None:
+            q.wakeup.set()
+
+    async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
+        """Acknowledge and publish the outbox; False when the lease was lost."""
+        item = self._take(delivery)
+        if item is None:
+            return False
+        if item.fifo:
+            self._drop_fifo_head(item)
+        if outgoing:
+            await self.publish(outgoing)
+        return True
+
+    async def retry(self, delivery: Delivery, delay_s: float, error: str) -> None:
+        """Deliver again after ``delay_s``."""
+        item = self._take(delivery)
+        if item is None:
+            return
+        item.available_at = self.clock() + delay_s
+        q = self._queue(item.step)
+        if item.fifo:
+            if q.wakeup is not None:
+                q.wakeup.set()  # stays the head of its group; due at available_at
+        elif delay_s <= 0:
+            q.ready.append(item)
+            if q.wakeup is not None:
+                q.wakeup.set()
+        else:
+            heapq.heappush(q.delayed, (item.available_at, item.seq, item))
+
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
+        """Move to the dead-letter queue."""
+        item = self._take(delivery)
+        if item is None:
+            return
+        if item.fifo:
+            self._drop_fifo_head(item)
+        self._dead[item.id] = DeadLetter(id=item.id, step=item.step, envelope=item.envelope,
+                                         attempts=item.attempts, error=error, traceback=traceback,
+                                         failed_at=self.clock(), first_attempt_at=item.first_delivered_at)
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
+        """Heartbeat: push leases forward."""
+        now = self.clock()
+        for d in deliveries:
+            q = self._queues.get(d.step)
+            item = q.leased.get(d.id) if q else None
+            if item is not None and item.attempts == d.attempt:
+                item.lease_until = now + lease_s
+
+    async def wait(self, step: str, timeout_s: float) -> None:
+        """Sleep until a publish for ``step``, the next delayed delivery, or ``timeout_s``."""
+        q = self._queue(step)
+        if q.wakeup is None:
+            q.wakeup = asyncio.Event()
+        due = self._next_due(q)
+        if due is not None:
+            timeout_s = max(0.0, min(timeout_s, due - self.clock()))
+        try:
+            await asyncio.wait_for(q.wakeup.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        q.wakeup.clear()
+
+    def notify_all(self) -> None:
+        """Wake every waiting consumer (after an injected clock moved forward)."""
+        for q in self._queues.values():
+            if q.wakeup is not None:
+                q.wakeup.set()
+
+    def _next_due(self, q: _StepQueue) -> float | None:
+        times = [q.delayed[0][0]] if q.delayed else []
+        times += [i.lease_until for i in q.leased.values() if i.lease_until is not None]
+        times += [items[0].available_at for g, items in q.fifo_groups.items() if items and g not in q.fifo_busy]
+        return min(times) if times else None
+
+    async def stats(self) -> QueueStats:
+        """Counts across every queue."""
+        now = self.clock()
+        ready = delayed = leased = 0
+        per_step: dict[str, int] = {}
+        due: list[float] = []
+        for step, q in self._queues.items():
+            n_ready = len(q.ready) + sum(1 for d in q.delayed if d[0] <= now)
+            n_delayed = sum(1 for d in q.delayed if d[0] > now)
+            due += [d[0] for d in q.delayed if d[0] > now]
+            for g, items in q.fifo_groups.items():
+                for i in items:
+                    if i.lease_until is not None:
+                        continue
+                    if i.available_at <= now:
+                        n_ready += 1
+                    else:
+                        n_delayed += 1
+                        if g not in q.fifo_busy and i is items[0]:
+                            due.append(i.available_at)
+            due += [i.lease_until for i in q.leased.values() if i.lease_until is not None]
+            ready += n_ready
+            delayed += n_delayed
+            leased += len(q.leased)
+            per_step[step] = n_ready + n_delayed + len(q.leased)
+        return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=len(self._dead),
+                          next_due_at=min(due) if due else None, per_step=per_step)
+
+    # -- dead letters ---------------------------------------------------------------------------
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first."""
+        return sorted(self._dead.values(), key=lambda d: d.failed_at, reverse=True)[:limit]
+
+    async def dlq_get(self, dead_id: str) -> DeadLetter | None:
+        """One dead letter."""
+        return self._dead.get(dead_id)
+
+    async def dlq_replay(self, dead_id: str) -> bool:
+        """Back on the queue with fresh attempts."""
+        dead = self._dead.pop(dead_id, None)
+        if dead is None:
+            return False
+        self._enqueue(_Item(id=new_id(), step=dead.step, envelope=dead.envelope, seq=next(self._seq),
+                            available_at=self.clock(), fifo=False))
+        return True
+
+    async def dlq_purge(self, dead_id: str) -> bool:
+        """Delete one dead letter."""
+        return self._dead.pop(dead_id, None) is not None
+
+    # -- state ----------------------------------------------------------------------------------
+    async def state_get(self, namespace: str, group: str, key: str) -> str | None:
+        """JSON text or None."""
+        return self._state.get(namespace, {}).get(group, {}).get(key)
+
+    async def state_set(self, namespace: str, group: str, key: str, value_json: str) -> None:
+        """Store JSON text."""
+        self._state.setdefault(namespace, {}).setdefault(group, {})[key] = value_json
+
+    async def state_delete(self, namespace: str, group: str, key: str) -> bool:
+        """Delete a key."""
+        g = self._state.get(namespace, {}).get(group)
+        if g is None or key not in g:
+            return False
+        del g[key]
+        return True
+
+    async def state_items(self, namespace: str, group: str) -> dict[str, str]:
+        """Every key of a group."""
+        return dict(self._state.get(namespace, {}).get(group, {}))
+
+    async def state_groups(self, namespace: str) -> list[str]:
+        """Non-empty groups."""
+        return sorted(g for g, items in self._state.get(namespace, {}).items() if items)
+
+    async def state_clear(self, namespace: str, group: str) -> None:
+        """Delete a group."""
+        self._state.get(namespace, {}).pop(group, None)
+
+    async def state_cas(
+        self, namespace: str, group: str, key: str, expected_json: str | None, new_json: str | None
+    ) -> bool:
+        """Compare-and-set (trivially atomic on one event loop)."""
+        if await self.state_get(namespace, group, key) != expected_json:
+            return False
+        if new_json is None:
+            await self.state_delete(namespace, group, key)
+        else:
+            await self.state_set(namespace, group, key, new_json)
+        return True
+
+    # -- leases and metadata ------------------------------------------------------------------
+    async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take or refresh a lease."""
+        now = self.clock()
+        held = self._leases.get(key)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._leases[key] = (owner, now + ttl_s)
+        return True
+
+    async def release(self, key: str, owner: str) -> None:
+        """Give up a lease."""
+        held = self._leases.get(key)
+        if held is not None and held[0] == owner:
+            del self._leases[key]
+
+    async def meta_get(self, key: str) -> str | None:
+        """Metadata text."""
+        return self._meta.get(key)
+
+    async def meta_set(self, key: str, value: str) -> None:
+        """Store metadata text."""
+        self._meta[key] = value
+
+
+def create_backend(url: str, options: BackendOptions) -> MemoryBackend:
+    """Entry point for ``memory://``."""
+    return MemoryBackend(url, clock=options.clock)

@@ -1,0 +1,66 @@
+"""Find a backend by URL scheme through the ``motia_py.backends`` entry-point group.
+
+The built-in backends are registered the same way (see ``pyproject.toml``), so a separate package adds
+``postgres://`` by declaring an entry point; nothing here changes. An entry point names a factory
+``create_backend(url, options) -> Backend``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import UnknownBackendError
+from ..types import Clock
+from .base import Backend
+
+GROUP = "motia_py.backends"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """What a backend factory gets besides the URL."""
+
+    root: Path
+    clock: Clock | None = None
+    prefix: str = "motia"
+
+
+def _factories() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def available_schemes() -> list[str]:
+    """URL schemes with a registered backend."""
+    return sorted(_factories())
+
+
+def create_backend(url: str, options: BackendOptions) -> Backend:
+    """Build (not open) the backend for ``url``.
+
+    Raises:
+        UnknownBackendError: no backend registered for the scheme.
+    """
+    scheme = urlsplit(url).scheme or url.split(":", 1)[0]
+    eps = _factories()
+    ep = eps.get(scheme)
+    if ep is None:
+        from ..config import did_you_mean
+
+        hint = did_you_mean(scheme, list(eps))
+        raise UnknownBackendError(
+            f"no backend for '{scheme}://' (known: {', '.join(sorted(eps)) or 'none'})" + (f"; {hint}" if hint else "")
+        )
+    factory: Callable[[str, BackendOptions], Backend] = ep.load()
+    return factory(url, options)
+
+
+async def open_backend(url: str, options: BackendOptions) -> Backend:
+    """Build and open the backend for ``url``."""
+    backend = create_backend(url, options)
+    await backend.open()
+    return backend

@@ -1,0 +1,109 @@
+"""A client for other Python code (a Django or FastAPI app) to enqueue work, as Celery's ``task.delay``.
+
+```python
+client = motia_py.Client.from_project("path/to/project")
+trace_id = client.emit_sync("job.enqueued", {"jobId": "j1"})
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .backends.base import Backend
+from .discovery import discover
+from .router import Router
+from .runtime import backend_for
+from .settings import load_settings
+
+T = TypeVar("T")
+
+
+class Client:
+    """Publishes events into a project's backend with the same checks as ``motia-py emit``.
+
+    The topic must be subscribed by some step or listed in a flow's ``entry_topics``
+    (:class:`UnknownTopicError` otherwise), and the data must be JSON within the payload limit.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._opened = False
+        self._lock = asyncio.Lock()
+        self._loop_thread: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+    @classmethod
+    def from_project(cls, path: str | os.PathLike[str] = ".", *, backend_url: str | None = None) -> Client:
+        """A client for the project at ``path`` (its steps decide fan-out; its settings the backend)."""
+        settings = load_settings(path, flags={"backend_url": backend_url})
+        project = discover(settings)
+        return cls(Router(project, backend_for(settings)))
+
+    @classmethod
+    def from_url(cls, backend_url: str, project: str | os.PathLike[str] = ".") -> Client:
+        """A client for a backend URL, with the steps of the project at ``project``."""
+        return cls.from_project(project, backend_url=backend_url)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend events go to."""
+        return self._router.backend
+
+    async def _ensure_open(self) -> None:
+        async with self._lock:
+            if not self._opened:
+                await self.backend.open()
+                self._opened = True
+
+    async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
+                   delay: float | None = None, trace_id: str | None = None) -> str:
+        """Publish one event; return its trace id.
+
+        Raises:
+            UnknownTopicError: nothing would handle the topic.
+            PayloadTooLargeError: the data is over the payload limit.
+            BackendError: the backend failed.
+        """
+        await self._ensure_open()
+        return await self._router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
+                                       delay_s=float(delay or 0.0))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop_thread is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="motia-client", daemon=True)
+            thread.start()
+            self._loop_thread = (loop, thread)
+            self._lock = asyncio.Lock()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop_thread[0]).result()
+
+    def emit_sync(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
+                  delay: float | None = None, trace_id: str | None = None) -> str:
+        """Blocking :meth:`emit` for synchronous code (Django views, scripts)."""
+        return self._run(self.emit(topic, data, message_group_id=message_group_id, delay=delay, trace_id=trace_id))
+
+    async def aclose(self) -> None:
+        """Close the backend connection."""
+        if self._opened:
+            await self.backend.close()
+            self._opened = False
+
+    def close(self) -> None:
+        """Close the client (either style)."""
+        if self._loop_thread is not None:
+            loop, thread = self._loop_thread
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            self._loop_thread = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()

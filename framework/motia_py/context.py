@@ -1,0 +1,147 @@
+"""``ctx``: what a handler gets to emit events, use state and log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Mapping
+from datetime import datetime
+from typing import Any
+
+from .backends.base import Outgoing
+from .config import StepSpec
+from .errors import EmitSchemaError, InputValidationError, MotiaError, PayloadTooLargeError, UndeclaredEmitError
+from .logs import StepLogger
+from .state import State, SyncState
+
+OutgoingFactory = Callable[[str, str, str, "str | None", float, str | None], Outgoing]
+"""(topic, data_json, trace_id, group_id, delay_s, source_step) -> Outgoing"""
+
+
+def encode_payload(data: Any, max_bytes: int) -> str:
+    """Encode event data as JSON and enforce the payload limit.
+
+    Raises:
+        EmitSchemaError: the data is not JSON.
+        PayloadTooLargeError: the JSON is longer than ``max_bytes``.
+    """
+    dump = getattr(data, "model_dump", None)
+    if callable(dump):
+        data = dump(mode="json")
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EmitSchemaError(f"event data must be JSON: {exc}") from exc
+    if len(text) > max_bytes and len(text.encode()) > max_bytes:
+        raise PayloadTooLargeError(f"event data is {len(text.encode())} bytes; the limit is {max_bytes}")
+    return text
+
+
+class _Done:
+    """What ``ctx.emit`` returns: awaitable (``await ctx.emit(...)``) but already done, so plain
+    ``def`` handlers may call ``ctx.emit(...)`` without awaiting."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+
+_DONE = _Done()
+
+
+class Context:
+    """The ``ctx`` of one handler call.
+
+    Attributes:
+        trace_id: follows every event emitted downstream.
+        step: the step's name.
+        flows: the step's flows.
+        topic: the topic being handled (``None`` for cron and API steps).
+        attempt: 1 on the first delivery.
+        state: the flow namespace's state.
+        logger: structured logger.
+        scheduled_at: the tick's time (cron steps only).
+    """
+
+    __slots__ = ("_factory", "_max_bytes", "_spec", "attempt", "flows", "logger", "outbox", "scheduled_at",
+                 "state", "step", "topic", "trace_id")
+
+    def __init__(
+        self,
+        spec: StepSpec,
+        *,
+        trace_id: str,
+        topic: str | None,
+        attempt: int,
+        state: State | SyncState,
+        logger: StepLogger,
+        factory: OutgoingFactory,
+        max_payload_bytes: int,
+        scheduled_at: datetime | None = None,
+    ) -> None:
+        self._spec = spec
+        self._factory = factory
+        self._max_bytes = max_payload_bytes
+        self.trace_id = trace_id
+        self.step = spec.name
+        self.flows = list(spec.flows)
+        self.topic = topic
+        self.attempt = attempt
+        self.state = state
+        self.logger = logger
+        self.scheduled_at = scheduled_at
+        self.outbox: list[Outgoing] = []
+
+    def emit(
+        self,
+        event: str | Mapping[str, Any],
+        data: Any = None,
+        *,
+        message_group_id: str | None = None,
+        delay: float | None = None,
+    ) -> _Done:
+        """Publish an event when the handler returns successfully (outbox).
+
+        Both ``await ctx.emit({"topic": t, "data": d, "messageGroupId"?: g, "delay"?: s})`` and
+        ``await ctx.emit(t, d)`` work.
+
+        Raises:
+            UndeclaredEmitError: the topic is not in the step's ``emits``.
+            EmitSchemaError: the data fails the emit's declared ``schema`` or is not JSON.
+            PayloadTooLargeError: the data is over the payload limit.
+        """
+        if isinstance(event, Mapping):
+            unknown = set(event) - {"topic", "data", "messageGroupId", "message_group_id", "delay"}
+            if unknown:
+                raise MotiaError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, delay")
+            topic = event.get("topic")
+            data = event.get("data")
+            message_group_id = event.get("messageGroupId", event.get("message_group_id", message_group_id))
+            delay = event.get("delay", delay)
+        else:
+            topic = event
+        if not isinstance(topic, str) or not topic:
+            raise MotiaError("ctx.emit needs a topic")
+        spec = self._spec.emit_spec(topic)
+        if spec is None:
+            declared = sorted(self._spec.emit_topics)
+            from .config import did_you_mean
+
+            hint = did_you_mean(topic, declared)
+            raise UndeclaredEmitError(
+                f"step '{self.step}' emitted '{topic}', which is not in its emits ({', '.join(declared) or 'none'})"
+                + (f"; {hint}" if hint else "; add it to config['emits']")
+            )
+        if spec.schema is not None:
+            try:
+                spec.schema.validate(data)
+            except InputValidationError as exc:
+                raise EmitSchemaError(f"data emitted on '{topic}' fails its schema: {exc}") from exc
+        text = encode_payload(data, self._max_bytes)
+        if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+            raise MotiaError(f"emit delay must be a number of seconds >= 0, got {delay!r}")
+        self.outbox.append(self._factory(topic, text, self.trace_id,
+                                         None if message_group_id is None else str(message_group_id),
+                                         float(delay or 0.0), self.step))
+        return _DONE

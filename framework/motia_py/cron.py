@@ -1,0 +1,110 @@
+"""Cron expressions: parsing and the pure ``next_fire(schedule, after)``.
+
+Expressions have 5 fields (minute first) or 6 fields with **seconds first** (``*/10 * * * * *`` fires
+every ten seconds). croniter puts seconds last by default; we pass ``second_at_beginning``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from .errors import CronExpressionError
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """A parsed cron expression in a time zone."""
+
+    expression: str
+    timezone: str = "UTC"
+
+    @property
+    def has_seconds(self) -> bool:
+        """True for the 6-field form (seconds first)."""
+        return len(self.expression.split()) == 6
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The schedule's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
+    """Parse and check a cron expression.
+
+    Raises:
+        CronExpressionError: naming the field (``cron`` or ``timezone``) that is wrong.
+    """
+    if not isinstance(expression, str) or not expression.strip():
+        raise CronExpressionError("'cron' must be a non-empty expression", field="cron")
+    expr = " ".join(expression.split())
+    n = len(expr.split())
+    if n not in (5, 6):
+        raise CronExpressionError(
+            f"cron expression '{expression}' has {n} fields; expected 5 (minute hour day month weekday) "
+            "or 6 with seconds first (second minute hour day month weekday)",
+            field="cron",
+            hint="'*/10 * * * * *' fires every 10 s; '0 * * * *' fires every hour",
+        )
+    if not croniter.is_valid(expr, second_at_beginning=True):
+        raise CronExpressionError(f"cron expression '{expression}' is invalid", field="cron")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise CronExpressionError(
+            f"unknown time zone '{timezone}'", field="timezone", hint="use an IANA name such as 'Europe/Paris'"
+        ) from exc
+    return CronSchedule(expression=expr, timezone=timezone)
+
+
+def next_fire(schedule: CronSchedule, after: datetime) -> datetime:
+    """The first fire time strictly after ``after`` (timezone-aware, in the schedule's zone)."""
+    if after.tzinfo is None:
+        raise ValueError("next_fire needs a timezone-aware datetime")
+    local = after.astimezone(schedule.tz)
+    it = croniter(schedule.expression, local, second_at_beginning=True)
+    result: datetime = it.get_next(datetime)
+    if result <= after:  # croniter rounds sub-second starts down; never return a time not after `after`
+        result = croniter(schedule.expression, result, second_at_beginning=True).get_next(datetime)
+    return result
+
+
+def fires_between(schedule: CronSchedule, start: datetime, end: datetime, limit: int = 1000) -> list[datetime]:
+    """Every fire time ``t`` with ``start < t <= end`` (at most ``limit`` of them)."""
+    out: list[datetime] = []
+    t = start
+    while len(out) < limit:
+        t = next_fire(schedule, t)
+        if t > end:
+            break
+        out.append(t)
+    return out
+
+
+def describe(schedule: CronSchedule) -> str:
+    """A short description in words, e.g. ``every 10 seconds``."""
+    fields = schedule.expression.split()
+    sec = fields[0] if schedule.has_seconds else "0"
+    rest = fields[1:] if schedule.has_seconds else fields
+    minute, hour, dom, month, dow = rest
+    if all(f == "*" for f in (hour, dom, month, dow)):
+        if schedule.has_seconds and minute == "*":
+            if sec == "*":
+                return "every second"
+            if sec.startswith("*/"):
+                return f"every {sec[2:]} seconds"
+        if not schedule.has_seconds or sec == "0":
+            if minute == "*":
+                return "every minute"
+            if minute.startswith("*/"):
+                return f"every {minute[2:]} minutes"
+            if minute.isdigit():
+                return f"every hour at minute {minute}"
+    if all(f == "*" for f in (dom, month, dow)) and minute.isdigit() and hour.isdigit() and sec in ("0", "00"):
+        return f"every day at {int(hour):02d}:{int(minute):02d} {schedule.timezone}"
+    return f"cron '{schedule.expression}' ({schedule.timezone})"
+

@@ -1,0 +1,283 @@
+"""Find step files, import each by path inside its folder's package tree, and collect every problem.
+
+A file ``steps/jobs/process.step.py`` is imported as module ``steps.jobs.process_step`` whose package is
+``steps.jobs``, so relative imports (``from .services import x``) work, and the project root is put on
+``sys.path`` so that absolute imports (``from services.email import send``) work too. Every discovery
+starts from fresh modules: whatever was imported from the project before is dropped from
+``sys.modules``, so the new code always runs (hot reload never keeps stale helpers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import re
+import sys
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import StepConfigError, StepSpec, StepType, build_step
+from .errors import CronExpressionError
+from .findings import Finding, Severity
+from .flows import FlowSpec, load_flows
+from .settings import Settings
+
+STEP_SUFFIXES = (".step.py", "_step.py")
+_SKIP_DIRS = {"__pycache__", "node_modules", ".motia", ".venv", "venv", ".git"}
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A discovered project: its steps, flows, and every problem found while loading them."""
+
+    settings: Settings
+    steps: tuple[StepSpec, ...]
+    flows: dict[str, FlowSpec]
+    problems: tuple[Finding, ...] = ()
+    files: tuple[Path, ...] = field(default=())
+
+    @property
+    def root(self) -> Path:
+        """The project directory."""
+        return self.settings.root
+
+    def step(self, name: str) -> StepSpec | None:
+        """The step called ``name``, if any."""
+        for s in self.steps:
+            if s.name == name:
+                return s
+        return None
+
+    def flow(self, name: str) -> FlowSpec:
+        """The flow ``name`` (defaults when it has no file)."""
+        return self.flows.get(name) or FlowSpec(name=name)
+
+    def namespace_of(self, step: StepSpec) -> str:
+        """The state namespace a step's ``ctx.state`` uses: its first flow's, else ``default``."""
+        return self.flow(step.flows[0]).namespace if step.flows else "default"
+
+    def subscribers(self, topic: str) -> list[StepSpec]:
+        """Event steps subscribed to ``topic``, in discovery order."""
+        return [s for s in self.steps if s.type is StepType.EVENT and topic in s.subscribes]
+
+    def entry_topics(self) -> set[str]:
+        """Topics some flow declares as arriving from outside."""
+        return {t for f in self.flows.values() for t in f.entry_topics}
+
+
+def find_step_files(steps_dir: Path) -> list[Path]:
+    """Every ``*.step.py`` and ``*_step.py`` under ``steps_dir``, at any depth, sorted."""
+    if not steps_dir.is_dir():
+        return []
+    out = []
+    for path in steps_dir.rglob("*.py"):
+        if any(part in _SKIP_DIRS or part.startswith(".") for part in path.relative_to(steps_dir).parts[:-1]):
+            continue
+        if path.name.endswith(STEP_SUFFIXES):
+            out.append(path)
+    return sorted(out)
+
+
+def discover(settings: Settings) -> Project:
+    """Load every step file and flow of the project; never stop at the first broken file."""
+    root = settings.root
+    _reset_import_state(root)
+    before = set(sys.modules)
+    problems: list[Finding] = []
+    steps: list[StepSpec] = []
+    files = find_step_files(settings.steps_dir)
+    used_names: set[str] = set()
+    for path in files:
+        spec, problem = _load_step(path, root, used_names)
+        if spec is not None:
+            steps.append(spec)
+        if problem is not None:
+            problems.append(problem)
+    _record_project_modules(before, root)
+    flows, flow_problems = load_flows(settings.flows_dir)
+    problems.extend(flow_problems)
+    return Project(settings=settings, steps=tuple(steps), flows=flows, problems=tuple(problems), files=tuple(files))
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+_IDENT = re.compile(r"[^0-9A-Za-z_]")
+_inserted_root: list[str] = []
+_project_modules: set[str] = set()
+
+
+def _ident(part: str) -> str:
+    name = _IDENT.sub("_", part)
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def _module_stem(path: Path) -> str:
+    name = path.name
+    if name.endswith(".step.py"):
+        return _ident(name[: -len(".step.py")]) + "_step"
+    return _ident(path.stem)
+
+
+def _reset_import_state(root: Path) -> None:
+    """Put ``root`` first on sys.path and drop every module an earlier discovery imported from a project.
+
+    Only modules that a discovery itself brought in (step files, their helpers, their packages) are
+    dropped; modules of installed packages and modules imported by other code are left alone.
+    """
+    root_s = str(root)
+    for old in _inserted_root:
+        while old in sys.path:
+            sys.path.remove(old)
+    _inserted_root.clear()
+    sys.path.insert(0, root_s)
+    _inserted_root.append(root_s)
+    for name in list(_project_modules):
+        sys.modules.pop(name, None)
+    _project_modules.clear()
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__motia_project__", False):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def _record_project_modules(before: set[str], root: Path) -> None:
+    """Remember the modules that the discovery just imported from under ``root``."""
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        locations = [getattr(module, "__file__", None) or "", *list(getattr(module, "__path__", []) or [])]
+        if any(loc and _under(Path(loc), root) for loc in locations):
+            _project_modules.add(name)
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except (ValueError, OSError):
+        return False
+    return "site-packages" not in path.parts
+
+
+def _ensure_package(root: Path, parts: tuple[str, ...]) -> str:
+    """Make sure every folder from root down to ``parts`` is an importable package; return its name."""
+    names: list[str] = []
+    for i, part in enumerate(parts):
+        names.append(_ident(part))
+        name = ".".join(names)
+        folder = root.joinpath(*parts[: i + 1])
+        existing = sys.modules.get(name)
+        if existing is not None and str(folder) in list(getattr(existing, "__path__", [])):
+            continue
+        init = folder / "__init__.py"
+        if init.exists():
+            spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+            assert spec is not None and spec.loader is not None  # a file location always gives a spec
+            module = importlib.util.module_from_spec(spec)
+            module.__motia_project__ = True  # type: ignore[attr-defined]
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(folder)]
+            module = importlib.util.module_from_spec(spec)
+            module.__path__ = [str(folder)]
+            module.__motia_project__ = True  # type: ignore[attr-defined]
+            sys.modules[name] = module
+        if i > 0:
+            setattr(sys.modules[".".join(names[:-1])], names[-1], module)
+    return ".".join(names)
+
+
+def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None, Finding | None]:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, Finding("import-error", Severity.ERROR, f"cannot read file: {exc}", file=path)
+    try:
+        compile(source, str(path), "exec")
+    except SyntaxError as exc:
+        msg = f"syntax error: {exc.msg}"
+        return None, Finding("syntax-error", Severity.ERROR, msg, file=path, line=exc.lineno,
+                             hint=(exc.text or "").strip() or None)
+    try:
+        module = _import(path, root, used)
+    except Exception as exc:  # noqa: BLE001 - a user module may raise anything; we report it, never swallow
+        return None, Finding("import-error", Severity.ERROR, f"{type(exc).__name__}: {exc}", file=path,
+                             line=_error_line(exc, path), hint=_import_hint(exc))
+    config_line = _line_of(source, "config")
+    if not hasattr(module, "config"):
+        return None, Finding("missing-config", Severity.ERROR, "the module has no 'config'", file=path,
+                             hint="export config = {'type': 'event', 'name': ..., 'subscribes': [...]}")
+    config: Any = module.config
+    name = _config_name(config)
+    try:
+        spec = build_step(config, getattr(module, "handler", None), path, config_line)
+    except StepConfigError as exc:
+        code = "invalid-handler" if exc.field == "handler" else "invalid-config"
+        if isinstance(exc, CronExpressionError):
+            code = "invalid-cron"
+        line = _line_of(source, "handler") if exc.field == "handler" and hasattr(module, "handler") else config_line
+        return None, Finding(code, Severity.ERROR, str(exc), file=path, step=name, line=line, field=exc.field,
+                             hint=exc.hint)
+    return spec, None
+
+
+def _import(path: Path, root: Path, used: set[str]) -> types.ModuleType:
+    try:
+        rel_parts = path.relative_to(root).parent.parts
+    except ValueError:  # a steps dir outside the project root: import as a top-level module
+        rel_parts = ()
+    package = _ensure_package(root, rel_parts) if rel_parts else ""
+    stem = _module_stem(path)
+    modname = f"{package}.{stem}" if package else stem
+    base, n = modname, 1
+    while modname in used:
+        n += 1
+        modname = f"{base}__{n}"
+    used.add(modname)
+    spec = importlib.util.spec_from_file_location(modname, path)
+    assert spec is not None and spec.loader is not None  # a .py path always gives a spec
+    module = importlib.util.module_from_spec(spec)
+    module.__motia_project__ = True  # type: ignore[attr-defined]
+    sys.modules[modname] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(modname, None)
+        raise
+    return module
+
+
+def _line_of(source: str, name: str) -> int | None:
+    pattern = re.compile(rf"^(async\s+def\s+{name}\b|def\s+{name}\b|{name}\s*[:=])")
+    for i, line in enumerate(source.splitlines(), 1):
+        if pattern.match(line):
+            return i
+    return None
+
+
+def _config_name(config: Any) -> str | None:
+    name = config.get("name") if isinstance(config, dict) else getattr(config, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _error_line(exc: BaseException, path: Path) -> int | None:
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if Path(frame.f_code.co_filename) == path:
+            line = lineno
+    return line
+
+
+def _import_hint(exc: BaseException) -> str | None:
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"is '{exc.name.split('.')[0]}' installed, or a folder of the project?"
+    if isinstance(exc, ImportError) and "relative import" in str(exc):
+        return "relative imports resolve from the step file's folder"
+    return None

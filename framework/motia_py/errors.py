@@ -1,0 +1,102 @@
+"""The one error tree of motia-py.
+
+Every exception the framework raises on purpose derives from :class:`MotiaError`, so callers can catch
+the framework's errors without catching their own bugs. Backends translate driver exceptions (sqlite3,
+redis) into :class:`BackendError` at their boundary.
+"""
+
+from __future__ import annotations
+
+
+class MotiaError(Exception):
+    """Base class of every error motia-py raises on purpose."""
+
+
+class ProjectError(MotiaError):
+    """The project cannot be read at all (no such directory, unparsable ``motia_py.toml``)."""
+
+
+class SettingsError(ProjectError):
+    """A setting in ``motia_py.toml``, the environment or a flag has an invalid value."""
+
+
+class DiscoveryError(MotiaError):
+    """One or more step files could not be loaded; ``problems`` lists every one of them."""
+
+    def __init__(self, message: str, problems: list[object] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class StepConfigError(MotiaError):
+    """A step's ``config`` is invalid.
+
+    Args:
+        message: what is wrong.
+        field: the dotted config field at fault, when there is one.
+        hint: a suggestion such as ``did you mean 'subscribes'?``.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.hint = hint
+
+
+class CronExpressionError(StepConfigError):
+    """A cron expression cannot be parsed."""
+
+
+class GraphError(MotiaError):
+    """The topic graph has errors; ``findings`` holds them."""
+
+    def __init__(self, message: str, findings: list[object] | None = None) -> None:
+        super().__init__(message)
+        self.findings = findings or []
+
+
+class UnknownTopicError(MotiaError):
+    """An event was sent from outside to a topic no step subscribes to and no flow lists as entry."""
+
+
+class UndeclaredEmitError(MotiaError):
+    """A handler emitted a topic that is not in its step's ``emits``."""
+
+
+class EmitSchemaError(MotiaError):
+    """Emitted data does not match the schema declared on the emit."""
+
+
+class InputValidationError(MotiaError):
+    """Event input or a request body failed its schema.
+
+    ``fields`` is a list of ``{"loc": [...], "msg": "..."}`` dicts, one per bad field.
+    """
+
+    def __init__(self, message: str, fields: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class NonRetryableError(MotiaError):
+    """Raise from a handler to send the event straight to the dead-letter queue, without retries."""
+
+
+class HandlerTimeoutError(MotiaError):
+    """A handler ran past its ``infrastructure.handler.timeout``."""
+
+
+class PayloadTooLargeError(MotiaError):
+    """An event's JSON payload is larger than the configured limit."""
+
+
+class BackendError(MotiaError):
+    """A backend operation failed."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend cannot be reached (bad URL, refused connection, unwritable file)."""
+
+
+class UnknownBackendError(BackendError):
+    """No backend is registered for a URL's scheme."""

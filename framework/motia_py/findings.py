@@ -1,0 +1,62 @@
+"""Findings: the problems discovery and graph validation report, each with code, severity, file and hint."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is. Errors fail ``validate``; warnings fail it only with ``--strict``."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem (or note) about the project."""
+
+    code: str
+    severity: Severity
+    message: str
+    file: Path | None = None
+    step: str | None = None
+    line: int | None = None
+    field: str | None = None
+    hint: str | None = None
+
+    def location(self, root: Path | None = None) -> str:
+        """``steps/a.step.py:12`` relative to ``root`` when possible."""
+        if self.file is None:
+            return "(project)"
+        path = self.file
+        if root is not None:
+            try:
+                path = self.file.resolve().relative_to(root.resolve())
+            except ValueError:
+                pass
+        return f"{path}:{self.line}" if self.line else str(path)
+
+    def to_json(self, root: Path | None = None) -> dict[str, Any]:
+        """A JSON-ready dict (``file`` relative to ``root`` when possible)."""
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "file": self.location(root).rsplit(":", 1)[0] if self.file else None,
+            "line": self.line,
+            "step": self.step,
+            "field": self.field,
+            "hint": self.hint,
+        }
+
+    def render(self, root: Path | None = None) -> str:
+        """One human line: ``error[unknown-topic] steps/a.step.py:3 (step 'A'): ... hint``."""
+        step = f" (step '{self.step}')" if self.step else ""
+        field = f" [{self.field}]" if self.field else ""
+        hint = f" -- {self.hint}" if self.hint else ""
+        return f"{self.severity.value}[{self.code}] {self.location(root)}{step}{field}: {self.message}{hint}"

@@ -1,0 +1,295 @@
+"""Delivery: fan-out to subscribers, input validation, handler calls with timeouts, retries with backoff,
+dead letters, and the outbox of emits published when a handler returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import random
+import time
+import traceback as tb
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
+from .config import BackoffSpec, StepSpec, StepType
+from .context import Context, encode_payload
+from .discovery import Project
+from .errors import (
+    EmitSchemaError,
+    HandlerTimeoutError,
+    InputValidationError,
+    NonRetryableError,
+    PayloadTooLargeError,
+    UndeclaredEmitError,
+    UnknownTopicError,
+)
+from .logs import LogSink, StepLogger, framework_logger
+from .state import State, SyncState
+from .types import Clock
+
+CRON_TOPIC_PREFIX = "cron:"
+_NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, EmitSchemaError,
+                  PayloadTooLargeError)
+
+
+def cron_topic(step: str) -> str:
+    """The internal topic that carries a cron step's ticks."""
+    return CRON_TOPIC_PREFIX + step
+
+
+def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential: ``min(max_delay, delay * 2**(attempt-1))``; fixed: ``delay``. With jitter the result is
+    drawn uniformly from [0, that] ("full jitter").
+    """
+    if backoff.type == "fixed":
+        base = min(backoff.max_delay_s, backoff.delay_s)
+    else:
+        base = min(backoff.max_delay_s, backoff.delay_s * (2 ** min(attempt - 1, 62)))
+    return base * rand() if backoff.jitter else base
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One handler run, as observers (traces, the harness) see it."""
+
+    step: str
+    trace_id: str
+    topic: str
+    attempt: int
+    started_at: float
+    duration_s: float
+    outcome: str  # ok | retried | dead | timeout-retried | timeout-dead | skipped | lost
+    error: str | None
+    emitted: tuple[str, ...]
+    delivery_id: str
+
+
+Observer = Callable[[RunRecord], None]
+
+
+class Router:
+    """Routes events to steps and runs one delivery at a time through its handler."""
+
+    def __init__(
+        self,
+        project: Project,
+        backend: Backend,
+        *,
+        clock: Clock | None = None,
+        rand: Callable[[], float] = random.random,
+        log_sink: LogSink | None = None,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self.backend = backend
+        self.clock: Clock = clock or time.time
+        self.rand = rand
+        self.log_sink = log_sink
+        self.log = framework_logger(log_sink)
+        self.observers = list(observers)
+        self.unrouted: Counter[str] = Counter()
+        self.max_payload_bytes = project.settings.max_payload_bytes
+        self.set_project(project)
+
+    def set_project(self, project: Project) -> None:
+        """Switch to a newly discovered project (hot reload); later deliveries use its steps."""
+        self.project = project
+        self.steps: dict[str, StepSpec] = {s.name: s for s in project.steps}
+        self._targets: dict[str, tuple[Target, ...]] = {}
+        for s in project.steps:
+            topics = s.subscribes if s.type is StepType.EVENT else ()
+            if s.type is StepType.CRON:
+                topics = (cron_topic(s.name),)
+            for t in topics:
+                self._targets[t] = (*self._targets.get(t, ()),
+                                    Target(step=s.name, delay_s=s.queue.delay_s, fifo=s.queue.fifo))
+        self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
+        self._entry_topics = project.entry_topics()
+
+    # -- publishing -------------------------------------------------------------------------------
+    def outgoing(self, topic: str, data_json: str, trace_id: str, group_id: str | None, delay_s: float,
+                 source: str | None) -> Outgoing:
+        """Build the fan-out of one event: one target per subscribing step."""
+        targets = self._targets.get(topic, ())
+        if delay_s:
+            targets = tuple(Target(t.step, t.delay_s + delay_s, t.fifo) for t in targets)
+        if not targets:
+            self.unrouted[topic] += 1
+            if self.unrouted[topic] == 1:
+                self.log.warning(f"no step subscribes to '{topic}'; the event is not delivered",
+                                 topic=topic, trace_id=trace_id, emitter=source)
+        env = Envelope(id=new_id(), topic=topic, data_json=data_json, trace_id=trace_id,
+                       emitted_at=self.clock(), group_id=group_id, source=source)
+        return Outgoing(envelope=env, targets=targets)
+
+    def check_external_topic(self, topic: str) -> None:
+        """Raise UnknownTopicError unless some step subscribes to ``topic`` or a flow lists it as entry."""
+        if topic in self._targets and not topic.startswith(CRON_TOPIC_PREFIX):
+            return
+        if topic in self._entry_topics:
+            return
+        from .config import did_you_mean
+
+        known = sorted({t for t in self._targets if not t.startswith(CRON_TOPIC_PREFIX)} | self._entry_topics)
+        hint = did_you_mean(topic, known)
+        raise UnknownTopicError(f"no step subscribes to '{topic}' and no flow lists it in entry_topics"
+                                + (f"; {hint}" if hint else ""))
+
+    async def emit(self, topic: str, data: Any, *, trace_id: str | None = None, message_group_id: str | None = None,
+                   delay_s: float = 0.0, check: bool = True) -> str:
+        """Publish an event from outside any step; return its trace id.
+
+        Raises:
+            UnknownTopicError: (with ``check``) nothing would ever handle the topic.
+        """
+        if check:
+            self.check_external_topic(topic)
+        trace_id = trace_id or new_id()
+        out = self.outgoing(topic, encode_payload(data, self.max_payload_bytes), trace_id, message_group_id,
+                            delay_s, None)
+        await self.backend.publish([out])
+        return trace_id
+
+    async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
+        """Enqueue one tick of a cron step; return its trace id."""
+        trace_id = new_id()
+        data = json.dumps({"scheduled_at": scheduled_at.isoformat()})
+        await self.backend.publish([self.outgoing(cron_topic(step), data, trace_id, None, 0.0, None)])
+        return trace_id
+
+    # -- running --------------------------------------------------------------------------------
+    def context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
+                scheduled_at: datetime | None = None) -> Context:
+        """A fresh ``ctx`` for one handler call of ``spec``."""
+        ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
+        state: State | SyncState = State(self.backend, ns)
+        if not spec.is_async:
+            state = SyncState(state, asyncio.get_running_loop())
+        logger = StepLogger({"trace_id": trace_id, "step": spec.name, "flow": spec.flows[0] if spec.flows else None,
+                             "topic": topic, "attempt": attempt}, self.log_sink)
+        return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, logger=logger,
+                       factory=self.outgoing, max_payload_bytes=self.max_payload_bytes, scheduled_at=scheduled_at)
+
+    async def call(self, spec: StepSpec, *args: Any) -> Any:
+        """Call a handler: coroutine functions on the loop, plain functions in a worker thread, with the
+        step's timeout.
+
+        Raises:
+            HandlerTimeoutError: past ``spec.timeout_s``.
+        """
+        assert spec.handler is not None  # noop steps are never called
+        if spec.is_async:
+            aw: Any = spec.handler(*args)
+        else:
+            aw = asyncio.to_thread(functools.partial(spec.handler, *args))
+        if spec.timeout_s is None:
+            result = await aw
+        else:
+            try:
+                result = await asyncio.wait_for(aw, spec.timeout_s)
+            except TimeoutError as exc:
+                raise HandlerTimeoutError(f"timed out after {spec.timeout_s:g} s") from exc
+        if inspect.isawaitable(result):  # a plain def that returned a coroutine
+            result = await result
+        return result
+
+    async def run_delivery(self, d: Delivery) -> str:
+        """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter.
+
+        Returns the outcome (see :class:`RunRecord`).
+        """
+        spec = self.steps.get(d.step)
+        started = self.clock()
+        if spec is None or spec.handler is None:
+            return "lost"  # the step was removed by a reload; the lease expires and it stays queued
+        env = d.envelope
+        ctx: Context | None = None
+        try:
+            if spec.type is StepType.CRON:
+                payload = env.data
+                scheduled = datetime.fromisoformat(payload["scheduled_at"]) if payload else datetime.now(UTC)
+                ctx = self.context(spec, trace_id=env.trace_id, topic=None, attempt=d.attempt,
+                                   scheduled_at=scheduled)
+                if spec.cron_policy.overlap == "skip":
+                    return await self._run_cron_exclusive(spec, d, ctx, started)
+                await self.call(spec, ctx)
+            else:
+                ctx = self.context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt)
+                data = env.data
+                value = spec.input.validate(data) if spec.input is not None else data
+                await self.call(spec, value, ctx)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except asyncio.CancelledError:
+            # shutdown past the grace period: hand the delivery back at once rather than wait for its lease
+            await asyncio.shield(self.backend.retry(d, 0.0, "CancelledError: worker shut down"))
+            raise
+        except BaseException as exc:  # noqa: BLE001 - user code failed; recorded, retried or dead-lettered
+            return await self._failed(spec, d, exc, started, ctx)
+        emitted = tuple(o.envelope.topic for o in ctx.outbox)
+        ok = await self.backend.complete(d, ctx.outbox)
+        outcome = "ok" if ok else "lost"
+        self._observe(spec, d, started, outcome, None, emitted)
+        return outcome
+
+    async def _run_cron_exclusive(self, spec: StepSpec, d: Delivery, ctx: Context, started: float) -> str:
+        key = f"cron-running:{spec.name}"
+        lease = max(spec.queue.visibility_timeout_s, (spec.timeout_s or 0) + 5)
+        if not await self.backend.acquire(key, d.id, lease):
+            await self.backend.complete(d, ())
+            self.log.info(f"cron '{spec.name}' tick skipped: the previous run is still running",
+                          step=spec.name, trace_id=d.envelope.trace_id)
+            self._observe(spec, d, started, "skipped", None, ())
+            return "skipped"
+        try:
+            await self.call(spec, ctx)
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            await asyncio.shield(self.backend.release(key, d.id))
+            raise
+        except BaseException as exc:  # noqa: BLE001 - user code failed
+            await self.backend.release(key, d.id)
+            return await self._failed(spec, d, exc, started, ctx)
+        await self.backend.release(key, d.id)
+        emitted = tuple(o.envelope.topic for o in ctx.outbox)
+        ok = await self.backend.complete(d, ctx.outbox)
+        self._observe(spec, d, started, "ok" if ok else "lost", None, emitted)
+        return "ok" if ok else "lost"
+
+    async def _failed(self, spec: StepSpec, d: Delivery, exc: BaseException, started: float,
+                      ctx: Context | None) -> str:
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(tb.format_exception(exc))
+        timeout = isinstance(exc, HandlerTimeoutError)
+        fields = {"trace_id": d.envelope.trace_id, "step": spec.name, "topic": d.envelope.topic,
+                  "attempt": d.attempt, "error": error}
+        if isinstance(exc, _NON_RETRYABLE) or d.attempt > spec.queue.max_retries:
+            await self.backend.dead_letter(d, error, trace)
+            why = "not retryable" if isinstance(exc, _NON_RETRYABLE) else f"after {d.attempt} attempt(s)"
+            self.log.error(f"'{spec.name}' failed {why}; moved to the dead-letter queue", **fields)
+            outcome = "timeout-dead" if timeout else "dead"
+        else:
+            delay = retry_delay(spec.queue.backoff, d.attempt, self.rand)
+            await self.backend.retry(d, delay, error)
+            self.log.warning(f"'{spec.name}' failed; retry {d.attempt}/{spec.queue.max_retries} in {delay:.2f} s",
+                             **fields)
+            outcome = "timeout-retried" if timeout else "retried"
+        self._observe(spec, d, started, outcome, error, ())
+        return outcome
+
+    def _observe(self, spec: StepSpec, d: Delivery, started: float, outcome: str, error: str | None,
+                 emitted: tuple[str, ...]) -> None:
+        if not self.observers:
+            return
+        rec = RunRecord(step=spec.name, trace_id=d.envelope.trace_id, topic=d.envelope.topic, attempt=d.attempt,
+                        started_at=started, duration_s=self.clock() - started, outcome=outcome, error=error,
+                        emitted=emitted, delivery_id=d.id)
+        for obs in self.observers:
+            obs(rec)

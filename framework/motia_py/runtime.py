@@ -1,0 +1,109 @@
+"""The runtime: discovery -> validation -> backend -> router -> workers -> cron (-> HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from types import TracebackType
+
+from .backends.base import Backend
+from .backends.registry import BackendOptions, create_backend
+from .discovery import Project, discover
+from .errors import GraphError
+from .findings import Finding, Severity
+from .logs import LogSink
+from .router import Observer, Router
+from .scheduler import Scheduler
+from .settings import Settings
+from .types import Clock
+from .worker import Worker
+
+
+def load_project(settings: Settings) -> tuple[Project, list[Finding]]:
+    """Discover and validate a project; return it with every finding (errors included)."""
+    from .graph import validate
+
+    project = discover(settings)
+    return project, validate(project)
+
+
+def require_valid(project: Project, findings: list[Finding]) -> None:
+    """Raise GraphError (listing every error) when ``findings`` hold an error."""
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if errors:
+        lines = "\n".join("  " + f.render(project.root) for f in errors)
+        raise GraphError(f"the project has {len(errors)} error(s):\n{lines}", list(errors))
+
+
+def backend_for(settings: Settings, url: str | None = None, clock: Clock | None = None) -> Backend:
+    """Build (not open) the backend named by ``url`` or the settings."""
+    return create_backend(url or settings.backend_url,
+                          BackendOptions(root=settings.root, clock=clock, prefix=settings.redis_prefix))
+
+
+class Runtime:
+    """A running project: workers consuming every step's queue and the cron scheduler.
+
+    Use as ``async with Runtime(project, backend) as rt: ...`` or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        backend: Backend,
+        *,
+        clock: Clock | None = None,
+        rand: Callable[[], float] | None = None,
+        log_sink: LogSink | None = None,
+        observers: Iterable[Observer] = (),
+        workers: bool = True,
+        cron: bool = True,
+        poll_s: float = 0.5,
+    ) -> None:
+        kwargs = {"rand": rand} if rand is not None else {}
+        self.router = Router(project, backend, clock=clock, log_sink=log_sink, observers=observers, **kwargs)
+        self.worker = Worker(self.router, poll_s=poll_s) if workers else None
+        self.scheduler = Scheduler(self.router, clock=clock) if cron else None
+        self._started = False
+
+    @property
+    def project(self) -> Project:
+        """The project being served (changes on reload)."""
+        return self.router.project
+
+    @property
+    def backend(self) -> Backend:
+        """The backend in use."""
+        return self.router.backend
+
+    async def start(self) -> None:
+        """Open the backend and start workers and cron."""
+        await self.backend.open()
+        if self.worker is not None:
+            await self.worker.start()
+        if self.scheduler is not None:
+            await self.scheduler.start()
+        self._started = True
+
+    async def reload(self, project: Project) -> None:
+        """Switch to a newly discovered (and validated) project without losing an event."""
+        self.router.set_project(project)
+        if self.worker is not None:
+            self.worker.sync()
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop cron, let in-flight handlers finish within ``grace_s``, close the backend."""
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.worker is not None:
+            await self.worker.stop(grace_s)
+        if self._started:
+            await self.backend.close()
+            self._started = False
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.shield(self.stop())

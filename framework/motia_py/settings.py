@@ -1,0 +1,162 @@
+"""Project settings from ``motia_py.toml``, resolved once: flag > environment > file > default.
+
+Each setting is declared once in :data:`SETTINGS` with its file key, environment variable and default;
+:func:`load_settings` is the only place that reads the file or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ProjectError, SettingsError
+
+SETTINGS_FILE = "motia_py.toml"
+DEFAULT_BACKEND_URL = "sqlite:///.motia/motia.db"
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    name: str  # attribute of Settings and the flag name
+    section: str
+    key: str
+    env: str
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+def _port(v: Any) -> int:
+    port = int(v)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return port
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{v!r} is not a boolean")
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None or v == "" else str(v)
+
+
+SETTINGS: tuple[_Setting, ...] = (
+    _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", str),
+    _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", str),
+    _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, str),
+    _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", str),
+    _Setting("max_payload_bytes", "backend", "max_payload_bytes", "MOTIA_PY_MAX_PAYLOAD_BYTES", 1_048_576, int),
+    _Setting("host", "server", "host", "MOTIA_PY_SERVER_HOST", "127.0.0.1", str),
+    _Setting("port", "server", "port", "MOTIA_PY_SERVER_PORT", 3000, _port),
+    _Setting("body_limit_bytes", "server", "body_limit_bytes", "MOTIA_PY_SERVER_BODY_LIMIT", 1_048_576, int),
+    _Setting("workbench_token", "server", "workbench_token", "MOTIA_PY_WORKBENCH_TOKEN", None, _opt_str),
+    _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, float),
+    _Setting("log_format", "logging", "format", "MOTIA_PY_LOG_FORMAT", "auto", str),
+    _Setting("log_level", "logging", "level", "MOTIA_PY_LOG_LEVEL", "info", str),
+)
+_KNOWN = {(s.section, s.key) for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The resolved settings of one project (paths absolute)."""
+
+    root: Path
+    steps_dir: Path
+    flows_dir: Path
+    backend_url: str
+    redis_prefix: str
+    max_payload_bytes: int
+    host: str
+    port: int
+    body_limit_bytes: int
+    workbench_token: str | None
+    grace_period_s: float
+    log_format: str
+    log_level: str
+
+    @property
+    def settings_file(self) -> Path:
+        """Path of ``motia_py.toml`` (which may not exist)."""
+        return self.root / SETTINGS_FILE
+
+
+def read_settings_file(root: Path) -> dict[str, Any]:
+    """Parse ``motia_py.toml`` under ``root`` ({} when absent).
+
+    Raises:
+        ProjectError: when the file cannot be parsed or has unknown keys.
+    """
+    path = root / SETTINGS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"{path}: cannot parse: {exc}") from exc
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ProjectError(f"{path}: '{section}' must be a table ([{section}])")
+        for key in table:
+            if (section, key) not in _KNOWN:
+                from .config import did_you_mean  # local: config imports heavier modules
+
+                known = [f"{s}.{k}" for s, k in _KNOWN]
+                hint = did_you_mean(f"{section}.{key}", known)
+                raise ProjectError(f"{path}: unknown setting '{section}.{key}'" + (f" ({hint})" if hint else ""))
+    return data
+
+
+def load_settings(
+    project: str | os.PathLike[str] = ".",
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting once: flag > environment > file > default.
+
+    Args:
+        project: the project directory.
+        flags: values given on the command line (``None`` values are ignored).
+        env: the environment (defaults to ``os.environ``, read here and nowhere else).
+
+    Raises:
+        ProjectError: no such directory, or an unreadable ``motia_py.toml``.
+        SettingsError: a value that does not parse.
+    """
+    root = Path(project).expanduser().resolve()
+    if not root.is_dir():
+        raise ProjectError(f"no such project directory: {root}")
+    flags = flags or {}
+    env = os.environ if env is None else env
+    data = read_settings_file(root)
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        origin = "default"
+        raw: Any = s.default
+        if s.key in data.get(s.section, {}):
+            raw, origin = data[s.section][s.key], f"{SETTINGS_FILE} [{s.section}] {s.key}"
+        if env.get(s.env) not in (None, ""):
+            raw, origin = env[s.env], f"${s.env}"
+        if flags.get(s.name) is not None:
+            raw, origin = flags[s.name], f"--{s.name.replace('_', '-')}"
+        try:
+            values[s.name] = s.parse(raw) if raw is not None else None
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"invalid {s.name} from {origin}: {raw!r} ({exc})") from exc
+    return Settings(
+        root=root,
+        steps_dir=(root / values.pop("steps_dir")).resolve(),
+        flows_dir=(root / values.pop("flows_dir")).resolve(),
+        **values,
+    )
