@@ -181,6 +181,17 @@ def create(directory: Path, force: bool) -> None:
     click.echo(f"\nnext: cd {directory} && motia-py validate && python -m pytest", err=True)
 
 
+@cli.command()
+@project_option
+@handle_errors
+def openapi(project: Path) -> None:
+    """Print the OpenAPI 3.1 document of the project's API steps."""
+    from .discovery import discover
+    from .openapi import openapi_document
+
+    echo_json(openapi_document(discover(settings_from(project))))
+
+
 # -- running ---------------------------------------------------------------------------------------
 
 
@@ -204,6 +215,22 @@ def start(workers: int, no_http: bool, no_cron: bool, host: str | None, port: in
     configure_logging(settings.log_format, settings.log_level)
     code = run_async(run(settings, StartOptions(workers=workers, http=not no_http, cron=not no_cron)))
     sys.exit(code)
+
+
+@cli.command()
+@click.option("--host", default=None, help="HTTP host (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="HTTP port (default 3000).")
+@backend_option
+@project_option
+@handle_errors
+def dev(host: str | None, port: int | None, backend_url: str | None, project: Path) -> None:
+    """Run everything with hot reload: save a step file and the running system has it."""
+    from .dev import run_dev
+    from .logs import configure_logging
+
+    settings = settings_from(project, backend_url=backend_url, host=host, port=port)
+    configure_logging("text" if settings.log_format == "auto" else settings.log_format, settings.log_level)
+    sys.exit(run_async(run_dev(settings)))
 
 
 def _register_operator_commands() -> None:

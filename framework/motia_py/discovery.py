@@ -10,6 +10,7 @@ starts from fresh modules: whatever was imported from the project before is drop
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import re
@@ -136,6 +137,9 @@ def _reset_import_state(root: Path) -> None:
     _inserted_root.clear()
     sys.path.insert(0, root_s)
     _inserted_root.append(root_s)
+    _FINDER.root = root
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
     for name in list(_project_modules):
         sys.modules.pop(name, None)
     _project_modules.clear()
@@ -162,6 +166,36 @@ def _under(path: Path, root: Path) -> bool:
     except (ValueError, OSError):
         return False
     return "site-packages" not in path.parts
+
+
+class _ProjectFinder(importlib.abc.MetaPathFinder):
+    """Resolve top-level imports from the project root first.
+
+    Without it, a namespace folder of the project (``services/`` without ``__init__.py``) loses to a
+    regular package of the same name anywhere else on ``sys.path``, which is how Python ranks them.
+    Standard-library names are never shadowed.
+    """
+
+    root: Path | None = None
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if path is not None or self.root is None or fullname in sys.stdlib_module_names:
+            return None
+        if not ((self.root / fullname).is_dir() or (self.root / f"{fullname}.py").is_file()):
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, [str(self.root)])
+
+
+_FINDER = _ProjectFinder()
+
+
+class _FreshLoader(importlib.machinery.SourceFileLoader):
+    """Compile step files from source every time: a ``.pyc`` keyed on whole-second mtimes could hand
+    back the previous version of a file saved twice within one second."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        source = self.get_data(self.path)
+        return compile(source, self.path, "exec", dont_inherit=True)
 
 
 def _ensure_package(root: Path, parts: tuple[str, ...]) -> str:
@@ -241,7 +275,7 @@ def _import(path: Path, root: Path, used: set[str]) -> types.ModuleType:
         n += 1
         modname = f"{base}__{n}"
     used.add(modname)
-    spec = importlib.util.spec_from_file_location(modname, path)
+    spec = importlib.util.spec_from_file_location(modname, path, loader=_FreshLoader(modname, str(path)))
     assert spec is not None and spec.loader is not None  # a .py path always gives a spec
     module = importlib.util.module_from_spec(spec)
     module.__motia_project__ = True  # type: ignore[attr-defined]

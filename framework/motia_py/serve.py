@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MotiaError
+from .http import HttpServer, start_server
 from .logs import framework_logger
 from .runtime import Runtime, backend_for, load_project, require_valid
 from .settings import Settings
@@ -57,12 +58,12 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
         loop.add_signal_handler(sig, on_signal)
     await runtime.start()
     children: list[subprocess.Popen[bytes]] = []
-    http_task: asyncio.Task[None] | None = None
+    http: HttpServer | None = None
     try:
         if opts.workers > 1:
             children = [_spawn_child(settings, i) for i in range(opts.workers)]
         if opts.http:
-            http_task = await _start_http(runtime, settings)
+            http = await _start_http(runtime, settings)
         n_steps = len(project.steps)
         log.info(f"motia-py started: {n_steps} step(s), backend {settings.backend_url}"
                  + (f", {opts.workers} worker processes" if opts.workers > 1 else "")
@@ -80,9 +81,8 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
-        if http_task is not None:
-            http_task.cancel()
-            await asyncio.gather(http_task, return_exceptions=True)
+        if http is not None:
+            await http.stop()
         await runtime.stop(settings.grace_period_s)
         for child in children:
             try:
@@ -95,14 +95,11 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
     return 0
 
 
-async def _start_http(runtime: Runtime, settings: Settings) -> asyncio.Task[None] | None:
-    """Serve API steps when the HTTP module is available and the project has API steps."""
-    try:
-        from .http import serve  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    task: asyncio.Task[None] = await serve(runtime, settings)
-    return task
+async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
+    """Serve API steps and ``/openapi.json``."""
+    server = await start_server(runtime.router, settings, dev=False)
+    framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
+    return server
 
 
 def _spawn_child(settings: Settings, index: int) -> subprocess.Popen[bytes]:

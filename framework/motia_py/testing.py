@@ -14,6 +14,7 @@ moves its clock to the next due time instead of sleeping, so tests of retries ru
 from __future__ import annotations
 
 import asyncio
+import json as _json
 import os
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from .backends.base import DeadLetter, Outgoing
 from .backends.memory import MemoryBackend
 from .discovery import Project
 from .errors import MotiaError
+from .http import ApiApp, ApiResponse
 from .router import RunRecord
 from .runtime import Runtime, load_project, require_valid
 from .settings import load_settings
@@ -74,6 +76,8 @@ class Harness:
         self.runs: list[RunRecord] = []
         self.logs: list[dict[str, Any]] = []
         self._runtime: Runtime | None = None
+        self._api: ApiApp | None = None
+        self.last_response: ApiResponse | None = None
 
     @property
     def project(self) -> Project:
@@ -147,6 +151,21 @@ class Harness:
         trace_id = await self.runtime.router.fire_cron(name, when)
         await self.run_until_idle()
         return trace_id
+
+    async def request(self, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None,
+                      query: dict[str, Any] | None = None, raw_body: bytes | None = None) -> tuple[int, Any]:
+        """Call an API step without a server (middleware, validation and emits run as in the server).
+
+        Returns ``(status, body)``; :attr:`last_response` keeps the headers too.
+        """
+        if self._api is None or self._api.router is not self.runtime.router:
+            self._api = ApiApp(self.runtime.router, body_limit_bytes=self.runtime.project.settings.body_limit_bytes,
+                               dev=True)
+        raw = raw_body if raw_body is not None else (b"" if json is None else _json.dumps(json).encode())
+        hdrs = {"content-type": "application/json", **(headers or {})}
+        response = await self._api.handle(method, path, headers=hdrs, query=query, raw_body=raw)
+        self.last_response = response
+        return response.status, response.body
 
     def emitted(self, topic: str) -> list[Any]:
         """The data of every event published on ``topic`` so far (from steps or from outside)."""

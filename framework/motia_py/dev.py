@@ -1,0 +1,179 @@
+"""``motia-py dev``: run everything on the project's backend and hot-reload on every save.
+
+On a change the whole project is rediscovered and revalidated first. A valid project replaces the
+running one at once (new steps start consuming, changed handlers run new code, removed steps stop,
+API routes and cron schedules follow); an invalid one is reported with file and line while the last
+good version keeps serving. Queued and in-flight events are untouched by a reload: consumers of
+steps that still exist keep running, and handlers already running finish on the code they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import watchfiles
+
+from .config import StepSpec
+from .discovery import Project
+from .findings import Finding, Severity
+from .http import start_server
+from .logs import framework_logger
+from .runtime import Runtime, backend_for, load_project
+from .settings import SETTINGS_FILE, Settings
+
+_IGNORED_DIRS = {".motia", ".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
+                 ".pytest_cache", ".ruff_cache"}
+
+
+class ProjectFilter(watchfiles.DefaultFilter):
+    """Only ``*.py`` files, ``motia_py.toml`` and ``flows/*.toml`` trigger a reload; ``.motia/``, logs and
+    everything else never do (so a reload can never trigger itself)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(ignore_dirs=tuple(_IGNORED_DIRS))
+        self.root = settings.root
+        self.flows_dir = settings.flows_dir
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        """True when ``path`` should trigger a reload."""
+        if not super().__call__(change, path):
+            return False
+        p = Path(path)
+        try:
+            rel = p.relative_to(self.root)
+        except ValueError:
+            return False
+        if any(part in _IGNORED_DIRS or part.startswith(".") for part in rel.parts[:-1]):
+            return False
+        if p.suffix == ".py":
+            return True
+        if rel.as_posix() == SETTINGS_FILE:
+            return True
+        return p.suffix == ".toml" and p.parent == self.flows_dir
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Which steps a reload added, changed and removed."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    def render(self) -> str:
+        """``+ A, ~ B, - C`` (or ``no step changed``)."""
+        parts = [f"+ {n}" for n in self.added] + [f"~ {n}" for n in self.changed] + [f"- {n}" for n in self.removed]
+        return ", ".join(parts) if parts else "no step changed"
+
+
+def _fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
+    out = {}
+    for s in steps:
+        try:
+            digest = hashlib.sha1(s.file.read_bytes()).hexdigest()  # noqa: S324 - change detection only
+        except OSError:
+            digest = ""
+        out[s.name] = f"{s.file}:{digest}:{s!r}"
+    return out
+
+
+def diff_projects(old: Project | None, new: Project) -> Diff:
+    """Compare two discovered projects step by step."""
+    before = _fingerprint(old.steps) if old else {}
+    after = _fingerprint(new.steps)
+    return Diff(added=tuple(sorted(set(after) - set(before))),
+                changed=tuple(sorted(n for n in set(after) & set(before) if after[n] != before[n])),
+                removed=tuple(sorted(set(before) - set(after))))
+
+
+class DevServer:
+    """The dev loop: runtime + HTTP + watcher."""
+
+    def __init__(self, settings: Settings, *, port: int | None = None) -> None:
+        self.settings = settings
+        self.port = port
+        self.log = framework_logger()
+        self.reloads = 0
+
+    def _report(self, findings: list[Finding]) -> None:
+        for f in findings:
+            if f.severity is Severity.INFO:
+                continue
+            colour = "red" if f.severity is Severity.ERROR else "yellow"
+            click.echo(click.style(f.render(self.settings.root), fg=colour), err=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set."""
+        project, findings = load_project(self.settings)
+        errors = [f for f in findings if f.severity is Severity.ERROR]
+        self._report(findings)
+        if errors:
+            click.echo(click.style(f"{len(errors)} error(s): fix them and save; serving no steps until then",
+                                   fg="red", bold=True), err=True)
+            project = Project(settings=self.settings, steps=(), flows={}, problems=())
+        runtime = Runtime(project, backend_for(self.settings), poll_s=0.2)
+        await runtime.start()
+        http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
+        click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend {self.settings.backend_url}, "
+                               f"http://{self.settings.host}:{http.port}  (watching {self.settings.root})",
+                               fg="green", bold=True), err=True)
+        watcher = asyncio.create_task(self._watch(runtime, http.app, stop))
+        try:
+            await stop.wait()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await http.stop()
+            await runtime.stop(self.settings.grace_period_s)
+
+    async def _watch(self, runtime: Runtime, app: object, stop: asyncio.Event) -> None:
+        from .http import ApiApp
+
+        assert isinstance(app, ApiApp)
+        last_good: Project | None = runtime.project
+        async for changes in watchfiles.awatch(self.settings.root, watch_filter=ProjectFilter(self.settings),
+                                               debounce=400, step=20, stop_event=stop, recursive=True):
+            started = time.perf_counter()
+            names = sorted({Path(p).relative_to(self.settings.root).as_posix() for _, p in changes})
+            if SETTINGS_FILE in names:
+                click.echo(click.style("motia_py.toml changed: step and flow changes reload now; backend and "
+                                       "server settings take effect on restart", fg="yellow"), err=True)
+            project, findings = load_project(self.settings)
+            errors = [f for f in findings if f.severity is Severity.ERROR]
+            if errors:
+                self._report(errors)
+                click.echo(click.style(f"reload rejected ({len(errors)} error(s) in {', '.join(names)}); "
+                                       "the last good version keeps serving", fg="red", bold=True), err=True)
+                continue
+            diff = diff_projects(last_good, project)
+            await runtime.reload(project)
+            app.set_router(runtime.router)
+            last_good = project
+            self.reloads += 1
+            ms = (time.perf_counter() - started) * 1000
+            warnings = sum(1 for f in findings if f.severity is Severity.WARNING)
+            click.echo(click.style(f"reloaded in {ms:.0f} ms: {diff.render()}", fg="green")
+                       + (click.style(f"  ({warnings} warning(s))", fg="yellow") if warnings else ""), err=True)
+            if warnings:
+                self._report([f for f in findings if f.severity is Severity.WARNING])
+
+
+async def run_dev(settings: Settings, port: int | None = None) -> int:
+    """Run ``motia-py dev`` until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # helper modules are imported by the normal import system; a .pyc keyed on whole-second mtimes
+    # could serve the previous version of a helper saved twice within a second
+    sys.dont_write_bytecode = True
+    await DevServer(settings, port=port).run(stop)
+    return 0

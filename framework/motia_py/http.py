@@ -1,0 +1,326 @@
+"""API steps over HTTP: routing, body limits, validation, middleware, handler calls and emits.
+
+The request pipeline (:class:`ApiApp.handle`) is independent of the server, so the test harness runs
+exactly what the server runs. The ASGI side is a small Starlette-based adapter served by uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import traceback
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from .backends.base import new_id
+from .config import StepSpec, StepType
+from .errors import InputValidationError, MotiaError
+from .router import Router
+from .settings import Settings
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ApiRequest(dict[str, Any]):
+    """What an API handler gets as ``req``: a dict (``req["body"]``, ``req.get("body", {})``) whose
+    keys are also attributes (``req.body``, ``req.pathParams``, ``req.path_params``)."""
+
+    _ALIASES = {"path_params": "pathParams", "query_params": "queryParams", "raw_body": "rawBody"}
+
+    def __getattr__(self, name: str) -> Any:
+        key = self._ALIASES.get(name, name)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """A response ready to send."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    spec: StepSpec
+    pattern: re.Pattern[str]
+
+
+def compile_path(path: str) -> re.Pattern[str]:
+    """``/jobs/{id}`` -> a regex with a named group per parameter."""
+    out, pos = "", 0
+    for m in _PARAM.finditer(path):
+        out += re.escape(path[pos:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
+        pos = m.end()
+    return re.compile("^" + out + re.escape(path[pos:]) + "/?$")
+
+
+def _error(status: int, error: str, **extra: Any) -> ApiResponse:
+    return ApiResponse(status, {"error": error, **extra})
+
+
+class ApiApp:
+    """Serves a project's API steps; :meth:`set_router` swaps in a reloaded project atomically.
+
+    Args:
+        router: runs handlers and publishes their emits.
+        body_limit_bytes: larger request bodies get 413.
+        dev: check responses against ``responseSchema`` and show exception messages in 500s.
+    """
+
+    def __init__(self, router: Router, *, body_limit_bytes: int = 1_048_576, dev: bool = False) -> None:
+        self.body_limit_bytes = body_limit_bytes
+        self.dev = dev
+        self.extra_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
+        self.set_router(router)
+
+    def set_router(self, router: Router) -> None:
+        """Use the router's current project (after a reload)."""
+        self.router = router
+        routes = [_Route(s, compile_path(s.api.path)) for s in router.project.steps
+                  if s.type is StepType.API and s.api is not None]
+        # literal segments beat parameters: /jobs/stats before /jobs/{id}
+        routes.sort(key=lambda r: (r.spec.api.path.count("{") if r.spec.api else 0))
+        self.routes = routes
+
+    def match(self, method: str, path: str) -> tuple[StepSpec | None, dict[str, str], bool]:
+        """The API step for ``method path``, its path parameters, and whether the path exists at all."""
+        path_exists = False
+        for r in self.routes:
+            m = r.pattern.match(path)
+            if m is None:
+                continue
+            path_exists = True
+            if r.spec.api is not None and (r.spec.api.method == method or (method == "HEAD" and r.spec.api.method == "GET")):
+                return r.spec, m.groupdict(), True
+        return None, {}, path_exists
+
+    async def handle(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
+                     query: Mapping[str, Any] | None = None, raw_body: bytes = b"") -> ApiResponse:
+        """Run the whole pipeline for one request (what the server and the harness both call)."""
+        spec, params, exists = self.match(method.upper(), path)
+        if spec is None:
+            return _error(405 if exists else 404, "method_not_allowed" if exists else "not_found",
+                          message=f"no API step for {method.upper()} {path}")
+        if len(raw_body) > self.body_limit_bytes:
+            return _error(413, "payload_too_large", limit=self.body_limit_bytes)
+        body: Any = None
+        if raw_body.strip():
+            try:
+                body = json.loads(raw_body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return _error(400, "invalid_json", message=str(exc))
+        assert spec.api is not None  # routes hold API steps only
+        if spec.api.body_schema is not None:
+            try:
+                body = spec.api.body_schema.validate(body if body is not None else {})
+            except InputValidationError as exc:
+                return _error(422, "validation", fields=exc.fields)
+        req = ApiRequest(body=body, headers=dict(headers or {}), pathParams=params,
+                         queryParams=dict(query or {}), rawBody=raw_body.decode("utf-8", "replace"),
+                         method=method.upper(), path=path)
+        return await self._run(spec, req)
+
+    async def _run(self, spec: StepSpec, req: ApiRequest) -> ApiResponse:
+        trace_id = new_id()
+        router = self.router
+        ctx = router.context(spec, trace_id=trace_id, topic=None, attempt=1)
+        chain: Callable[[], Awaitable[Any]] = lambda: router.call(spec, req, ctx)  # noqa: E731
+        assert spec.api is not None
+        for mw in reversed(spec.api.middleware):
+            chain = _bind(mw, req, ctx, chain)
+        try:
+            result = await chain()
+            response = self._to_response(result)
+            if self.dev:
+                response = self._check_response(spec, response)
+        except Exception as exc:  # noqa: BLE001 - a handler failed; answer 500 and log, never crash the server
+            ctx.logger.error(f"API step '{spec.name}' failed: {type(exc).__name__}: {exc}",
+                             traceback="".join(traceback.format_exception(exc)))
+            extra = {"message": f"{type(exc).__name__}: {exc}"} if self.dev else {}
+            return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra},
+                               {"x-trace-id": trace_id})
+        if ctx.outbox:
+            await router.backend.publish(ctx.outbox)
+        headers = {"x-trace-id": trace_id, **response.headers}
+        return ApiResponse(response.status, response.body, headers)
+
+    @staticmethod
+    def _to_response(result: Any) -> ApiResponse:
+        dump = getattr(result, "model_dump", None)
+        if callable(dump):
+            return ApiResponse(200, dump(mode="json"))
+        if isinstance(result, Mapping) and "status" in result:
+            status = int(result["status"])
+            headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+            body = result.get("body")
+            bdump = getattr(body, "model_dump", None)
+            return ApiResponse(status, bdump(mode="json") if callable(bdump) else body, headers)
+        if result is None:
+            return ApiResponse(204, None)
+        raise MotiaError("an API handler must return {'status': ..., 'body': ...} or a pydantic model, "
+                         f"not {type(result).__name__}")
+
+    def _check_response(self, spec: StepSpec, response: ApiResponse) -> ApiResponse:
+        assert spec.api is not None
+        schema = spec.api.response_schema.get(response.status)
+        if schema is None:
+            return response
+        try:
+            schema.validate(response.body)
+        except InputValidationError as exc:
+            self.router.log.error(f"API step '{spec.name}' answered {response.status} with a body that fails "
+                                  f"its responseSchema: {exc}", step=spec.name)
+            return _error(500, "response_validation", fields=exc.fields)
+        return response
+
+    # -- ASGI ---------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        extra = self.extra_routes.get((request.method, request.url.path))
+        if extra is not None:
+            await (await extra(request))(scope, receive, send)
+            return
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body_limit_bytes:
+            result = _error(413, "payload_too_large", limit=self.body_limit_bytes)
+        else:
+            try:
+                raw = await _read_body(request, self.body_limit_bytes)
+            except _TooLarge:
+                result = _error(413, "payload_too_large", limit=self.body_limit_bytes)
+            except ClientDisconnect:
+                return
+            else:
+                query = {k: (v[0] if len(v) == 1 else v) for k, v in _multi(request).items()}
+                result = await self.handle(request.method, request.url.path, headers=dict(request.headers),
+                                           query=query, raw_body=raw)
+        if result.status == 204 or result.body is None and result.status < 200:
+            response: Response = Response(status_code=result.status, headers=dict(result.headers))
+        else:
+            response = JSONResponse(result.body, status_code=result.status, headers=dict(result.headers))
+        await response(scope, receive, send)
+
+
+def _multi(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in request.query_params.multi_items():
+        out.setdefault(k, []).append(v)
+    return out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _bind(mw: Callable[..., Any], req: ApiRequest, ctx: Any, nxt: Callable[[], Awaitable[Any]]
+          ) -> Callable[[], Awaitable[Any]]:
+    async def call() -> Any:
+        return await mw(req, ctx, nxt)
+
+    return call
+
+
+def _bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise MotiaError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``motia-py`` owns SIGINT/SIGTERM and stops us."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(slots=True)
+class HttpServer:
+    """A running HTTP server."""
+
+    app: ApiApp
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        for s in self.server.servers:
+            for sock in s.sockets:
+                return int(sock.getsockname()[1])
+        return int(self.server.config.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish open requests, close."""
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def start_server(router: Router, settings: Settings, *, dev: bool = False, port: int | None = None,
+                       app: ApiApp | None = None) -> HttpServer:
+    """Serve API steps (and ``/openapi.json``) on ``settings.host:settings.port``; return once bound.
+
+    Raises:
+        MotiaError: the port cannot be bound.
+    """
+    from .openapi import openapi_document
+
+    app = app or ApiApp(router, body_limit_bytes=settings.body_limit_bytes, dev=dev)
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(openapi_document(app.router.project))
+
+    app.extra_routes[("GET", "/openapi.json")] = openapi
+    config = uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
+                            log_level="warning", access_log=False, lifespan="off", server_header=False)
+    sock = _bind_socket(settings.host, config.port)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="motia-http")
+    while not server.started:
+        if task.done():
+            exc = task.exception()
+            raise MotiaError(f"cannot serve HTTP on {settings.host}:{config.port}: {exc or 'server exited'}")
+        await asyncio.sleep(0.01)
+    return HttpServer(app=app, server=server, task=task)
