@@ -210,7 +210,7 @@ def register(cli: click.Group) -> None:
             done = sum([1 for i in ids if await b.dlq_replay(i)])
             return done, len(ids)
 
-        done, asked = run_async(_with_backend(settings_from(project, backend_url=backend_url), go))
+        done, _ = run_async(_with_backend(settings_from(project, backend_url=backend_url), go))
         click.echo(f"replayed {done} dead letter(s)", err=True)
         if dead_id and not done:
             fail(f"no dead letter '{dead_id}'", EXIT_FAIL)

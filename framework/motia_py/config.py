@@ -166,7 +166,7 @@ class ApiSpec:
     middleware: tuple[Callable[..., Any], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity equality: specs hold dicts and callables
 class StepSpec:
     """Everything the runtime knows about one step, checked when it was discovered."""
 
@@ -379,7 +379,7 @@ def _check_handler(handler: Any, step_type: StepType) -> bool:
             field="handler",
             hint=f"define async def {form}",
         )
-    fn = handler.__call__ if not inspect.isroutine(handler) and hasattr(handler, "__call__") else handler
+    fn = handler if inspect.isroutine(handler) else type(handler).__call__
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(fn)
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import StepConfigError, StepSpec, StepType, build_step
-from .errors import CronExpressionError
+from .config import StepSpec, StepType, build_step
+from .errors import CronExpressionError, StepConfigError
 from .findings import Finding, Severity
 from .flows import FlowSpec, load_flows
 from .settings import Settings
@@ -241,7 +241,7 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
                              hint=(exc.text or "").strip() or None)
     try:
         module = _import(path, root, used)
-    except Exception as exc:  # noqa: BLE001 - a user module may raise anything; we report it, never swallow
+    except Exception as exc:
         return None, Finding("import-error", Severity.ERROR, f"{type(exc).__name__}: {exc}", file=path,
                              line=_error_line(exc, path), hint=_import_hint(exc))
     config_line = _line_of(source, "config")

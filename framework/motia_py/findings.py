@@ -29,17 +29,21 @@ class Finding:
     field: str | None = None
     hint: str | None = None
 
+    def _relative(self, root: Path | None) -> str:
+        assert self.file is not None
+        if root is not None:
+            try:
+                return str(self.file.resolve().relative_to(root.resolve()))
+            except ValueError:
+                pass
+        return str(self.file)
+
     def location(self, root: Path | None = None) -> str:
         """``steps/a.step.py:12`` relative to ``root`` when possible."""
         if self.file is None:
             return "(project)"
-        path = self.file
-        if root is not None:
-            try:
-                path = self.file.resolve().relative_to(root.resolve())
-            except ValueError:
-                pass
-        return f"{path}:{self.line}" if self.line else str(path)
+        path = self._relative(root)
+        return f"{path}:{self.line}" if self.line else path
 
     def to_json(self, root: Path | None = None) -> dict[str, Any]:
         """A JSON-ready dict (``file`` relative to ``root`` when possible)."""
@@ -47,7 +51,7 @@ class Finding:
             "code": self.code,
             "severity": self.severity.value,
             "message": self.message,
-            "file": self.location(root).rsplit(":", 1)[0] if self.file else None,
+            "file": self._relative(root) if self.file else None,
             "line": self.line,
             "step": self.step,
             "field": self.field,

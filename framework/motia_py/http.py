@@ -104,7 +104,8 @@ class ApiApp:
             if m is None:
                 continue
             path_exists = True
-            if r.spec.api is not None and (r.spec.api.method == method or (method == "HEAD" and r.spec.api.method == "GET")):
+            api = r.spec.api
+            if api is not None and (api.method == method or (method == "HEAD" and api.method == "GET")):
                 return r.spec, m.groupdict(), True
         return None, {}, path_exists
 
@@ -147,7 +148,7 @@ class ApiApp:
             response = self._to_response(result)
             if self.dev:
                 response = self._check_response(spec, response)
-        except Exception as exc:  # noqa: BLE001 - a handler failed; answer 500 and log, never crash the server
+        except Exception as exc:
             ctx.logger.error(f"API step '{spec.name}' failed: {type(exc).__name__}: {exc}",
                              traceback="".join(traceback.format_exception(exc)))
             extra = {"message": f"{type(exc).__name__}: {exc}"} if self.dev else {}
@@ -218,7 +219,7 @@ class ApiApp:
                 query = {k: (v[0] if len(v) == 1 else v) for k, v in _multi(request).items()}
                 result = await self.handle(request.method, request.url.path, headers=dict(request.headers),
                                            query=query, raw_body=raw)
-        if result.status == 204 or result.body is None and result.status < 200:
+        if result.status == 204 or (result.body is None and result.status < 200):
             response: Response = Response(status_code=result.status, headers=dict(result.headers))
         else:
             response = JSONResponse(result.body, status_code=result.status, headers=dict(result.headers))

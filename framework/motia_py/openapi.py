@@ -18,7 +18,8 @@ def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
     defs = schema.pop("$defs", None) or {}
     for name, sub in defs.items():
         components[name] = _rewrite(sub)
-    return _rewrite(schema)
+    out: dict[str, Any] = _rewrite(schema)
+    return out
 
 
 def _rewrite(node: Any) -> Any:

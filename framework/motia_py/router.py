@@ -170,9 +170,10 @@ class Router:
                 scheduled_at: datetime | None = None) -> Context:
         """A fresh ``ctx`` for one handler call of ``spec``."""
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
-        state: State | SyncState = State(self.backend, ns)
+        async_state = State(self.backend, ns)
+        state: State | SyncState = async_state
         if not spec.is_async:
-            state = SyncState(state, asyncio.get_running_loop())
+            state = SyncState(async_state, asyncio.get_running_loop())
         logger = StepLogger({"trace_id": trace_id, "step": spec.name, "flow": spec.flows[0] if spec.flows else None,
                              "topic": topic, "attempt": attempt}, self.log_sink)
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, logger=logger,
@@ -232,7 +233,7 @@ class Router:
             # shutdown past the grace period: hand the delivery back at once rather than wait for its lease
             await asyncio.shield(self.backend.retry(d, 0.0, "CancelledError: worker shut down"))
             raise
-        except BaseException as exc:  # noqa: BLE001 - user code failed; recorded, retried or dead-lettered
+        except BaseException as exc:
             return await self._failed(spec, d, exc, started, ctx)
         emitted = tuple(o.envelope.topic for o in ctx.outbox)
         ok = await self.backend.complete(d, ctx.outbox)
@@ -254,7 +255,7 @@ class Router:
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
             await asyncio.shield(self.backend.release(key, d.id))
             raise
-        except BaseException as exc:  # noqa: BLE001 - user code failed
+        except BaseException as exc:
             await self.backend.release(key, d.id)
             return await self._failed(spec, d, exc, started, ctx)
         await self.backend.release(key, d.id)
@@ -268,7 +269,7 @@ class Router:
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(tb.format_exception(exc))
         timeout = isinstance(exc, HandlerTimeoutError)
-        fields = {"trace_id": d.envelope.trace_id, "step": spec.name, "topic": d.envelope.topic,
+        fields: dict[str, Any] = {"trace_id": d.envelope.trace_id, "step": spec.name, "topic": d.envelope.topic,
                   "attempt": d.attempt, "error": error}
         if isinstance(exc, _NON_RETRYABLE) or d.attempt > spec.queue.max_retries:
             await self.backend.dead_letter(d, error, trace)

@@ -5,8 +5,9 @@ every worker sharing the backend (a lease keyed by step and scheduled time), wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from .backends.base import new_id
@@ -39,7 +40,7 @@ class Scheduler:
     """
 
     def __init__(self, router: Router, *, clock: Clock | None = None,
-                 sleep: Callable[[float], asyncio.Future[None] | object] | None = None) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.router = router
         self.clock: Clock = clock or router.clock
         self._sleep = sleep or asyncio.sleep
@@ -91,10 +92,8 @@ class Scheduler:
             for when in fires_between(spec.cron, _dt(last), _dt(now)):
                 fired += await self._fire(spec, when)
         self._last_check = now
-        try:
+        with contextlib.suppress(BackendError):
             await self.router.backend.meta_set(_ALIVE_KEY, json.dumps(now))
-        except BackendError:
-            pass
         return fired
 
     async def _fire(self, spec: StepSpec, when: datetime) -> int:

@@ -58,7 +58,7 @@ def _loc(err: jsonschema.ValidationError) -> list[object]:
     loc: list[object] = list(err.absolute_path)
     if err.validator == "required" and isinstance(err.instance, dict):
         # jsonschema reports a missing property at its parent; name the property itself.
-        missing = [p for p in err.validator_value if p not in err.instance]
+        missing = [p for p in list(err.validator_value) if p not in err.instance]  # type: ignore[arg-type]
         if missing:
             loc.append(missing[0])
     return loc

@@ -108,7 +108,7 @@ def _spawn_child(settings: Settings, index: int) -> subprocess.Popen[bytes]:
     env["MOTIA_PY_BACKEND_URL"] = settings.backend_url
     cmd = [sys.executable, "-m", "motia_py", "start", "--workers", "1", "--no-http", "--no-cron",
            "--project", str(settings.root)]
-    return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent, cwd=str(Path(settings.root)))  # noqa: PLW1509
+    return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent, cwd=str(Path(settings.root)))
 
 
 def _die_with_parent() -> None:

@@ -100,7 +100,9 @@ class Harness:
         await self._runtime.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._runtime is not None:
             await self._runtime.stop(grace_s=5.0)
 

@@ -7,6 +7,7 @@ the memory backend behaves exactly like the durable ones (no shared mutable obje
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -14,9 +15,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..types import Clock
 from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
 from .registry import BackendOptions
-from ..types import Clock
 
 
 @dataclass(slots=True)
@@ -211,10 +212,8 @@ class MemoryBackend:
         due = self._next_due(q)
         if due is not None:
             timeout_s = max(0.0, min(timeout_s, due - self.clock()))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(q.wakeup.wait(), timeout_s)
-        except TimeoutError:
-            pass
         q.wakeup.clear()
 
     def notify_all(self) -> None:

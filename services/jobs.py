@@ -1,0 +1,140 @@
+"""Job records, status names, event models and the retry backoff, shared by every job step.
+
+A job lives in state (group ``jobs``, key ``jobId``) as a plain dict; the helpers here build and
+update those dicts so that every step writes the same shape. Times are ISO-8601 strings in UTC.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+JOBS = "jobs"  # the state group holding one record per job
+STATS = "stats"  # the state group holding counters
+
+QUEUED = "queued"
+DELAYED = "delayed"
+RUNNING = "running"
+RETRY_SCHEDULED = "retry_scheduled"
+COMPLETED = "completed"
+FAILED = "failed"
+STATUSES = (QUEUED, DELAYED, RUNNING, RETRY_SCHEDULED, COMPLETED, FAILED)
+
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 60.0
+RUNNING_TIMEOUT_S = 300.0
+
+JobType = Literal["email", "data"]
+
+
+class RetryableJobError(Exception):
+    """A job failed for a reason that may go away (a mail server down): try again later."""
+
+
+class JobEnqueued(BaseModel):
+    """``job.enqueued``: run attempt ``attempt`` of a job."""
+
+    jobId: str
+    type: JobType
+    payload: dict[str, Any] = {}
+    attempt: int = 1
+    maxAttempts: int = 3
+
+
+class JobCompleted(BaseModel):
+    """``job.completed``."""
+
+    jobId: str
+    type: str
+    attempts: int
+    result: Any = None
+
+
+class JobFailed(BaseModel):
+    """``job.failed``: ``retryable`` says whether the scheduler will try it again."""
+
+    jobId: str
+    type: str
+    attempts: int
+    error: str
+    retryable: bool
+
+
+def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+def iso(when: datetime) -> str:
+    """``when`` as an ISO-8601 string in UTC."""
+    return when.astimezone(UTC).isoformat()
+
+
+def parse_time(value: str) -> datetime:
+    """The datetime of an ISO-8601 string written by :func:`iso`."""
+    return datetime.fromisoformat(value)
+
+
+def compute_backoff(attempt: int, base_s: float = RETRY_BASE_S, cap_s: float = RETRY_CAP_S,
+                    rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): exponential with full jitter.
+
+    The ceiling is ``min(cap_s, base_s * 2**(attempt - 1))``; the wait is drawn uniformly below it,
+    so many failing jobs do not all come back at the same moment.
+    """
+    return rand() * min(cap_s, base_s * 2 ** max(attempt - 1, 0))
+
+
+def new_job(job_type: JobType, payload: dict[str, Any], max_attempts: int = 3,
+            delay_s: float = 0.0, at: datetime | None = None) -> dict[str, Any]:
+    """A fresh job record: ``queued``, or ``delayed`` with a ``runAt`` when ``delay_s`` > 0."""
+    at = at or now()
+    job: dict[str, Any] = {
+        "jobId": uuid.uuid4().hex,
+        "type": job_type,
+        "payload": payload,
+        "status": QUEUED,
+        "attempts": 0,
+        "maxAttempts": max_attempts,
+        "createdAt": iso(at),
+        "updatedAt": iso(at),
+        "error": None,
+    }
+    if delay_s > 0:
+        job.update(status=DELAYED, runAt=iso(at + timedelta(seconds=delay_s)))
+    return job
+
+
+def with_status(job: dict[str, Any], status: str, at: datetime | None = None,
+                **changes: Any) -> dict[str, Any]:
+    """A copy of ``job`` with a new status, ``updatedAt`` and any other changed fields."""
+    return {**job, **changes, "status": status, "updatedAt": iso(at or now())}
+
+
+def enqueued_event(job: dict[str, Any]) -> dict[str, Any]:
+    """The ``job.enqueued`` data that runs the job's next attempt."""
+    return {"jobId": job["jobId"], "type": job["type"], "payload": job.get("payload", {}),
+            "attempt": job.get("attempts", 0) + 1, "maxAttempts": job.get("maxAttempts", 3)}
+
+
+def is_due(job: dict[str, Any], at: datetime) -> bool:
+    """True when a delayed job's ``runAt`` or a retry's ``retryAt`` has come."""
+    if job.get("status") == DELAYED:
+        return parse_time(job["runAt"]) <= at
+    if job.get("status") == RETRY_SCHEDULED:
+        return parse_time(job["retryAt"]) <= at
+    return False
+
+
+def count_by_status(jobs: list[dict[str, Any]]) -> dict[str, int]:
+    """How many jobs are in each status (every status listed, zeros included)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for job in jobs:
+        status = job.get("status", "unknown")
+        counts[status] = counts.get(status, 0) + 1
+    return counts

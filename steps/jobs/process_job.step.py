@@ -1,0 +1,81 @@
+"""JobProcessor: runs one attempt of a job, then records the outcome in state.
+
+Retries happen in user land, as in Motia's background-job example: on a retryable error the
+handler stores ``retry_scheduled`` with a ``retryAt`` (exponential backoff with full jitter) and
+returns normally; the JobScheduler cron step re-queues the job when that time comes.
+"""
+
+from datetime import timedelta
+
+from motia_py import NonRetryableError
+from services.jobs import (
+    COMPLETED,
+    FAILED,
+    JOBS,
+    RETRY_SCHEDULED,
+    RUNNING,
+    JobCompleted,
+    JobEnqueued,
+    JobFailed,
+    RetryableJobError,
+    compute_backoff,
+    iso,
+    now,
+    with_status,
+)
+
+from .handlers import run_job
+
+config = {
+    "type": "event",
+    "name": "JobProcessor",
+    "description": "Runs a queued job; schedules a retry with backoff or marks it completed or failed",
+    "subscribes": ["job.enqueued"],
+    "emits": [
+        {"topic": "job.completed", "schema": JobCompleted},
+        {"topic": "job.failed", "schema": JobFailed, "conditional": True},
+    ],
+    "input": JobEnqueued,
+    "flows": ["job-processing"],
+    # Errors the handler does not catch (bugs, a lost database) are retried by the queue up to
+    # 3 times, then dead-lettered; an attempt running past 30 s is cancelled.
+    "infrastructure": {"handler": {"timeout": 30}, "queue": {"maxRetries": 3}},
+}
+
+
+async def handler(job: JobEnqueued, ctx):
+    record = await ctx.state.get(JOBS, job.jobId) or job.model_dump(exclude={"attempt"})
+    if record.get("status") == COMPLETED:  # delivery is at least once: never run a job twice
+        ctx.logger.info("Job already completed; skipping", jobId=job.jobId)
+        return
+    record = with_status(record, RUNNING, attempts=job.attempt, maxAttempts=job.maxAttempts, error=None)
+    await ctx.state.set(JOBS, job.jobId, record)
+    ctx.logger.info("Running job", jobId=job.jobId, type=job.type, attempt=job.attempt)
+
+    retry_in_s = None
+    try:
+        result = await run_job(job.type, job.payload)
+    except NonRetryableError as exc:
+        error = str(exc)
+    except RetryableJobError as exc:
+        if job.attempt < job.maxAttempts:
+            error, retry_in_s = str(exc), compute_backoff(job.attempt)
+        else:
+            error = f"{exc} (gave up after {job.attempt} attempts)"
+    else:
+        await ctx.state.set(JOBS, job.jobId, with_status(record, COMPLETED, result=result))
+        ctx.logger.info("Job completed", jobId=job.jobId, attempt=job.attempt)
+        await ctx.emit("job.completed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
+                                         "result": result})
+        return
+
+    if retry_in_s is None:
+        record = with_status(record, FAILED, error=error)
+        ctx.logger.error("Job failed", jobId=job.jobId, attempt=job.attempt, error=error)
+    else:
+        retry_at = iso(now() + timedelta(seconds=retry_in_s))
+        record = with_status(record, RETRY_SCHEDULED, error=error, retryAt=retry_at)
+        ctx.logger.warn("Job failed; retry scheduled", jobId=job.jobId, attempt=job.attempt, retryAt=retry_at)
+    await ctx.state.set(JOBS, job.jobId, record)
+    await ctx.emit("job.failed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
+                                  "error": error, "retryable": retry_in_s is not None})

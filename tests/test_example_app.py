@@ -1,0 +1,270 @@
+"""The example application at the repository root (the background-job system), driven end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from motia_py.cli import main
+from motia_py.testing import Harness
+
+ROOT = Path(__file__).resolve().parent.parent
+LATER = timedelta(hours=1)  # well past any retryAt (the backoff is capped at 60 s)
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def _job(h: Harness, job_id: str) -> dict[str, Any]:
+    job = await h.state("jobs").get("jobs", job_id)
+    assert job is not None, f"no job {job_id} in state"
+    return job
+
+
+async def _only_job_id(h: Harness) -> str:
+    jobs = await h.state("jobs").items("jobs")
+    assert len(jobs) == 1, jobs
+    return next(iter(jobs))
+
+
+async def _stats(h: Harness) -> dict[str, Any]:
+    return await h.state("jobs").items("stats")
+
+
+async def test_compute_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    async with Harness(ROOT):  # discovery makes the project's own `services` package the importable one
+        from services.jobs import compute_backoff
+
+    assert [compute_backoff(a, 2.0, 60.0, lambda: 1.0) for a in (1, 2, 3, 4, 5, 6, 7)] == [
+        2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert compute_backoff(3, 2.0, 60.0, lambda: 0.5) == 4.0
+    assert compute_backoff(3, 2.0, 60.0, lambda: 0.0) == 0.0
+
+
+def test_validate_strict_passes_on_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--strict", "--json", "--project", str(ROOT)])
+    report = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0, report
+    assert (report["errors"], report["warnings"]) == (0, 0), report["findings"]
+    assert report["steps"] == 7
+
+
+async def test_every_step_shares_the_jobs_namespace() -> None:
+    async with Harness(ROOT) as h:
+        names = {s.name for s in h.project.steps}
+        assert names == {"JobProcessor", "EmailJobProducer", "DataJobProducer", "JobScheduler",
+                         "ProcessMonitor", "JobCompletionLogger", "JobFailureNotifier"}
+        assert {h.project.namespace_of(s) for s in h.project.steps} == {"jobs"}
+        assert {f for s in h.project.steps for f in s.flows} == {"job-processing", "job-scheduling",
+                                                                  "job-monitoring"}
+
+
+async def test_email_job_completes_and_is_counted() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("email.requested", {"to": "ada@example.com", "subject": "Hi", "body": "Hello"})
+        await h.run_until_idle()
+
+        [done] = h.emitted("job.completed")
+        job = await _job(h, done["jobId"])
+        assert job["status"] == "completed"
+        assert job["attempts"] == 1
+        assert job["result"] == {"to": "ada@example.com", "subject": "Hi", "status": "sent"}
+        assert h.emitted("job.failed") == []
+        assert await _stats(h) == {"completed": 1}
+        assert await h.dead_letters() == []
+        assert any(r.get("jobId") == done["jobId"] and r.get("step") == "JobProcessor" for r in h.logs)
+
+
+async def test_failing_email_is_retried_by_the_scheduler_until_exhausted() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("email.requested", {"to": "fail@example.com", "subject": "Hi", "maxAttempts": 3})
+        await h.run_until_idle()
+        job_id = await _only_job_id(h)
+
+        for attempt in (1, 2):
+            job = await _job(h, job_id)
+            assert job["status"] == "retry_scheduled"
+            assert job["attempts"] == attempt
+            assert "refused" in job["error"]
+            # user-land backoff: full jitter below min(60, 2 * 2**(attempt-1)) seconds
+            wait_s = (_time(job["retryAt"]) - _time(job["updatedAt"])).total_seconds()
+            assert 0 <= wait_s <= 2.0 * 2 ** (attempt - 1) + 1
+            assert h.emitted("job.failed")[-1] == {"jobId": job_id, "type": "email", "attempts": attempt,
+                                                   "error": job["error"], "retryable": True}
+            assert h.emitted("notification.sent") == []
+
+            # a tick before retryAt leaves the job alone
+            await h.run_cron("JobScheduler", scheduled_at=_time(job["retryAt"]) - timedelta(seconds=1))
+            assert (await _job(h, job_id))["attempts"] == attempt
+            await h.run_cron("JobScheduler", scheduled_at=datetime.now(UTC) + LATER)
+            assert h.emitted("job.enqueued")[-1]["attempt"] == attempt + 1
+
+        job = await _job(h, job_id)
+        assert job["status"] == "failed"
+        assert job["attempts"] == 3
+        assert "gave up after 3 attempts" in job["error"]
+        assert [f["retryable"] for f in h.emitted("job.failed")] == [True, True, False]
+        [notice] = h.emitted("notification.sent")
+        assert notice["jobId"] == job_id
+        assert notice["failedJobs"] == 1
+        assert await _stats(h) == {"retried": 2, "failed": 1}
+        assert [r.attempt for r in h.runs_of("JobProcessor")] == [1, 1, 1]  # queue retries: none
+        assert await h.dead_letters() == []
+
+        # a failed job is never picked up again
+        await h.run_cron("JobScheduler", scheduled_at=datetime.now(UTC) + 2 * LATER)
+        assert len(h.runs_of("JobProcessor")) == 3
+
+
+async def test_invalid_address_fails_at_once_without_retry() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("email.requested", {"to": "not-an-address"})
+        await h.run_until_idle()
+        job_id = await _only_job_id(h)
+
+        job = await _job(h, job_id)
+        assert job["status"] == "failed"
+        assert job["attempts"] == 1
+        assert "invalid email address" in job["error"]
+        [failed] = h.emitted("job.failed")
+        assert failed["retryable"] is False
+        [notice] = h.emitted("notification.sent")
+        assert notice["jobId"] == job_id
+        assert "invalid email address" in notice["message"]
+        assert await _stats(h) == {"failed": 1}
+        assert await h.dead_letters() == []  # handled in user land, not by the queue
+
+        await h.run_cron("JobScheduler", scheduled_at=datetime.now(UTC) + LATER)
+        assert len(h.runs_of("JobProcessor")) == 1
+
+
+@pytest.mark.parametrize(("operation", "value"), [("sum", 10), ("mean", 2.5), ("square", [1, 4, 9, 16])])
+async def test_data_job_stores_its_result(operation: str, value: Any) -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("data.requested", {"numbers": [1, 2, 3, 4], "operation": operation})
+        await h.run_until_idle()
+
+        [done] = h.emitted("job.completed")
+        job = await _job(h, done["jobId"])
+        assert job["status"] == "completed"
+        assert job["type"] == "data"
+        assert job["result"] == {"operation": operation, "value": value}
+        assert done["result"] == job["result"]
+        assert await _stats(h) == {"completed": 1}
+
+
+async def test_bad_data_request_is_rejected_by_input_validation() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("data.requested", {"numbers": [1, "two"], "operation": "sum"})
+        await h.run_until_idle()
+
+        assert await h.state("jobs").items("jobs") == {}
+        [dead] = await h.dead_letters()
+        assert dead.step == "DataJobProducer"
+
+
+async def test_delayed_job_is_queued_only_once_its_run_at_has_passed() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("email.requested", {"to": "later@example.com", "delaySeconds": 120})
+        await h.run_until_idle()
+        job_id = await _only_job_id(h)
+
+        job = await _job(h, job_id)
+        assert job["status"] == "delayed"
+        run_at = _time(job["runAt"])
+        assert timedelta(seconds=110) < run_at - _time(job["createdAt"]) <= timedelta(seconds=121)
+        assert h.emitted("job.enqueued") == []
+
+        await h.run_cron("JobScheduler", scheduled_at=run_at - timedelta(seconds=10))
+        assert (await _job(h, job_id))["status"] == "delayed"
+        assert h.emitted("job.enqueued") == []
+
+        await h.run_cron("JobScheduler", scheduled_at=run_at + timedelta(seconds=1))
+        [enqueued] = h.emitted("job.enqueued")
+        assert enqueued["jobId"] == job_id
+        assert enqueued["attempt"] == 1
+        job = await _job(h, job_id)
+        assert job["status"] == "completed"
+        assert job["attempts"] == 1
+        assert [c["jobId"] for c in h.emitted("job.completed")] == [job_id]
+
+
+async def test_monitor_times_out_a_stuck_job_and_reports_health() -> None:
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+    def running(job_id: str, since: datetime) -> dict[str, Any]:
+        return {"jobId": job_id, "type": "email", "payload": {"to": "x@example.com"}, "status": "running",
+                "attempts": 1, "maxAttempts": 3, "updatedAt": since.isoformat(), "error": None}
+
+    async with Harness(ROOT) as h:
+        jobs = h.state("jobs")
+        # a worker died mid-job 6 minutes ago; another job started 1 minute ago
+        await jobs.set("jobs", "stuck", running("stuck", now - timedelta(minutes=6)))
+        await jobs.set("jobs", "busy", running("busy", now - timedelta(minutes=1)))
+        await h.emit("data.requested", {"numbers": [1, 2]})
+        await h.run_until_idle()
+
+        await h.run_cron("ProcessMonitor", scheduled_at=now)
+
+        stuck = await _job(h, "stuck")
+        assert (stuck["status"], stuck["error"]) == ("failed", "timed out")
+        assert (await _job(h, "busy"))["status"] == "running"
+        assert h.emitted("job.failed") == [{"jobId": "stuck", "type": "email", "attempts": 1,
+                                            "error": "timed out", "retryable": False}]
+        assert [n["jobId"] for n in h.emitted("notification.sent")] == ["stuck"]
+        [health] = h.emitted("monitor.health")
+        assert health["checkedAt"] == now.isoformat()
+        assert health["total"] == 3
+        assert health["timedOut"] == 1
+        assert health["counts"] == {"queued": 0, "delayed": 0, "running": 1, "retry_scheduled": 0,
+                                    "completed": 1, "failed": 1}
+        assert await _stats(h) == {"completed": 1, "failed": 1}
+
+
+async def test_flows_share_state_written_by_the_processor() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("email.requested", {"to": "ada@example.com"})
+        await h.emit("email.requested", {"to": "fail@example.com", "maxAttempts": 1})
+        await h.emit("email.requested", {"to": "soon@example.com", "delaySeconds": 30})
+        await h.run_until_idle()
+
+        # job-processing wrote these; job-monitoring's ProcessMonitor reads them
+        await h.run_cron("ProcessMonitor", scheduled_at=datetime.now(UTC))
+        [health] = h.emitted("monitor.health")
+        assert health["total"] == 3
+        assert {k: v for k, v in health["counts"].items() if v} == {"completed": 1, "failed": 1, "delayed": 1}
+
+        # job-scheduling's JobScheduler reads and updates the same records
+        await h.run_cron("JobScheduler", scheduled_at=datetime.now(UTC) + LATER)
+        await h.run_cron("ProcessMonitor", scheduled_at=datetime.now(UTC) + LATER)
+        assert h.emitted("monitor.health")[-1]["counts"]["completed"] == 2
+        # the Motia-style notifier counted failed jobs from the same namespace
+        assert [n["failedJobs"] for n in h.emitted("notification.sent")] == [1]
+
+
+async def test_job_enqueued_from_outside_runs_without_a_producer() -> None:
+    async with Harness(ROOT) as h:
+        await h.emit("job.enqueued", {"jobId": "ext-1", "type": "data", "payload": {"numbers": [5, 5]}})
+        await h.run_until_idle()
+
+        job = await _job(h, "ext-1")
+        assert job["status"] == "completed"
+        assert job["result"] == {"operation": "sum", "value": 10}
+
+
+async def test_duplicate_delivery_of_a_completed_job_is_skipped() -> None:
+    async with Harness(ROOT) as h:
+        event = {"jobId": "dup-1", "type": "data", "payload": {"numbers": [1]}}
+        await h.emit("job.enqueued", event)
+        await h.run_until_idle()
+        await h.emit("job.enqueued", event)
+        await h.run_until_idle()
+
+        assert len(h.emitted("job.completed")) == 1
+        assert await _stats(h) == {"completed": 1}
