@@ -153,6 +153,73 @@ def register(cli: click.Group) -> None:
             fail(f"no value at {namespace} / {group} / {key}")
 
     @cli.group()
+    def cron() -> None:
+        """Cron steps: list them, or fire one now."""
+
+    @cron.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+    @backend_option
+    @project_option
+    @handle_errors
+    def cron_list(as_json: bool, backend_url: str | None, project: Path) -> None:
+        """Each cron step: expression in words, next fire time, last run and its outcome."""
+        from .cron import describe, next_fire
+        from .discovery import discover
+        from .router import cron_last_key
+
+        settings = settings_from(project, backend_url=backend_url)
+        proj = discover(settings)
+        crons = [s for s in proj.steps if s.cron is not None]
+
+        async def go(b: Backend) -> list[dict[str, Any]]:
+            now = datetime.now(UTC)
+            rows = []
+            for s in crons:
+                assert s.cron is not None
+                raw = await b.meta_get(cron_last_key(s.name))
+                last = json.loads(raw) if raw else None
+                rows.append({"name": s.name, "cron": s.cron.expression, "timezone": s.cron.timezone,
+                             "every": describe(s.cron), "next": next_fire(s.cron, now).isoformat(),
+                             "overlap": s.cron_policy.overlap, "missed": s.cron_policy.missed,
+                             "last_run": last})
+            return rows
+
+        rows = run_async(_with_backend(settings, go))
+        if as_json:
+            echo_json(rows)
+            return
+        if not rows:
+            click.echo("no cron steps", err=True)
+        for r in rows:
+            last = r["last_run"]
+            last_s = f"last {last['scheduled_at']} {last['outcome']}" if last else "never ran"
+            click.echo(f"{r['name']}  '{r['cron']}' ({r['every']})  next {r['next']}  {last_s}")
+
+    @cron.command("run")
+    @click.argument("name")
+    @backend_option
+    @project_option
+    @handle_errors
+    def cron_run(name: str, backend_url: str | None, project: Path) -> None:
+        """Fire cron step NAME now, through its queue (a running worker handles it); print the trace id."""
+        from .config import did_you_mean
+        from .discovery import discover
+        from .router import Router
+
+        settings = settings_from(project, backend_url=backend_url)
+        proj = discover(settings)
+        spec = proj.step(name)
+        if spec is None or spec.cron is None:
+            crons = [s.name for s in proj.steps if s.cron is not None]
+            hint = did_you_mean(name, crons)
+            fail(f"no cron step '{name}'" + (f"; {hint}" if hint else f" (cron steps: {', '.join(crons) or 'none'})"))
+
+        async def go(b: Backend) -> str:
+            return await Router(proj, b).fire_cron(name, datetime.now(UTC))
+
+        click.echo(run_async(_with_backend(settings, go)))
+
+    @cli.group()
     def dlq() -> None:
         """Dead letters: list, show, replay, purge."""
 

@@ -5,6 +5,7 @@ dead letters, and the outbox of emits published when a handler returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -22,6 +23,7 @@ from .config import BackoffSpec, StepSpec, StepType
 from .context import Context, encode_payload
 from .discovery import Project
 from .errors import (
+    BackendError,
     EmitSchemaError,
     HandlerTimeoutError,
     InputValidationError,
@@ -42,6 +44,11 @@ _NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, 
 def cron_topic(step: str) -> str:
     """The internal topic that carries a cron step's ticks."""
     return CRON_TOPIC_PREFIX + step
+
+
+def cron_last_key(step: str) -> str:
+    """Metadata key of a cron step's last run (written when a run ends)."""
+    return f"cron-last:{step}"
 
 
 def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = random.random) -> float:
@@ -207,6 +214,16 @@ class Router:
 
         Returns the outcome (see :class:`RunRecord`).
         """
+        outcome = await self._run_delivery(d)
+        spec = self.steps.get(d.step)
+        if spec is not None and spec.type is StepType.CRON and outcome != "lost":
+            record = {"scheduled_at": (d.envelope.data or {}).get("scheduled_at"), "outcome": outcome,
+                      "finished_at": self.clock(), "attempt": d.attempt, "trace_id": d.envelope.trace_id}
+            with contextlib.suppress(BackendError):
+                await self.backend.meta_set(cron_last_key(spec.name), json.dumps(record))
+        return outcome
+
+    async def _run_delivery(self, d: Delivery) -> str:
         spec = self.steps.get(d.step)
         started = self.clock()
         if spec is None or spec.handler is None:

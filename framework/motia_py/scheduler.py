@@ -101,7 +101,6 @@ class Scheduler:
         if not await self.router.backend.acquire(key, self.owner, _TICK_LEASE_S):
             return 0  # another worker fired this tick
         await self.router.fire_cron(spec.name, when)
-        await self.router.backend.meta_set(f"cron-last:{spec.name}", json.dumps({"scheduled_at": when.isoformat()}))
         return 1
 
     def next_due(self, now: float) -> float | None:

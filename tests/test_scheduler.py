@@ -1,0 +1,173 @@
+"""The cron scheduler with an injected clock: one fire per tick, late wake-ups, missed ticks, overlap."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from motia_py.backends.memory import MemoryBackend
+from motia_py.router import Router
+from motia_py.runtime import load_project
+from motia_py.scheduler import Scheduler
+from motia_py.settings import load_settings
+from motia_py.testing import VirtualClock
+from motia_py.worker import Worker
+
+from .conftest import ProjectFactory
+
+T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+def cron_project(make_project: ProjectFactory, cron: str = "*/2 * * * * *", infra: str = "{}",
+                 body: str = "pass") -> Path:
+    return make_project({
+        "steps/c.step.py": f"""
+            import asyncio
+            config = {{"type": "cron", "name": "Tick", "cron": "{cron}", "emits": [], "flows": ["f"],
+                      "infrastructure": {infra}}}
+            async def handler(ctx):
+                await ctx.state.set("ticks", ctx.scheduled_at.isoformat(), ctx.attempt)
+                {body}
+        """,
+    })
+
+
+def setup(root: Path, clock: VirtualClock, backend: MemoryBackend | None = None) -> tuple[Router, Scheduler]:
+    project, findings = load_project(load_settings(root, env={}))
+    assert project.problems == (), findings
+    router = Router(project, backend or MemoryBackend(clock=clock), clock=clock)
+    return router, Scheduler(router, clock=clock)
+
+
+async def queued_ticks(router: Router) -> list[str]:
+    out = []
+    while batch := await router.backend.claim("Tick", 100, 60):
+        out += [d.envelope.data["scheduled_at"] for d in batch]
+    return out
+
+
+async def test_each_tick_fires_once_with_its_own_scheduled_time(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0 + 0.5)
+    router, sched = setup(cron_project(make_project), clock)
+    await sched.start()
+    await sched.stop()  # drive ticks by hand
+    clock.advance(5.0)  # 12:00:05.5 -> ticks at :02 and :04
+    assert await sched.tick() == 2
+    assert await sched.tick() == 0  # nothing new
+    assert await queued_ticks(router) == ["2026-05-01T12:00:02+00:00", "2026-05-01T12:00:04+00:00"]
+
+
+async def test_a_late_scheduler_fires_every_tick_since_its_last_check(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    router, sched = setup(cron_project(make_project, cron="*/10 * * * * *"), clock)
+    await sched.start()
+    await sched.stop()
+    clock.advance(61)  # a long pause: 6 ticks passed while this scheduler was alive but asleep
+    assert await sched.tick() == 6
+    ticks = await queued_ticks(router)
+    assert ticks[0] == "2026-05-01T12:00:10+00:00" and ticks[-1] == "2026-05-01T12:01:00+00:00"
+
+
+async def test_two_schedulers_sharing_a_backend_fire_each_tick_once(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    root = cron_project(make_project)
+    backend = MemoryBackend(clock=clock)
+    router_a, a = setup(root, clock, backend)
+    _, b = setup(root, clock, backend)
+    for s in (a, b):
+        await s.start()
+        await s.stop()
+    clock.advance(10)
+    fired = await a.tick() + await b.tick()
+    assert fired == 5
+    assert len(await queued_ticks(router_a)) == 5
+
+
+async def test_ticks_missed_while_no_worker_ran_are_skipped_by_default(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    root = cron_project(make_project, cron="0 * * * * *")
+    backend = MemoryBackend(clock=clock)
+    router, first = setup(root, clock, backend)
+    await first.start()
+    await first.stop()
+    await first.tick()  # records that a scheduler was alive at T0
+    clock.advance(3600)  # nobody ran for an hour
+    _, second = setup(root, clock, backend)
+    await second.start()
+    await second.stop()
+    assert await queued_ticks(router) == []
+
+
+async def test_missed_run_once_runs_one_catch_up(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    root = cron_project(make_project, cron="0 * * * * *", infra='{"cron": {"missed": "run_once"}}')
+    backend = MemoryBackend(clock=clock)
+    router, first = setup(root, clock, backend)
+    await first.start()
+    await first.stop()
+    await first.tick()
+    clock.advance(3600 + 30)
+    _, second = setup(root, clock, backend)
+    await second.start()
+    await second.stop()
+    assert await queued_ticks(router) == ["2026-05-01T13:00:00+00:00"]  # only the latest missed tick
+
+
+async def test_overlap_skip_skips_a_tick_while_the_previous_run_is_running(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.3)")
+    router, sched = setup(root, clock)
+    runs = []
+    router.observers.append(runs.append)
+    worker = Worker(router, poll_s=0.01)
+    await worker.start()
+    await router.fire_cron("Tick", datetime.fromtimestamp(T0 + 1, UTC))
+    await asyncio.sleep(0.05)
+    await router.fire_cron("Tick", datetime.fromtimestamp(T0 + 2, UTC))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if len(runs) == 2:
+            break
+    await worker.stop()
+    assert sorted(r.outcome for r in runs) == ["ok", "skipped"]
+    assert await router.backend.state_items("f", "ticks") == {"2026-05-01T12:00:01+00:00": "1"}
+
+
+async def test_overlap_allow_runs_ticks_side_by_side(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.2)",
+                        infra='{"cron": {"overlap": "allow"}}')
+    router, _ = setup(root, clock)
+    runs = []
+    router.observers.append(runs.append)
+    worker = Worker(router, poll_s=0.01)
+    await worker.start()
+    for s in (1, 2):
+        await router.fire_cron("Tick", datetime.fromtimestamp(T0 + s, UTC))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if len(runs) == 2:
+            break
+    await worker.stop()
+    assert [r.outcome for r in runs] == ["ok", "ok"]
+
+
+async def test_a_failed_cron_run_is_retried_with_the_queue_settings(make_project: ProjectFactory) -> None:
+    clock = VirtualClock(T0)
+    root = cron_project(
+        make_project, cron="0 0 * * * *", body="if ctx.attempt == 1: raise RuntimeError('first')",
+        infra='{"queue": {"maxRetries": 1, "backoff": {"delay": 0, "jitter": False}}}')
+    router, _ = setup(root, clock)
+    runs = []
+    router.observers.append(runs.append)
+    worker = Worker(router, poll_s=0.01)
+    await worker.start()
+    await router.fire_cron("Tick", datetime.fromtimestamp(T0, UTC))
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if len(runs) == 2:
+            break
+    await worker.stop()
+    assert [(r.attempt, r.outcome) for r in runs] == [(1, "retried"), (2, "ok")]
+    assert await router.backend.meta_get("cron-last:Tick") is not None
