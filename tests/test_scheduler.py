@@ -117,7 +117,7 @@ async def test_missed_run_once_runs_one_catch_up(make_project: ProjectFactory) -
 async def test_overlap_skip_skips_a_tick_while_the_previous_run_is_running(make_project: ProjectFactory) -> None:
     clock = VirtualClock(T0)
     root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.3)")
-    router, sched = setup(root, clock)
+    router, _ = setup(root, clock)
     runs = []
     router.observers.append(runs.append)
     worker = Worker(router, poll_s=0.01)

@@ -41,7 +41,7 @@ def test_builtin_backends_are_registered_as_entry_points() -> None:
 def test_an_unknown_scheme_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UnknownBackendError, match="did you mean 'redis'"):
         create_backend("rediss2://x", BackendOptions(root=tmp_path))
-    with pytest.raises(UnknownBackendError, match="known: .*memory"):
+    with pytest.raises(UnknownBackendError, match=r"known: .*memory"):
         create_backend("postgres://x", BackendOptions(root=tmp_path))
 
 
