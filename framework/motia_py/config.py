@@ -527,7 +527,12 @@ def _api(cfg: Mapping[str, Any]) -> ApiSpec:
             raise StepConfigError(f"'queryParams[{i}]' must be a name or {{name, description?}}",
                                   field=f"queryParams[{i}]")
     mw = cfg.get("middleware") or []
-    if not isinstance(mw, list | tuple) or not all(callable(m) for m in mw):
+    if not isinstance(mw, list | tuple):
         raise StepConfigError("'middleware' must be a list of async functions (req, ctx, next)", field="middleware")
+    for i, m in enumerate(mw):
+        if not inspect.iscoroutinefunction(m):
+            name = getattr(m, "__name__", repr(m))
+            raise StepConfigError(f"middleware[{i}] ({name}) must be an async function (req, ctx, next)",
+                                  field=f"middleware[{i}]", hint=f"define it as: async def {name}(req, ctx, next)")
     return ApiSpec(path=normalise_path(path), method=method, body_schema=to_schema(cfg.get("body_schema"),
                    "bodySchema"), response_schema=responses, query_params=tuple(params), middleware=tuple(mw))

@@ -118,7 +118,7 @@ class ApiApp:
                           message=f"no API step for {method.upper()} {path}")
         if len(raw_body) > self.body_limit_bytes:
             return _error(413, "payload_too_large", limit=self.body_limit_bytes)
-        body: Any = None
+        body: Any = {}  # Motia's handlers do req.get("body", {}).get(...): an empty body reads as {}
         if raw_body.strip():
             try:
                 body = json.loads(raw_body)
@@ -127,7 +127,7 @@ class ApiApp:
         assert spec.api is not None  # routes hold API steps only
         if spec.api.body_schema is not None:
             try:
-                body = spec.api.body_schema.validate(body if body is not None else {})
+                body = spec.api.body_schema.validate(body)
             except InputValidationError as exc:
                 return _error(422, "validation", fields=exc.fields)
         req = ApiRequest(body=body, headers=dict(headers or {}), pathParams=params,

@@ -12,27 +12,37 @@ from .discovery import Project
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
-    """Move pydantic's ``$defs`` into ``components.schemas`` and point refs there."""
+def _hoist(schema: dict[str, Any], components: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Move ``$defs`` (pydantic) and ``definitions`` (draft-07) into ``components.schemas`` and point
+    refs there. A different definition under a name already taken is renamed ``<Owner>_<Name>``."""
     schema = dict(schema)
-    defs = schema.pop("$defs", None) or {}
+    defs = {**(schema.pop("definitions", None) or {}), **(schema.pop("$defs", None) or {})}
+    identity = {n: n for n in defs}
+    names: dict[str, str] = {}
     for name, sub in defs.items():
-        components[name] = _rewrite(sub)
-    out: dict[str, Any] = _rewrite(schema)
+        final, n = name, 2
+        while final in components and components[final] != _rewrite(sub, identity):
+            final = f"{owner}_{name}" if n == 2 else f"{owner}_{name}_{n}"
+            n += 1
+        names[name] = final
+    for name, sub in defs.items():
+        components[names[name]] = _rewrite(sub, names)
+    out: dict[str, Any] = _rewrite(schema, names)
     return out
 
 
-def _rewrite(node: Any) -> Any:
+def _rewrite(node: Any, names: dict[str, str]) -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k == "$ref" and isinstance(v, str) and v.startswith("#/$defs/"):
-                out[k] = "#/components/schemas/" + v[len("#/$defs/"):]
+            if k == "$ref" and isinstance(v, str) and v.startswith(("#/$defs/", "#/definitions/")):
+                name = v.split("/", 2)[2]
+                out[k] = "#/components/schemas/" + names.get(name, name)
             else:
-                out[k] = _rewrite(v)
+                out[k] = _rewrite(v, names)
         return out
     if isinstance(node, list):
-        return [_rewrite(v) for v in node]
+        return [_rewrite(v, names) for v in node]
     return node
 
 
@@ -59,11 +69,11 @@ def openapi_document(project: Project, title: str | None = None) -> dict[str, An
             op["parameters"] = params
         if api.body_schema is not None:
             op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _hoist(api.body_schema.json, components)}}}
+                "application/json": {"schema": _hoist(api.body_schema.json, components, s.name)}}}
         responses: dict[str, Any] = {}
         for status, schema in sorted(api.response_schema.items()):
             responses[str(status)] = {"description": f"{status} response",
-                                      "content": {"application/json": {"schema": _hoist(schema.json, components)}}}
+                                      "content": {"application/json": {"schema": _hoist(schema.json, components, s.name)}}}
         if api.body_schema is not None:
             responses.setdefault("422", {"description": "the body fails its schema"})
         responses.setdefault("500", {"description": "the handler failed (see the trace id)"})
