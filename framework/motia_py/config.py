@@ -232,6 +232,16 @@ class _BaseConfig(pydantic.BaseModel):
             data = {snake(k): v for k, v in data.items() if snake(k) not in _IGNORED and k != "type"}
         return data
 
+    @pydantic.model_validator(mode="wrap")
+    @classmethod
+    def _as_step_config_error(cls, data: Any, handler: pydantic.ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(data)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(camel(str(p)) for p in err["loc"]) or None
+            raise StepConfigError(f"{cls.__name__}: '{where}': {err['msg']}", field=where) from exc
+
     def to_dict(self) -> dict[str, Any]:
         """The config as a Motia-style dict (snake_case keys), with ``type`` set."""
         out = {k: getattr(self, k) for k in type(self).model_fields if k in self.model_fields_set}
@@ -421,7 +431,7 @@ def _emits(cfg: Mapping[str, Any], key: str) -> tuple[EmitSpec, ...]:
             raise StepConfigError(f"'{where}.topic' must be a non-empty string", field=f"{where}.topic")
         label = e.get("label")
         out.append(EmitSpec(topic=topic, label=str(label) if label is not None else None,
-                            conditional=bool(e.get("conditional", False)),
+                            conditional=_bool(e.get("conditional", False), f"{where}.conditional"),
                             schema=to_schema(e.get("schema"), f"{where}.schema")))
     return tuple(out)
 
@@ -431,6 +441,12 @@ def _number(value: Any, where: str, *, minimum: float, integer: bool = False) ->
     if isinstance(value, bool) or not ok or value < minimum:
         kind = "an integer" if integer else "a number"
         raise StepConfigError(f"'{where}' must be {kind} >= {minimum:g}, got {value!r}", field=where)
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise StepConfigError(f"'{where}' must be true or false, got {value!r}", field=where)
     return value
 
 
@@ -467,7 +483,7 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         type=_choice(b.get("type", "exponential"), f"{w}.backoff.type", ("exponential", "fixed")),
         delay_s=float(_number(b.get("delay", 1.0), f"{w}.backoff.delay", minimum=0)),
         max_delay_s=float(_number(b.get("max_delay", 300.0), f"{w}.backoff.maxDelay", minimum=0)),
-        jitter=bool(b.get("jitter", True)),
+        jitter=_bool(b.get("jitter", True), f"{w}.backoff.jitter"),
     )
     out["queue"] = QueueSpec(
         type=_choice(q.get("type", "standard"), f"{w}.type", ("standard", "fifo")),

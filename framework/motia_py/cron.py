@@ -7,10 +7,10 @@ every ten seconds). croniter puts seconds last by default; we pass ``second_at_b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from .errors import CronExpressionError
 
@@ -58,19 +58,28 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
         raise CronExpressionError(
             f"unknown time zone '{timezone}'", field="timezone", hint="use an IANA name such as 'Europe/Paris'"
         ) from exc
+    try:
+        croniter(expr, datetime(2026, 1, 1, tzinfo=ZoneInfo(timezone)), second_at_beginning=True).get_next(datetime)
+    except CroniterBadDateError as exc:
+        raise CronExpressionError(f"cron expression '{expression}' never fires", field="cron",
+                                  hint="check the day and month fields (e.g. February has no 31st)") from exc
     return CronSchedule(expression=expr, timezone=timezone)
 
 
 def next_fire(schedule: CronSchedule, after: datetime) -> datetime:
-    """The first fire time strictly after ``after`` (timezone-aware, in the schedule's zone)."""
+    """The first fire time strictly after ``after``, as an aware datetime in UTC (the schedule's zone
+    decides *which* instants fire; ``.astimezone(schedule.tz)`` shows them in local time)."""
     if after.tzinfo is None:
         raise ValueError("next_fire needs a timezone-aware datetime")
     local = after.astimezone(schedule.tz)
     it = croniter(schedule.expression, local, second_at_beginning=True)
     result: datetime = it.get_next(datetime)
-    if result <= after:  # croniter rounds sub-second starts down; never return a time not after `after`
+    # compare instants, not wall times: within one zone Python ignores `fold`, so 01:00 EST would
+    # count as "not after" 01:00 EDT on the fall-back night
+    while result.timestamp() <= after.timestamp():  # croniter rounds sub-second starts down
         result = croniter(schedule.expression, result, second_at_beginning=True).get_next(datetime)
-    return result
+    # UTC: a local time on the fall-back night is ambiguous and Python never equates it with another zone
+    return result.astimezone(UTC)
 
 
 def fires_between(schedule: CronSchedule, start: datetime, end: datetime, limit: int = 1000) -> list[datetime]:

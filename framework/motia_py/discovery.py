@@ -179,11 +179,23 @@ class _ProjectFinder(importlib.abc.MetaPathFinder):
     root: Path | None = None
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if path is not None or self.root is None or fullname in sys.stdlib_module_names:
+        root = self.root
+        if root is None:
             return None
-        if not ((self.root / fullname).is_dir() or (self.root / f"{fullname}.py").is_file()):
-            return None
-        return importlib.machinery.PathFinder.find_spec(fullname, [str(self.root)])
+        if path is None:
+            if fullname in sys.stdlib_module_names:
+                return None
+            if not ((root / fullname).is_dir() or (root / f"{fullname}.py").is_file()):
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, [str(root)])
+        else:
+            if not any(_under(Path(p), root) for p in path):
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader) and spec.origin:
+            # helpers are compiled from source too, never from a .pyc (see _FreshLoader)
+            spec.loader = _FreshLoader(fullname, spec.origin)
+        return spec
 
 
 _FINDER = _ProjectFinder()

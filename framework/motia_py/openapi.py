@@ -72,8 +72,8 @@ def openapi_document(project: Project, title: str | None = None) -> dict[str, An
                 "application/json": {"schema": _hoist(api.body_schema.json, components, s.name)}}}
         responses: dict[str, Any] = {}
         for status, schema in sorted(api.response_schema.items()):
-            responses[str(status)] = {"description": f"{status} response",
-                                      "content": {"application/json": {"schema": _hoist(schema.json, components, s.name)}}}
+            content = {"application/json": {"schema": _hoist(schema.json, components, s.name)}}
+            responses[str(status)] = {"description": f"{status} response", "content": content}
         if api.body_schema is not None:
             responses.setdefault("422", {"description": "the body fails its schema"})
         responses.setdefault("500", {"description": "the handler failed (see the trace id)"})

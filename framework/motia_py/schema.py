@@ -59,8 +59,9 @@ def _loc(err: jsonschema.ValidationError) -> list[object]:
     if err.validator == "required" and isinstance(err.instance, dict):
         # jsonschema reports a missing property at its parent; name the property itself.
         missing = [p for p in list(err.validator_value) if p not in err.instance]  # type: ignore[arg-type]
-        if missing:
-            loc.append(missing[0])
+        named = [p for p in missing if err.message.startswith(repr(p))]
+        if named or missing:
+            loc.append((named or missing)[0])
     return loc
 
 

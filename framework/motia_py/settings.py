@@ -30,6 +30,8 @@ class _Setting:
 
 
 def _port(v: Any) -> int:
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(f"{v!r} is not a port number")
     port = int(v)
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range")

@@ -1,0 +1,248 @@
+"""Project settings: flag > environment > file > default, resolved once, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from motia_py.errors import ProjectError, SettingsError
+from motia_py.settings import DEFAULT_BACKEND_URL, SETTINGS, load_settings, read_settings_file
+
+
+def write(root: Path, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "motia_py.toml").write_text(text)
+    return root
+
+
+def test_defaults_apply_without_a_settings_file(tmp_path: Path) -> None:
+    s = load_settings(tmp_path, env={})
+    assert s.root == tmp_path.resolve()
+    assert s.steps_dir == tmp_path.resolve() / "steps"
+    assert s.flows_dir == tmp_path.resolve() / "flows"
+    assert s.backend_url == DEFAULT_BACKEND_URL == "sqlite:///.motia/motia.db"
+    assert (s.host, s.port) == ("127.0.0.1", 3000)
+    assert s.redis_prefix == "motia"
+    assert s.workbench_token is None
+    assert s.grace_period_s == 30.0
+    assert (s.log_format, s.log_level) == ("auto", "info")
+    assert s.settings_file == tmp_path.resolve() / "motia_py.toml"
+
+
+def test_empty_settings_file_gives_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "")
+    assert load_settings(tmp_path, env={}) == load_settings(tmp_path, env={}, flags={})
+
+
+def test_file_values_are_used(tmp_path: Path) -> None:
+    write(tmp_path, """
+[project]
+steps_dir = "src/steps"
+flows_dir = "src/flows"
+
+[backend]
+url = "redis://localhost:6379/0"
+prefix = "app"
+
+[server]
+host = "0.0.0.0"
+port = 8080
+workbench_token = "secret"
+
+[worker]
+grace_period = 5
+
+[logging]
+format = "json"
+level = "debug"
+""")
+    s = load_settings(tmp_path, env={})
+    assert s.steps_dir == tmp_path.resolve() / "src" / "steps"
+    assert s.flows_dir == tmp_path.resolve() / "src" / "flows"
+    assert s.backend_url == "redis://localhost:6379/0"
+    assert s.redis_prefix == "app"
+    assert (s.host, s.port) == ("0.0.0.0", 8080)
+    assert s.workbench_token == "secret"
+    assert s.grace_period_s == 5.0
+    assert (s.log_format, s.log_level) == ("json", "debug")
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    write(tmp_path, '[backend]\nurl = "memory://"\n[server]\nport = 8080\n')
+    s = load_settings(tmp_path, env={"MOTIA_PY_BACKEND_URL": "redis://r:6379/1", "MOTIA_PY_SERVER_PORT": "9090"})
+    assert s.backend_url == "redis://r:6379/1"
+    assert s.port == 9090
+
+
+def test_flag_overrides_the_environment(tmp_path: Path) -> None:
+    write(tmp_path, '[backend]\nurl = "memory://"\n')
+    s = load_settings(
+        tmp_path,
+        flags={"backend_url": "sqlite:///flag.db", "port": 7000},
+        env={"MOTIA_PY_BACKEND_URL": "redis://env:6379/0", "MOTIA_PY_SERVER_PORT": "9090"},
+    )
+    assert s.backend_url == "sqlite:///flag.db"
+    assert s.port == 7000
+
+
+def test_precedence_is_resolved_per_setting(tmp_path: Path) -> None:
+    write(tmp_path, '[server]\nhost = "file-host"\nport = 1111\n[logging]\nlevel = "warning"\n')
+    s = load_settings(tmp_path, flags={"port": 3333}, env={"MOTIA_PY_SERVER_HOST": "env-host"})
+    assert s.host == "env-host"  # env over file
+    assert s.port == 3333  # flag over file
+    assert s.log_level == "warning"  # file over default
+    assert s.log_format == "auto"  # default
+
+
+def test_none_flags_and_empty_environment_values_are_ignored(tmp_path: Path) -> None:
+    write(tmp_path, '[backend]\nurl = "memory://"\n')
+    s = load_settings(tmp_path, flags={"backend_url": None}, env={"MOTIA_PY_BACKEND_URL": ""})
+    assert s.backend_url == "memory://"
+
+
+def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
+    env = {
+        "MOTIA_PY_STEPS_DIR": "s",
+        "MOTIA_PY_FLOWS_DIR": "f",
+        "MOTIA_PY_BACKEND_URL": "memory://",
+        "MOTIA_PY_BACKEND_PREFIX": "p",
+        "MOTIA_PY_MAX_PAYLOAD_BYTES": "10",
+        "MOTIA_PY_SERVER_HOST": "h",
+        "MOTIA_PY_SERVER_PORT": "1",
+        "MOTIA_PY_SERVER_BODY_LIMIT": "20",
+        "MOTIA_PY_WORKBENCH_TOKEN": "tok",
+        "MOTIA_PY_GRACE_PERIOD": "1.5",
+        "MOTIA_PY_LOG_FORMAT": "text",
+        "MOTIA_PY_LOG_LEVEL": "error",
+    }
+    assert {s.env for s in SETTINGS} == set(env)
+    s = load_settings(tmp_path, env=env)
+    assert s.steps_dir == tmp_path.resolve() / "s"
+    assert s.flows_dir == tmp_path.resolve() / "f"
+    assert (s.redis_prefix, s.max_payload_bytes, s.host, s.port) == ("p", 10, "h", 1)
+    assert (s.body_limit_bytes, s.workbench_token, s.grace_period_s) == (20, "tok", 1.5)
+    assert (s.log_format, s.log_level) == ("text", "error")
+
+
+def test_relative_steps_dir_resolves_under_the_project_root_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write(tmp_path / "proj", '[project]\nsteps_dir = "app/steps"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(root, env={"MOTIA_PY_FLOWS_DIR": "app/flows"})
+    assert s.steps_dir == root.resolve() / "app" / "steps"
+    assert s.flows_dir == root.resolve() / "app" / "flows"
+    flagged = load_settings(root, flags={"steps_dir": "other"}, env={})
+    assert flagged.steps_dir == root.resolve() / "other"
+
+
+def test_absolute_steps_dir_is_kept(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    s = load_settings(tmp_path, flags={"steps_dir": str(outside)}, env={})
+    assert s.steps_dir == outside.resolve()
+
+
+def test_relative_project_path_resolves_against_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path)
+    s = load_settings("proj", env={})
+    assert s.root == (tmp_path / "proj").resolve()
+    assert s.root.is_absolute()
+
+
+def test_unknown_setting_key_is_a_project_error_with_a_suggestion(tmp_path: Path) -> None:
+    write(tmp_path, "[server]\nprot = 3000\n")
+    with pytest.raises(ProjectError) as info:
+        load_settings(tmp_path, env={})
+    assert not isinstance(info.value, SettingsError)
+    message = str(info.value)
+    assert "server.prot" in message
+    assert "did you mean 'server.port'?" in message
+
+
+def test_unknown_section_is_a_project_error_with_a_suggestion(tmp_path: Path) -> None:
+    write(tmp_path, '[backnd]\nurl = "memory://"\n')
+    with pytest.raises(ProjectError, match=r"did you mean 'backend\.url'\?"):
+        load_settings(tmp_path, env={})
+
+
+def test_top_level_value_instead_of_a_table_is_a_project_error(tmp_path: Path) -> None:
+    write(tmp_path, 'steps_dir = "steps"\n')
+    with pytest.raises(ProjectError, match="steps_dir"):
+        load_settings(tmp_path, env={})
+
+
+def test_unparsable_settings_file_is_a_project_error(tmp_path: Path) -> None:
+    write(tmp_path, "[server\nport = \n")
+    with pytest.raises(ProjectError, match="cannot parse"):
+        load_settings(tmp_path, env={})
+    with pytest.raises(ProjectError):
+        read_settings_file(tmp_path)
+
+
+def test_missing_settings_file_reads_as_empty(tmp_path: Path) -> None:
+    assert read_settings_file(tmp_path) == {}
+
+
+def test_missing_project_directory_is_a_project_error(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match="no such project directory"):
+        load_settings(tmp_path / "nope", env={})
+
+
+def test_project_path_that_is_a_file_is_a_project_error(tmp_path: Path) -> None:
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(ProjectError):
+        load_settings(f, env={})
+
+
+def test_bad_port_in_the_file_names_the_file_key(tmp_path: Path) -> None:
+    write(tmp_path, "[server]\nport = 70000\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(tmp_path, env={})
+    assert "motia_py.toml [server] port" in str(info.value)
+    assert "70000" in str(info.value)
+
+
+def test_bad_port_in_the_environment_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(tmp_path, env={"MOTIA_PY_SERVER_PORT": "http"})
+    assert "$MOTIA_PY_SERVER_PORT" in str(info.value)
+    assert "'http'" in str(info.value)
+
+
+def test_bad_port_flag_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--port"):
+        load_settings(tmp_path, flags={"port": -1}, env={})
+
+
+def test_bad_value_in_the_environment_wins_over_a_good_file_value(tmp_path: Path) -> None:
+    write(tmp_path, "[worker]\ngrace_period = 10\n")
+    with pytest.raises(SettingsError, match=r"\$MOTIA_PY_GRACE_PERIOD"):
+        load_settings(tmp_path, env={"MOTIA_PY_GRACE_PERIOD": "soon"})
+
+
+def test_a_flag_replaces_a_bad_environment_value(tmp_path: Path) -> None:
+    s = load_settings(tmp_path, flags={"port": 4000}, env={"MOTIA_PY_SERVER_PORT": "http"})
+    assert s.port == 4000
+
+
+def test_settings_error_is_a_project_error(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError):
+        load_settings(tmp_path, env={"MOTIA_PY_MAX_PAYLOAD_BYTES": "lots"})
+
+
+def test_real_environment_is_read_when_env_is_not_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTIA_PY_SERVER_HOST", "from-os-environ")
+    assert load_settings(tmp_path).host == "from-os-environ"
+    assert load_settings(tmp_path, env={}).host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("value", ["3000.5", "true"])
+def test_non_integer_port_in_the_file_is_rejected(tmp_path: Path, value: str) -> None:
+    write(tmp_path, f"[server]\nport = {value}\n")
+    with pytest.raises(SettingsError, match=r"motia_py\.toml \[server\] port"):
+        load_settings(tmp_path, env={})
