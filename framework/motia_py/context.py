@@ -10,7 +10,7 @@ from typing import Any
 from .backends.base import Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, MotiaError, PayloadTooLargeError, UndeclaredEmitError
-from .logs import StepLogger
+from .logs import LogSink, StepLogger
 from .state import State, SyncState
 
 OutgoingFactory = Callable[[str, str, str, "str | None", float, str | None], Outgoing]
@@ -64,7 +64,7 @@ class Context:
         scheduled_at: the tick's time (cron steps only).
     """
 
-    __slots__ = ("_factory", "_max_bytes", "_spec", "attempt", "flows", "logger", "outbox", "scheduled_at",
+    __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_spec", "attempt", "outbox", "scheduled_at",
                  "state", "step", "topic", "trace_id")
 
     def __init__(
@@ -75,7 +75,8 @@ class Context:
         topic: str | None,
         attempt: int,
         state: State | SyncState,
-        logger: StepLogger,
+        logger: StepLogger | None = None,
+        log_sink: LogSink | None = None,
         factory: OutgoingFactory,
         max_payload_bytes: int,
         scheduled_at: datetime | None = None,
@@ -85,13 +86,28 @@ class Context:
         self._max_bytes = max_payload_bytes
         self.trace_id = trace_id
         self.step = spec.name
-        self.flows = list(spec.flows)
         self.topic = topic
         self.attempt = attempt
         self.state = state
-        self.logger = logger
+        self._logger = logger
+        self._log_sink = log_sink
         self.scheduled_at = scheduled_at
         self.outbox: list[Outgoing] = []
+
+    @property
+    def flows(self) -> list[str]:
+        """The step's flows."""
+        return list(self._spec.flows)
+
+    @property
+    def logger(self) -> StepLogger:
+        """Structured logger; every line carries trace id, step, flow, topic and attempt."""
+        if self._logger is None:  # built on first use: most handlers of a hot path never log
+            spec = self._spec
+            self._logger = StepLogger({"trace_id": self.trace_id, "step": spec.name,
+                                       "flow": spec.flows[0] if spec.flows else None, "topic": self.topic,
+                                       "attempt": self.attempt}, self._log_sink)
+        return self._logger
 
     def emit(
         self,

@@ -32,7 +32,7 @@ from .errors import (
     UndeclaredEmitError,
     UnknownTopicError,
 )
-from .logs import LogSink, StepLogger, framework_logger
+from .logs import LogSink, framework_logger
 from .state import State, SyncState
 from .types import Clock
 
@@ -104,6 +104,9 @@ class Router:
         self.observers = list(observers)
         self.unrouted: Counter[str] = Counter()
         self.max_payload_bytes = project.settings.max_payload_bytes
+        self._deadlines: dict[asyncio.Task[Any], list[Any]] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._watch_interval = 0.25
         self.set_project(project)
 
     def set_project(self, project: Project) -> None:
@@ -173,6 +176,31 @@ class Router:
         return trace_id
 
     # -- running --------------------------------------------------------------------------------
+    def _ensure_watchdog(self, timeout_s: float) -> None:
+        """One watchdog task enforces every handler timeout: far cheaper than a timer per call."""
+        interval = min(0.25, max(0.005, timeout_s / 8))
+        if self._watchdog is None or self._watchdog.done() or interval < self._watch_interval:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watch_interval = interval
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(), name="motia-timeouts")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            now = time.monotonic()
+            for task, entry in list(self._deadlines.items()):
+                if not entry[1] and entry[0] <= now:
+                    entry[1] = True
+                    task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the timeout watchdog."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
+
     def context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
                 scheduled_at: datetime | None = None) -> Context:
         """A fresh ``ctx`` for one handler call of ``spec``."""
@@ -181,9 +209,7 @@ class Router:
         state: State | SyncState = async_state
         if not spec.is_async:
             state = SyncState(async_state, asyncio.get_running_loop())
-        logger = StepLogger({"trace_id": trace_id, "step": spec.name, "flow": spec.flows[0] if spec.flows else None,
-                             "topic": topic, "attempt": attempt}, self.log_sink)
-        return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, logger=logger,
+        return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.outgoing, max_payload_bytes=self.max_payload_bytes, scheduled_at=scheduled_at)
 
     async def call(self, spec: StepSpec, *args: Any) -> Any:
@@ -201,10 +227,19 @@ class Router:
         if spec.timeout_s is None:
             result = await aw
         else:
+            task = asyncio.current_task()
+            assert task is not None  # handlers always run inside a task
+            entry = [time.monotonic() + spec.timeout_s, False]
+            self._deadlines[task] = entry
+            self._ensure_watchdog(spec.timeout_s)
             try:
-                result = await asyncio.wait_for(aw, spec.timeout_s)
-            except TimeoutError as exc:
-                raise HandlerTimeoutError(f"timed out after {spec.timeout_s:g} s") from exc
+                result = await aw
+            except asyncio.CancelledError as exc:
+                if entry[1] and task.uncancel() == 0:  # our watchdog cancelled it: a timeout, not a shutdown
+                    raise HandlerTimeoutError(f"timed out after {spec.timeout_s:g} s") from exc
+                raise
+            finally:
+                self._deadlines.pop(task, None)
         if inspect.isawaitable(result):  # a plain def that returned a coroutine
             result = await result
         return result

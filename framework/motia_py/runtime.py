@@ -97,6 +97,7 @@ class Runtime:
             await self.scheduler.stop()
         if self.worker is not None:
             await self.worker.stop(grace_s)
+        await self.router.aclose()
         if self._started:
             await self.backend.close()
             self._started = False

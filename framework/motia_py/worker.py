@@ -1,10 +1,11 @@
-"""Consumers: one claim loop per event or cron step, lease heartbeats, and graceful shutdown."""
+"""Consumers: one claim loop per event or cron step, a pool of runner tasks per step (no task per
+delivery on the hot path), lease heartbeats, and graceful shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+from collections import deque
 from dataclasses import dataclass, field
 
 from .backends.base import Delivery
@@ -17,8 +18,17 @@ from .router import Router
 class _Consumer:
     step: str
     task: asyncio.Task[None] | None = None
-    running: dict[asyncio.Task[str], Delivery] = field(default_factory=dict)
+    pending: deque[Delivery] = field(default_factory=deque)  # claimed, not started yet
+    active: dict[str, Delivery] = field(default_factory=dict)  # running now
+    runners: set[asyncio.Task[None]] = field(default_factory=set)
+    idle_runners: int = 0
+    work: asyncio.Event = field(default_factory=asyncio.Event)
     slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+
+    @property
+    def busy(self) -> int:
+        return len(self.pending) + len(self.active)
 
 
 class Worker:
@@ -36,14 +46,15 @@ class Worker:
         self.poll_s = poll_s
         self.only = steps
         self._consumers: dict[str, _Consumer] = {}
+        self._retired: list[_Consumer] = []
         self._stopping = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
         self._backend_down = False
 
     @property
     def in_flight(self) -> int:
-        """Deliveries being handled right now."""
-        return sum(len(c.running) for c in self._consumers.values())
+        """Deliveries claimed by this worker and not finished yet."""
+        return sum(c.busy for c in (*self._consumers.values(), *self._retired))
 
     def _wanted(self) -> set[str]:
         names = {s.name for s in self.router.steps.values() if s.type in (StepType.EVENT, StepType.CRON)}
@@ -59,7 +70,7 @@ class Worker:
     def sync(self) -> None:
         """Start consumers for new steps and stop those of removed steps (after a reload).
 
-        A removed step's running handlers finish on the code they started with.
+        A removed step's claimed deliveries still run, on the code they were claimed with.
         """
         wanted = self._wanted()
         for name in wanted - set(self._consumers):
@@ -67,11 +78,13 @@ class Worker:
             c.task = asyncio.create_task(self._consume(c), name=f"motia-consumer-{name}")
             self._consumers[name] = c
         for name in set(self._consumers) - wanted:
-            c = self._consumers[name]
+            c = self._consumers.pop(name)
+            c.closing = True
             if c.task is not None:
                 c.task.cancel()
-            if not c.running:
-                del self._consumers[name]
+            c.work.set()
+            self._retired.append(c)
+        self._retired = [c for c in self._retired if c.busy or any(not r.done() for r in c.runners)]
 
     async def _consume(self, c: _Consumer) -> None:
         router = self.router
@@ -82,7 +95,7 @@ class Worker:
                 spec = router.steps.get(c.step)
                 if spec is None:
                     return
-                free = spec.queue.concurrency - len(c.running)
+                free = spec.queue.concurrency - c.busy
                 if free <= 0:
                     c.slot_free.clear()
                     await asyncio.wait({asyncio.ensure_future(c.slot_free.wait()), stop_wait},
@@ -105,48 +118,77 @@ class Worker:
                     if not waiter.done():
                         waiter.cancel()
                     continue
-                for d in batch:
-                    t = asyncio.create_task(router.run_delivery(d))
-                    c.running[t] = d
-                    t.add_done_callback(functools.partial(self._done, c))
-                if len(batch) >= free:
-                    await asyncio.sleep(0)  # let the handlers start before claiming more
+                c.pending.extend(batch)
+                self._dispatch(c, spec.queue.concurrency)
+                await asyncio.sleep(0)  # let the runners start before claiming more
         finally:
             stop_wait.cancel()
 
-    def _done(self, c: _Consumer, t: asyncio.Task[str]) -> None:
-        c.running.pop(t, None)
-        c.slot_free.set()
-        if not t.cancelled() and t.exception() is not None:
-            exc = t.exception()
-            self.router.log.error(f"delivery crashed inside motia-py: {type(exc).__name__}: {exc}",
-                                  step=c.step)
-        if c.task is not None and c.task.done() and not c.running and self._consumers.get(c.step) is c:
-            del self._consumers[c.step]
+    def _dispatch(self, c: _Consumer, concurrency: int) -> None:
+        """Wake idle runners and start new ones up to the step's concurrency."""
+        missing = min(len(c.pending) - c.idle_runners, concurrency - len(c.runners))
+        for _ in range(max(0, missing)):
+            t = asyncio.create_task(self._runner(c))
+            c.runners.add(t)
+            t.add_done_callback(c.runners.discard)
+        c.work.set()
+
+    async def _runner(self, c: _Consumer) -> None:
+        run = self.router.run_delivery
+        while True:
+            while c.pending:
+                d = c.pending.popleft()
+                c.active[d.id] = d
+                try:
+                    await run(d)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.router.log.error(f"delivery crashed inside motia-py: {type(exc).__name__}: {exc}",
+                                          step=c.step, trace_id=d.envelope.trace_id)
+                finally:
+                    c.active.pop(d.id, None)
+                    c.slot_free.set()
+            if c.closing or self._stopping.is_set():
+                return
+            c.work.clear()
+            c.idle_runners += 1
+            try:
+                await c.work.wait()
+            finally:
+                c.idle_runners -= 1
 
     async def _beat(self) -> None:
         while True:
             leases = [s.queue.visibility_timeout_s for s in self.router.steps.values()]
             interval = max(0.05, min(leases, default=30.0) / 3)
             await asyncio.sleep(interval)
-            for c in list(self._consumers.values()):
+            for c in (*self._consumers.values(), *self._retired):
                 spec = self.router.steps.get(c.step)
-                if spec is None or not c.running:
-                    continue
-                with contextlib.suppress(BackendError):
-                    await self.router.backend.extend(list(c.running.values()), spec.queue.visibility_timeout_s)
+                lease = spec.queue.visibility_timeout_s if spec is not None else 60.0
+                held = [*c.active.values(), *c.pending]
+                if held:
+                    with contextlib.suppress(BackendError):
+                        await self.router.backend.extend(held, lease)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop claiming, let running handlers finish within ``grace_s``, then cancel the rest.
 
-        Cancelled deliveries are handed back to the queue; nothing that was queued is lost.
+        Claimed deliveries that had not started go back to the queue at once; cancelled ones too.
+        Nothing that was queued is lost.
         """
         self._stopping.set()
-        consumers = [c.task for c in self._consumers.values() if c.task is not None]
-        await asyncio.gather(*consumers, return_exceptions=True)
-        running = [t for c in self._consumers.values() for t in c.running]
-        if running:
-            _, pending = await asyncio.wait(running, timeout=grace_s)
+        consumers = [*self._consumers.values(), *self._retired]
+        await asyncio.gather(*(c.task for c in consumers if c.task is not None), return_exceptions=True)
+        for c in consumers:  # claimed but not started: hand back now rather than after the lease
+            while c.pending:
+                d = c.pending.pop()
+                with contextlib.suppress(BackendError):
+                    await self.router.backend.retry(d, 0.0, "worker shut down before the handler started")
+            c.work.set()
+        runners = [r for c in consumers for r in c.runners]
+        if runners:
+            _, pending = await asyncio.wait(runners, timeout=grace_s)
             for t in pending:
                 t.cancel()
             if pending:
@@ -157,4 +199,4 @@ class Worker:
                 await self._heartbeat
             self._heartbeat = None
         self._consumers.clear()
-
+        self._retired.clear()

@@ -6,16 +6,22 @@ deliveries, each with its own attempts, lease, retries and dead letter. Payloads
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
 
 def new_id() -> str:
-    """A fresh random id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh id, 32 hex characters: a random per-process prefix and a counter (much cheaper than
+    uuid4 on the hot path, and unique across processes with overwhelming probability)."""
+    return f"{_ID_PREFIX}{next(_id_counter):020x}"
 
 
 @dataclass(frozen=True, slots=True)

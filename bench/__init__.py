@@ -1,0 +1,1 @@
+"""Benchmarks (not timed tests): ``python -m bench`` writes JSON results and prints a table."""

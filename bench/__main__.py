@@ -1,0 +1,32 @@
+"""Run the benchmarks: ``python -m bench [delivery|reload|all] [--backends memory,sqlite,redis]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import delivery
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the selected benchmarks."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "reload"])
+    parser.add_argument("--backends", default="memory,sqlite,redis")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--chain-runs", type=int, default=300)
+    args = parser.parse_args(argv)
+    if args.which in ("all", "delivery"):
+        delivery.main(args.backends.split(","), args.events, args.chain_runs)
+    if args.which in ("all", "reload"):
+        try:
+            from . import reload
+        except ImportError:
+            print("reload benchmark not available", file=sys.stderr)
+        else:
+            reload.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
