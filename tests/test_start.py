@@ -70,11 +70,13 @@ def test_a_worker_killed_mid_handler_loses_nothing(make_project: ProjectFactory)
 
 COUNTING = """
     import os
+    import time
     from pathlib import Path
     OUT = Path(__file__).resolve().parents[1] / "handled"
     config = {"type": "event", "name": "Work", "subscribes": ["work"], "emits": [], "flows": ["f"],
               "infrastructure": {"queue": {"concurrency": 16}}}
     def handler(input, ctx):
+        time.sleep(0.02)  # slow enough that both workers get a share
         OUT.mkdir(exist_ok=True)
         with (OUT / str(os.getpid())).open("a") as f:
             f.write(f"{input['i']}\\n")

@@ -100,6 +100,7 @@ class Client:
             asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
+            loop.close()
             self._loop_thread = None
 
     async def __aenter__(self) -> Client:
