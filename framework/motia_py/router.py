@@ -13,7 +13,7 @@ import random
 import time
 import traceback as tb
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +78,10 @@ class RunRecord:
     error: str | None
     emitted: tuple[str, ...]
     delivery_id: str
+    event_id: str = ""  # the event that triggered the run
+    emitted_ids: tuple[str, ...] = ()  # ids of the events it published, in the order of ``emitted``
+    kind: str = "event"  # event | cron | api
+    source: str | None = None  # the step that emitted the triggering event (None from outside)
 
 
 Observer = Callable[[RunRecord], None]
@@ -287,10 +291,9 @@ class Router:
             raise
         except BaseException as exc:
             return await self._failed(spec, d, exc, started, ctx)
-        emitted = tuple(o.envelope.topic for o in ctx.outbox)
         ok = await self.backend.complete(d, ctx.outbox)
         outcome = "ok" if ok else "lost"
-        self._observe(spec, d, started, outcome, None, emitted)
+        self._observe(spec, d, started, outcome, None, ctx.outbox)
         return outcome
 
     async def _run_cron_exclusive(self, spec: StepSpec, d: Delivery, ctx: Context, started: float) -> str:
@@ -311,9 +314,8 @@ class Router:
             await self.backend.release(key, d.id)
             return await self._failed(spec, d, exc, started, ctx)
         await self.backend.release(key, d.id)
-        emitted = tuple(o.envelope.topic for o in ctx.outbox)
         ok = await self.backend.complete(d, ctx.outbox)
-        self._observe(spec, d, started, "ok" if ok else "lost", None, emitted)
+        self._observe(spec, d, started, "ok" if ok else "lost", None, ctx.outbox)
         return "ok" if ok else "lost"
 
     async def _failed(self, spec: StepSpec, d: Delivery, exc: BaseException, started: float,
@@ -338,11 +340,17 @@ class Router:
         return outcome
 
     def _observe(self, spec: StepSpec, d: Delivery, started: float, outcome: str, error: str | None,
-                 emitted: tuple[str, ...]) -> None:
+                 outbox: Sequence[Outgoing]) -> None:
         if not self.observers:
             return
-        rec = RunRecord(step=spec.name, trace_id=d.envelope.trace_id, topic=d.envelope.topic, attempt=d.attempt,
+        env = d.envelope
+        rec = RunRecord(step=spec.name, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
                         started_at=started, duration_s=self.clock() - started, outcome=outcome, error=error,
-                        emitted=emitted, delivery_id=d.id)
+                        emitted=tuple(o.envelope.topic for o in outbox), delivery_id=d.id, event_id=env.id,
+                        emitted_ids=tuple(o.envelope.id for o in outbox), kind=spec.type.value, source=env.source)
+        self.notify(rec)
+
+    def notify(self, rec: RunRecord) -> None:
+        """Hand a run record to every observer (also used by the HTTP side for API runs)."""
         for obs in self.observers:
             obs(rec)

@@ -209,6 +209,9 @@ class MemoryBackend:
         q = self._queue(step)
         if q.wakeup is None:
             q.wakeup = asyncio.Event()
+        if q.ready:  # published before anyone waited: no wake-up was set for it
+            q.wakeup.clear()
+            return
         due = self._next_due(q)
         if due is not None:
             timeout_s = max(0.0, min(timeout_s, due - self.clock()))

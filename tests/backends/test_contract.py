@@ -1,0 +1,511 @@
+"""The backend contract: every backend passes these tests unchanged (see ``conftest.BACKENDS``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable
+
+import pytest
+
+from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
+
+from .conftest import FakeClock
+
+LEASE_S = 30.0
+
+
+def envelope(topic: str = "t", data: object = None, group_id: str | None = None) -> Envelope:
+    return Envelope(id=new_id(), topic=topic, data_json=json.dumps(data), trace_id=new_id(),
+                    emitted_at=1.5, group_id=group_id, source="test")
+
+
+def to(env: Envelope, *steps: str, delay_s: float = 0.0, fifo: bool = False) -> Outgoing:
+    return Outgoing(env, tuple(Target(step=s, delay_s=delay_s, fifo=fifo) for s in steps))
+
+
+async def publish(backend: Backend, step: str, n: int = 1, *, delay_s: float = 0.0, fifo: bool = False,
+                  group_id: str | None = None) -> list[Envelope]:
+    """Publish ``n`` events (data 0..n-1) to ``step``, one call each, in order."""
+    envs = [envelope(data=i, group_id=group_id) for i in range(n)]
+    for env in envs:
+        await backend.publish([to(env, step, delay_s=delay_s, fifo=fifo)])
+    return envs
+
+
+async def claim_one(backend: Backend, step: str, lease_s: float = LEASE_S) -> Delivery:
+    got = await backend.claim(step, 1, lease_s)
+    assert len(got) == 1, got
+    return got[0]
+
+
+def data(deliveries: list[Delivery]) -> list[object]:
+    return [d.envelope.data for d in deliveries]
+
+
+# -- publish, claim, complete -------------------------------------------------------------------
+async def test_published_event_is_claimed_then_completed(backend: Backend, clock: FakeClock) -> None:
+    env = envelope(data={"x": [1, "two"]}, group_id="g")
+    await backend.publish([to(env, "a")])
+
+    [d] = await backend.claim("a", 10, LEASE_S)
+
+    assert (d.step, d.envelope, d.attempt, d.first_delivered_at) == ("a", env, 1, clock.now)
+    assert d.envelope.data == {"x": [1, "two"]}
+    assert await backend.complete(d) is True
+    assert await backend.claim("a", 10, LEASE_S) == []
+    assert (await backend.stats()).idle
+
+
+async def test_claim_of_unknown_step_or_zero_limit_is_empty(backend: Backend) -> None:
+    await publish(backend, "a")
+    assert await backend.claim("nobody", 10, LEASE_S) == []
+    assert await backend.claim("a", 0, LEASE_S) == []
+    assert len(await backend.claim("a", 1, LEASE_S)) == 1
+
+
+async def test_fan_out_gives_every_target_its_own_delivery(backend: Backend) -> None:
+    env = envelope(data="hello")
+    await backend.publish([to(env, "a", "b", "c")])
+
+    got = {s: await backend.claim(s, 10, LEASE_S) for s in ("a", "b", "c")}
+
+    assert {s: [d.envelope for d in ds] for s, ds in got.items()} == {"a": [env], "b": [env], "c": [env]}
+    assert len({ds[0].id for ds in got.values()}) == 3
+    assert await backend.complete(got["a"][0])
+    stats = await backend.stats()
+    assert (stats.ready, stats.leased, stats.per_step.get("a", 0)) == (0, 2, 0)  # b and c still run theirs
+
+
+async def test_claim_respects_limit_oldest_first(backend: Backend) -> None:
+    await publish(backend, "a", 5)
+
+    first = await backend.claim("a", 2, LEASE_S)
+    rest = await backend.claim("a", 10, LEASE_S)
+
+    assert data(first) == [0, 1]
+    assert data(rest) == [2, 3, 4]
+
+
+async def test_one_publish_call_keeps_its_items_in_order(backend: Backend) -> None:
+    envs = [envelope(data=i) for i in range(4)]
+    await backend.publish([to(e, "a") for e in envs])
+    assert data(await backend.claim("a", 10, LEASE_S)) == [0, 1, 2, 3]
+
+
+async def test_leased_delivery_is_not_claimed_twice(backend: Backend) -> None:
+    await publish(backend, "a", 2)
+    first = await backend.claim("a", 1, LEASE_S)
+    second = await backend.claim("a", 10, LEASE_S)
+    assert data(first) == [0]
+    assert data(second) == [1]
+    assert await backend.claim("a", 10, LEASE_S) == []
+
+
+async def test_expired_lease_is_delivered_again_and_old_attempt_loses(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    old = await claim_one(backend, "a", lease_s=10)
+    clock.advance(9.9)
+    assert await backend.claim("a", 10, 10) == []
+
+    clock.advance(0.2)
+    new = await claim_one(backend, "a", lease_s=10)
+
+    assert (new.id, new.attempt, new.first_delivered_at) == (old.id, 2, old.first_delivered_at)
+    assert await backend.complete(old) is False
+    assert await backend.complete(new) is True
+    assert (await backend.stats()).idle
+
+
+async def test_expired_lease_is_delivered_before_newer_events(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")  # data 0
+    await claim_one(backend, "a", lease_s=10)
+    clock.advance(5)
+    await backend.publish([to(envelope(data="newer"), "a")])
+    clock.advance(6)
+    assert [(d.envelope.data, d.attempt) for d in await backend.claim("a", 10, 10)] == [(0, 2), ("newer", 1)]
+
+
+async def test_lost_lease_makes_retry_and_dead_letter_no_ops(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    old = await claim_one(backend, "a", lease_s=10)
+    clock.advance(11)
+    new = await claim_one(backend, "a", lease_s=10)
+
+    await backend.retry(old, 0, "late")
+    await backend.dead_letter(old, "late", "")
+
+    assert await backend.dlq_list() == []
+    assert await backend.claim("a", 10, 10) == []  # still leased by the new attempt
+    assert await backend.complete(new)
+
+
+async def test_retry_delivers_again_after_delay(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    d1 = await claim_one(backend, "a")
+
+    await backend.retry(d1, 5, "ValueError: boom")
+
+    assert await backend.claim("a", 10, LEASE_S) == []
+    stats = await backend.stats()
+    assert (stats.delayed, stats.leased, stats.next_due_at) == (1, 0, clock.now + 5)
+    clock.advance(5)
+    d2 = await claim_one(backend, "a")
+    assert (d2.id, d2.attempt, d2.first_delivered_at) == (d1.id, 2, d1.first_delivered_at)
+    assert await backend.complete(d1) is False
+    assert await backend.complete(d2) is True
+
+
+async def test_retry_without_delay_is_claimable_at_once(backend: Backend) -> None:
+    await publish(backend, "a")
+    d1 = await claim_one(backend, "a")
+    await backend.retry(d1, 0, "boom")
+    assert (await claim_one(backend, "a")).attempt == 2
+
+
+async def test_target_delay_holds_delivery_until_due(backend: Backend, clock: FakeClock) -> None:
+    env = envelope()
+    await backend.publish([Outgoing(env, (Target("a", delay_s=10), Target("b")))])
+
+    assert await backend.claim("a", 10, LEASE_S) == []
+    assert len(await backend.claim("b", 10, LEASE_S)) == 1
+    clock.advance(9.99)
+    assert await backend.claim("a", 10, LEASE_S) == []
+    clock.advance(0.01)
+    assert [d.envelope for d in await backend.claim("a", 10, LEASE_S)] == [env]
+
+
+async def test_delayed_delivery_queues_behind_earlier_due_ones(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a", delay_s=5)  # data 0, due at +5
+    clock.advance(1)
+    await backend.publish([to(envelope(data="now"), "a")])  # due at +1
+    clock.advance(5)
+    assert data(await backend.claim("a", 10, LEASE_S)) == ["now", 0]
+
+
+# -- dead letters -------------------------------------------------------------------------------
+async def test_dead_letter_keeps_the_failure(backend: Backend, clock: FakeClock) -> None:
+    env = envelope(topic="job.run", data={"job": 7})
+    await backend.publish([to(env, "a")])
+    d1 = await claim_one(backend, "a")
+    first_at = clock.now
+    await backend.retry(d1, 1, "ValueError: boom")
+    clock.advance(2)
+    d2 = await claim_one(backend, "a")
+
+    await backend.dead_letter(d2, "ValueError: boom", "Traceback (most recent call last): ...")
+
+    assert await backend.claim("a", 10, LEASE_S) == []
+    [dead] = await backend.dlq_list()
+    assert (dead.id, dead.step, dead.envelope, dead.attempts) == (d2.id, "a", env, 2)
+    assert (dead.error, dead.traceback) == ("ValueError: boom", "Traceback (most recent call last): ...")
+    assert (dead.failed_at, dead.first_attempt_at) == (clock.now, first_at)
+    assert dead.to_json()["topic"] == "job.run"
+    assert dead.to_json()["data"] == {"job": 7}
+    assert await backend.dlq_get(dead.id) == dead
+    assert await backend.dlq_get("no-such-id") is None
+    stats = await backend.stats()
+    assert (stats.dead, stats.idle) == (1, True)
+    assert await backend.complete(d2) is False
+
+
+async def test_dead_letters_are_listed_newest_first(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a", 3)
+    for d in await backend.claim("a", 3, LEASE_S):
+        clock.advance(1)
+        await backend.dead_letter(d, f"error {d.envelope.data}", "")
+
+    assert [d.error for d in await backend.dlq_list()] == ["error 2", "error 1", "error 0"]
+    assert [d.error for d in await backend.dlq_list(limit=2)] == ["error 2", "error 1"]
+
+
+async def test_replay_puts_dead_letter_back_with_fresh_attempts(backend: Backend) -> None:
+    env = envelope(data="again")
+    await backend.publish([to(env, "a")])
+    d = await claim_one(backend, "a")
+    await backend.retry(d, 0, "x")
+    d = await claim_one(backend, "a")
+    await backend.dead_letter(d, "x", "tb")
+
+    assert await backend.dlq_replay(d.id) is True
+
+    assert await backend.dlq_list() == []
+    assert await backend.dlq_replay(d.id) is False
+    again = await claim_one(backend, "a")
+    assert (again.envelope, again.attempt) == (env, 1)
+    assert await backend.complete(again)
+
+
+async def test_purge_deletes_one_dead_letter(backend: Backend) -> None:
+    await publish(backend, "a", 2)
+    ds = await backend.claim("a", 2, LEASE_S)
+    for d in ds:
+        await backend.dead_letter(d, "x", "")
+
+    assert await backend.dlq_purge(ds[0].id) is True
+    assert await backend.dlq_purge(ds[0].id) is False
+    assert [d.id for d in await backend.dlq_list()] == [ds[1].id]
+    assert (await backend.stats()).dead == 1
+
+
+# -- outbox -------------------------------------------------------------------------------------
+async def test_complete_publishes_the_outbox(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    d = await claim_one(backend, "a")
+    e1, e2 = envelope(data="b and c"), envelope(data="later")
+
+    assert await backend.complete(d, [to(e1, "b", "c"), to(e2, "b", delay_s=5)])
+
+    assert [x.envelope for x in await backend.claim("b", 10, LEASE_S)] == [e1]
+    assert [x.envelope for x in await backend.claim("c", 10, LEASE_S)] == [e1]
+    clock.advance(5)
+    assert [x.envelope for x in await backend.claim("b", 10, LEASE_S)] == [e2]
+
+
+async def test_complete_with_lost_lease_publishes_nothing(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    old = await claim_one(backend, "a", lease_s=10)
+    clock.advance(11)
+    await claim_one(backend, "a", lease_s=10)
+
+    assert await backend.complete(old, [to(envelope(), "b")]) is False
+    assert await backend.claim("b", 10, LEASE_S) == []
+
+
+async def test_retry_publishes_nothing(backend: Backend) -> None:
+    await publish(backend, "a")
+    d = await claim_one(backend, "a")
+    await backend.retry(d, 0, "boom")
+    stats = await backend.stats()
+    assert (stats.ready, stats.per_step.get("b", 0)) == (1, 0)
+
+
+# -- FIFO ---------------------------------------------------------------------------------------
+async def test_fifo_group_delivers_one_at_a_time_in_order(backend: Backend) -> None:
+    await publish(backend, "a", 3, fifo=True, group_id="g")
+    seen = []
+    for _ in range(3):
+        [d] = await backend.claim("a", 10, LEASE_S)
+        assert await backend.claim("a", 10, LEASE_S) == []  # the group is busy
+        seen.append(d.envelope.data)
+        assert await backend.complete(d)
+    assert seen == [0, 1, 2]
+    assert (await backend.stats()).idle
+
+
+async def test_fifo_groups_run_in_parallel(backend: Backend) -> None:
+    for i in range(4):
+        await backend.publish([to(envelope(data=i, group_id=f"g{i % 2}"), "a", fifo=True)])
+
+    first = await backend.claim("a", 10, LEASE_S)
+    assert data(first) == [0, 1]
+    assert await backend.complete(first[1])
+    assert data(await backend.claim("a", 10, LEASE_S)) == [3]
+
+
+async def test_fifo_without_group_id_is_one_group(backend: Backend) -> None:
+    await publish(backend, "a", 2, fifo=True)
+    assert data(await backend.claim("a", 10, LEASE_S)) == [0]
+
+
+async def test_fifo_and_standard_deliveries_of_one_step(backend: Backend) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    await publish(backend, "a", 2)
+    got = await backend.claim("a", 10, LEASE_S)
+    assert sorted(map(str, data(got))) == ["0", "0", "1"]  # both standard ones and the group's head
+
+
+async def test_fifo_retried_head_blocks_its_group(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    await publish(backend, "a", 1, fifo=True, group_id="other")
+    [head, other] = await backend.claim("a", 10, LEASE_S)
+    assert other.envelope.group_id == "other"
+
+    await backend.retry(head, 5, "boom")
+
+    assert await backend.claim("a", 10, LEASE_S) == []  # not the second event of g
+    clock.advance(5)
+    again = await claim_one(backend, "a")
+    assert (again.envelope, again.attempt) == (head.envelope, 2)
+    assert await backend.claim("a", 10, LEASE_S) == []
+    assert await backend.complete(again)
+    assert data(await backend.claim("a", 10, LEASE_S)) == [1]
+
+
+async def test_fifo_dead_lettered_head_frees_its_group(backend: Backend) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    head = await claim_one(backend, "a")
+    await backend.dead_letter(head, "boom", "")
+    assert data(await backend.claim("a", 10, LEASE_S)) == [1]
+
+
+async def test_fifo_expired_head_is_delivered_again_before_the_rest(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    old = await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    new = await claim_one(backend, "a", lease_s=10)
+    assert (new.id, new.attempt) == (old.id, 2)
+    assert await backend.claim("a", 10, 10) == []
+
+
+# -- leases -------------------------------------------------------------------------------------
+async def test_extend_keeps_the_lease_past_its_first_expiry(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    d = await claim_one(backend, "a", lease_s=10)
+    clock.advance(8)
+    await backend.extend([d], 10)
+    clock.advance(8)  # 16 s after the claim
+
+    assert await backend.claim("a", 10, 10) == []
+    assert (await backend.stats()).next_due_at == clock.now + 2
+    assert await backend.complete(d) is True
+
+
+async def test_extend_ignores_a_lost_attempt(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a")
+    old = await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    new = await claim_one(backend, "a", lease_s=10)
+    clock.advance(5)
+    await backend.extend([old], 100)
+    clock.advance(5)
+    assert (await claim_one(backend, "a", lease_s=10)).attempt == 3
+    assert await backend.complete(new) is False
+
+
+# -- stats --------------------------------------------------------------------------------------
+async def test_stats_counts_every_state(backend: Backend, clock: FakeClock) -> None:
+    assert (await backend.stats()).idle
+    await publish(backend, "a", 3)
+    await publish(backend, "a", 1, delay_s=10)
+    await publish(backend, "b", 1)
+    [_, d2] = await backend.claim("a", 2, LEASE_S)
+    await backend.dead_letter(d2, "x", "")
+
+    stats = await backend.stats()
+
+    assert (stats.ready, stats.delayed, stats.leased, stats.dead) == (2, 1, 1, 1)
+    assert stats.next_due_at == clock.now + 10
+    assert (stats.per_step["a"], stats.per_step["b"]) == (3, 1)
+    assert not stats.idle
+    clock.advance(10)
+    stats = await backend.stats()
+    assert (stats.ready, stats.delayed, stats.next_due_at) == (3, 0, clock.now + LEASE_S - 10)
+
+
+async def test_stats_counts_a_fifo_group_behind_its_delayed_head(backend: Backend, clock: FakeClock) -> None:
+    await publish(backend, "a", 3, fifo=True, group_id="g")
+    head = await claim_one(backend, "a")
+    await backend.retry(head, 5, "x")
+    stats = await backend.stats()
+    assert (stats.ready, stats.delayed, stats.leased, stats.next_due_at) == (2, 1, 0, clock.now + 5)
+
+
+# -- state --------------------------------------------------------------------------------------
+async def test_state_get_set_delete(backend: Backend) -> None:
+    assert await backend.state_get("ns", "g", "k") is None
+    await backend.state_set("ns", "g", "k", '{"v": 1}')
+    await backend.state_set("ns", "g", "k", '{"v": 2}')
+    assert await backend.state_get("ns", "g", "k") == '{"v": 2}'
+    assert await backend.state_get("other", "g", "k") is None
+    assert await backend.state_delete("ns", "g", "k") is True
+    assert await backend.state_delete("ns", "g", "k") is False
+    assert await backend.state_get("ns", "g", "k") is None
+
+
+async def test_state_items_groups_and_clear(backend: Backend) -> None:
+    await backend.state_set("ns", "g2", "a", "1")
+    await backend.state_set("ns", "g1", "a", "2")
+    await backend.state_set("ns", "g1", "b", '"x"')
+    await backend.state_set("other", "g9", "a", "3")
+
+    assert await backend.state_items("ns", "g1") == {"a": "2", "b": '"x"'}
+    assert await backend.state_items("ns", "nope") == {}
+    assert await backend.state_groups("ns") == ["g1", "g2"]
+
+    await backend.state_clear("ns", "g1")
+    await backend.state_delete("ns", "g2", "a")
+
+    assert await backend.state_items("ns", "g1") == {}
+    assert await backend.state_groups("ns") == []
+    assert await backend.state_groups("other") == ["g9"]
+
+
+async def test_state_cas(backend: Backend) -> None:
+    assert await backend.state_cas("ns", "g", "k", None, "1") is True  # absent, as expected
+    assert await backend.state_cas("ns", "g", "k", None, "2") is False  # not absent any more
+    assert await backend.state_cas("ns", "g", "k", "5", "2") is False  # mismatch
+    assert await backend.state_get("ns", "g", "k") == "1"
+    assert await backend.state_cas("ns", "g", "k", "1", "2") is True
+    assert await backend.state_get("ns", "g", "k") == "2"
+    assert await backend.state_cas("ns", "g", "k", "2", None) is True  # None deletes
+    assert await backend.state_get("ns", "g", "k") is None
+    assert await backend.state_cas("ns", "g", "k", "2", None) is False
+
+
+async def test_state_cas_lets_one_of_many_concurrent_writers_win(backend: Backend) -> None:
+    results = await asyncio.gather(*(backend.state_cas("ns", "g", "k", None, str(i)) for i in range(20)))
+    assert results.count(True) == 1
+    assert await backend.state_get("ns", "g", "k") == str(results.index(True))
+
+
+# -- acquire / release / meta -------------------------------------------------------------------
+async def test_acquire_blocks_other_owners_until_expiry(backend: Backend, clock: FakeClock) -> None:
+    assert await backend.acquire("cron:x", "A", 10) is True
+    assert await backend.acquire("cron:x", "B", 10) is False
+    assert await backend.acquire("cron:y", "B", 10) is True
+    clock.advance(8)
+    assert await backend.acquire("cron:x", "A", 10) is True  # refresh: now held until +18
+    clock.advance(8)
+    assert await backend.acquire("cron:x", "B", 10) is False
+    clock.advance(2)
+    assert await backend.acquire("cron:x", "B", 10) is True
+    assert await backend.acquire("cron:x", "A", 10) is False
+
+
+async def test_release_frees_only_the_owners_lease(backend: Backend) -> None:
+    assert await backend.acquire("k", "A", 60)
+    await backend.release("k", "B")
+    assert await backend.acquire("k", "B", 60) is False
+    await backend.release("k", "A")
+    assert await backend.acquire("k", "B", 60) is True
+
+
+async def test_meta_get_set(backend: Backend) -> None:
+    assert await backend.meta_get("cron-last:x") is None
+    await backend.meta_set("cron-last:x", "1")
+    await backend.meta_set("cron-last:x", '{"at": 2}')
+    assert await backend.meta_get("cron-last:x") == '{"at": 2}'
+
+
+# -- wait (real time, bounded: these tests measure how long wait() takes) -------------------------
+async def timed(aw: Awaitable[None]) -> float:
+    start = time.monotonic()
+    await aw
+    return time.monotonic() - start
+
+
+async def test_wait_returns_promptly_after_a_publish_for_its_step(backend: Backend) -> None:
+    waiter = asyncio.ensure_future(timed(backend.wait("a", 5.0)))
+    await asyncio.sleep(0)  # let wait() start
+    await publish(backend, "a")
+    assert await asyncio.wait_for(waiter, 2.0) < 1.0
+
+
+async def test_wait_times_out_without_a_publish_for_its_step(backend: Backend) -> None:
+    waiter = asyncio.ensure_future(timed(backend.wait("a", 0.2)))
+    await asyncio.sleep(0)
+    await publish(backend, "b")
+    assert 0.15 <= await asyncio.wait_for(waiter, 2.0) < 1.0
+
+
+async def test_wait_returns_when_a_delayed_delivery_falls_due(backend: Backend) -> None:
+    await publish(backend, "a", delay_s=0.1)  # the fake clock stands still: due in 0.1 s of real time
+    assert await backend.claim("a", 1, LEASE_S) == []
+    assert await timed(backend.wait("a", 5.0)) < 1.0
+
+
+async def test_wait_returns_at_once_when_a_delivery_is_already_due(backend: Backend) -> None:
+    await publish(backend, "a")
+    assert await timed(backend.wait("a", 1.0)) < 0.5

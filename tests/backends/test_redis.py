@@ -1,0 +1,426 @@
+"""Redis-only behaviour: durability, several processes, blocking wake-ups, outages, key hygiene.
+
+The contract suite runs on Redis too (``conftest.BACKENDS["redis"]`` uses :func:`contract_backend`). Tests
+use ``MOTIA_PY_TEST_REDIS_URL``; without it they fall back to ``redis://127.0.0.1:6379/0`` unless ``CI`` is
+set. An unreachable server skips them locally and fails them in CI. Each test uses its own key prefix and
+deletes that prefix's keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from motia_py.backends.base import Backend, Envelope, Outgoing, Target, new_id
+from motia_py.backends.redis import RedisBackend, redact
+from motia_py.backends.redis_keys import Keys, escape
+from motia_py.backends.registry import BackendOptions, create_backend
+from motia_py.errors import BackendError, BackendUnavailableError
+from motia_py.types import Clock
+
+from .conftest import FakeClock
+
+pytestmark = pytest.mark.redis
+
+LEASE_S = 30.0
+
+
+def redis_url() -> str:
+    """The test server's URL; fails in CI when none is configured."""
+    url = os.environ.get("MOTIA_PY_TEST_REDIS_URL")
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but MOTIA_PY_TEST_REDIS_URL is not: the Redis tests need a server")
+    return "redis://127.0.0.1:6379/0"
+
+
+def unreachable(exc: BaseException) -> None:
+    """Skip locally, fail in CI."""
+    message = f"Redis not reachable for the redis backend tests: {exc}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def new_prefix() -> str:
+    return f"motia-test-{uuid.uuid4().hex}"
+
+
+async def delete_prefix(url: str, prefix: str) -> None:
+    """SCAN + UNLINK every key of ``prefix``."""
+    client = Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+class _TestRedisBackend(RedisBackend):
+    """A RedisBackend that deletes its prefix's keys when closed."""
+
+    async def close(self) -> None:
+        opened = self._client is not None
+        await super().close()
+        if opened:
+            await delete_prefix(self._url, self.keys.prefix)
+
+
+def contract_backend(clock: Clock) -> Backend:
+    """The redis backend of the contract suite: a fresh prefix, the suite's fake clock."""
+    return _TestRedisBackend(redis_url(), prefix=new_prefix(), clock=clock)
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+OpenBackend = Callable[..., Awaitable[RedisBackend]]
+
+
+@pytest.fixture
+async def url() -> str:
+    """The test server's URL (checked reachable)."""
+    u = redis_url()
+    client = Redis.from_url(u)
+    try:
+        await client.ping()
+    except Exception as exc:
+        unreachable(exc)
+    finally:
+        await client.aclose()
+    return u
+
+
+@pytest.fixture
+async def prefix(url: str) -> AsyncIterator[str]:
+    """A key prefix of this test only; its keys are deleted afterwards."""
+    p = new_prefix()
+    yield p
+    await delete_prefix(url, p)
+
+
+@pytest.fixture
+async def open_backend(url: str, prefix: str) -> AsyncIterator[OpenBackend]:
+    """``await open_backend(clock=None)``: another opened backend object on the test's prefix."""
+    opened: list[RedisBackend] = []
+
+    async def make(clock: Clock | None = None, backend_url: str | None = None) -> RedisBackend:
+        b = create_backend(backend_url or url, BackendOptions(root=Path("."), clock=clock, prefix=prefix))
+        assert isinstance(b, RedisBackend)
+        await b.open()
+        opened.append(b)
+        return b
+
+    yield make
+    for b in opened:
+        await b.close()
+
+
+def out(step: str, data: object = None, *, delay_s: float = 0.0, fifo: bool = False,
+        group_id: str | None = None) -> Outgoing:
+    env = Envelope(id=new_id(), topic="t", data_json=json.dumps(data), trace_id=new_id(), emitted_at=1.0,
+                   group_id=group_id)
+    return Outgoing(env, (Target(step, delay_s=delay_s, fifo=fifo),))
+
+
+# -- durability and several processes -----------------------------------------------------------
+async def test_data_survives_closing_and_reopening(open_backend: OpenBackend) -> None:
+    first = await open_backend()
+    await first.publish([out("a", i) for i in range(3)] + [out("f", "x", fifo=True, group_id="g")])
+    [leased] = await first.claim("a", 1, LEASE_S)
+    [dead] = await first.claim("f", 1, LEASE_S)
+    await first.dead_letter(dead, "boom", "tb")
+    await first.state_set("ns", "g", "k", '{"v": 1}')
+    await first.meta_set("m", "1")
+    await first.close()
+
+    again = await open_backend()
+
+    assert (await again.stats()).ready == 2
+    assert [d.envelope.data for d in await again.claim("a", 10, LEASE_S)] == [1, 2]
+    assert await again.complete(leased) is True  # the lease taken before the reopen is still valid
+    assert [d.id for d in await again.dlq_list()] == [dead.id]
+    assert await again.state_get("ns", "g", "k") == '{"v": 1}'
+    assert await again.meta_get("m") == "1"
+
+
+async def test_two_backends_never_claim_the_same_delivery(open_backend: OpenBackend) -> None:
+    a, b = await open_backend(), await open_backend()
+    await a.publish([out("s", i) for i in range(500)])
+
+    async def drain(backend: RedisBackend) -> list[str]:
+        got: list[str] = []
+        while batch := await backend.claim("s", 7, LEASE_S):
+            got += [d.id for d in batch]
+            assert all(await asyncio.gather(*(backend.complete(d) for d in batch)))
+        return got
+
+    got_a, got_b = await asyncio.gather(drain(a), drain(b))
+
+    assert len(got_a) + len(got_b) == 500
+    assert len(set(got_a) | set(got_b)) == 500
+    assert got_a and got_b  # both really took part
+    assert (await a.stats()).idle
+
+
+async def test_fifo_groups_stay_serial_across_backends(open_backend: OpenBackend) -> None:
+    a, b = await open_backend(), await open_backend()
+    await a.publish([out("f", i, fifo=True, group_id=f"g{i % 3}") for i in range(30)])
+    seen: dict[str, list[int]] = {}
+
+    async def drain(backend: RedisBackend) -> None:
+        while batch := await backend.claim("f", 10, LEASE_S):
+            assert len({d.envelope.group_id for d in batch}) == len(batch)  # one head per group
+            for d in batch:
+                seen.setdefault(str(d.envelope.group_id), []).append(d.envelope.data)
+            assert all(await asyncio.gather(*(backend.complete(d) for d in batch)))
+
+    await asyncio.gather(drain(a), drain(b))
+
+    assert seen == {f"g{g}": list(range(g, 30, 3)) for g in range(3)}
+
+
+async def test_publish_from_another_backend_wakes_wait_at_once(open_backend: OpenBackend) -> None:
+    waiter_side, publisher = await open_backend(), await open_backend()
+    start = time.monotonic()
+    waiting = asyncio.ensure_future(waiter_side.wait("a", 5.0))
+    await asyncio.sleep(0.05)  # let the blocking read start (the test measures the wake-up, not this)
+
+    await publisher.publish([out("a")])
+
+    await asyncio.wait_for(waiting, 2.0)
+    assert time.monotonic() - start < 0.5
+    assert len(await waiter_side.claim("a", 10, LEASE_S)) == 1
+
+
+async def test_fifo_publish_from_another_backend_wakes_wait(open_backend: OpenBackend) -> None:
+    waiter_side, publisher = await open_backend(), await open_backend()
+    waiting = asyncio.ensure_future(waiter_side.wait("f", 5.0))
+    await asyncio.sleep(0.05)
+    start = time.monotonic()
+
+    await publisher.publish([out("f", fifo=True, group_id="g")])
+
+    await asyncio.wait_for(waiting, 2.0)
+    assert time.monotonic() - start < 0.5
+
+
+async def test_close_stops_a_blocking_wait(open_backend: OpenBackend) -> None:
+    b = await open_backend()
+    waiting = asyncio.ensure_future(b.wait("a", 30.0))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(b.close(), 2.0)
+    await asyncio.wait_for(waiting, 2.0)  # returns instead of blocking for 30 s
+
+
+async def test_group_commit_of_concurrent_completes_and_publishes(open_backend: OpenBackend) -> None:
+    b = await open_backend()
+    await asyncio.gather(*(b.publish([out("a", i)]) for i in range(300)))
+    ds = await b.claim("a", 300, LEASE_S)
+    assert sorted(d.envelope.data for d in ds) == list(range(300))
+
+    results = await asyncio.gather(*(b.complete(d, [out("b", d.envelope.data)]) for d in ds))
+    stale = await asyncio.gather(*(b.complete(d) for d in ds[:5]))
+
+    assert all(results) and not any(stale)
+    assert sorted(d.envelope.data for d in await b.claim("b", 1000, LEASE_S)) == list(range(300))
+
+
+async def test_completing_one_delivery_twice_in_one_batch_succeeds_once(open_backend: OpenBackend) -> None:
+    b = await open_backend()
+    await b.publish([out("a")])
+    [d] = await b.claim("a", 1, LEASE_S)
+
+    results = await asyncio.gather(b.complete(d, [out("b", 1)]), b.complete(d, [out("b", 2)]))
+
+    assert sorted(results) == [False, True]
+    assert [x.envelope.data for x in await b.claim("b", 10, LEASE_S)] == [1 if results[0] else 2]
+
+
+async def test_fifo_target_with_a_delay_holds_its_group(open_backend: OpenBackend) -> None:
+    clock = FakeClock()
+    b = await open_backend(clock=clock)
+    await b.publish([out("f", 0, fifo=True, group_id="g", delay_s=10)])
+    await b.publish([out("f", 1, fifo=True, group_id="g")])
+
+    assert await b.claim("f", 10, LEASE_S) == []
+    stats = await b.stats()
+    assert (stats.ready, stats.delayed, stats.next_due_at) == (1, 1, clock.now + 10)
+    clock.advance(10)
+    [head] = await b.claim("f", 10, LEASE_S)
+    assert head.envelope.data == 0
+    assert await b.complete(head)
+    assert [d.envelope.data for d in await b.claim("f", 10, LEASE_S)] == [1]
+
+
+async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(open_backend: OpenBackend) -> None:
+    b = await open_backend()
+    await b.publish([out("f", 0, fifo=True, group_id="g"), out("f", 1, fifo=True, group_id="g")])
+    [head] = await b.claim("f", 10, LEASE_S)
+    await b.dead_letter(head, "boom", "tb")
+
+    assert await b.dlq_replay(head.id)
+
+    got = await b.claim("f", 10, LEASE_S)
+    assert sorted(d.envelope.data for d in got) == [0, 1]  # the replay does not wait behind the group
+    assert [d.attempt for d in got] == [1, 1]
+
+
+# -- Redis's own clock (no injected clock) ------------------------------------------------------
+async def test_without_an_injected_clock_leases_and_delays_use_redis_time(open_backend: OpenBackend) -> None:
+    a, b = await open_backend(), await open_backend()
+    await a.publish([out("a", "now"), out("a", "later", delay_s=0.3)])
+    [d1] = await a.claim("a", 10, 0.2)  # a worker that then dies without completing
+    assert d1.envelope.data == "now"
+
+    await b.wait("a", 5.0)  # wakes when the lease expires (no sleep in the test)
+    again = await b.claim("a", 10, 10)
+    while len(again) < 2:  # the delayed one falls due 0.1 s later
+        await b.wait("a", 5.0)
+        again += await b.claim("a", 10, 10)
+
+    assert [(d.envelope.data, d.attempt) for d in again] == [("now", 2), ("later", 1)]
+    assert again[0].id == d1.id and again[0].first_delivered_at == d1.first_delivered_at
+    assert await a.complete(d1) is False
+    assert all([await b.complete(d) for d in again])
+
+
+# -- failures -----------------------------------------------------------------------------------
+async def test_unreachable_server_is_backend_unavailable_with_a_clear_message() -> None:
+    b = create_backend("redis://127.0.0.1:1/0", BackendOptions(root=Path(".")))
+    with pytest.raises(BackendUnavailableError) as info:
+        await b.open()
+    message = str(info.value)
+    assert "cannot reach Redis at 127.0.0.1:1/0" in message
+    assert "refused" in message.lower() or "error" in message.lower()
+
+
+@pytest.mark.parametrize("bad", ["redis://127.0.0.1:notaport/0", "redis://127.0.0.1:6379/notadb"])
+async def test_bad_url_is_backend_unavailable(bad: str) -> None:
+    with pytest.raises(BackendUnavailableError, match="bad Redis URL"):
+        await create_backend(bad, BackendOptions(root=Path("."))).open()
+
+
+async def test_calls_on_a_closed_backend_raise_backend_error(open_backend: OpenBackend) -> None:
+    b = await open_backend()
+    await b.close()
+    with pytest.raises(BackendError, match="not open"):
+        await b.claim("a", 1, LEASE_S)
+    with pytest.raises(BackendError, match="not open"):
+        await b.publish([out("a")])
+
+
+def test_password_is_redacted_from_the_url() -> None:
+    assert redact("redis://user:s3cret@host:6380/2") == "redis://user:***@host:6380/2"
+    assert redact("redis://host:6380/2") == "redis://host:6380/2"
+    b = create_backend("redis://:s3cret@127.0.0.1:1/0", BackendOptions(root=Path(".")))
+    assert "s3cret" not in b.url
+
+
+# -- keys ---------------------------------------------------------------------------------------
+def test_user_names_never_collide_in_keys() -> None:
+    keys = Keys("p")
+    assert keys.state("a:b", "c") != keys.state("a", "b:c")
+    assert keys.step("x:y").stream != keys.step("x").fifo_list("y")
+    assert "{" not in keys.step("{tag}").stream  # a step name cannot pick the cluster hash slot
+    assert escape("100%:{}") == "100%25%3A%7B%7D"
+
+
+async def test_every_key_starts_with_the_prefix(url: str, prefix: str, open_backend: OpenBackend) -> None:
+    marker = uuid.uuid4().hex  # in every user-chosen name, so keys built from them are found by SCAN
+    b = await open_backend()
+    step, fifo_step = f"s-{marker}", f"f-{marker}"
+    await b.publish([out(step, 1), out(step, 2, delay_s=60), out(fifo_step, 3, fifo=True, group_id=marker)])
+    [d] = await b.claim(step, 1, LEASE_S)
+    [f] = await b.claim(fifo_step, 1, LEASE_S)
+    await b.retry(f, 5, "x")
+    await b.dead_letter(d, "x", "")
+    await b.state_set(f"ns-{marker}", f"g-{marker}", "k", "1")
+    await b.acquire(f"lock-{marker}", "me", 60)
+    await b.meta_set(f"meta-{marker}", "1")
+    await b.wait(step, 0.01)
+
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        ours = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        marked = [k async for k in client.scan_iter(match=f"*{marker}*", count=1000)]
+    finally:
+        await client.aclose()
+    assert len(ours) >= 15  # streams, sets, hashes, FIFO structures, DLQ, state, lock, meta
+    assert marked and all(k.startswith(f"{prefix}:") for k in marked)
+
+
+# -- an outage of a private server --------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """``start()`` runs a redis-server on a fixed free port with an fsync-always AOF in ``tmp_path``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+                                 "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                return proc
+            time.sleep(0.02)
+        raise AssertionError("private redis-server did not start")
+
+    start.port = port  # type: ignore[attr-defined]
+    try:
+        yield start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+async def test_outage_raises_backend_error_then_recovers_without_losing_data(
+    tmp_path: Path, open_backend: OpenBackend
+) -> None:
+    with private_redis(tmp_path) as start:
+        server = start()
+        b = await open_backend(backend_url=f"redis://127.0.0.1:{start.port}/0")  # type: ignore[attr-defined]
+        await b.publish([out("a", i) for i in range(3)])
+        [d] = await b.claim("a", 1, LEASE_S)
+
+        server.kill()  # SIGKILL: acknowledged writes are in the fsync-always AOF
+        server.wait()
+        with pytest.raises(BackendError):
+            await b.publish([out("a", 99)])
+        with pytest.raises(BackendError):
+            await b.claim("a", 10, LEASE_S)
+
+        start()
+        assert await b.complete(d) is True  # the same object reconnects by itself
+        assert sorted(x.envelope.data for x in await b.claim("a", 10, LEASE_S)) == [1, 2]
