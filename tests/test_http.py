@@ -431,7 +431,7 @@ async def test_harness_request_emits_are_processed_after_run_until_idle(app_root
         await h.run_until_idle()
         assert h.emitted("job.created") == [{"name": "n1", "count": 1}]
         assert await h.state("f").get("jobs", "n1") == {"name": "n1", "count": 1}
-        assert [r.step for r in h.runs] == ["Consumer"]
+        assert [(r.step, r.kind) for r in h.runs] == [("CreateJob", "api"), ("Consumer", "event")]
 
 
 async def test_harness_request_params_and_limits(make_project: ProjectFactory) -> None:

@@ -152,6 +152,61 @@ def register(cli: click.Group) -> None:
                                        lambda b: b.state_delete(namespace, group, key))):
             fail(f"no value at {namespace} / {group} / {key}")
 
+    @cli.command()
+    @click.argument("target", metavar="ID|list")
+    @click.option("--step", default=None, help="list: only traces that ran this step.")
+    @click.option("--status", type=click.Choice(["ok", "retried", "failed"]), default=None,
+                  help="list: only traces with this status.")
+    @click.option("--limit", default=20, show_default=True, help="list: how many traces.")
+    @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+    @backend_option
+    @project_option
+    @handle_errors
+    def trace(target: str, step: str | None, status: str | None, limit: int, as_json: bool,
+              backend_url: str | None, project: Path) -> None:
+        """Show one trace as a tree (which event caused which step run), or `trace list` recent traces."""
+        from .tracing import render_tree, summarize
+
+        settings = settings_from(project, backend_url=backend_url)
+
+        async def listing(b: Backend) -> list[dict[str, Any]]:
+            out = []
+            for tid in await b.traces_recent(max(limit * 10, 200)):
+                runs = [json.loads(r) for r in await b.traces_get(tid)]
+                summary = summarize(tid, runs)
+                if (step is None or step in summary["steps"]) and (status is None or summary["status"] == status):
+                    out.append(summary)
+                if len(out) >= limit:
+                    break
+            return out
+
+        if target == "list":
+            rows = run_async(_with_backend(settings, listing))
+            if as_json:
+                echo_json(rows)
+                return
+            if not rows:
+                click.echo("no traces recorded", err=True)
+            for r in rows:
+                colour = {"ok": "green", "retried": "yellow", "failed": "red"}[r["status"]]
+                click.echo(f"{r['trace_id']}  {_iso(r['started_at'])}  {click.style(r['status'], fg=colour):<7}  "
+                           f"{r['entry']}  {r['runs']} run(s) {r['duration_ms']:.1f} ms  {', '.join(r['steps'])}")
+            return
+
+        async def one(b: Backend) -> list[dict[str, Any]]:
+            return [json.loads(r) for r in await b.traces_get(target)]
+
+        runs = run_async(_with_backend(settings, one))
+        if not runs:
+            fail(f"no trace '{target}' (traces are kept {settings.traces_max_age_s:g} s, "
+                 f"at most {settings.traces_max_count})")
+        if as_json:
+            from .tracing import build_tree
+
+            echo_json({"trace_id": target, "summary": summarize(target, runs), "tree": build_tree(runs)})
+            return
+        click.echo(render_tree(runs))
+
     @cli.group()
     def cron() -> None:
         """Cron steps: list them, or fire one now."""

@@ -26,7 +26,7 @@ from .discovery import Project
 from .findings import Finding, Severity
 from .http import start_server
 from .logs import framework_logger
-from .runtime import Runtime, backend_for, load_project
+from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
 
 _IGNORED_DIRS = {".motia", ".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
@@ -119,7 +119,7 @@ class DevServer:
             click.echo(click.style(f"{len(errors)} error(s): fix them and save; serving no steps until then",
                                    fg="red", bold=True), err=True)
             project = Project(settings=self.settings, steps=(), flows={}, problems=())
-        runtime = Runtime(project, backend_for(self.settings), poll_s=0.2)
+        runtime = Runtime(project, backend_for(self.settings), poll_s=0.2, traces=trace_settings(self.settings))
         await runtime.start()
         http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
         click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend {self.settings.backend_url}, "

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from .backends.base import new_id
 from .config import StepSpec, StepType
 from .errors import InputValidationError, MotiaError
-from .router import Router
+from .router import Router, RunRecord
 from .settings import Settings
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -85,6 +85,9 @@ class ApiApp:
         self.body_limit_bytes = body_limit_bytes
         self.dev = dev
         self.extra_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
+        self.prefix_routes: list[tuple[str, Callable[[Request], Awaitable[Response]]]] = []
+        self._errors: dict[str, str] = {}
+        self._emitted: dict[str, list[tuple[str, str]]] = {}
         self.set_router(router)
 
     def set_router(self, router: Router) -> None:
@@ -138,6 +141,19 @@ class ApiApp:
     async def _run(self, spec: StepSpec, req: ApiRequest) -> ApiResponse:
         trace_id = new_id()
         router = self.router
+        started = router.clock()
+        response = await self._run_traced(spec, req, trace_id)
+        if router.observers:
+            emitted = self._emitted.pop(trace_id, ())
+            router.notify(RunRecord(step=spec.name, trace_id=trace_id, topic=f"{req['method']} {req['path']}",
+                                    attempt=1, started_at=started, duration_s=router.clock() - started,
+                                    outcome="ok" if response.status < 500 else "error",
+                                    error=self._errors.pop(trace_id, None), emitted=tuple(t for t, _ in emitted),
+                                    delivery_id=trace_id, emitted_ids=tuple(i for _, i in emitted), kind="api"))
+        return response
+
+    async def _run_traced(self, spec: StepSpec, req: ApiRequest, trace_id: str) -> ApiResponse:
+        router = self.router
         ctx = router.context(spec, trace_id=trace_id, topic=None, attempt=1)
         chain: Callable[[], Awaitable[Any]] = lambda: router.call(spec, req, ctx)  # noqa: E731
         assert spec.api is not None
@@ -151,11 +167,14 @@ class ApiApp:
         except Exception as exc:
             ctx.logger.error(f"API step '{spec.name}' failed: {type(exc).__name__}: {exc}",
                              traceback="".join(traceback.format_exception(exc)))
+            self._errors[trace_id] = f"{type(exc).__name__}: {exc}"
             extra = {"message": f"{type(exc).__name__}: {exc}"} if self.dev else {}
             return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra},
                                {"x-trace-id": trace_id})
         if ctx.outbox:
             await router.backend.publish(ctx.outbox)
+            if router.observers:
+                self._emitted[trace_id] = [(o.envelope.topic, o.envelope.id) for o in ctx.outbox]
         headers = {"x-trace-id": trace_id, **response.headers}
         return ApiResponse(response.status, response.body, headers)
 
@@ -202,6 +221,10 @@ class ApiApp:
             return
         request = Request(scope, receive)
         extra = self.extra_routes.get((request.method, request.url.path))
+        if extra is None:
+            path = request.url.path
+            extra = next((fn for prefix, fn in self.prefix_routes if path == prefix or path.startswith(prefix + "/")),
+                         None)
         if extra is not None:
             await (await extra(request))(scope, receive, send)
             return

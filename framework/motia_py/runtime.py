@@ -15,6 +15,7 @@ from .logs import LogSink
 from .router import Observer, Router
 from .scheduler import Scheduler
 from .settings import Settings
+from .tracing import TraceRecorder, TraceSettings
 from .types import Clock
 from .worker import Worker
 
@@ -33,6 +34,12 @@ def require_valid(project: Project, findings: list[Finding]) -> None:
     if errors:
         lines = "\n".join("  " + f.render(project.root) for f in errors)
         raise GraphError(f"the project has {len(errors)} error(s):\n{lines}", list(errors))
+
+
+def trace_settings(settings: Settings) -> TraceSettings:
+    """Trace retention from the project settings."""
+    return TraceSettings(enabled=settings.traces_enabled, max_age_s=settings.traces_max_age_s,
+                         max_traces=settings.traces_max_count)
 
 
 def backend_for(settings: Settings, url: str | None = None, clock: Clock | None = None) -> Backend:
@@ -59,8 +66,15 @@ class Runtime:
         workers: bool = True,
         cron: bool = True,
         poll_s: float = 0.5,
+        traces: TraceSettings | None = None,
     ) -> None:
         kwargs = {"rand": rand} if rand is not None else {}
+        self.recorder: TraceRecorder | None = None
+        observers = list(observers)
+        if traces is not None and traces.enabled:
+            self.recorder = TraceRecorder(backend, traces, downstream=log_sink)
+            log_sink = self.recorder.log_sink
+            observers.append(self.recorder.observe)
         self.router = Router(project, backend, clock=clock, log_sink=log_sink, observers=observers, **kwargs)
         self.worker = Worker(self.router, poll_s=poll_s) if workers else None
         self.scheduler = Scheduler(self.router, clock=clock) if cron else None
@@ -79,6 +93,8 @@ class Runtime:
     async def start(self) -> None:
         """Open the backend and start workers and cron."""
         await self.backend.open()
+        if self.recorder is not None:
+            self.recorder.start()
         if self.worker is not None:
             await self.worker.start()
         if self.scheduler is not None:
@@ -98,6 +114,8 @@ class Runtime:
         if self.worker is not None:
             await self.worker.stop(grace_s)
         await self.router.aclose()
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self._started:
             await self.backend.close()
             self._started = False

@@ -64,6 +64,9 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("body_limit_bytes", "server", "body_limit_bytes", "MOTIA_PY_SERVER_BODY_LIMIT", 1_048_576, int),
     _Setting("workbench_token", "server", "workbench_token", "MOTIA_PY_WORKBENCH_TOKEN", None, _opt_str),
     _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, float),
+    _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
+    _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, float),
+    _Setting("traces_max_count", "traces", "max_count", "MOTIA_PY_TRACES_MAX_COUNT", 10_000, int),
     _Setting("log_format", "logging", "format", "MOTIA_PY_LOG_FORMAT", "auto", str),
     _Setting("log_level", "logging", "level", "MOTIA_PY_LOG_LEVEL", "info", str),
 )
@@ -85,6 +88,9 @@ class Settings:
     body_limit_bytes: int
     workbench_token: str | None
     grace_period_s: float
+    traces_enabled: bool
+    traces_max_age_s: float
+    traces_max_count: int
     log_format: str
     log_level: str
 

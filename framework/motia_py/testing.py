@@ -31,6 +31,7 @@ from .router import RunRecord
 from .runtime import Runtime, load_project, require_valid
 from .settings import load_settings
 from .state import State
+from .tracing import TraceSettings
 
 
 class VirtualClock:
@@ -96,7 +97,8 @@ class Harness:
         project, findings = load_project(settings)
         require_valid(project, findings)
         self._runtime = Runtime(project, self.backend, clock=self.clock, log_sink=self.logs.append,
-                                observers=[self.runs.append], cron=False, poll_s=0.05)
+                                observers=[self.runs.append], cron=False, poll_s=0.05,
+                                traces=TraceSettings(flush_interval_s=0.01))
         await self._runtime.start()
         return self
 

@@ -231,3 +231,16 @@ class Backend(Protocol):
 
     async def meta_set(self, key: str, value: str) -> None:
         """Store framework metadata."""
+
+    # -- traces (run records as JSON text, each with "trace_id" and "started_at") -----------------
+    async def traces_add(self, runs: Sequence[str]) -> None:
+        """Store run records."""
+
+    async def traces_get(self, trace_id: str) -> list[str]:
+        """Every run record of one trace, in the order they were added."""
+
+    async def traces_recent(self, limit: int) -> list[str]:
+        """Trace ids, the most recently active first."""
+
+    async def traces_prune(self, before: float, keep: int) -> int:
+        """Drop traces last active before ``before`` and all but the ``keep`` most recent; return how many."""

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ class MemoryBackend:
         self._state: dict[str, dict[str, dict[str, str]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._meta: dict[str, str] = {}
+        self._traces: dict[str, tuple[float, list[str]]] = {}  # insertion order = recency
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -345,6 +347,34 @@ class MemoryBackend:
     async def meta_set(self, key: str, value: str) -> None:
         """Store metadata text."""
         self._meta[key] = value
+
+    # -- traces ---------------------------------------------------------------------------------
+    async def traces_add(self, runs: Sequence[str]) -> None:
+        """Store run records."""
+        for raw in runs:
+            doc = json.loads(raw)
+            tid = doc["trace_id"]
+            entry = self._traces.pop(tid, None) or (0.0, [])
+            entry[1].append(raw)
+            self._traces[tid] = (max(entry[0], float(doc.get("started_at") or 0.0)), entry[1])
+
+    async def traces_get(self, trace_id: str) -> list[str]:
+        """Run records of one trace."""
+        entry = self._traces.get(trace_id)
+        return list(entry[1]) if entry else []
+
+    async def traces_recent(self, limit: int) -> list[str]:
+        """Most recently active first."""
+        return list(reversed(self._traces))[:limit]
+
+    async def traces_prune(self, before: float, keep: int) -> int:
+        """Retention by age and count."""
+        drop = [t for t, (last, _) in self._traces.items() if last < before]
+        extra = max(0, len(self._traces) - len(drop) - keep)
+        drop += [t for t in self._traces if t not in set(drop)][:extra]
+        for t in drop:
+            self._traces.pop(t, None)
+        return len(drop)
 
 
 def create_backend(url: str, options: BackendOptions) -> MemoryBackend:

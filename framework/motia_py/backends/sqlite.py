@@ -20,30 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
+import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
+from ._sqlite_thread import Connection, Op
 from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
 from .registry import BackendOptions
 
 A = TypeVar("A")
 R = TypeVar("R")
 Row = tuple[Any, ...]
-Op = Callable[[sqlite3.Connection, Sequence[A]], list[R]]
-"""Runs a run of consecutive calls of one kind: one argument in and one result out per call."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: traces
 _BUSY_TIMEOUT_MS: Final = 5000
-_MAX_BATCH: Final = 1024  # calls per transaction (soft limit)
 _POLL_S: Final = 0.025  # how often waiting steps look for commits made by other connections
 _CHUNK: Final = 64  # rows per multi-row statement (64 x 11 columns stays under SQLite's old 999 limit)
 
@@ -80,6 +76,10 @@ CREATE TABLE IF NOT EXISTS state (
 CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trace_runs (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, run TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS trace_runs_trace ON trace_runs (trace_id, seq);
+CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, last REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_last ON traces (last);
 """
 
 _ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source"  # Envelope's field order
@@ -152,151 +152,6 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-# -- the connection's thread ----------------------------------------------------------------------
-@dataclass(slots=True, eq=False)
-class _Call:
-    op: Op[Any, Any]
-    arg: Any
-    write: bool
-    future: asyncio.Future[Any]
-    ok: bool = False
-    value: Any = None  # the result, or the exception
-
-
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-def _settle(calls: Iterable[_Call]) -> None:
-    for c in calls:
-        _resolve(c.future, c.ok, c.value)
-
-
-class _Connection:
-    """The thread that owns the sqlite3 connection and runs batches of calls, one transaction each."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.open = False
-        self._inbox: queue.SimpleQueue[list[_Call] | asyncio.Future[None]] = queue.SimpleQueue()
-        self._pending: list[_Call] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def start(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        threading.Thread(target=self._main, args=(loop, ready), name=f"motia-sqlite:{self.path.name}",
-                         daemon=True).start()  # daemon: a backend never closed must not hang exit
-        await ready
-        self.open = True
-
-    async def stop(self) -> None:
-        if not self.open or self._loop is None:
-            return
-        self.open = False
-        self._flush()
-        stopped: asyncio.Future[None] = self._loop.create_future()
-        self._inbox.put(stopped)
-        await stopped
-
-    def submit(self, op: Op[A, R], arg: A, write: bool) -> asyncio.Future[R]:
-        if not self.open or self._loop is None:
-            raise BackendError(f"sqlite backend {self.path} is not open")
-        future: asyncio.Future[R] = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._flush)  # hand over everything submitted in this iteration at once
-        self._pending.append(_Call(op, arg, write, future))
-        return future
-
-    def _flush(self) -> None:
-        if self._pending:
-            calls, self._pending = self._pending, []
-            self._inbox.put(calls)
-
-    @staticmethod
-    def _reply(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = _connect(self.path)
-        except BaseException as exc:  # every failure goes to the opener
-            self._reply(loop, _resolve, ready, False, exc)
-            return
-        self._reply(loop, _resolve, ready, True, None)
-        while True:
-            item = self._inbox.get()
-            stopped = item if isinstance(item, asyncio.Future) else None
-            calls = item if isinstance(item, list) else []
-            while stopped is None and len(calls) < _MAX_BATCH:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(more, asyncio.Future):
-                    stopped = more
-                else:
-                    calls.extend(more)
-            if calls:
-                try:
-                    _transaction(conn, calls)
-                except Exception as exc:  # a bug here must fail the calls, not hang their callers
-                    for c in calls:
-                        c.ok, c.value = False, exc
-                self._reply(loop, _settle, calls)
-            if stopped is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-                self._reply(loop, _resolve, stopped, True, None)
-                return
-
-
-def _transaction(conn: sqlite3.Connection, calls: list[_Call]) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE" if any(c.write for c in calls) else "BEGIN")
-    except sqlite3.Error as exc:
-        for c in calls:
-            c.ok, c.value = False, exc
-        return
-    i = 0
-    while i < len(calls):
-        j = i + 1
-        while j < len(calls) and calls[j].op is calls[i].op:
-            j += 1
-        run = calls[i:j]
-        try:
-            results = run[0].op(conn, [c.arg for c in run])
-        except Exception as exc:  # handed to its caller: a framework bug surfaces there
-            _rollback(conn)
-            if len(calls) == 1:
-                calls[0].ok, calls[0].value = False, exc
-            else:
-                for c in calls:
-                    _transaction(conn, [c])
-            return
-        for c, result in zip(run, results, strict=True):
-            c.ok, c.value = True, result
-        i = j
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        _rollback(conn)
-        for c in calls:
-            c.ok, c.value = False, exc
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 # -- operations (run on the connection's thread) --------------------------------------------------
@@ -483,6 +338,24 @@ def _fetch(conn: sqlite3.Connection, q: tuple[str, Sequence[Any]]) -> list[Row]:
 
 
 @_each
+def _traces_add(conn: sqlite3.Connection, runs: Sequence[str]) -> None:
+    docs = [(json.loads(r), r) for r in runs]
+    conn.executemany("INSERT INTO trace_runs (trace_id, run) VALUES (?, ?)", [(d["trace_id"], r) for d, r in docs])
+    conn.executemany("INSERT INTO traces VALUES (?, ?) ON CONFLICT (trace_id) DO UPDATE SET last = "
+                     "MAX(last, excluded.last)", [(d["trace_id"], float(d.get("started_at") or 0)) for d, _ in docs])
+
+
+@_each
+def _traces_prune(conn: sqlite3.Connection, arg: tuple[float, int]) -> int:
+    before, keep = arg
+    n = conn.execute("DELETE FROM traces WHERE last < ? OR trace_id NOT IN "
+                     "(SELECT trace_id FROM traces ORDER BY last DESC LIMIT ?)", (before, keep)).rowcount
+    if n:
+        conn.execute("DELETE FROM trace_runs WHERE trace_id NOT IN (SELECT trace_id FROM traces)")
+    return n
+
+
+@_each
 def _extend(conn: sqlite3.Connection, arg: tuple[float, list[Delivery]]) -> None:
     until, deliveries = arg
     conn.executemany(f"UPDATE deliveries SET lease_until = ?, available_at = ? WHERE {_LEASED}",
@@ -502,7 +375,7 @@ class SqliteBackend:
         self.url = url
         self.path = path
         self.clock: Clock = clock or time.time
-        self._db = _Connection(path)
+        self._db = Connection(path, _connect)
         self._wakeups: dict[str, asyncio.Event] = {}  # per step: set by this object's publishes
         self._waiting: dict[str, int] = {}  # steps with a pending wait(), and how many
         self._due: dict[str, float | None] = {}  # the next due time of each waiting step, as last read
@@ -715,6 +588,26 @@ class SqliteBackend:
     async def meta_set(self, key: str, value: str) -> None:
         """Store metadata text."""
         await self._count("INSERT OR REPLACE INTO meta VALUES (?, ?)", key, value)
+
+    # -- traces ---------------------------------------------------------------------------------
+    async def traces_add(self, runs: Sequence[str]) -> None:
+        """Store run records (one transaction)."""
+        if runs:
+            await self._run(_traces_add, list(runs))
+
+    async def traces_get(self, trace_id: str) -> list[str]:
+        """Run records of one trace, oldest first."""
+        rows = await self._fetch("SELECT run FROM trace_runs WHERE trace_id = ? ORDER BY seq", trace_id)
+        return [str(r[0]) for r in rows]
+
+    async def traces_recent(self, limit: int) -> list[str]:
+        """Trace ids, most recently active first."""
+        rows = await self._fetch("SELECT trace_id FROM traces ORDER BY last DESC LIMIT ?", limit)
+        return [str(r[0]) for r in rows]
+
+    async def traces_prune(self, before: float, keep: int) -> int:
+        """Retention by age and count."""
+        return await self._run(_traces_prune, (before, keep))
 
 def _dead(row: Row) -> DeadLetter:
     return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:9]), attempts=row[9], error=row[10],

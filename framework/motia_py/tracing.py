@@ -1,0 +1,176 @@
+"""Traces: every handler run recorded against its trace id, through the backend, off the hot path.
+
+A run record holds the step, what triggered it (topic and event id, or route), attempt, start,
+duration, outcome, error, the events it emitted (topic and id) and the log lines it wrote. Records are
+buffered in memory and written in batches; retention by age and count is applied as they are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .backends.base import Backend
+from .errors import BackendError
+from .logs import LogSink, _to_logging
+from .router import RunRecord
+
+MAX_LOG_LINES_PER_RUN = 50
+_FAILED = {"dead", "timeout-dead"}
+_RETRIED = {"retried", "timeout-retried"}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSettings:
+    """Retention of traces: how old and how many (the oldest go first)."""
+
+    enabled: bool = True
+    max_age_s: float = 24 * 3600.0
+    max_traces: int = 10_000
+    flush_interval_s: float = 0.2
+
+
+def run_to_json(rec: RunRecord, logs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The stored form of one run."""
+    return {
+        "trace_id": rec.trace_id, "step": rec.step, "kind": rec.kind, "topic": rec.topic, "attempt": rec.attempt,
+        "started_at": rec.started_at, "duration_ms": round(rec.duration_s * 1000, 3), "outcome": rec.outcome,
+        "error": rec.error, "event_id": rec.event_id, "source": rec.source,
+        "emitted": [{"topic": t, "event_id": i} for t, i in zip(rec.emitted, rec.emitted_ids, strict=False)],
+        "logs": [{k: v for k, v in line.items() if k not in ("trace_id", "step", "topic", "attempt", "flow")}
+                 for line in logs],
+    }
+
+
+class TraceRecorder:
+    """Observer of the router: buffers run records and log lines, writes them in batches."""
+
+    def __init__(self, backend: Backend, settings: TraceSettings | None = None,
+                 downstream: LogSink | None = None) -> None:
+        self.backend = backend
+        self.settings = settings or TraceSettings()
+        self._downstream = downstream or _to_logging
+        self._buffer: list[str] = []
+        self._logs: OrderedDict[tuple[str, str, int], list[dict[str, Any]]] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def log_sink(self, record: dict[str, Any]) -> None:
+        """Forward a log line and keep it for its run's record."""
+        self._downstream(record)
+        trace, step = record.get("trace_id"), record.get("step")
+        if trace and step and record.get("source") != "motia":
+            key = (str(trace), str(step), int(record.get("attempt") or 1))
+            lines = self._logs.setdefault(key, [])
+            if len(lines) < MAX_LOG_LINES_PER_RUN:
+                lines.append(record)
+            while len(self._logs) > 10_000:  # lines of runs that never finish here (killed elsewhere)
+                self._logs.popitem(last=False)
+
+    def observe(self, rec: RunRecord) -> None:
+        """Record one finished run (cheap: a dict and a JSON dump; the write happens later)."""
+        logs = self._logs.pop((rec.trace_id, rec.step, rec.attempt), ())
+        self._buffer.append(json.dumps(run_to_json(rec, logs), default=str, separators=(",", ":")))
+        if len(self._buffer) >= 500:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the background writer."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="motia-traces")
+
+    async def _run(self) -> None:
+        last_prune = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
+            self._wake.clear()
+            await self.flush()
+            if time.time() - last_prune > 30:
+                last_prune = time.time()
+                with contextlib.suppress(BackendError):
+                    await self.backend.traces_prune(time.time() - self.settings.max_age_s,
+                                                    self.settings.max_traces)
+
+    async def flush(self) -> None:
+        """Write what is buffered (kept for the next try when the backend fails)."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        try:
+            await self.backend.traces_add(batch)
+        except BackendError:
+            self._buffer = batch[-10_000:] + self._buffer
+
+    async def stop(self) -> None:
+        """Flush and stop the writer."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with contextlib.suppress(BackendError):
+            await self.flush()
+
+
+def summarize(trace_id: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line of ``trace list``: when, what started it, how many runs, and the status."""
+    runs = sorted(runs, key=lambda r: r["started_at"])
+    outcomes = {r["outcome"] for r in runs}
+    status = "failed" if outcomes & _FAILED else "retried" if outcomes & _RETRIED else "ok"
+    start = runs[0]["started_at"] if runs else 0.0
+    end = max((r["started_at"] + r["duration_ms"] / 1000 for r in runs), default=start)
+    roots = [r for r in runs if not r.get("source")]
+    root = roots[0] if roots else (runs[0] if runs else {})
+    return {"trace_id": trace_id, "started_at": start, "duration_ms": round((end - start) * 1000, 3),
+            "entry": root.get("topic"), "steps": sorted({r["step"] for r in runs}), "runs": len(runs),
+            "status": status, "errors": [r["error"] for r in runs if r.get("error")][:5]}
+
+
+def build_tree(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs nested under the run whose emitted event triggered them (roots: triggered from outside)."""
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(runs, key=lambda r: (r["started_at"], r["attempt"])):
+        by_event.setdefault(r.get("event_id") or "", []).append({**r, "children": []})
+    emitted_by: dict[str, dict[str, Any]] = {}
+    nodes = [n for group in by_event.values() for n in group]
+    for n in nodes:
+        for e in n.get("emitted", []):
+            emitted_by[e["event_id"]] = n
+    roots = []
+    for n in nodes:
+        parent = emitted_by.get(n.get("event_id") or "")
+        if parent is not None and parent is not n:
+            parent["children"].append(n)
+        else:
+            roots.append(n)
+    return roots
+
+
+def render_tree(runs: list[dict[str, Any]]) -> str:
+    """The text tree ``motia-py trace ID`` prints."""
+    lines: list[str] = []
+
+    def walk(node: dict[str, Any], depth: int) -> None:
+        mark = {"ok": "ok", "retried": "RETRY", "dead": "DEAD", "timeout-retried": "TIMEOUT/RETRY",
+                "timeout-dead": "TIMEOUT/DEAD", "skipped": "skipped", "lost": "lost"}.get(node["outcome"],
+                                                                                        node["outcome"])
+        when = time.strftime("%H:%M:%S", time.localtime(node["started_at"]))
+        line = (f"{'  ' * depth}{'└─ ' if depth else ''}{node['step']} <- {node['topic']}  attempt {node['attempt']}  "
+                f"{node['duration_ms']:.1f} ms  {mark}  ({when})")
+        if node.get("error"):
+            line += f"\n{'  ' * (depth + 1)}   {node['error']}"
+        for log in node.get("logs", [])[:5]:
+            line += f"\n{'  ' * (depth + 1)}   [{log.get('level', 'info')}] {log.get('msg', '')}"
+        lines.append(line)
+        for child in node["children"]:
+            walk(child, depth + 1)
+
+    for root in build_tree(runs):
+        walk(root, 0)
+    return "\n".join(lines)
