@@ -144,3 +144,21 @@ async def test_trace_cli_prints_the_tree_and_lists_recent_traces(make_project: P
     assert json.loads(out) == []
     code, _ = await asyncio.to_thread(run, ["trace", "nope", "--project", str(root)])
     assert code == 1
+
+
+async def test_an_incoming_w3c_traceparent_continues_the_callers_trace(make_project: ProjectFactory) -> None:
+    root = make_project({**CHAIN, "steps/api.step.py": """
+        config = {"type": "api", "name": "Start", "path": "/start", "method": "POST", "emits": ["start"],
+                  "flows": ["f"]}
+        async def handler(req, ctx):
+            await ctx.emit("start", {"n": 3})
+            return {"status": 202, "body": {"trace": ctx.trace_id}}
+    """})
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with Harness(root) as h:
+        status, body = await h.request("POST", "/start", json={},
+                                       headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-01"})
+        assert status == 202 and body["trace"] == caller
+        assert h.last_response is not None and h.last_response.headers["x-trace-id"] == caller
+        _, other = await h.request("POST", "/start", json={}, headers={"traceparent": "garbage"})
+        assert other["trace"] != caller and len(other["trace"]) == 32

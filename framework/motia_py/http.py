@@ -59,6 +59,16 @@ class _Route:
     pattern: re.Pattern[str]
 
 
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_id_from(headers: Mapping[str, str]) -> str | None:
+    """The trace id of a W3C ``traceparent`` header, so a caller's trace continues through our steps."""
+    value = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
+    m = _TRACEPARENT.match(value.strip().lower()) if value else None
+    return m.group(1) if m and m.group(1) != "0" * 32 else None
+
+
 def compile_path(path: str) -> re.Pattern[str]:
     """``/jobs/{id}`` -> a regex with a named group per parameter."""
     out, pos = "", 0
@@ -139,7 +149,7 @@ class ApiApp:
         return await self._run(spec, req)
 
     async def _run(self, spec: StepSpec, req: ApiRequest) -> ApiResponse:
-        trace_id = new_id()
+        trace_id = trace_id_from(req["headers"]) or new_id()
         router = self.router
         started = router.clock()
         response = await self._run_traced(spec, req, trace_id)
