@@ -7,8 +7,6 @@ import json
 import time
 from collections.abc import Awaitable
 
-import pytest
-
 from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
 
 from .conftest import FakeClock

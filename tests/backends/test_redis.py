@@ -15,15 +15,19 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from motia_py.backends.base import Backend, Envelope, Outgoing, Target, new_id
+from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
 from motia_py.backends.redis import RedisBackend, redact
 from motia_py.backends.redis_keys import Keys, escape
 from motia_py.backends.registry import BackendOptions, create_backend
@@ -47,12 +51,31 @@ def redis_url() -> str:
     return "redis://127.0.0.1:6379/0"
 
 
-def unreachable(exc: BaseException) -> None:
+def unreachable(reason: object) -> None:
     """Skip locally, fail in CI."""
-    message = f"Redis not reachable for the redis backend tests: {exc}"
+    message = f"Redis not reachable for the redis backend tests: {reason}"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+_PROBLEMS: dict[str, str | None] = {}
+
+
+def check_reachable(url: str) -> None:
+    """Skip (locally) or fail (CI) when the server at ``url`` does not answer PING; asked once per URL."""
+    if url not in _PROBLEMS:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+        try:
+            client.ping()
+            _PROBLEMS[url] = None
+        except redis.RedisError as exc:
+            _PROBLEMS[url] = str(exc)
+        finally:
+            client.close()
+    problem = _PROBLEMS[url]
+    if problem is not None:
+        unreachable(problem)
 
 
 def new_prefix() -> str:
@@ -87,7 +110,9 @@ class _TestRedisBackend(RedisBackend):
 
 def contract_backend(clock: Clock) -> Backend:
     """The redis backend of the contract suite: a fresh prefix, the suite's fake clock."""
-    return _TestRedisBackend(redis_url(), prefix=new_prefix(), clock=clock)
+    url = redis_url()
+    check_reachable(url)
+    return _TestRedisBackend(url, prefix=new_prefix(), clock=clock)
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -95,16 +120,10 @@ OpenBackend = Callable[..., Awaitable[RedisBackend]]
 
 
 @pytest.fixture
-async def url() -> str:
+def url() -> str:
     """The test server's URL (checked reachable)."""
     u = redis_url()
-    client = Redis.from_url(u)
-    try:
-        await client.ping()
-    except Exception as exc:
-        unreachable(exc)
-    finally:
-        await client.aclose()
+    check_reachable(u)
     return u
 
 
@@ -283,6 +302,24 @@ async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(open_
     assert [d.attempt for d in got] == [1, 1]
 
 
+async def test_traces_are_kept_in_order_and_pruned_by_age_and_count(open_backend: OpenBackend) -> None:
+    b = await open_backend()
+
+    def run(trace: str, started_at: float, n: int) -> str:
+        return json.dumps({"trace_id": trace, "started_at": started_at, "n": n})
+
+    await b.traces_add([run("t1", 10, 1), run("t2", 20, 1), run("t1", 30, 2), run("t3", 25, 1)])
+
+    assert [json.loads(r)["n"] for r in await b.traces_get("t1")] == [1, 2]
+    assert await b.traces_get("nope") == []
+    assert await b.traces_recent(10) == ["t1", "t3", "t2"]
+    assert await b.traces_recent(1) == ["t1"]
+    assert await b.traces_prune(before=21, keep=10) == 1  # t2 is too old
+    assert await b.traces_prune(before=0, keep=1) == 1  # only the most recent stays
+    assert await b.traces_recent(10) == ["t1"]
+    assert await b.traces_get("t3") == []
+
+
 # -- Redis's own clock (no injected clock) ------------------------------------------------------
 async def test_without_an_injected_clock_leases_and_delays_use_redis_time(open_backend: OpenBackend) -> None:
     a, b = await open_backend(), await open_backend()
@@ -300,6 +337,43 @@ async def test_without_an_injected_clock_leases_and_delays_use_redis_time(open_b
     assert again[0].id == d1.id and again[0].first_delivered_at == d1.first_delivered_at
     assert await a.complete(d1) is False
     assert all([await b.complete(d) for d in again])
+
+
+_CLAIMER = """
+import asyncio, sys
+from pathlib import Path
+from motia_py.backends.registry import BackendOptions, create_backend
+
+async def main():
+    b = create_backend(sys.argv[1], BackendOptions(root=Path("."), prefix=sys.argv[2]))
+    await b.open()
+    [d] = await b.claim("a", 1, 0.5)
+    print(d.id, flush=True)
+    await asyncio.sleep(60)  # the "handler" never finishes: the parent kills this process
+
+asyncio.run(main())
+"""
+
+
+async def test_delivery_of_a_killed_worker_process_is_delivered_again(
+    url: str, prefix: str, open_backend: OpenBackend
+) -> None:
+    b = await open_backend()
+    await b.publish([out("a", "job")])
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _CLAIMER, url, prefix,
+                                                stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    claimed_id = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
+    proc.kill()  # SIGKILL mid-handler
+    await proc.wait()
+
+    again: list[Delivery] = []
+    while not again:
+        await b.wait("a", 5.0)  # returns when the dead worker's lease expires
+        again = await b.claim("a", 10, LEASE_S)
+
+    assert [(d.id, d.envelope.data, d.attempt) for d in again] == [(claimed_id, "job", 2)]
+    assert await b.complete(again[0])
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -355,6 +429,7 @@ async def test_every_key_starts_with_the_prefix(url: str, prefix: str, open_back
     await b.state_set(f"ns-{marker}", f"g-{marker}", "k", "1")
     await b.acquire(f"lock-{marker}", "me", 60)
     await b.meta_set(f"meta-{marker}", "1")
+    await b.traces_add([json.dumps({"trace_id": f"t-{marker}", "started_at": 1.0})])
     await b.wait(step, 0.01)
 
     client = Redis.from_url(url, decode_responses=True)
