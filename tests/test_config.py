@@ -484,7 +484,7 @@ def test_handler_with_the_wrong_arity_is_rejected(step_type: str, config: dict[s
     err = config_error(config, handler)
     assert err.field == "handler"
     assert err.hint == hint
-    assert f"a {step_type} step's handler takes" in str(err)
+    assert f"{'an' if step_type in ('event', 'api') else 'a'} {step_type} step's handler takes" in str(err)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from datetime import datetime
@@ -42,6 +43,6 @@ def test_two_workers_fire_each_tick_once(make_project: ProjectFactory) -> None:
     assert counts and max(counts.values()) == 1, counts  # never twice
     times = sorted(datetime.fromisoformat(t) for t in ticks)
     assert all(t.second % 2 == 0 and t.microsecond == 0 for t in times)
-    gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
+    gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(times)}
     assert gaps == {2.0}, gaps  # none missed while the workers ran
     assert len({line.split()[1] for line in lines(log)}) >= 1

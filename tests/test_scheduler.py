@@ -171,3 +171,26 @@ async def test_a_failed_cron_run_is_retried_with_the_queue_settings(make_project
     await worker.stop()
     assert [(r.attempt, r.outcome) for r in runs] == [(1, "retried"), (2, "ok")]
     assert await router.backend.meta_get("cron-last:Tick") is not None
+
+
+async def test_ticks_fired_together_by_a_late_scheduler_each_run_despite_overlap_skip(
+    make_project: ProjectFactory,
+) -> None:
+    clock = VirtualClock(T0 + 10)  # the scheduler woke 10 s late: ticks :01, :02, :03 arrive at once
+    root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.05)")
+    router, _ = setup(root, clock)
+    runs = []
+    router.observers.append(runs.append)
+    worker = Worker(router, poll_s=0.01)
+    await worker.start()
+    for s in (1, 2, 3):
+        await router.fire_cron("Tick", datetime.fromtimestamp(T0 + s, UTC))
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        clock.advance(0.01)
+        if len(runs) == 3:
+            break
+    await worker.stop()
+    assert [r.outcome for r in runs] == ["ok", "ok", "ok"]
+    assert sorted(await router.backend.state_items("f", "ticks")) == [
+        "2026-05-01T12:00:01+00:00", "2026-05-01T12:00:02+00:00", "2026-05-01T12:00:03+00:00"]

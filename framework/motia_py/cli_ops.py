@@ -32,7 +32,10 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _json_lines(file: Path | str) -> Iterator[Any]:
-    stream = sys.stdin if str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    try:
+        stream = sys.stdin if str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise MotiaError(f"cannot read {file}: {exc.strerror or exc}") from exc
     try:
         for n, line in enumerate(stream, 1):
             if line.strip():
@@ -60,13 +63,14 @@ def register(cli: click.Group) -> None:
     def emit(topic: str, data: str | None, file: str | None, group: str | None, delay: float | None,
              backend_url: str | None, project: Path) -> None:
         """Enqueue an event on TOPIC as if it came from outside; print its trace id."""
-        from .discovery import discover
         from .router import Router
+        from .runtime import load_project, require_valid
 
         if (data is None) == (file is None):
             fail("give exactly one of --data JSON or --file F", 2)
         settings = settings_from(project, backend_url=backend_url)
-        router_project = discover(settings)
+        router_project, findings = load_project(settings)
+        require_valid(router_project, findings)  # a broken subscriber here would silently miss its events
 
         async def go(backend: Backend) -> None:
             router = Router(router_project, backend)

@@ -16,9 +16,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .backends.base import Backend
-from .discovery import discover
 from .router import Router
-from .runtime import backend_for
+from .runtime import backend_for, load_project, require_valid
 from .settings import load_settings
 
 T = TypeVar("T")
@@ -41,7 +40,8 @@ class Client:
     def from_project(cls, path: str | os.PathLike[str] = ".", *, backend_url: str | None = None) -> Client:
         """A client for the project at ``path`` (its steps decide fan-out; its settings the backend)."""
         settings = load_settings(path, flags={"backend_url": backend_url})
-        project = discover(settings)
+        project, findings = load_project(settings)
+        require_valid(project, findings)  # a broken step here would silently miss its events
         return cls(Router(project, backend_for(settings)))
 
     @classmethod

@@ -385,12 +385,17 @@ def _check_handler(handler: Any, step_type: StepType) -> bool:
     if len(required) > len(expected) or required_kwonly or (len(positional) < len(expected) and not var):
         got = ", ".join(p.name for p in params)
         raise StepConfigError(
-            f"a {step_type.value} step's handler takes ({', '.join(expected)}), but it is handler({got})",
+            f"{_article(step_type.value)} {step_type.value} step's handler takes ({', '.join(expected)}), "
+            f"but it is handler({got})",
             field="handler",
             hint=f"define async def {form}",
         )
     fn = handler if inspect.isroutine(handler) else type(handler).__call__
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(fn)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _str(cfg: Mapping[str, Any], key: str) -> str:

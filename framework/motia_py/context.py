@@ -9,7 +9,7 @@ from typing import Any
 
 from .backends.base import Outgoing
 from .config import StepSpec
-from .errors import EmitSchemaError, InputValidationError, MotiaError, PayloadTooLargeError, UndeclaredEmitError
+from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 
@@ -130,7 +130,7 @@ class Context:
         if isinstance(event, Mapping):
             unknown = set(event) - {"topic", "data", "messageGroupId", "message_group_id", "delay"}
             if unknown:
-                raise MotiaError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, delay")
+                raise InvalidEmitError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, delay")
             topic = event.get("topic")
             data = event.get("data")
             message_group_id = event.get("messageGroupId", event.get("message_group_id", message_group_id))
@@ -138,7 +138,7 @@ class Context:
         else:
             topic = event
         if not isinstance(topic, str) or not topic:
-            raise MotiaError("ctx.emit needs a topic")
+            raise InvalidEmitError("ctx.emit needs a topic")
         spec = self._spec.emit_spec(topic)
         if spec is None:
             declared = sorted(self._spec.emit_topics)
@@ -156,7 +156,7 @@ class Context:
                 raise EmitSchemaError(f"data emitted on '{topic}' fails its schema: {exc}") from exc
         text = encode_payload(data, self._max_bytes)
         if delay is not None and (not isinstance(delay, int | float) or delay < 0):
-            raise MotiaError(f"emit delay must be a number of seconds >= 0, got {delay!r}")
+            raise InvalidEmitError(f"emit delay must be a number of seconds >= 0, got {delay!r}")
         self.outbox.append(self._factory(topic, text, self.trace_id,
                                          None if message_group_id is None else str(message_group_id),
                                          float(delay or 0.0), self.step))

@@ -74,6 +74,11 @@ class Diff:
         return ", ".join(parts) if parts else "no step changed"
 
 
+def fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
+    """What identifies each step's version: its file's content and its config (taken at load time)."""
+    return _fingerprint(steps)
+
+
 def _fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
     out = {}
     for s in steps:
@@ -81,14 +86,13 @@ def _fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
             digest = hashlib.sha1(s.file.read_bytes()).hexdigest()
         except OSError:
             digest = ""
-        out[s.name] = f"{s.file}:{digest}:{s!r}"
+        # the source and the config, not repr(spec): that holds the handler's address, new on every import
+        out[s.name] = f"{s.file}:{digest}:{s.type.value}:{s.subscribes}:{s.emit_topics}:{s.flows}"
     return out
 
 
-def diff_projects(old: Project | None, new: Project) -> Diff:
-    """Compare two discovered projects step by step."""
-    before = _fingerprint(old.steps) if old else {}
-    after = _fingerprint(new.steps)
+def diff_projects(before: dict[str, str], after: dict[str, str]) -> Diff:
+    """Compare the fingerprints of two loads of a project step by step."""
     return Diff(added=tuple(sorted(set(after) - set(before))),
                 changed=tuple(sorted(n for n in set(after) & set(before) if after[n] != before[n])),
                 removed=tuple(sorted(set(before) - set(after))))
@@ -138,7 +142,7 @@ class DevServer:
         from .http import ApiApp
 
         assert isinstance(app, ApiApp)
-        last_good: Project | None = runtime.project
+        last_good = fingerprint(runtime.project.steps)
         async for changes in watchfiles.awatch(self.settings.root, watch_filter=ProjectFilter(self.settings),
                                                debounce=400, step=20, stop_event=stop, recursive=True):
             started = time.perf_counter()
@@ -153,10 +157,11 @@ class DevServer:
                 click.echo(click.style(f"reload rejected ({len(errors)} error(s) in {', '.join(names)}); "
                                        "the last good version keeps serving", fg="red", bold=True), err=True)
                 continue
-            diff = diff_projects(last_good, project)
+            now_fp = fingerprint(project.steps)
+            diff = diff_projects(last_good, now_fp)
             await runtime.reload(project)
             app.set_router(runtime.router)
-            last_good = project
+            last_good = now_fp
             self.reloads += 1
             ms = (time.perf_counter() - started) * 1000
             warnings = sum(1 for f in findings if f.severity is Severity.WARNING)

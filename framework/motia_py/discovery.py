@@ -253,6 +253,9 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
                              hint=(exc.text or "").strip() or None)
     try:
         module = _import(path, root, used)
+    except StepConfigError as exc:  # a typed config (EventConfig(...)) rejected while the file ran
+        return None, Finding("invalid-config", Severity.ERROR, str(exc), file=path, line=_error_line(exc, path),
+                             field=exc.field, hint=exc.hint)
     except Exception as exc:
         return None, Finding("import-error", Severity.ERROR, f"{type(exc).__name__}: {exc}", file=path,
                              line=_error_line(exc, path), hint=_import_hint(exc))

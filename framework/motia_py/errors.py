@@ -63,6 +63,10 @@ class UndeclaredEmitError(MotiaError):
     """A handler emitted a topic that is not in its step's ``emits``."""
 
 
+class InvalidEmitError(MotiaError):
+    """``ctx.emit`` was called with an unknown key, no topic or a bad delay (a bug: never retried)."""
+
+
 class EmitSchemaError(MotiaError):
     """Emitted data does not match the schema declared on the emit."""
 

@@ -181,7 +181,7 @@ class ApiApp:
             extra = {"message": f"{type(exc).__name__}: {exc}"} if self.dev else {}
             return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra},
                                {"x-trace-id": trace_id})
-        if ctx.outbox:
+        if ctx.outbox and response.status < 500:  # a response that failed its schema (dev) publishes nothing
             await router.backend.publish(ctx.outbox)
             if router.observers:
                 self._emitted[trace_id] = [(o.envelope.topic, o.envelope.id) for o in ctx.outbox]

@@ -27,6 +27,7 @@ from .errors import (
     EmitSchemaError,
     HandlerTimeoutError,
     InputValidationError,
+    InvalidEmitError,
     NonRetryableError,
     PayloadTooLargeError,
     UndeclaredEmitError,
@@ -38,7 +39,7 @@ from .types import Clock
 
 CRON_TOPIC_PREFIX = "cron:"
 _NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, EmitSchemaError,
-                  PayloadTooLargeError)
+                  PayloadTooLargeError, InvalidEmitError)
 
 
 def cron_topic(step: str) -> str:
@@ -127,6 +128,7 @@ class Router:
                                     Target(step=s.name, delay_s=s.queue.delay_s, fifo=s.queue.fifo))
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
         self._entry_topics = project.entry_topics()
+        self._exit_topics = {t for f in project.flows.values() for t in f.exit_topics}
 
     # -- publishing -------------------------------------------------------------------------------
     def outgoing(self, topic: str, data_json: str, trace_id: str, group_id: str | None, delay_s: float,
@@ -135,7 +137,7 @@ class Router:
         targets = self._targets.get(topic, ())
         if delay_s:
             targets = tuple(Target(t.step, t.delay_s + delay_s, t.fifo) for t in targets)
-        if not targets:
+        if not targets and topic not in self._exit_topics:
             self.unrouted[topic] += 1
             if self.unrouted[topic] == 1:
                 self.log.warning(f"no step subscribes to '{topic}'; the event is not delivered",
@@ -255,7 +257,7 @@ class Router:
         """
         outcome = await self._run_delivery(d)
         spec = self.steps.get(d.step)
-        if spec is not None and spec.type is StepType.CRON and outcome != "lost":
+        if spec is not None and spec.type is StepType.CRON and outcome not in ("lost", "deferred"):
             record = {"scheduled_at": (d.envelope.data or {}).get("scheduled_at"), "outcome": outcome,
                       "finished_at": self.clock(), "attempt": d.attempt, "trace_id": d.envelope.trace_id}
             with contextlib.suppress(BackendError):
@@ -297,26 +299,48 @@ class Router:
         return outcome
 
     async def _run_cron_exclusive(self, spec: StepSpec, d: Delivery, ctx: Context, started: float) -> str:
+        """``overlap: skip``: a tick that became due while the previous run was running is skipped.
+
+        Ticks fired together by a late scheduler are not skipped: each waits for the one before it, so
+        every tick still runs once with its own ``scheduled_at``.
+        """
         key = f"cron-running:{spec.name}"
-        lease = max(spec.queue.visibility_timeout_s, (spec.timeout_s or 0) + 5)
+        lease = max(1.0, spec.queue.visibility_timeout_s)
+        tick = ctx.scheduled_at.timestamp() if ctx.scheduled_at else started
         if not await self.backend.acquire(key, d.id, lease):
+            raw = await self.backend.meta_get(f"{key}:since")
+            running_since = float(raw) if raw else 0.0
+            if tick < running_since:  # an older tick, fired late: run it after the current run
+                await self.backend.retry(d, min(1.0, lease / 4), "waiting for the previous run to finish")
+                return "deferred"
             await self.backend.complete(d, ())
             self.log.info(f"cron '{spec.name}' tick skipped: the previous run is still running",
                           step=spec.name, trace_id=d.envelope.trace_id)
             self._observe(spec, d, started, "skipped", None, ())
             return "skipped"
+        await self.backend.meta_set(f"{key}:since", repr(self.clock()))
+        renew = asyncio.create_task(self._renew(key, d.id, lease))  # a run may outlast the lease
         try:
             await self.call(spec, ctx)
         except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            renew.cancel()
             await asyncio.shield(self.backend.release(key, d.id))
             raise
         except BaseException as exc:
+            renew.cancel()
             await self.backend.release(key, d.id)
             return await self._failed(spec, d, exc, started, ctx)
+        renew.cancel()
         await self.backend.release(key, d.id)
         ok = await self.backend.complete(d, ctx.outbox)
         self._observe(spec, d, started, "ok" if ok else "lost", None, ctx.outbox)
         return "ok" if ok else "lost"
+
+    async def _renew(self, key: str, owner: str, lease: float) -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(BackendError):
+                await self.backend.acquire(key, owner, lease)
 
     async def _failed(self, spec: StepSpec, d: Delivery, exc: BaseException, started: float,
                       ctx: Context | None) -> str:

@@ -76,14 +76,14 @@ class State:
     async def update(self, group: str, key: str, fn: Callable[[Any], Any]) -> Any:
         """Atomic read-modify-write: store ``fn(current)`` (``current`` is None when absent).
 
-        ``fn`` may run more than once when another writer gets in first, so keep it pure. Returning
-        None deletes the key. Returns the stored value.
+        ``fn`` may run more than once when another writer gets in first, so keep it pure. Its result is
+        stored (``None`` as JSON null). Returns the stored value.
         """
         g, k = str(group), str(key)
         for i in range(_UPDATE_ATTEMPTS):
             raw = await self.backend.state_get(self.namespace, g, k)
             new = _jsonable(fn(None if raw is None else json.loads(raw)))
-            new_raw = None if new is None else dumps(new)
+            new_raw = dumps(new)
             if await self.backend.state_cas(self.namespace, g, k, raw, new_raw):
                 return new
             await asyncio.sleep(0.001 * min(i, 20))

@@ -22,7 +22,7 @@ from .logs import LogSink, _to_logging
 from .router import RunRecord
 
 MAX_LOG_LINES_PER_RUN = 50
-_FAILED = {"dead", "timeout-dead"}
+_FAILED = {"dead", "timeout-dead", "error"}
 _RETRIED = {"retried", "timeout-retried"}
 
 

@@ -55,7 +55,11 @@ def create_backend(url: str, options: BackendOptions) -> Backend:
         raise UnknownBackendError(
             f"no backend for '{scheme}://' (known: {', '.join(sorted(eps)) or 'none'})" + (f"; {hint}" if hint else "")
         )
-    factory: Callable[[str, BackendOptions], Backend] = ep.load()
+    try:
+        factory: Callable[[str, BackendOptions], Backend] = ep.load()
+    except Exception as exc:  # a broken plug-in: one clear error, not a traceback
+        raise UnknownBackendError(f"the '{scheme}' backend ({ep.value}) failed to load: "
+                                  f"{type(exc).__name__}: {exc}") from exc
     return factory(url, options)
 
 

@@ -1,0 +1,110 @@
+"""Every Redis key the redis backend touches, built in this one place under the configured prefix.
+
+Names taken from users (step names, state namespaces and groups, FIFO message groups, lease keys) are
+escaped so that two different names never map to one key (``ns="a:b", group="c"`` versus
+``ns="a", group="b:c"``) and so that a brace in a step name cannot become a Redis Cluster hash tag.
+Only the prefix is used verbatim: a prefix such as ``{motia}`` puts every key in one hash slot.
+
+Layout (``p`` is the prefix, ``<x>`` an escaped name)::
+
+    p:steps                  SET    every step that was ever published to or claimed from
+    p:seq                    STRING counter that orders FIFO events across groups
+    p:q:<step>               STREAM the step's standard deliveries; consumer group named after the step
+    p:inflight:<step>        HASH   delivery id -> "stream entry id|attempt|first delivered at"
+    p:lease:<step>           ZSET   delivery id, scored by lease expiry
+    p:delayed:<step>         ZSET   "id|attempts|first|envelope", scored by due time
+    p:fifo:<step>:<group>    LIST   "seq|due|attempts|first|id|envelope", oldest first; the head is the
+                                    only one that may be out
+    p:fifo-ready:<step>      ZSET   groups whose head is due and free, scored by the head's seq
+    p:fifo-wait:<step>       ZSET   groups whose head is free but not due yet, scored by its due time
+    p:fifo-lease:<step>      ZSET   groups whose head is leased, scored by lease expiry
+    p:wake:<step>            STREAM (length 1) bumped when a FIFO or delayed change may wake a waiter
+    p:dlq                    HASH   dead letter id -> JSON record
+    p:dlq:index              ZSET   dead letter id, scored by failure time
+    p:state:<ns>:<group>     HASH   state key -> JSON text
+    p:state-groups:<ns>      SET    the non-empty groups of a namespace
+    p:lock:<key>             STRING "owner|expiry", with a real TTL as well
+    p:meta                   HASH   framework metadata
+    p:traces                 ZSET   trace id, scored by its latest run's start
+    p:trace:<trace id>       LIST   the trace's run records (JSON), oldest first
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+CONSUMER: Final = "workers"
+"""The one consumer name every process uses inside a step's consumer group.
+
+Leases are tracked in ``p:lease:<step>`` (by the injected clock or Redis's own time), not by consumer
+ownership, so per-process consumer names would only pile up in the group after each crash.
+"""
+
+_ESCAPES: Final = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
+
+
+def escape(name: str) -> str:
+    """``name`` with ``%``, ``:`` and braces percent-encoded, so it is one unambiguous key segment."""
+    return name.translate(_ESCAPES)
+
+
+@dataclass(frozen=True, slots=True)
+class StepKeys:
+    """The keys of one step's queue (see the module docstring for what each holds)."""
+
+    step: str
+    stream: str
+    inflight: str
+    lease: str
+    delayed: str
+    fifo_prefix: str
+    fifo_ready: str
+    fifo_wait: str
+    fifo_lease: str
+    wake: str
+
+    def fifo_list(self, group: str) -> str:
+        """The list of one FIFO message group (``""`` for events without a group id)."""
+        return self.fifo_prefix + escape(group)
+
+
+class Keys:
+    """Key builder for one prefix; :meth:`step` results are cached."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.steps: Final = f"{prefix}:steps"
+        self.seq: Final = f"{prefix}:seq"
+        self.dlq: Final = f"{prefix}:dlq"
+        self.dlq_index: Final = f"{prefix}:dlq:index"
+        self.meta: Final = f"{prefix}:meta"
+        self.traces: Final = f"{prefix}:traces"
+        self._steps: dict[str, StepKeys] = {}
+
+    def step(self, step: str) -> StepKeys:
+        """The queue keys of ``step``."""
+        keys = self._steps.get(step)
+        if keys is None:
+            p, s = self.prefix, escape(step)
+            keys = self._steps[step] = StepKeys(
+                step=step, stream=f"{p}:q:{s}", inflight=f"{p}:inflight:{s}", lease=f"{p}:lease:{s}",
+                delayed=f"{p}:delayed:{s}", fifo_prefix=f"{p}:fifo:{s}:", fifo_ready=f"{p}:fifo-ready:{s}",
+                fifo_wait=f"{p}:fifo-wait:{s}", fifo_lease=f"{p}:fifo-lease:{s}", wake=f"{p}:wake:{s}")
+        return keys
+
+    def state(self, namespace: str, group: str) -> str:
+        """The hash of one state group."""
+        return f"{self.prefix}:state:{escape(namespace)}:{escape(group)}"
+
+    def state_groups(self, namespace: str) -> str:
+        """The set of non-empty groups of a namespace."""
+        return f"{self.prefix}:state-groups:{escape(namespace)}"
+
+    def lock(self, key: str) -> str:
+        """The lease (cron tick, overlap lock) named ``key``."""
+        return f"{self.prefix}:lock:{escape(key)}"
+
+    def trace(self, trace_id: str) -> str:
+        """The run records of one trace."""
+        return f"{self.prefix}:trace:{escape(trace_id)}"
