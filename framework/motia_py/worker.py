@@ -117,6 +117,8 @@ class Worker:
                     await asyncio.wait({waiter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     if not waiter.done():
                         waiter.cancel()
+                    elif not waiter.cancelled() and isinstance(waiter.exception(), BackendError):
+                        await asyncio.wait({stop_wait}, timeout=min(1.0, self.poll_s))  # the claim reports it
                     continue
                 c.pending.extend(batch)
                 self._dispatch(c, spec.queue.concurrency)
