@@ -52,14 +52,15 @@ def test_validate_strict_passes_on_the_example(capsys: pytest.CaptureFixture[str
     report = json.loads(capsys.readouterr().out)
     assert exc.value.code == 0, report
     assert (report["errors"], report["warnings"]) == (0, 0), report["findings"]
-    assert report["steps"] == 7
+    assert report["steps"] == 10
 
 
 async def test_every_step_shares_the_jobs_namespace() -> None:
     async with Harness(ROOT) as h:
         names = {s.name for s in h.project.steps}
         assert names == {"JobProcessor", "EmailJobProducer", "DataJobProducer", "JobScheduler",
-                         "ProcessMonitor", "JobCompletionLogger", "JobFailureNotifier"}
+                         "ProcessMonitor", "JobCompletionLogger", "JobFailureNotifier", "EnqueueJobApi",
+                         "JobStatusApi", "FailedJobsApi"}
         assert {h.project.namespace_of(s) for s in h.project.steps} == {"jobs"}
         assert {f for s in h.project.steps for f in s.flows} == {"job-processing", "job-scheduling",
                                                                   "job-monitoring"}
@@ -268,3 +269,23 @@ async def test_duplicate_delivery_of_a_completed_job_is_skipped() -> None:
 
         assert len(h.emitted("job.completed")) == 1
         assert await _stats(h) == {"completed": 1}
+
+
+async def test_jobs_enter_over_http_and_their_status_and_failures_are_served() -> None:
+    async with Harness(ROOT) as h:
+        status, body = await h.request("POST", "/jobs", json={"type": "email", "email": {"to": "ada@example.com"}})
+        assert status == 202 and len(body["traceId"]) == 32
+        status, body = await h.request("POST", "/jobs", json={"type": "email", "email": {"to": "nobody"}})
+        assert status == 202
+        status, body = await h.request("POST", "/jobs", json={"type": "data"})
+        assert status == 400 and "needs a 'data' object" in body["error"]
+        status, body = await h.request("POST", "/jobs", json={"type": "fax"})
+        assert status == 422 and body["fields"][0]["loc"] == ["type"]
+        await h.run_until_idle()
+        jobs = await h.state("jobs").items("jobs")
+        done = next(j for j in jobs.values() if j["payload"]["to"] == "ada@example.com")
+        status, body = await h.request("GET", f"/jobs/{done['jobId']}")
+        assert status == 200 and body["status"] == "completed"
+        assert (await h.request("GET", "/jobs/nope"))[0] == 404
+        status, body = await h.request("GET", "/jobs/failed", query={"limit": "10"})
+        assert status == 200 and body["count"] == 1 and body["jobs"][0]["payload"]["to"] == "nobody"

@@ -1,0 +1,24 @@
+"""GET /jobs/failed: the application's dead letters, the jobs that failed for good (newest first).
+
+(Deliveries the framework itself dead-lettered are listed by ``motia-py dlq list`` and the Workbench.)
+"""
+
+from services.jobs import FAILED, JOBS
+
+config = {
+    "type": "api",
+    "name": "FailedJobsApi",
+    "description": "Lists jobs that failed for good",
+    "path": "/jobs/failed",
+    "method": "GET",
+    "queryParams": [{"name": "limit", "description": "at most this many (default 50)"}],
+    "emits": [],
+    "flows": ["job-monitoring"],
+}
+
+
+async def handler(req, ctx):
+    limit = int(req.queryParams.get("limit", 50))
+    jobs = [j for j in await ctx.state.get_group(JOBS) if j.get("status") == FAILED]
+    jobs.sort(key=lambda j: j.get("updatedAt", ""), reverse=True)
+    return {"status": 200, "body": {"jobs": jobs[:limit], "count": len(jobs)}}
