@@ -247,3 +247,35 @@ def test_worker_children_exit_when_the_parent_is_killed(make_project: ProjectFac
     for c in children:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(c, os.WNOHANG)
+
+
+CRON = """
+    from pathlib import Path
+    LOG = Path(__file__).resolve().parents[1] / "cron.log"
+    config = {"type": "cron", "name": "Nightly", "cron": "0 3 * * *", "timezone": "Europe/Paris", "emits": [],
+              "flows": ["f"]}
+    async def handler(ctx):
+        with LOG.open("a") as f:
+            f.write(ctx.scheduled_at.isoformat() + "\\n")
+"""
+
+
+def test_cron_list_and_run_work_against_the_backend(make_project: ProjectFactory) -> None:
+    root = make_project({"motia_py.toml": SQLITE, "steps/nightly.step.py": CRON})
+    listed = cli(root, "cron", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert row["name"] == "Nightly" and row["every"] == "every day at 03:00 Europe/Paris"
+    assert row["next"].endswith("+00:00") and row["last_run"] is None
+    ran = cli(root, "cron", "run", "Nightly")
+    assert ran.returncode == 0 and len(ran.stdout.strip()) == 32  # the trace id, queued for a worker
+    assert cli(root, "cron", "run", "Nighty").stderr.count("did you mean 'Nightly'?") == 1
+    worker = start_process(root, "--no-http")
+    try:
+        wait_until(lambda: len(lines(root / "cron.log")) == 1, 30, "the queued tick to run", worker)
+        wait_until(lambda: json.loads(cli(root, "cron", "list", "--json").stdout)[0]["last_run"] is not None, 10,
+                   "the last run to be recorded", worker)
+    finally:
+        assert stop(worker) == 0
+    [row] = json.loads(cli(root, "cron", "list", "--json").stdout)
+    assert row["last_run"]["outcome"] == "ok"
