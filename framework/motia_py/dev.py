@@ -28,6 +28,7 @@ from .http import start_server
 from .logs import framework_logger
 from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
+from .workbench import install_workbench
 
 _IGNORED_DIRS = {".motia", ".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
                  ".pytest_cache", ".ruff_cache"}
@@ -126,6 +127,7 @@ class DevServer:
         runtime = Runtime(project, backend_for(self.settings), poll_s=0.2, traces=trace_settings(self.settings))
         await runtime.start()
         http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
+        install_workbench(http.app, runtime, self.settings, dev=True)
         click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend {self.settings.backend_url}, "
                                f"http://{self.settings.host}:{http.port}  (watching {self.settings.root})",
                                fg="green", bold=True), err=True)

@@ -21,6 +21,7 @@ from .http import HttpServer, start_server
 from .logs import framework_logger
 from .runtime import Runtime, backend_for, load_project, require_valid, trace_settings
 from .settings import Settings
+from .workbench import install_workbench
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
 async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
     """Serve API steps and ``/openapi.json``."""
     server = await start_server(runtime.router, settings, dev=False)
+    install_workbench(server.app, runtime, settings, dev=False)
     framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
     return server
 

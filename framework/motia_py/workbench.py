@@ -267,7 +267,9 @@ class Workbench:
                     item["schema"] = s.input.json
         return _json({
             **doc, "project": self.settings.root.name, "flow": flow, "flows": flows,
-            "flowDescriptions": {name: project.flow(name).description for name in flows},
+            "flowInfo": {f.name: {"description": f.description, "namespace": f.namespace,
+                                  "steps": sum(1 for s in project.steps if f.name in s.flows)}
+                         for f in map(project.flow, flows)},
             "emitTopics": [topics[t] for t in sorted(topics)],
             "routes": [{"method": s.api.method, "path": s.api.path, "step": s.name}
                        for s in project.steps if s.api is not None],
