@@ -129,7 +129,8 @@ class DevServer:
         http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
         install_workbench(http.app, runtime, self.settings, dev=True)
         click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend {self.settings.backend_url}, "
-                               f"http://{self.settings.host}:{http.port}  (watching {self.settings.root})",
+                               f"http://{self.settings.host}:{http.port}  (watching {self.settings.root})\n"
+                               f"  workbench: http://{self.settings.host}:{http.port}/__workbench",
                                fg="green", bold=True), err=True)
         watcher = asyncio.create_task(self._watch(runtime, http.app, stop))
         try:

@@ -94,6 +94,7 @@ class ApiApp:
     def __init__(self, router: Router, *, body_limit_bytes: int = 1_048_576, dev: bool = False) -> None:
         self.body_limit_bytes = body_limit_bytes
         self.dev = dev
+        self.stopping = False  # set when the server shuts down: long-lived responses (event streams) end
         self.extra_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
         self.prefix_routes: list[tuple[str, Callable[[Request], Awaitable[Response]]]] = []
         self._errors: dict[str, str] = {}
@@ -327,6 +328,7 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop accepting, finish open requests, close."""
+        self.app.stopping = True
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self.task

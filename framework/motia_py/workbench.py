@@ -30,7 +30,6 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -102,21 +101,6 @@ def _int(raw: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
-def _server_of(app: ApiApp) -> Any:
-    """The uvicorn server running ``app``, so event streams can end when it stops.
-
-    uvicorn waits for every open response before it finishes shutting down and gives the app no
-    signal, and :class:`~motia_py.http.HttpServer` is not handed to us: the server is found through
-    the task running ``Server.serve`` (``should_exit`` is what ``HttpServer.stop`` sets).
-    """
-    for task in asyncio.all_tasks():
-        frame = getattr(task.get_coro(), "cr_frame", None)
-        server = frame.f_locals.get("self") if frame is not None else None
-        if isinstance(server, uvicorn.Server) and getattr(server.config, "app", None) is app:
-            return server
-    return None
-
-
 def _is_loopback(host: str) -> bool:
     return host in _LOOPBACK_NAMES or host.startswith("127.")
 
@@ -157,10 +141,9 @@ class Workbench:
         self.settings = settings
         self.token = token
         self.page = (resources.files("motia_py") / "static" / "workbench.html").read_bytes()
-        self.server = _server_of(app)
         self.routes: list[tuple[str, re.Pattern[str], _Handler]] = [
             (method, re.compile(pattern), fn) for method, pattern, fn in (
-                ("GET", r"/?", self.page_),
+                ("GET", r"/?", self.index),
                 ("GET", r"/api/graph", self.graph),
                 ("GET", r"/api/traces", self.traces),
                 ("GET", r"/api/traces/(?P<id>[^/]+)", self.trace),
@@ -177,7 +160,7 @@ class Workbench:
     @property
     def stopping(self) -> bool:
         """True once the server is shutting down (event streams end then)."""
-        return bool(self.server is not None and (self.server.should_exit or self.server.force_exit))
+        return self.app.stopping
 
     async def __call__(self, request: Request) -> Response:
         """Check access, route ``request`` and run its handler."""
@@ -240,7 +223,7 @@ class Workbench:
         return body, None
 
     # -- the page -----------------------------------------------------------------------------------
-    async def page_(self, request: Request, _: dict[str, str]) -> Response:
+    async def index(self, request: Request, _: dict[str, str]) -> Response:
         """The single-page Workbench."""
         return Response(self.page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
@@ -378,7 +361,7 @@ class Workbench:
         try:
             trace_id = await self.app.router.emit(topic.strip(), body.get("data", {}))
         except BackendError:
-            raise
+            raise  # a 503, not the caller's fault
         except UnknownTopicError as exc:
             return _error(400, "unknown_topic", str(exc))
         except MotiaError as exc:
