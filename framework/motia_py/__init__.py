@@ -4,6 +4,7 @@ The public API: typed step configs, the errors a step author raises or catches, 
 Python code, and the test harness (``motia_py.testing.Harness``).
 """
 
+from ._version import __version__
 from .client import Client
 from .config import ApiConfig, CronConfig, EventConfig, NoopConfig
 from .context import Context
@@ -20,8 +21,6 @@ from .errors import (
     UndeclaredEmitError,
     UnknownTopicError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ApiConfig",

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .backends.base import Backend
+from .otel import detect
 from .router import Router
 from .runtime import backend_for, load_project, require_valid
 from .settings import load_settings
@@ -42,7 +43,7 @@ class Client:
         settings = load_settings(path, flags={"backend_url": backend_url})
         project, findings = load_project(settings)
         require_valid(project, findings)  # a broken step here would silently miss its events
-        return cls(Router(project, backend_for(settings)))
+        return cls(Router(project, backend_for(settings), otel=detect(settings.traces_otel)))
 
     @classmethod
     def from_url(cls, backend_url: str, project: str | os.PathLike[str] = ".") -> Client:

@@ -13,8 +13,8 @@ from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, Pay
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 
-OutgoingFactory = Callable[[str, str, str, "str | None", float, str | None], Outgoing]
-"""(topic, data_json, trace_id, group_id, delay_s, source_step) -> Outgoing"""
+OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "str | None"], Outgoing]
+"""(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent) -> Outgoing"""
 
 
 def encode_payload(data: Any, max_bytes: int) -> str:
@@ -65,7 +65,7 @@ class Context:
     """
 
     __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_spec", "attempt", "outbox", "scheduled_at",
-                 "state", "step", "topic", "trace_id")
+                 "state", "step", "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -80,6 +80,7 @@ class Context:
         factory: OutgoingFactory,
         max_payload_bytes: int,
         scheduled_at: datetime | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self._spec = spec
         self._factory = factory
@@ -93,6 +94,7 @@ class Context:
         self._log_sink = log_sink
         self.scheduled_at = scheduled_at
         self.outbox: list[Outgoing] = []
+        self.traceparent = traceparent  # W3C context of this run's span (OpenTelemetry), given to emits
 
     @property
     def flows(self) -> list[str]:
@@ -159,5 +161,5 @@ class Context:
             raise InvalidEmitError(f"emit delay must be a number of seconds >= 0, got {delay!r}")
         self.outbox.append(self._factory(topic, text, self.trace_id,
                                          None if message_group_id is None else str(message_group_id),
-                                         float(delay or 0.0), self.step))
+                                         float(delay or 0.0), self.step, self.traceparent))
         return _DONE

@@ -26,6 +26,7 @@ from .discovery import Project
 from .findings import Finding, Severity
 from .http import start_server
 from .logs import framework_logger
+from .otel import detect
 from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
 from .workbench import install_workbench
@@ -124,7 +125,8 @@ class DevServer:
             click.echo(click.style(f"{len(errors)} error(s): fix them and save; serving no steps until then",
                                    fg="red", bold=True), err=True)
             project = Project(settings=self.settings, steps=(), flows={}, problems=())
-        runtime = Runtime(project, backend_for(self.settings), poll_s=0.2, traces=trace_settings(self.settings))
+        runtime = Runtime(project, backend_for(self.settings), poll_s=0.2, traces=trace_settings(self.settings),
+                          otel=detect(self.settings.traces_otel))
         await runtime.start()
         http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
         install_workbench(http.app, runtime, self.settings, dev=True)

@@ -150,10 +150,21 @@ class ApiApp:
         return await self._run(spec, req)
 
     async def _run(self, spec: StepSpec, req: ApiRequest) -> ApiResponse:
-        trace_id = trace_id_from(req["headers"]) or new_id()
         router = self.router
         started = router.clock()
-        response = await self._run_traced(spec, req, trace_id)
+        if router.otel is not None:
+            incoming = next((v for k, v in req["headers"].items() if k.lower() == "traceparent"), None)
+            with router.otel.span(f"{req['method']} {spec.api.path if spec.api else req['path']}", "server",
+                                  traceparent=incoming, attributes={"http.request.method": req["method"],
+                                                                    "url.path": req["path"], "motia.step": spec.name}
+                                  ) as (trace_id, tp, span):
+                response = await self._run_traced(spec, req, trace_id, tp)
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    router.otel.mark_failed(span, f"HTTP {response.status}")
+        else:
+            trace_id = trace_id_from(req["headers"]) or new_id()
+            response = await self._run_traced(spec, req, trace_id)
         if router.observers:
             emitted = self._emitted.pop(trace_id, ())
             router.notify(RunRecord(step=spec.name, trace_id=trace_id, topic=f"{req['method']} {req['path']}",
@@ -163,9 +174,10 @@ class ApiApp:
                                     delivery_id=trace_id, emitted_ids=tuple(i for _, i in emitted), kind="api"))
         return response
 
-    async def _run_traced(self, spec: StepSpec, req: ApiRequest, trace_id: str) -> ApiResponse:
+    async def _run_traced(self, spec: StepSpec, req: ApiRequest, trace_id: str,
+                          traceparent: str | None = None) -> ApiResponse:
         router = self.router
-        ctx = router.context(spec, trace_id=trace_id, topic=None, attempt=1)
+        ctx = router.context(spec, trace_id=trace_id, topic=None, attempt=1, traceparent=traceparent)
         chain: Callable[[], Awaitable[Any]] = lambda: router.call(spec, req, ctx)  # noqa: E731
         assert spec.api is not None
         for mw in reversed(spec.api.middleware):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .config import StepType
 from .discovery import Project
 

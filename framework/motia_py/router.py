@@ -34,6 +34,7 @@ from .errors import (
     UnknownTopicError,
 )
 from .logs import LogSink, framework_logger
+from .otel import Otel
 from .state import State, SyncState
 from .types import Clock
 
@@ -100,8 +101,10 @@ class Router:
         rand: Callable[[], float] = random.random,
         log_sink: LogSink | None = None,
         observers: Iterable[Observer] = (),
+        otel: Otel | None = None,
     ) -> None:
         self.backend = backend
+        self.otel = otel
         self.clock: Clock = clock or time.time
         self.rand = rand
         self.log_sink = log_sink
@@ -132,7 +135,7 @@ class Router:
 
     # -- publishing -------------------------------------------------------------------------------
     def outgoing(self, topic: str, data_json: str, trace_id: str, group_id: str | None, delay_s: float,
-                 source: str | None) -> Outgoing:
+                 source: str | None, traceparent: str | None = None) -> Outgoing:
         """Build the fan-out of one event: one target per subscribing step."""
         targets = self._targets.get(topic, ())
         if delay_s:
@@ -143,7 +146,7 @@ class Router:
                 self.log.warning(f"no step subscribes to '{topic}'; the event is not delivered",
                                  topic=topic, trace_id=trace_id, emitter=source)
         env = Envelope(id=new_id(), topic=topic, data_json=data_json, trace_id=trace_id,
-                       emitted_at=self.clock(), group_id=group_id, source=source)
+                       emitted_at=self.clock(), group_id=group_id, source=source, traceparent=traceparent)
         return Outgoing(envelope=env, targets=targets)
 
     def check_external_topic(self, topic: str) -> None:
@@ -168,16 +171,27 @@ class Router:
         """
         if check:
             self.check_external_topic(topic)
+        text = encode_payload(data, self.max_payload_bytes)
+        if self.otel is not None:  # a caller's active span becomes the parent of everything that follows
+            with self.otel.span(f"publish {topic}", "producer", trace_id=trace_id,
+                                attributes={"messaging.destination.name": topic}) as (tid, tp, _):
+                trace_id = trace_id or tid
+                await self.backend.publish([self.outgoing(topic, text, trace_id, message_group_id, delay_s, None,
+                                                          tp)])
+            return trace_id
         trace_id = trace_id or new_id()
-        out = self.outgoing(topic, encode_payload(data, self.max_payload_bytes), trace_id, message_group_id,
-                            delay_s, None)
-        await self.backend.publish([out])
+        await self.backend.publish([self.outgoing(topic, text, trace_id, message_group_id, delay_s, None)])
         return trace_id
 
     async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
         """Enqueue one tick of a cron step; return its trace id."""
-        trace_id = new_id()
         data = json.dumps({"scheduled_at": scheduled_at.isoformat()})
+        if self.otel is not None:
+            with self.otel.span(f"cron {step}", "producer", attributes={"motia.scheduled_at": scheduled_at.isoformat()}
+                                ) as (trace_id, tp, _):
+                await self.backend.publish([self.outgoing(cron_topic(step), data, trace_id, None, 0.0, None, tp)])
+            return trace_id
+        trace_id = new_id()
         await self.backend.publish([self.outgoing(cron_topic(step), data, trace_id, None, 0.0, None)])
         return trace_id
 
@@ -208,7 +222,7 @@ class Router:
             self._watchdog = None
 
     def context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
-                scheduled_at: datetime | None = None) -> Context:
+                scheduled_at: datetime | None = None, traceparent: str | None = None) -> Context:
         """A fresh ``ctx`` for one handler call of ``spec``."""
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
         async_state = State(self.backend, ns)
@@ -216,7 +230,8 @@ class Router:
         if not spec.is_async:
             state = SyncState(async_state, asyncio.get_running_loop())
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
-                       factory=self.outgoing, max_payload_bytes=self.max_payload_bytes, scheduled_at=scheduled_at)
+                       factory=self.outgoing, max_payload_bytes=self.max_payload_bytes, scheduled_at=scheduled_at,
+                       traceparent=traceparent)
 
     async def call(self, spec: StepSpec, *args: Any) -> Any:
         """Call a handler: coroutine functions on the loop, plain functions in a worker thread, with the
@@ -255,7 +270,17 @@ class Router:
 
         Returns the outcome (see :class:`RunRecord`).
         """
-        outcome = await self._run_delivery(d)
+        if self.otel is None:
+            outcome = await self._run_delivery(d)
+        else:
+            env = d.envelope
+            with self.otel.span(f"{d.step} process", "consumer", traceparent=env.traceparent, trace_id=env.trace_id,
+                                attributes={"motia.step": d.step, "motia.attempt": d.attempt,
+                                            "messaging.destination.name": env.topic}) as (_, tp, span):
+                outcome = await self._run_delivery(d, tp)
+                span.set_attribute("motia.outcome", outcome)
+                if outcome not in ("ok", "skipped", "deferred", "lost"):
+                    self.otel.mark_failed(span, outcome)
         spec = self.steps.get(d.step)
         if spec is not None and spec.type is StepType.CRON and outcome not in ("lost", "deferred"):
             record = {"scheduled_at": (d.envelope.data or {}).get("scheduled_at"), "outcome": outcome,
@@ -264,7 +289,7 @@ class Router:
                 await self.backend.meta_set(cron_last_key(spec.name), json.dumps(record))
         return outcome
 
-    async def _run_delivery(self, d: Delivery) -> str:
+    async def _run_delivery(self, d: Delivery, traceparent: str | None = None) -> str:
         spec = self.steps.get(d.step)
         started = self.clock()
         if spec is None or spec.handler is None:
@@ -276,12 +301,13 @@ class Router:
                 payload = env.data
                 scheduled = datetime.fromisoformat(payload["scheduled_at"]) if payload else datetime.now(UTC)
                 ctx = self.context(spec, trace_id=env.trace_id, topic=None, attempt=d.attempt,
-                                   scheduled_at=scheduled)
+                                   scheduled_at=scheduled, traceparent=traceparent)
                 if spec.cron_policy.overlap == "skip":
                     return await self._run_cron_exclusive(spec, d, ctx, started)
                 await self.call(spec, ctx)
             else:
-                ctx = self.context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt)
+                ctx = self.context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
+                                   traceparent=traceparent)
                 data = env.data
                 value = spec.input.validate(data) if spec.input is not None else data
                 await self.call(spec, value, ctx)

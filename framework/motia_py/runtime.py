@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
@@ -12,6 +13,7 @@ from .discovery import Project, discover
 from .errors import GraphError
 from .findings import Finding, Severity
 from .logs import LogSink
+from .otel import Otel
 from .router import Observer, Router
 from .scheduler import Scheduler
 from .settings import Settings
@@ -67,15 +69,17 @@ class Runtime:
         cron: bool = True,
         poll_s: float = 0.5,
         traces: TraceSettings | None = None,
+        otel: Otel | None = None,
     ) -> None:
-        kwargs = {"rand": rand} if rand is not None else {}
+        kwargs: dict[str, Any] = {"rand": rand} if rand is not None else {}
         self.recorder: TraceRecorder | None = None
         observers = list(observers)
         if traces is not None and traces.enabled:
             self.recorder = TraceRecorder(backend, traces, downstream=log_sink)
             log_sink = self.recorder.log_sink
             observers.append(self.recorder.observe)
-        self.router = Router(project, backend, clock=clock, log_sink=log_sink, observers=observers, **kwargs)
+        self.router = Router(project, backend, clock=clock, log_sink=log_sink, observers=observers, otel=otel,
+                             **kwargs)
         self.worker = Worker(self.router, poll_s=poll_s) if workers else None
         self.scheduler = Scheduler(self.router, clock=clock) if cron else None
         self._started = False

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import MotiaError
 from .http import HttpServer, start_server
 from .logs import framework_logger
+from .otel import detect
 from .runtime import Runtime, backend_for, load_project, require_valid, trace_settings
 from .settings import Settings
 from .workbench import install_workbench
@@ -43,7 +44,7 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
         raise MotiaError("--workers N > 1 needs a shared backend (sqlite or redis), not memory://")
     consume = opts.consume and opts.workers <= 1
     runtime = Runtime(project, backend_for(settings), workers=consume, cron=opts.cron,
-                      traces=trace_settings(settings))
+                      traces=trace_settings(settings), otel=detect(settings.traces_otel))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = 0

@@ -49,6 +49,13 @@ def _bool(v: Any) -> bool:
     raise ValueError(f"{v!r} is not a boolean")
 
 
+def _otel(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s in ("auto", "on", "off"):
+        return s
+    return "on" if _bool(v) else "off"
+
+
 def _opt_str(v: Any) -> str | None:
     return None if v is None or v == "" else str(v)
 
@@ -67,6 +74,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
     _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, float),
     _Setting("traces_max_count", "traces", "max_count", "MOTIA_PY_TRACES_MAX_COUNT", 10_000, int),
+    _Setting("traces_otel", "traces", "otel", "MOTIA_PY_TRACES_OTEL", "auto", _otel),
     _Setting("log_format", "logging", "format", "MOTIA_PY_LOG_FORMAT", "auto", str),
     _Setting("log_level", "logging", "level", "MOTIA_PY_LOG_LEVEL", "info", str),
 )
@@ -91,6 +99,7 @@ class Settings:
     traces_enabled: bool
     traces_max_age_s: float
     traces_max_count: int
+    traces_otel: str
     log_format: str
     log_level: str
 

@@ -283,3 +283,35 @@ async def test_publish_from_another_process_is_claimed_here(tmp_path: Path) -> N
         assert (d.envelope.id, d.envelope.data) == ("e1", "from afar")
     finally:
         await here.close()
+
+
+async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from motia_py.backends.sqlite import SqliteBackend
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, step TEXT NOT NULL,
+            event_id TEXT NOT NULL, topic TEXT NOT NULL, data TEXT NOT NULL, trace_id TEXT NOT NULL,
+            emitted_at REAL NOT NULL, group_id TEXT, source TEXT, fifo_group TEXT, available_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, lease_until REAL, first_delivered_at REAL);
+        CREATE TABLE dead_letters (id TEXT NOT NULL UNIQUE, step TEXT NOT NULL, event_id TEXT NOT NULL,
+            topic TEXT NOT NULL, data TEXT NOT NULL, trace_id TEXT NOT NULL, emitted_at REAL NOT NULL,
+            group_id TEXT, source TEXT, attempts INTEGER NOT NULL, error TEXT NOT NULL, traceback TEXT NOT NULL,
+            failed_at REAL NOT NULL, first_attempt_at REAL);
+        INSERT INTO deliveries (id, step, event_id, topic, data, trace_id, emitted_at, available_at)
+            VALUES ('d1', 'A', 'e1', 't', '{"x":1}', 'tr', 1.0, 0);
+        PRAGMA user_version = 1;
+    """)
+    conn.close()
+    backend = SqliteBackend("sqlite:///old.db", path)
+    await backend.open()
+    try:
+        [d] = await backend.claim("A", 10, 30)
+        assert (d.envelope.data, d.envelope.traceparent) == ({"x": 1}, None)  # queued work survives the upgrade
+        await backend.traces_add(['{"trace_id":"t1","started_at":1}'])  # and the new tables exist
+        assert await backend.traces_recent(1) == ["t1"]
+    finally:
+        await backend.close()

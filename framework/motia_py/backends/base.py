@@ -35,6 +35,7 @@ class Envelope:
     emitted_at: float
     group_id: str | None = None
     source: str | None = None
+    traceparent: str | None = None  # W3C trace context of the span that published it (OpenTelemetry)
 
     @property
     def data(self) -> Any:
@@ -45,7 +46,8 @@ class Envelope:
         """The envelope as one JSON document (for backends that store it as text)."""
         return json.dumps(
             {"id": self.id, "topic": self.topic, "data": self.data_json, "trace_id": self.trace_id,
-             "emitted_at": self.emitted_at, "group_id": self.group_id, "source": self.source},
+             "emitted_at": self.emitted_at, "group_id": self.group_id, "source": self.source,
+             "traceparent": self.traceparent},
             separators=(",", ":"),
         )
 
@@ -54,7 +56,8 @@ class Envelope:
         """Inverse of :meth:`to_json`."""
         d = json.loads(text)
         return cls(id=d["id"], topic=d["topic"], data_json=d["data"], trace_id=d["trace_id"],
-                   emitted_at=d["emitted_at"], group_id=d.get("group_id"), source=d.get("source"))
+                   emitted_at=d["emitted_at"], group_id=d.get("group_id"), source=d.get("source"),
+                   traceparent=d.get("traceparent"))
 
 
 @dataclass(frozen=True, slots=True)

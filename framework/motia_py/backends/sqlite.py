@@ -38,10 +38,10 @@ A = TypeVar("A")
 R = TypeVar("R")
 Row = tuple[Any, ...]
 
-SCHEMA_VERSION: Final = 2  # 2: traces
+SCHEMA_VERSION: Final = 3  # 2: traces; 3: traceparent on deliveries and dead letters
 _BUSY_TIMEOUT_MS: Final = 5000
 _POLL_S: Final = 0.025  # how often waiting steps look for commits made by other connections
-_CHUNK: Final = 64  # rows per multi-row statement (64 x 11 columns stays under SQLite's old 999 limit)
+_CHUNK: Final = 64  # rows per multi-row statement (64 x 12 columns stays under SQLite's old 999 limit)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT NOT NULL UNIQUE,
     step TEXT NOT NULL,
     event_id TEXT NOT NULL, topic TEXT NOT NULL, data TEXT NOT NULL, trace_id TEXT NOT NULL,
-    emitted_at REAL NOT NULL, group_id TEXT, source TEXT,
+    emitted_at REAL NOT NULL, group_id TEXT, source TEXT, traceparent TEXT,
     fifo_group TEXT,             -- NULL on standard queues; the message group ('' if none) on FIFO ones
     available_at REAL NOT NULL,  -- when it is due; while leased, when the lease expires
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT NOT NULL UNIQUE,
     step TEXT NOT NULL,
     event_id TEXT NOT NULL, topic TEXT NOT NULL, data TEXT NOT NULL, trace_id TEXT NOT NULL,
-    emitted_at REAL NOT NULL, group_id TEXT, source TEXT,
+    emitted_at REAL NOT NULL, group_id TEXT, source TEXT, traceparent TEXT,
     attempts INTEGER NOT NULL, error TEXT NOT NULL, traceback TEXT NOT NULL,
     failed_at REAL NOT NULL, first_attempt_at REAL
 );
@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, last REAL NOT NULL
 CREATE INDEX IF NOT EXISTS traces_last ON traces (last);
 """
 
-_ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source"  # Envelope's field order
+_ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
 _IN: Final = "(" + ", ".join("?" * _CHUNK) + ")"  # padded with NULLs, which match nothing
 _SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV} FROM deliveries"
 _CLAIM_EXPIRED: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND lease_until IS NOT NULL "
@@ -113,7 +113,7 @@ _DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, f
 
 def _insert_sql(n: int) -> str:
     return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
 
 
 _INSERTS: Final = {n: _insert_sql(n) for n in (_CHUNK, 16, 4, 1)}
@@ -147,7 +147,14 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise BackendUnavailableError(
                 f"{path}: schema version {version} is newer than this motia-py supports ({SCHEMA_VERSION})")
         if version < SCHEMA_VERSION:
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # new tables and indexes (IF NOT EXISTS)
+            conn.execute("BEGIN IMMEDIATE")  # columns added since version 1, checked under the write lock
+            for table in ("deliveries", "dead_letters"):  # columns added since version 1
+                columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if "traceparent" not in columns:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN traceparent TEXT")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
     except BaseException:
         conn.close()
         raise
@@ -222,7 +229,7 @@ def _claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float]) -> list
     until = now + lease_s
     for chunk in _padded([row[0] for row in rows]):
         conn.execute(_LEASE, [until, until, now, *chunk])
-    return [Delivery(id=row[1], step=step, envelope=Envelope(*row[4:11]), attempt=row[2] + 1,
+    return [Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
                      first_delivered_at=now if row[3] is None else row[3]) for row in rows]
 
 
@@ -421,7 +428,7 @@ class SqliteBackend:
     @staticmethod
     def _rows(items: Sequence[Outgoing], now: float) -> list[Row]:
         return [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id, e.source,
-                 (e.group_id or "") if t.fifo else None, now + t.delay_s)
+                 e.traceparent, (e.group_id or "") if t.fifo else None, now + t.delay_s)
                 for out in items for e in (out.envelope,) for t in out.targets]
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
@@ -610,8 +617,8 @@ class SqliteBackend:
         return await self._run(_traces_prune, (before, keep))
 
 def _dead(row: Row) -> DeadLetter:
-    return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:9]), attempts=row[9], error=row[10],
-                      traceback=row[11], failed_at=row[12], first_attempt_at=row[13])
+    return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:10]), attempts=row[10], error=row[11],
+                      traceback=row[12], failed_at=row[13], first_attempt_at=row[14])
 
 
 def create_backend(url: str, options: BackendOptions) -> SqliteBackend:

@@ -1,0 +1,82 @@
+"""Optional OpenTelemetry export: each handler run is a span, and the trace follows every emit.
+
+Enabled when ``opentelemetry`` is installed and a tracer provider is configured (by your code, or by
+``opentelemetry-instrument motia-py start``), unless ``[traces] otel = false``. The W3C trace context
+travels with every event (``Envelope.traceparent``), so a run's span is the child of the span that
+published its event, across processes and backends, and motia-py's trace id *is* the OpenTelemetry
+trace id. A caller's active span (a Django view publishing through :class:`motia_py.Client`) or an
+incoming ``traceparent`` header (API steps) becomes the parent of everything that follows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ._version import __version__
+
+_KIND = {"consumer": "CONSUMER", "producer": "PRODUCER", "server": "SERVER", "internal": "INTERNAL"}
+
+
+class Otel:
+    """Spans for runs and publishes, on a given tracer provider (the global one by default)."""
+
+    def __init__(self, provider: Any = None) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self._trace = trace
+        self._propagator = TraceContextTextMapPropagator()
+        self.tracer = (provider or trace.get_tracer_provider()).get_tracer("motia_py", __version__)
+
+    def _parent(self, traceparent: str | None, trace_id: str | None) -> Any:
+        """The context to start a span in: the publisher's span, else the caller's, else ``trace_id``."""
+        trace = self._trace
+        if traceparent:
+            return self._propagator.extract({"traceparent": traceparent})
+        if trace_id and len(trace_id) == 32 and not trace.get_current_span().get_span_context().is_valid:
+            # an event from a publisher without OpenTelemetry: keep its trace id under a remote parent
+            with contextlib.suppress(ValueError):
+                ctx = trace.SpanContext(trace_id=int(trace_id, 16), span_id=secrets.randbits(64) or 1,
+                                        is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+                return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+        return None  # the current context: a caller's active span, or a new trace
+
+    @contextlib.contextmanager
+    def span(self, name: str, kind: str, *, traceparent: str | None = None, trace_id: str | None = None,
+             attributes: Mapping[str, Any] | None = None) -> Iterator[tuple[str, str, Any]]:
+        """Run a block in a span; yields ``(trace_id_hex, traceparent, span)``.
+
+        Exceptions are recorded on the span (status error) and re-raised.
+        """
+        kind_enum = getattr(self._trace.SpanKind, _KIND[kind])
+        with self.tracer.start_as_current_span(name, context=self._parent(traceparent, trace_id), kind=kind_enum,
+                                               attributes=dict(attributes or {}),
+                                               record_exception=True, set_status_on_exception=True) as span:
+            sc = span.get_span_context()
+            carrier: dict[str, str] = {}
+            self._propagator.inject(carrier)
+            yield f"{sc.trace_id:032x}", carrier.get("traceparent", ""), span
+
+    def mark_failed(self, span: Any, error: str) -> None:
+        """Set an error status on ``span`` (for failures handled without an exception escaping)."""
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, error))
+
+
+def detect(setting: str = "auto") -> Otel | None:
+    """An :class:`Otel` when enabled: ``on``; or ``auto`` with a configured provider. None otherwise."""
+    if setting in ("off", "false", "0", "no"):
+        return None
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    provider = trace.get_tracer_provider()
+    configured = not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    if setting == "auto" and not configured:
+        return None
+    return Otel()
