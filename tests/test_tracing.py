@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from motia_py.backends.base import Backend
+from motia_py.backends.base import Backend, TraceRun
 from motia_py.cli import main
 from motia_py.runtime import Runtime, backend_for, load_project
 from motia_py.settings import load_settings
@@ -97,7 +97,7 @@ async def test_retention_keeps_the_newest_traces(tmp_path: Path) -> None:
     backend = SqliteBackend("sqlite:///t.db", tmp_path / "t.db")
     await backend.open()
     try:
-        await backend.traces_add([json.dumps({"trace_id": f"t{i}", "started_at": 1000.0 + i}) for i in range(10)])
+        await backend.traces_add([TraceRun(f"t{i}", 1000.0 + i, json.dumps({"i": i})) for i in range(10)])
         assert (await backend.traces_recent(3)) == ["t9", "t8", "t7"]
         assert await backend.traces_prune(before=1002.0, keep=5) == 5  # t0, t1 too old; t2..t4 over the count
         assert await backend.traces_recent(100) == [f"t{i}" for i in range(9, 4, -1)]

@@ -66,7 +66,7 @@ def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = 
     return base * rand() if backoff.jitter else base
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: created for every run, and frozen dataclasses build slowly
 class RunRecord:
     """One handler run, as observers (traces, the harness) see it."""
 

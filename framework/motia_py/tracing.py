@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import Backend
+from .backends.base import Backend, TraceRun
 from .errors import BackendError
 from .logs import LogSink, _to_logging
 from .router import RunRecord
@@ -56,7 +56,7 @@ class TraceRecorder:
         self.backend = backend
         self.settings = settings or TraceSettings()
         self._downstream = downstream or _to_logging
-        self._buffer: list[str] = []
+        self._buffer: list[tuple[RunRecord, Sequence[dict[str, Any]]]] = []
         self._logs: OrderedDict[tuple[str, str, int], list[dict[str, Any]]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -74,10 +74,10 @@ class TraceRecorder:
                 self._logs.popitem(last=False)
 
     def observe(self, rec: RunRecord) -> None:
-        """Record one finished run (cheap: a dict and a JSON dump; the write happens later)."""
-        logs = self._logs.pop((rec.trace_id, rec.step, rec.attempt), ())
-        self._buffer.append(json.dumps(run_to_json(rec, logs), default=str, separators=(",", ":")))
-        if len(self._buffer) >= 500:
+        """Record one finished run: kept as it is, encoded in a batch when written."""
+        logs = self._logs.pop((rec.trace_id, rec.step, rec.attempt), ()) if self._logs else ()
+        self._buffer.append((rec, logs))
+        if len(self._buffer) >= 2000:
             self._wake.set()
 
     def start(self) -> None:
@@ -102,11 +102,13 @@ class TraceRecorder:
         """Write what is buffered (kept for the next try when the backend fails)."""
         if not self._buffer:
             return
-        batch, self._buffer = self._buffer, []
+        pending, self._buffer = self._buffer, []
+        dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+        batch = [TraceRun(rec.trace_id, rec.started_at, dumps(run_to_json(rec, logs))) for rec, logs in pending]
         try:
             await self.backend.traces_add(batch)
         except BackendError:
-            self._buffer = batch[-10_000:] + self._buffer
+            self._buffer = pending[-10_000:] + self._buffer
 
     async def stop(self) -> None:
         """Flush and stop the writer."""

@@ -112,17 +112,17 @@ class Worker:
                         router.log.error(f"backend unavailable, retrying: {exc}", backend=backend.url)
                     await asyncio.wait({stop_wait}, timeout=min(5.0, self.poll_s * 2))
                     continue
-                if not batch:
+                if batch:
+                    c.pending.extend(batch)
+                    self._dispatch(c, spec.queue.concurrency)
+                    await asyncio.sleep(0)  # let the runners start before claiming more
+                if len(batch) < free:  # the queue is drained: wait (it returns at once if more is due)
                     waiter = asyncio.ensure_future(backend.wait(c.step, self.poll_s))
                     await asyncio.wait({waiter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     if not waiter.done():
                         waiter.cancel()
                     elif not waiter.cancelled() and isinstance(waiter.exception(), BackendError):
                         await asyncio.wait({stop_wait}, timeout=min(1.0, self.poll_s))  # the claim reports it
-                    continue
-                c.pending.extend(batch)
-                self._dispatch(c, spec.queue.concurrency)
-                await asyncio.sleep(0)  # let the runners start before claiming more
         finally:
             stop_wait.cancel()
 

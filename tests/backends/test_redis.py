@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
+from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, TraceRun, new_id
 from motia_py.backends.redis import RedisBackend, redact
 from motia_py.backends.redis_keys import Keys, escape
 from motia_py.backends.registry import BackendOptions, create_backend
@@ -305,8 +305,8 @@ async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(open_
 async def test_traces_are_kept_in_order_and_pruned_by_age_and_count(open_backend: OpenBackend) -> None:
     b = await open_backend()
 
-    def run(trace: str, started_at: float, n: int) -> str:
-        return json.dumps({"trace_id": trace, "started_at": started_at, "n": n})
+    def run(trace: str, started_at: float, n: int) -> TraceRun:
+        return TraceRun(trace, started_at, json.dumps({"trace_id": trace, "started_at": started_at, "n": n}))
 
     await b.traces_add([run("t1", 10, 1), run("t2", 20, 1), run("t1", 30, 2), run("t3", 25, 1)])
 
@@ -429,7 +429,7 @@ async def test_every_key_starts_with_the_prefix(url: str, prefix: str, open_back
     await b.state_set(f"ns-{marker}", f"g-{marker}", "k", "1")
     await b.acquire(f"lock-{marker}", "me", 60)
     await b.meta_set(f"meta-{marker}", "1")
-    await b.traces_add([json.dumps({"trace_id": f"t-{marker}", "started_at": 1.0})])
+    await b.traces_add([TraceRun(f"t-{marker}", 1.0, "{}")])
     await b.wait(step, 0.01)
 
     client = Redis.from_url(url, decode_responses=True)

@@ -288,6 +288,7 @@ async def test_publish_from_another_process_is_claimed_here(tmp_path: Path) -> N
 async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     import sqlite3
 
+    from motia_py.backends.base import TraceRun
     from motia_py.backends.sqlite import SqliteBackend
 
     path = tmp_path / "old.db"
@@ -311,7 +312,7 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         [d] = await backend.claim("A", 10, 30)
         assert (d.envelope.data, d.envelope.traceparent) == ({"x": 1}, None)  # queued work survives the upgrade
-        await backend.traces_add(['{"trace_id":"t1","started_at":1}'])  # and the new tables exist
+        await backend.traces_add([TraceRun("t1", 1.0, "{}")])  # and the new tables exist
         assert await backend.traces_recent(1) == ["t1"]
     finally:
         await backend.close()

@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
@@ -116,6 +116,14 @@ class DeadLetter:
             "first_attempt_at": self.first_attempt_at,
             "emitted_at": self.envelope.emitted_at,
         }
+
+
+class TraceRun(NamedTuple):
+    """One run record to store: its trace, when it started, and the record as JSON text."""
+
+    trace_id: str
+    started_at: float
+    json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +243,8 @@ class Backend(Protocol):
     async def meta_set(self, key: str, value: str) -> None:
         """Store framework metadata."""
 
-    # -- traces (run records as JSON text, each with "trace_id" and "started_at") -----------------
-    async def traces_add(self, runs: Sequence[str]) -> None:
+    # -- traces (run records as JSON text) --------------------------------------------------------
+    async def traces_add(self, runs: Sequence[TraceRun]) -> None:
         """Store run records."""
 
     async def traces_get(self, trace_id: str) -> list[str]:

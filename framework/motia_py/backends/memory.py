@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
-from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, TraceRun, new_id
 from .registry import BackendOptions
 
 
@@ -349,14 +348,12 @@ class MemoryBackend:
         self._meta[key] = value
 
     # -- traces ---------------------------------------------------------------------------------
-    async def traces_add(self, runs: Sequence[str]) -> None:
+    async def traces_add(self, runs: Sequence[TraceRun]) -> None:
         """Store run records."""
-        for raw in runs:
-            doc = json.loads(raw)
-            tid = doc["trace_id"]
+        for tid, started_at, raw in runs:
             entry = self._traces.pop(tid, None) or (0.0, [])
             entry[1].append(raw)
-            self._traces[tid] = (max(entry[0], float(doc.get("started_at") or 0.0)), entry[1])
+            self._traces[tid] = (max(entry[0], started_at), entry[1])
 
     async def traces_get(self, trace_id: str) -> list[str]:
         """Run records of one trace."""

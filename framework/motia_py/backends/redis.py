@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
-from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, TraceRun, new_id
 from .redis_keys import CONSUMER, Keys
 from .redis_scripts import MOVE_MAX, Scripts, delivery_keys, encode_outgoing, fifo_group, queue_keys
 from .registry import BackendOptions
@@ -483,17 +483,15 @@ class RedisBackend:
             await self._c.hset(self.keys.meta, key, value)
 
     # -- traces ---------------------------------------------------------------------------------
-    async def traces_add(self, runs: Sequence[str]) -> None:
-        """Store run records (JSON with ``trace_id`` and ``started_at``) in one transaction."""
+    async def traces_add(self, runs: Sequence[TraceRun]) -> None:
+        """Store run records in one transaction."""
         if not runs:
             return
         with self._translate():
             async with self._c.pipeline(transaction=True) as pipe:
-                for raw in runs:
-                    doc = json.loads(raw)
-                    trace_id = str(doc["trace_id"])
+                for trace_id, started_at, raw in runs:
                     pipe.rpush(self.keys.trace(trace_id), raw)
-                    pipe.zadd(self.keys.traces, {trace_id: float(doc.get("started_at") or 0.0)}, gt=True)
+                    pipe.zadd(self.keys.traces, {trace_id: float(started_at)}, gt=True)
                 await pipe.execute()
 
     async def traces_get(self, trace_id: str) -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,7 +30,7 @@ from urllib.parse import unquote
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from ._sqlite_thread import Connection, Op
-from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, TraceRun, new_id
 from .registry import BackendOptions
 
 A = TypeVar("A")
@@ -345,11 +344,10 @@ def _fetch(conn: sqlite3.Connection, q: tuple[str, Sequence[Any]]) -> list[Row]:
 
 
 @_each
-def _traces_add(conn: sqlite3.Connection, runs: Sequence[str]) -> None:
-    docs = [(json.loads(r), r) for r in runs]
-    conn.executemany("INSERT INTO trace_runs (trace_id, run) VALUES (?, ?)", [(d["trace_id"], r) for d, r in docs])
+def _traces_add(conn: sqlite3.Connection, runs: Sequence[TraceRun]) -> None:
+    conn.executemany("INSERT INTO trace_runs (trace_id, run) VALUES (?, ?)", [(r[0], r[2]) for r in runs])
     conn.executemany("INSERT INTO traces VALUES (?, ?) ON CONFLICT (trace_id) DO UPDATE SET last = "
-                     "MAX(last, excluded.last)", [(d["trace_id"], float(d.get("started_at") or 0)) for d, _ in docs])
+                     "MAX(last, excluded.last)", [(r[0], r[1]) for r in runs])
 
 
 @_each
@@ -597,7 +595,7 @@ class SqliteBackend:
         await self._count("INSERT OR REPLACE INTO meta VALUES (?, ?)", key, value)
 
     # -- traces ---------------------------------------------------------------------------------
-    async def traces_add(self, runs: Sequence[str]) -> None:
+    async def traces_add(self, runs: Sequence[TraceRun]) -> None:
         """Store run records (one transaction)."""
         if runs:
             await self._run(_traces_add, list(runs))
