@@ -507,3 +507,19 @@ async def test_wait_returns_when_a_delayed_delivery_falls_due(backend: Backend) 
 async def test_wait_returns_at_once_when_a_delivery_is_already_due(backend: Backend) -> None:
     await publish(backend, "a")
     assert await timed(backend.wait("a", 1.0)) < 0.5
+
+
+async def test_traces_are_stored_listed_and_pruned(backend: Backend) -> None:
+    from motia_py.backends.base import TraceRun
+
+    runs = [TraceRun("t1", 10.0, '{"n":1}'), TraceRun("t2", 20.0, '{"n":2}'), TraceRun("t1", 30.0, '{"n":3}'),
+            TraceRun("t3", 25.0, '{"n":4}')]
+    await backend.traces_add(runs)
+    assert await backend.traces_get("t1") == ['{"n":1}', '{"n":3}']  # in the order they were added
+    assert await backend.traces_get("nope") == []
+    assert await backend.traces_recent(10) == ["t1", "t3", "t2"]  # by latest activity
+    assert await backend.traces_recent(1) == ["t1"]
+    assert await backend.traces_prune(before=21.0, keep=10) == 1  # t2 is too old
+    assert await backend.traces_recent(10) == ["t1", "t3"]
+    assert await backend.traces_prune(before=0.0, keep=1) == 1  # only the most recent stays
+    assert await backend.traces_recent(10) == ["t1"] and await backend.traces_get("t3") == []

@@ -55,7 +55,7 @@ class MemoryBackend:
         self._state: dict[str, dict[str, dict[str, str]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._meta: dict[str, str] = {}
-        self._traces: dict[str, tuple[float, list[str]]] = {}  # insertion order = recency
+        self._traces: dict[str, tuple[float, list[str]]] = {}  # trace id -> (latest run start, runs)
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -361,16 +361,15 @@ class MemoryBackend:
         return list(entry[1]) if entry else []
 
     async def traces_recent(self, limit: int) -> list[str]:
-        """Most recently active first."""
-        return list(reversed(self._traces))[:limit]
+        """Most recently active first (by the latest run start)."""
+        return sorted(self._traces, key=lambda t: self._traces[t][0], reverse=True)[:limit]
 
     async def traces_prune(self, before: float, keep: int) -> int:
         """Retention by age and count."""
-        drop = [t for t, (last, _) in self._traces.items() if last < before]
-        extra = max(0, len(self._traces) - len(drop) - keep)
-        drop += [t for t in self._traces if t not in set(drop)][:extra]
+        ranked = sorted(self._traces, key=lambda t: self._traces[t][0], reverse=True)
+        drop = [t for i, t in enumerate(ranked) if i >= keep or self._traces[t][0] < before]
         for t in drop:
-            self._traces.pop(t, None)
+            del self._traces[t]
         return len(drop)
 
 
