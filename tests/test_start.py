@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,38 @@ def test_cron_list_and_run_work_against_the_backend(make_project: ProjectFactory
         assert stop(worker) == 0
     [row] = json.loads(cli(root, "cron", "list", "--json").stdout)
     assert row["last_run"]["outcome"] == "ok"
+
+
+STUCK = """
+    import time
+    from pathlib import Path
+    LOG = Path(__file__).resolve().parents[1] / "runs.log"
+    config = {"type": "event", "name": "Work", "subscribes": ["work"], "emits": [], "flows": ["f"]}
+    def handler(input, ctx):
+        with LOG.open("a") as f:
+            f.write("start\\n")
+        time.sleep(60)  # a plain def handler that outlives the grace period
+"""
+
+
+def test_a_stuck_plain_def_handler_does_not_keep_the_worker_alive(make_project: ProjectFactory) -> None:
+    root = make_project({"motia_py.toml": SQLITE.replace("grace_period = 10", "grace_period = 1"),
+                         "flows/f.toml": 'entry_topics = ["work"]\n', "steps/work.step.py": STUCK})
+    emit(root, "work", [{"i": 1}])
+    worker = start_process(root, "--no-http")
+    wait_until(lambda: lines(root / "runs.log") == ["start"], 30, "the handler to start", worker)
+    started = time.monotonic()
+    assert stop(worker, signal.SIGTERM, timeout=20) == 0
+    assert time.monotonic() - started < 10  # the grace period, not the handler's 60 s
+
+    async def queued() -> int:
+        client = Client.from_project(root)
+        await client.backend.open()
+        try:
+            return (await client.backend.stats()).ready
+        finally:
+            await client.aclose()
+
+    import asyncio
+
+    assert asyncio.run(queued()) == 1  # handed back: another worker runs it again

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,20 @@ def handle_errors(fn: F) -> F:
 def echo_json(value: Any) -> None:
     """Machine-readable output: one JSON document on stdout."""
     click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def exit_now_if_threads_linger(code: int) -> None:
+    """After a graceful stop, do not let a plain ``def`` handler stuck in its thread keep the process
+    alive (Python joins worker threads at exit): its event was handed back and runs again elsewhere."""
+    from .router import sync_handlers_running
+
+    stuck = sync_handlers_running()
+    if stuck:
+        click.echo(f"warning: {stuck} plain def handler(s) still running after the grace period; "
+                   "exiting without them (their events go back to the queue)", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def run_async(coro: Any) -> Any:
@@ -214,6 +229,7 @@ def start(workers: int, no_http: bool, no_cron: bool, host: str | None, port: in
     settings = settings_from(project, backend_url=backend_url, host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
     code = run_async(run(settings, StartOptions(workers=workers, http=not no_http, cron=not no_cron)))
+    exit_now_if_threads_linger(code)
     sys.exit(code)
 
 
@@ -230,7 +246,9 @@ def dev(host: str | None, port: int | None, backend_url: str | None, project: Pa
 
     settings = settings_from(project, backend_url=backend_url, host=host, port=port)
     configure_logging("text" if settings.log_format == "auto" else settings.log_format, settings.log_level)
-    sys.exit(run_async(run_dev(settings)))
+    code = run_async(run_dev(settings))
+    exit_now_if_threads_linger(code)
+    sys.exit(code)
 
 
 def _register_operator_commands() -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import json
 import random
+import threading
 import time
 import traceback as tb
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +49,15 @@ _NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, 
 def cron_topic(step: str) -> str:
     """The internal topic that carries a cron step's ticks."""
     return CRON_TOPIC_PREFIX + step
+
+
+SYNC_THREAD = "motia-sync-handler"
+SYNC_HANDLER_THREADS = 64
+
+
+def sync_handlers_running() -> int:
+    """Threads still running a plain ``def`` handler (after shutdown: past their timeout or grace)."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith(SYNC_THREAD) and t.is_alive())
 
 
 def cron_last_key(step: str) -> str:
@@ -114,6 +126,7 @@ class Router:
         self.max_payload_bytes = project.settings.max_payload_bytes
         self._deadlines: dict[asyncio.Task[Any], list[Any]] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._threads: ThreadPoolExecutor | None = None  # plain def handlers run here
         self._watch_interval = 0.25
         self.set_project(project)
 
@@ -215,11 +228,15 @@ class Router:
                     task.cancel()
 
     async def aclose(self) -> None:
-        """Stop the timeout watchdog."""
+        """Stop the timeout watchdog and the handler threads (a thread cannot be killed: one still
+        running a plain ``def`` handler is left to finish, see :func:`sync_handlers_running`)."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
             self._watchdog = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
 
     def context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
                 scheduled_at: datetime | None = None, traceparent: str | None = None) -> Context:
@@ -244,7 +261,11 @@ class Router:
         if spec.is_async:
             aw: Any = spec.handler(*args)
         else:
-            aw = asyncio.to_thread(functools.partial(spec.handler, *args))
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(max_workers=SYNC_HANDLER_THREADS, thread_name_prefix=SYNC_THREAD)
+            loop = asyncio.get_running_loop()
+            ctx_run = functools.partial(contextvars.copy_context().run, spec.handler, *args)
+            aw = loop.run_in_executor(self._threads, ctx_run)
         if spec.timeout_s is None:
             result = await aw
         else:
