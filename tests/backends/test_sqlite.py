@@ -316,3 +316,30 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
         assert await backend.traces_recent(1) == ["t1"]
     finally:
         await backend.close()
+
+
+def _open_and_close(path: str) -> None:
+    import asyncio
+
+    from motia_py.backends.sqlite import SqliteBackend
+
+    async def go() -> None:
+        backend = SqliteBackend("sqlite:///x", Path(path))
+        await backend.open()
+        await backend.close()
+
+    asyncio.run(go())
+
+
+def test_processes_starting_together_on_a_new_file_all_open_it(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # fast starts: the processes really do race
+    for i in range(30):
+        path = tmp_path / f"race{i}" / ".motia" / "m.db"
+        procs = [ctx.Process(target=_open_and_close, args=(str(path),)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        assert [p.exitcode for p in procs] == [0] * 8  # nobody gets "database is locked"

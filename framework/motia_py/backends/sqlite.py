@@ -133,6 +133,22 @@ def resolve_path(url: str, root: Path) -> Path:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    """Open (and create or migrate) the file. Processes starting together on a new file race for the
+    switch to WAL and the schema; SQLite answers "database is locked" to the loser at once, without
+    using the busy timeout, so that case is retried for as long as the busy timeout."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            return _connect_once(path)
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)  # on the connection's own thread, never the event loop
+            delay = min(0.2, delay * 2)
+
+
+def _connect_once(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
