@@ -620,3 +620,15 @@ def test_motia_0x_style_python_step_loads(make_project: ProjectFactory) -> None:
     assert step.input.model is None
     assert step.input.json["required"] == ["id", "quantity", "pet_id"]
     assert call(step, {"id": "o1", "quantity": 2, "pet_id": 1}, None) == {"order": "o1", "qty": 2}
+
+
+def test_a_typed_config_with_an_unknown_key_is_reported_with_its_hint(make_project: ProjectFactory) -> None:
+    root = make_project({"steps/typed.step.py": """
+        from motia_py import EventConfig
+        config = EventConfig(name="Typed", subscribe=["a"])
+        async def handler(input, ctx):
+            pass
+    """})
+    [problem] = discover(load_settings(root, env={})).problems
+    assert (problem.code, problem.field, problem.hint) == ("invalid-config", "subscribe", "did you mean 'subscribes'?")
+    assert problem.line == 2
