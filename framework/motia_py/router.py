@@ -211,6 +211,8 @@ class Router:
     # -- running --------------------------------------------------------------------------------
     def _ensure_watchdog(self, timeout_s: float) -> None:
         """One watchdog task enforces every handler timeout: far cheaper than a timer per call."""
+        if timeout_s >= 2.0 and self._watchdog is not None and not self._watchdog.done():
+            return  # the common case: already watching at the coarsest interval needed
         interval = min(0.25, max(0.005, timeout_s / 8))
         if self._watchdog is None or self._watchdog.done() or interval < self._watch_interval:
             if self._watchdog is not None:
@@ -282,7 +284,7 @@ class Router:
                 raise
             finally:
                 self._deadlines.pop(task, None)
-        if inspect.isawaitable(result):  # a plain def that returned a coroutine
+        if result is not None and inspect.isawaitable(result):  # a plain def that returned a coroutine
             result = await result
         return result
 
