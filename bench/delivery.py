@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,9 @@ NOOP_PROJECT = {
 }
 
 
-def write_project(root: Path, url: str) -> None:
-    """The benchmark project: a no-op step and a three-step chain."""
-    (root / "motia_py.toml").write_text(f'[backend]\nurl = "{url}"\n')
+def write_project(root: Path, url: str, prefix: str = "motia-bench") -> None:
+    """The benchmark project: a no-op step and a three-step chain (Redis keys under ``prefix``)."""
+    (root / "motia_py.toml").write_text(f'[backend]\nurl = "{url}"\nprefix = "{prefix}"\n')
     for rel, text in NOOP_PROJECT.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +109,9 @@ async def wait_idle(backend: Backend, runtime: Runtime, timeout: float) -> None:
 async def run_backend(url: str, events: int, chain_runs: int, traces: bool = False) -> dict[str, Any]:
     """Throughput and chain latency of one backend."""
     root = Path(tempfile.mkdtemp(prefix="motia-bench-"))
+    prefix = f"motia-bench-{uuid.uuid4().hex[:8]}"
     try:
-        write_project(root, url)
+        write_project(root, url, prefix)
         settings = load_settings(root, env={})
         project, findings = load_project(settings)
         require_valid(project, findings)
@@ -155,6 +157,21 @@ async def run_backend(url: str, events: int, chain_runs: int, traces: bool = Fal
                 "chain_p99_ms": percentile(lat, 99) * 1000}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if url.startswith("redis"):
+            await _delete_prefix(url, prefix)
+
+
+async def _delete_prefix(url: str, prefix: str) -> None:
+    """Leave the Redis server as we found it."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(url)
+    try:
+        keys = [k async for k in r.scan_iter(match=f"{prefix}:*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await r.unlink(*keys[i:i + 1000])
+    finally:
+        await r.aclose()
 
 
 def backend_url(name: str, root_hint: str) -> str | None:

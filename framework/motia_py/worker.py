@@ -13,6 +13,8 @@ from .config import StepType
 from .errors import BackendError
 from .router import Router
 
+_HEAD_START_S = 0.005
+
 
 @dataclass(slots=True)
 class _Consumer:
@@ -117,6 +119,13 @@ class Worker:
                     self._dispatch(c, spec.queue.concurrency)
                     await asyncio.sleep(0)  # let the runners start before claiming more
                 if len(batch) < free:  # the queue is drained: wait (it returns at once if more is due)
+                    if batch:
+                        # Give the handlers just started a head start (until one finishes, at most
+                        # _HEAD_START_S): asking the backend now would race their acknowledgements,
+                        # which sit on the latency path of every chain of steps.
+                        c.slot_free.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(c.slot_free.wait(), _HEAD_START_S)
                     waiter = asyncio.ensure_future(backend.wait(c.step, self.poll_s))
                     await asyncio.wait({waiter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     if not waiter.done():
