@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from motia_py.backends.base import Backend
 from motia_py.runtime import Runtime, backend_for, load_project, require_valid
 from motia_py.settings import load_settings
 from motia_py.tracing import TraceSettings
@@ -95,17 +94,6 @@ async def bare_chain_latency(runs: int) -> list[float]:
     return out
 
 
-async def wait_idle(backend: Backend, runtime: Runtime, timeout: float) -> None:
-    """Until every queue is empty and nothing runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = await backend.stats()
-        if stats.idle and runtime.worker is not None and runtime.worker.in_flight == 0:
-            return
-        await asyncio.sleep(0.005)
-    raise TimeoutError("backend not idle")
-
-
 async def run_backend(url: str, events: int, chain_runs: int, traces: bool = False) -> dict[str, Any]:
     """Throughput and chain latency of one backend."""
     root = Path(tempfile.mkdtemp(prefix="motia-bench-"))
@@ -133,7 +121,7 @@ async def run_backend(url: str, events: int, chain_runs: int, traces: bool = Fal
         t1 = time.perf_counter()
         if runtime.worker is not None:
             await runtime.worker.start()
-        await wait_idle(backend, runtime, timeout=600)
+        await runtime.wait_idle(timeout_s=600)
         drain_s = time.perf_counter() - t1
         # three-step chain, one event at a time
         import sys

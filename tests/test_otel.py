@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +56,7 @@ async def run(root: Path, otel: Otel, action: Any) -> Any:
     runtime = Runtime(project, backend_for(settings), cron=False, poll_s=0.01, otel=otel)
     async with runtime:
         result = await action(runtime)
-        for _ in range(500):
-            stats = await runtime.backend.stats()
-            if stats.idle and runtime.worker is not None and runtime.worker.in_flight == 0:
-                break
-            await asyncio.sleep(0.01)
+        await runtime.wait_idle(timeout_s=5)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -25,6 +26,20 @@ SQLITE = '[backend]\nurl = "sqlite:///.motia/motia.db"\n[worker]\ngrace_period =
 
 def sqlite_project(make_project: ProjectFactory, step: str, flow: str = 'entry_topics = ["work"]\n') -> Path:
     return make_project({"motia_py.toml": SQLITE, "flows/f.toml": flow, "steps/work.step.py": step})
+
+
+def ready_count(root: Path) -> int:
+    """Deliveries waiting in the project's backend (read while no worker runs)."""
+
+    async def count() -> int:
+        client = Client.from_project(root)
+        await client.backend.open()
+        try:
+            return (await client.backend.stats()).ready
+        finally:
+            await client.aclose()
+
+    return asyncio.run(count())
 
 
 def emit(root: Path, topic: str, items: list[dict[str, object]]) -> list[str]:
@@ -135,18 +150,7 @@ def test_sigterm_finishes_in_flight_handlers_and_leaves_the_rest_queued(make_pro
     done = [x for x in lines(log) if x.startswith("done")]
     assert len(started) == len(done) >= 3  # every handler that started, finished
     assert any("stopping" in str(r.get("msg")) for r in logs_of(worker))
-
-    async def remaining() -> int:
-        client = Client.from_project(root)
-        await client.backend.open()
-        try:
-            return (await client.backend.stats()).ready
-        finally:
-            await client.aclose()
-
-    import asyncio
-
-    assert asyncio.run(remaining()) == 20 - len(done)
+    assert ready_count(root) == 20 - len(done)
 
 
 POISON = """
@@ -303,15 +307,4 @@ def test_a_stuck_plain_def_handler_does_not_keep_the_worker_alive(make_project: 
     started = time.monotonic()
     assert stop(worker, signal.SIGTERM, timeout=20) == 0
     assert time.monotonic() - started < 10  # the grace period, not the handler's 60 s
-
-    async def queued() -> int:
-        client = Client.from_project(root)
-        await client.backend.open()
-        try:
-            return (await client.backend.stats()).ready
-        finally:
-            await client.aclose()
-
-    import asyncio
-
-    assert asyncio.run(queued()) == 1  # handed back: another worker runs it again
+    assert ready_count(root) == 1  # handed back: another worker runs it again

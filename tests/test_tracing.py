@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -116,14 +117,7 @@ async def test_trace_cli_prints_the_tree_and_lists_recent_traces(make_project: P
     async with runtime:
         ok = await runtime.router.emit("start", {"n": 5})
         bad = await runtime.router.emit("start", {"n": 13})
-        import asyncio
-
-        for _ in range(500):
-            stats = await runtime.backend.stats()
-            if stats.idle and runtime.worker is not None and runtime.worker.in_flight == 0:
-                break
-            await asyncio.sleep(0.01)
-    import asyncio
+        await runtime.wait_idle(timeout_s=5)
 
     def run(argv: list[str]) -> tuple[int, str]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -104,6 +105,19 @@ class Runtime:
         if self.scheduler is not None:
             await self.scheduler.start()
         self._started = True
+
+    async def is_idle(self) -> bool:
+        """True when no event is queued, delayed or leased and this runtime runs no handler."""
+        stats = await self.backend.stats()
+        return stats.idle and (self.worker is None or self.worker.in_flight == 0)
+
+    async def wait_idle(self, timeout_s: float = 30.0, poll_s: float = 0.005) -> None:
+        """Return once :meth:`is_idle`; raise TimeoutError after ``timeout_s`` seconds."""
+        deadline = time.monotonic() + timeout_s
+        while not await self.is_idle():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not idle after {timeout_s} s")
+            await asyncio.sleep(poll_s)
 
     async def reload(self, project: Project) -> None:
         """Switch to a newly discovered (and validated) project without losing an event."""
