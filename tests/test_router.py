@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from motia_py.config import BackoffSpec
+from motia_py.config import BackoffSpec, BackoffType
 from motia_py.errors import GraphError, UnknownTopicError
 from motia_py.router import retry_delay
 from motia_py.testing import Harness
@@ -161,12 +161,12 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_counts_as_a_failure(m
 
 
 def test_retry_delay_is_exponential_capped_and_fully_jittered() -> None:
-    spec = BackoffSpec(type="exponential", delay_s=1.0, max_delay_s=10.0, jitter=False)
+    spec = BackoffSpec(type=BackoffType.EXPONENTIAL, delay_s=1.0, max_delay_s=10.0, jitter=False)
     assert [retry_delay(spec, a) for a in (1, 2, 3, 4, 5, 6)] == [1, 2, 4, 8, 10, 10]
     jittered = BackoffSpec(delay_s=1.0, max_delay_s=300.0, jitter=True)
     assert retry_delay(jittered, 3, rand=lambda: 0.5) == 2.0
     assert retry_delay(jittered, 3, rand=lambda: 0.0) == 0.0
-    assert retry_delay(BackoffSpec(type="fixed", delay_s=3, jitter=False), 7) == 3
+    assert retry_delay(BackoffSpec(type=BackoffType.FIXED, delay_s=3, jitter=False), 7) == 3
 
 
 async def test_fifo_delivers_one_at_a_time_per_group_in_order(make_project: ProjectFactory) -> None:

@@ -16,6 +16,7 @@ from .backends.base import Backend
 from .cli import EXIT_FAIL, backend_option, echo_json, fail, handle_errors, project_option, run_async, settings_from
 from .errors import MotiaError
 from .runtime import backend_for
+from .suggest import did_you_mean
 
 
 async def _with_backend(settings: Any, fn: Any) -> Any:
@@ -239,7 +240,7 @@ def register(cli: click.Group) -> None:
                 last = json.loads(raw) if raw else None
                 rows.append({"name": s.name, "cron": s.cron.expression, "timezone": s.cron.timezone,
                              "every": describe(s.cron), "next": next_fire(s.cron, now).isoformat(),
-                             "overlap": s.cron_policy.overlap, "missed": s.cron_policy.missed,
+                             "overlap": s.cron_policy.overlap.value, "missed": s.cron_policy.missed.value,
                              "last_run": last})
             return rows
 
@@ -261,7 +262,6 @@ def register(cli: click.Group) -> None:
     @handle_errors
     def cron_run(name: str, backend_url: str | None, project: Path) -> None:
         """Fire cron step NAME now, through its queue (a running worker handles it); print the trace id."""
-        from .config import did_you_mean
         from .discovery import discover
         from .router import Router
 

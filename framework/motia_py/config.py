@@ -6,7 +6,6 @@ that suggest the nearest valid key. Keys that only matter to Motia's cloud are a
 
 from __future__ import annotations
 
-import difflib
 import enum
 import inspect
 import re
@@ -21,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from .cron import CronSchedule, parse_cron
 from .errors import StepConfigError
 from .schema import Schema, to_schema
+from .suggest import did_you_mean, suggest
 
 
 class StepType(str, enum.Enum):
@@ -30,6 +30,34 @@ class StepType(str, enum.Enum):
     CRON = "cron"
     API = "api"
     NOOP = "noop"
+
+
+class QueueType(str, enum.Enum):
+    """``infrastructure.queue.type``: ``fifo`` orders delivery per ``messageGroupId``."""
+
+    STANDARD = "standard"
+    FIFO = "fifo"
+
+
+class BackoffType(str, enum.Enum):
+    """``infrastructure.queue.backoff.type``."""
+
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+
+
+class CronOverlap(str, enum.Enum):
+    """``infrastructure.cron.overlap``: what a tick does while the previous run still runs."""
+
+    SKIP = "skip"
+    ALLOW = "allow"
+
+
+class CronMissed(str, enum.Enum):
+    """``infrastructure.cron.missed``: what happens to ticks missed while no scheduler ran."""
+
+    SKIP = "skip"
+    RUN_ONCE = "run_once"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -64,18 +92,6 @@ def camel(key: str) -> str:
     """``virtual_emits`` -> ``virtualEmits``."""
     head, *rest = key.split("_")
     return head + "".join(p.title() for p in rest)
-
-
-def suggest(word: str, choices: list[str] | set[str]) -> str | None:
-    """The nearest of ``choices`` to ``word``, or None when nothing is close."""
-    matches = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def did_you_mean(word: str, choices: list[str] | set[str]) -> str | None:
-    """``did you mean 'X'?`` for the nearest choice, or None."""
-    best = suggest(word, choices)
-    return f"did you mean '{best}'?" if best else None
 
 
 def _normalise_keys(raw: Mapping[str, Any], allowed: set[str], ignored: set[str], where: str) -> dict[str, Any]:
@@ -123,7 +139,7 @@ class EmitSpec:
 class BackoffSpec:
     """Retry delay policy: ``min(max_delay, delay * 2**(attempt-1))``, optionally with full jitter."""
 
-    type: str = "exponential"
+    type: BackoffType = BackoffType.EXPONENTIAL
     delay_s: float = 1.0
     max_delay_s: float = 300.0
     jitter: bool = True
@@ -133,7 +149,7 @@ class BackoffSpec:
 class QueueSpec:
     """Delivery settings of one subscribing step."""
 
-    type: str = "standard"
+    type: QueueType = QueueType.STANDARD
     max_retries: int = 3
     visibility_timeout_s: float = 60.0
     delay_s: float = 0.0
@@ -143,15 +159,15 @@ class QueueSpec:
     @property
     def fifo(self) -> bool:
         """True when delivery is ordered per ``messageGroupId``."""
-        return self.type == "fifo"
+        return self.type is QueueType.FIFO
 
 
 @dataclass(frozen=True, slots=True)
 class CronPolicy:
     """What a cron step does on overlapping runs and on ticks missed while no worker ran."""
 
-    overlap: str = "skip"
-    missed: str = "skip"
+    overlap: CronOverlap = CronOverlap.SKIP
+    missed: CronMissed = CronMissed.SKIP
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +471,10 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+def _values(kind: type[enum.Enum]) -> tuple[str, ...]:
+    return tuple(str(m.value) for m in kind)
+
+
 def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         hint = did_you_mean(str(value), list(choices)) or f"one of {', '.join(choices)}"
@@ -485,13 +505,13 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
     w = "infrastructure.queue"
     b = _normalise_keys(_mapping(q.get("backoff"), f"{w}.backoff"), _BACKOFF_KEYS, set(), f"{w}.backoff")
     backoff = BackoffSpec(
-        type=_choice(b.get("type", "exponential"), f"{w}.backoff.type", ("exponential", "fixed")),
+        type=BackoffType(_choice(b.get("type", "exponential"), f"{w}.backoff.type", _values(BackoffType))),
         delay_s=float(_number(b.get("delay", 1.0), f"{w}.backoff.delay", minimum=0)),
         max_delay_s=float(_number(b.get("max_delay", 300.0), f"{w}.backoff.maxDelay", minimum=0)),
         jitter=_bool(b.get("jitter", True), f"{w}.backoff.jitter"),
     )
     out["queue"] = QueueSpec(
-        type=_choice(q.get("type", "standard"), f"{w}.type", ("standard", "fifo")),
+        type=QueueType(_choice(q.get("type", "standard"), f"{w}.type", _values(QueueType))),
         max_retries=int(_number(q.get("max_retries", 3), f"{w}.maxRetries", minimum=0, integer=True)),
         visibility_timeout_s=float(_number(q.get("visibility_timeout", 60.0), f"{w}.visibilityTimeout",
                                            minimum=0.1)),
@@ -503,8 +523,8 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         c = _normalise_keys(_mapping(infra.get("cron"), "infrastructure.cron"), _CRON_POLICY_KEYS, set(),
                             "infrastructure.cron")
         out["cron_policy"] = CronPolicy(
-            overlap=_choice(c.get("overlap", "skip"), "infrastructure.cron.overlap", ("skip", "allow")),
-            missed=_choice(c.get("missed", "skip"), "infrastructure.cron.missed", ("skip", "run_once")),
+            overlap=CronOverlap(_choice(c.get("overlap", "skip"), "infrastructure.cron.overlap", _values(CronOverlap))),
+            missed=CronMissed(_choice(c.get("missed", "skip"), "infrastructure.cron.missed", _values(CronMissed))),
         )
     return out
 

@@ -12,6 +12,7 @@ from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
+from .suggest import did_you_mean
 
 OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "str | None"], Outgoing]
 """(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent) -> Outgoing"""
@@ -144,7 +145,6 @@ class Context:
         spec = self._spec.emit_spec(topic)
         if spec is None:
             declared = sorted(self._spec.emit_topics)
-            from .config import did_you_mean
 
             hint = did_you_mean(topic, declared)
             raise UndeclaredEmitError(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .findings import Finding, Severity
+from .suggest import did_you_mean
 
 _FLOW_KEYS = {"description", "state_namespace", "entry_topics", "exit_topics"}
 
@@ -44,7 +45,6 @@ def load_flows(flows_dir: Path) -> tuple[dict[str, FlowSpec], list[Finding]]:
         bad = False
         for key in data:
             if key not in _FLOW_KEYS:
-                from .config import did_you_mean
 
                 problems.append(Finding("invalid-flow-file", Severity.ERROR, f"unknown key '{key}'", file=path,
                                         field=key, hint=did_you_mean(key, _FLOW_KEYS)))

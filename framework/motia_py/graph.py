@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import networkx as nx
 
-from .config import StepSpec, StepType, did_you_mean
+from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
 from .schema import Schema, incompatibilities
+from .suggest import did_you_mean
 
 # simple_cycles can list exponentially many loops; a loop of more than 12 steps is reported as part of
 # the shorter ones it contains, if any, and the list itself is capped.

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
-from .config import BackoffSpec, StepSpec, StepType
+from .config import BackoffSpec, BackoffType, CronOverlap, StepSpec, StepType
 from .context import Context, encode_payload
 from .discovery import Project
 from .errors import (
@@ -39,6 +39,7 @@ from .errors import (
 from .logs import LogSink, framework_logger
 from .otel import Otel
 from .state import State, SyncState
+from .suggest import did_you_mean
 from .types import Clock
 
 CRON_TOPIC_PREFIX = "cron:"
@@ -71,7 +72,7 @@ def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = 
     Exponential: ``min(max_delay, delay * 2**(attempt-1))``; fixed: ``delay``. With jitter the result is
     drawn uniformly from [0, that] ("full jitter").
     """
-    if backoff.type == "fixed":
+    if backoff.type is BackoffType.FIXED:
         base = min(backoff.max_delay_s, backoff.delay_s)
     else:
         base = min(backoff.max_delay_s, backoff.delay_s * (2 ** min(attempt - 1, 62)))
@@ -168,7 +169,6 @@ class Router:
             return
         if topic in self._entry_topics:
             return
-        from .config import did_you_mean
 
         known = sorted({t for t in self._targets if not t.startswith(CRON_TOPIC_PREFIX)} | self._entry_topics)
         hint = did_you_mean(topic, known)
@@ -325,7 +325,7 @@ class Router:
                 scheduled = datetime.fromisoformat(payload["scheduled_at"]) if payload else datetime.now(UTC)
                 ctx = self.context(spec, trace_id=env.trace_id, topic=None, attempt=d.attempt,
                                    scheduled_at=scheduled, traceparent=traceparent)
-                if spec.cron_policy.overlap == "skip":
+                if spec.cron_policy.overlap is CronOverlap.SKIP:
                     return await self._run_cron_exclusive(spec, d, ctx, started)
                 await self.call(spec, ctx)
             else:

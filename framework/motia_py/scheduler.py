@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from .backends.base import new_id
-from .config import StepSpec, StepType
+from .config import CronMissed, StepSpec, StepType
 from .cron import fires_between, next_fire
 from .errors import BackendError
 from .router import Router
@@ -76,7 +76,7 @@ class Scheduler:
             return
         last_alive = float(json.loads(raw))
         for spec in self.cron_steps():
-            if spec.cron_policy.missed != "run_once" or spec.cron is None:
+            if spec.cron_policy.missed is not CronMissed.RUN_ONCE or spec.cron is None:
                 continue
             missed = fires_between(spec.cron, _dt(last_alive), _dt(now), limit=10_000)
             if missed:

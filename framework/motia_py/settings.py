@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProjectError, SettingsError
+from .suggest import did_you_mean
 
 SETTINGS_FILE = "motia_py.toml"
 DEFAULT_BACKEND_URL = "sqlite:///.motia/motia.db"
@@ -127,7 +128,6 @@ def read_settings_file(root: Path) -> dict[str, Any]:
             raise ProjectError(f"{path}: '{section}' must be a table ([{section}])")
         for key in table:
             if (section, key) not in _KNOWN:
-                from .config import did_you_mean  # local: config imports heavier modules
 
                 known = [f"{s}.{k}" for s, k in _KNOWN]
                 hint = did_you_mean(f"{section}.{key}", known)

@@ -31,6 +31,7 @@ from .router import RunRecord
 from .runtime import Runtime, load_project, require_valid
 from .settings import load_settings
 from .state import State
+from .suggest import did_you_mean
 from .tracing import TraceSettings
 
 
@@ -146,7 +147,6 @@ class Harness:
         """Fire cron step ``name`` once now (through its queue) and run until idle; return the trace id."""
         spec = self.project.step(name)
         if spec is None or spec.cron is None:
-            from .config import did_you_mean
 
             crons = [s.name for s in self.project.steps if s.cron is not None]
             raise MotiaError(f"no cron step '{name}'" + (f"; {did_you_mean(name, crons)}" if did_you_mean(name, crons)

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UnknownBackendError
+from ..suggest import did_you_mean
 from ..types import Clock
 from .base import Backend
 
@@ -49,7 +50,6 @@ def create_backend(url: str, options: BackendOptions) -> Backend:
     eps = _factories()
     ep = eps.get(scheme)
     if ep is None:
-        from ..config import did_you_mean
 
         hint = did_you_mean(scheme, list(eps))
         raise UnknownBackendError(
