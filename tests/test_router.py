@@ -8,7 +8,7 @@ import pytest
 
 from motia_py.config import BackoffSpec, BackoffType
 from motia_py.errors import GraphError, UnknownTopicError
-from motia_py.router import retry_delay
+from motia_py.settle import retry_delay
 from motia_py.testing import Harness
 
 from .conftest import ProjectFactory

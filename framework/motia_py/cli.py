@@ -79,7 +79,7 @@ def echo_json(value: Any) -> None:
 def exit_now_if_threads_linger(code: int) -> None:
     """After a graceful stop, do not let a plain ``def`` handler stuck in its thread keep the process
     alive (Python joins worker threads at exit): its event was handed back and runs again elsewhere."""
-    from .router import sync_handlers_running
+    from .executor import sync_handlers_running
 
     stuck = sync_handlers_running()
     if stuck:

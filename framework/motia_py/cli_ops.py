@@ -225,7 +225,7 @@ def register(cli: click.Group) -> None:
         """Each cron step: expression in words, next fire time, last run and its outcome."""
         from .cron import describe, next_fire
         from .discovery import discover
-        from .router import cron_last_key
+        from .meta_keys import cron_last as cron_last_key
 
         settings = settings_from(project, backend_url=backend_url)
         proj = discover(settings)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import re
 import socket
-import traceback
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +20,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from .backends.base import new_id
 from .config import StepSpec, StepType
 from .errors import InputValidationError, MotiaError
-from .router import Router, RunRecord
+from .request_run import RequestRun
+from .router import Router
 from .settings import Settings
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -97,8 +96,6 @@ class ApiApp:
         self.stopping = False  # set when the server shuts down: long-lived responses (event streams) end
         self.extra_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
         self.prefix_routes: list[tuple[str, Callable[[Request], Awaitable[Response]]]] = []
-        self._errors: dict[str, str] = {}
-        self._emitted: dict[str, list[tuple[str, str]]] = {}
         self.set_router(router)
 
     def set_router(self, router: Router) -> None:
@@ -150,56 +147,33 @@ class ApiApp:
         return await self._run(spec, req)
 
     async def _run(self, spec: StepSpec, req: ApiRequest) -> ApiResponse:
-        router = self.router
-        started = router.clock()
-        if router.otel is not None:
-            incoming = next((v for k, v in req["headers"].items() if k.lower() == "traceparent"), None)
-            with router.otel.span(f"{req['method']} {spec.api.path if spec.api else req['path']}", "server",
-                                  traceparent=incoming, attributes={"http.request.method": req["method"],
-                                                                    "url.path": req["path"], "motia.step": spec.name}
-                                  ) as (trace_id, tp, span):
-                response = await self._run_traced(spec, req, trace_id, tp)
-                span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 500:
-                    router.otel.mark_failed(span, f"HTTP {response.status}")
-        else:
-            trace_id = trace_id_from(req["headers"]) or new_id()
-            response = await self._run_traced(spec, req, trace_id)
-        if router.observers:
-            emitted = self._emitted.pop(trace_id, ())
-            router.notify(RunRecord(step=spec.name, trace_id=trace_id, topic=f"{req['method']} {req['path']}",
-                                    attempt=1, started_at=started, duration_s=router.clock() - started,
-                                    outcome="ok" if response.status < 500 else "error",
-                                    error=self._errors.pop(trace_id, None), emitted=tuple(t for t, _ in emitted),
-                                    delivery_id=trace_id, emitted_ids=tuple(i for _, i in emitted), kind="api"))
+        headers = req["headers"]
+        incoming = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
+        route = f"{req['method']} {req['path']}"
+        async with self.router.request(spec, route, trace_id=trace_id_from(headers), traceparent=incoming) as run:
+            response = await self._respond(spec, req, run)
+            run.status = response.status
         return response
 
-    async def _run_traced(self, spec: StepSpec, req: ApiRequest, trace_id: str,
-                          traceparent: str | None = None) -> ApiResponse:
-        router = self.router
-        ctx = router.context(spec, trace_id=trace_id, topic=None, attempt=1, traceparent=traceparent)
-        chain: Callable[[], Awaitable[Any]] = lambda: router.call(spec, req, ctx)  # noqa: E731
+    async def _respond(self, spec: StepSpec, req: ApiRequest, run: RequestRun) -> ApiResponse:
+        """Middleware, then the handler, then the response; a failure answers 500 with the trace id."""
+        chain: Callable[[], Awaitable[Any]] = lambda: run.call(req)  # noqa: E731
         assert spec.api is not None
         for mw in reversed(spec.api.middleware):
-            chain = _bind(mw, req, ctx, chain)
+            chain = _bind(mw, req, run.ctx, chain)
+        trace_id = run.trace_id
         try:
             result = await chain()
             response = self._to_response(result)
             if self.dev:
                 response = self._check_response(spec, response)
+            if response.status < 500:  # a response that failed its schema (dev) publishes nothing
+                await run.commit()
         except Exception as exc:
-            ctx.logger.error(f"API step '{spec.name}' failed: {type(exc).__name__}: {exc}",
-                             traceback="".join(traceback.format_exception(exc)))
-            self._errors[trace_id] = f"{type(exc).__name__}: {exc}"
-            extra = {"message": f"{type(exc).__name__}: {exc}"} if self.dev else {}
-            return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra},
-                               {"x-trace-id": trace_id})
-        if ctx.outbox and response.status < 500:  # a response that failed its schema (dev) publishes nothing
-            await router.backend.publish(ctx.outbox)
-            if router.observers:
-                self._emitted[trace_id] = [(o.envelope.topic, o.envelope.id) for o in ctx.outbox]
-        headers = {"x-trace-id": trace_id, **response.headers}
-        return ApiResponse(response.status, response.body, headers)
+            run.fail(exc)
+            extra = {"message": run.error} if self.dev else {}
+            return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra}, {"x-trace-id": trace_id})
+        return ApiResponse(response.status, response.body, {"x-trace-id": trace_id, **response.headers})
 
     @staticmethod
     def _to_response(result: Any) -> ApiResponse:

@@ -16,12 +16,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._version import __version__
+from .backends.base import new_id
 
 _KIND = {"consumer": "CONSUMER", "producer": "PRODUCER", "server": "SERVER", "internal": "INTERNAL"}
 
 
 class Otel:
     """Spans for runs and publishes, on a given tracer provider (the global one by default)."""
+
+    enabled = True
 
     def __init__(self, provider: Any = None) -> None:
         from opentelemetry import trace
@@ -65,6 +68,52 @@ class Otel:
         from opentelemetry.trace import Status, StatusCode
 
         span.set_status(Status(StatusCode.ERROR, error))
+
+
+class _NoSpan:
+    """What :meth:`NoOtel.span` yields as the span: accepts attributes and drops them."""
+
+    __slots__ = ()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Drop the attribute."""
+
+
+_NO_SPAN = _NoSpan()
+
+
+class _NoSpanScope:
+    __slots__ = ("_value",)
+
+    def __init__(self, trace_id: str) -> None:
+        self._value = (trace_id, None, _NO_SPAN)
+
+    def __enter__(self) -> tuple[str, None, _NoSpan]:
+        return self._value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class NoOtel:
+    """OpenTelemetry switched off: the same calls as :class:`Otel`, doing nothing (a class-based context
+    manager, so the hot path pays a few attribute lookups, not a generator)."""
+
+    enabled = False
+
+    def span(self, name: str, kind: str, *, traceparent: str | None = None, trace_id: str | None = None,
+             attributes: Mapping[str, Any] | None = None) -> _NoSpanScope:
+        """Yield ``(trace_id or a new id, None, a span that ignores attributes)``."""
+        return _NoSpanScope(trace_id or new_id())
+
+    def mark_failed(self, span: Any, error: str) -> None:
+        """Nothing to mark."""
+
+
+NO_OTEL = NoOtel()
+
+Spans = Otel | NoOtel
+"""What the runtime traces with: the real exporter or the no-op."""
 
 
 def detect(setting: str = "auto") -> Otel | None:

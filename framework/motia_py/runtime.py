@@ -15,7 +15,8 @@ from .errors import GraphError
 from .findings import Finding, Severity
 from .logs import LogSink
 from .otel import Otel
-from .router import Observer, Router
+from .router import Router
+from .runs import Observer
 from .scheduler import Scheduler
 from .settings import Settings
 from .tracing import TraceRecorder, TraceSettings

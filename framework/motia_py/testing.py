@@ -27,7 +27,7 @@ from .backends.memory import MemoryBackend
 from .discovery import Project
 from .errors import MotiaError
 from .http import ApiApp, ApiResponse
-from .router import RunRecord
+from .runs import RunRecord
 from .runtime import Runtime, load_project, require_valid
 from .settings import load_settings
 from .state import State

@@ -19,11 +19,9 @@ from typing import Any
 from .backends.base import Backend, TraceRun
 from .errors import BackendError
 from .logs import LogSink, _to_logging
-from .router import RunRecord
+from .runs import Outcome, RunRecord
 
 MAX_LOG_LINES_PER_RUN = 50
-_FAILED = {"dead", "timeout-dead", "error"}
-_RETRIED = {"retried", "timeout-retried"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +121,9 @@ class TraceRecorder:
 def summarize(trace_id: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One line of ``trace list``: when, what started it, how many runs, and the status."""
     runs = sorted(runs, key=lambda r: r["started_at"])
-    outcomes = {r["outcome"] for r in runs}
-    status = "failed" if outcomes & _FAILED else "retried" if outcomes & _RETRIED else "ok"
+    outcomes = {_outcome(r["outcome"]) for r in runs}
+    status = ("failed" if any(o is not None and o.failed for o in outcomes)
+              else "retried" if any(o is not None and o.retried for o in outcomes) else "ok")
     start = runs[0]["started_at"] if runs else 0.0
     end = max((r["started_at"] + r["duration_ms"] / 1000 for r in runs), default=start)
     roots = [r for r in runs if not r.get("source")]
@@ -154,14 +153,21 @@ def build_tree(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return roots
 
 
+def _outcome(value: str) -> Outcome | None:
+    """The outcome a stored run record names (None for a value this version does not know)."""
+    try:
+        return Outcome(value)
+    except ValueError:
+        return None
+
+
 def render_tree(runs: list[dict[str, Any]]) -> str:
     """The text tree ``motia-py trace ID`` prints."""
     lines: list[str] = []
 
     def walk(node: dict[str, Any], depth: int) -> None:
-        mark = {"ok": "ok", "retried": "RETRY", "dead": "DEAD", "timeout-retried": "TIMEOUT/RETRY",
-                "timeout-dead": "TIMEOUT/DEAD", "skipped": "skipped", "lost": "lost"}.get(node["outcome"],
-                                                                                        node["outcome"])
+        outcome = _outcome(node["outcome"])
+        mark = outcome.mark if outcome is not None else str(node["outcome"])
         when = time.strftime("%H:%M:%S", time.localtime(node["started_at"]))
         line = (f"{'  ' * depth}{'└─ ' if depth else ''}{node['step']} <- {node['topic']}  attempt {node['attempt']}  "
                 f"{node['duration_ms']:.1f} ms  {mark}  ({when})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -52,6 +53,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
         self._backend_down = False
+        self._renewal_failing = False
+        self._chores: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -72,7 +75,8 @@ class Worker:
     def sync(self) -> None:
         """Start consumers for new steps and stop those of removed steps (after a reload).
 
-        A removed step's claimed deliveries still run, on the code they were claimed with.
+        A removed step's running handlers finish on the code they started with; its deliveries claimed
+        but not started are handed back to the queue at once (they wait there for a step of that name).
         """
         wanted = self._wanted()
         for name in wanted - set(self._consumers):
@@ -84,6 +88,12 @@ class Worker:
             c.closing = True
             if c.task is not None:
                 c.task.cancel()
+            unstarted = list(c.pending)
+            c.pending.clear()
+            if unstarted:
+                hand_back = asyncio.create_task(self._hand_back(unstarted, "its step was removed by a reload"))
+                self._chores.add(hand_back)
+                hand_back.add_done_callback(self._chores.discard)
             c.work.set()
             self._retired.append(c)
         self._retired = [c for c in self._retired if c.busy or any(not r.done() for r in c.runners)]
@@ -154,9 +164,14 @@ class Worker:
                     await run(d)
                 except asyncio.CancelledError:
                     raise
+                except BackendError as exc:
+                    self.router.log.warning(f"backend error while running '{c.step}' ({exc}); the event will be "
+                                            "delivered again after its lease", step=c.step,
+                                            trace_id=d.envelope.trace_id)
                 except Exception as exc:
-                    self.router.log.error(f"delivery crashed inside motia-py: {type(exc).__name__}: {exc}",
-                                          step=c.step, trace_id=d.envelope.trace_id)
+                    self.router.log.error(f"delivery crashed inside motia-py (a bug: please report it): "
+                                          f"{type(exc).__name__}: {exc}", step=c.step, trace_id=d.envelope.trace_id,
+                                          traceback="".join(traceback.format_exception(exc)))
                 finally:
                     c.active.pop(d.id, None)
                     c.slot_free.set()
@@ -179,8 +194,27 @@ class Worker:
                 lease = spec.queue.visibility_timeout_s if spec is not None else 60.0
                 held = [*c.active.values(), *c.pending]
                 if held:
-                    with contextlib.suppress(BackendError):
-                        await self.router.backend.extend(held, lease)
+                    await self._renew(c.step, held, lease)
+
+    async def _renew(self, step: str, held: list[Delivery], lease_s: float) -> None:
+        try:
+            await self.router.backend.extend(held, lease_s)
+        except BackendError as exc:
+            if not self._renewal_failing:  # once per outage, not once per beat
+                self.router.log.warning(f"lease renewal failed ({exc}); {len(held)} event(s) of '{step}' may be "
+                                        "delivered again if their leases run out before it succeeds", step=step)
+            self._renewal_failing = True
+        else:
+            self._renewal_failing = False
+
+    async def _hand_back(self, deliveries: list[Delivery], why: str) -> None:
+        """Return claimed deliveries that never started to the queue at once (not after their lease)."""
+        for d in deliveries:
+            try:
+                await self.router.backend.retry(d, 0.0)
+            except BackendError as exc:
+                self.router.log.warning(f"could not hand back an event of '{d.step}' ({why}): {exc}; it will be "
+                                        "delivered again after its lease", step=d.step, trace_id=d.envelope.trace_id)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop claiming, let running handlers finish within ``grace_s``, then cancel the rest.
@@ -192,11 +226,12 @@ class Worker:
         consumers = [*self._consumers.values(), *self._retired]
         await asyncio.gather(*(c.task for c in consumers if c.task is not None), return_exceptions=True)
         for c in consumers:  # claimed but not started: hand back now rather than after the lease
-            while c.pending:
-                d = c.pending.pop()
-                with contextlib.suppress(BackendError):
-                    await self.router.backend.retry(d, 0.0, "worker shut down before the handler started")
+            unstarted = list(c.pending)
+            c.pending.clear()
+            await self._hand_back(unstarted, "the worker shut down before its handler started")
             c.work.set()
+        if self._chores:
+            await asyncio.gather(*self._chores, return_exceptions=True)
         runners = [r for c in consumers for r in c.runners]
         if runners:
             _, pending = await asyncio.wait(runners, timeout=grace_s)

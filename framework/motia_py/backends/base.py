@@ -177,7 +177,7 @@ class Backend(Protocol):
         published then.
         """
 
-    async def retry(self, delivery: Delivery, delay_s: float, error: str) -> None:
+    async def retry(self, delivery: Delivery, delay_s: float, error: str = "") -> None:
         """Release a failed delivery so it is delivered again after ``delay_s``."""
 
     async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:

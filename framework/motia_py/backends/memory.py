@@ -168,7 +168,7 @@ class MemoryBackend:
             await self.publish(outgoing)
         return True
 
-    async def retry(self, delivery: Delivery, delay_s: float, error: str) -> None:
+    async def retry(self, delivery: Delivery, delay_s: float, error: str = "") -> None:
         """Deliver again after ``delay_s``."""
         item = self._take(delivery)
         if item is None:

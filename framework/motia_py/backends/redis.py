@@ -283,7 +283,7 @@ class RedisBackend:
         """KEYS and the leading ARGV (now group uid attempt fifo_group) of the retry and dead-letter scripts."""
         return delivery_keys(self.keys.step(d.step), d), [self._now(), d.step, d.id, str(d.attempt), fifo_group(d)]
 
-    async def retry(self, delivery: Delivery, delay_s: float, error: str) -> None:
+    async def retry(self, delivery: Delivery, delay_s: float, error: str = "") -> None:
         """Release a failed delivery so it is delivered again after ``delay_s`` (a no-op if the lease was lost)."""
         ks, args = self._single(delivery)
         with self._translate():

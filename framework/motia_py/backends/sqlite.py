@@ -466,7 +466,7 @@ class SqliteBackend:
             self._wake([r[1] for r in rows] + ([delivery.step] if fifo else []))
         return ok
 
-    async def retry(self, delivery: Delivery, delay_s: float, error: str) -> None:
+    async def retry(self, delivery: Delivery, delay_s: float, error: str = "") -> None:
         """Release the lease; the delivery is due again after ``delay_s``."""
         if await self._run(_retry, (delivery, self.clock() + delay_s)):
             self._wake([delivery.step])

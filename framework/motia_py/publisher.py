@@ -1,0 +1,111 @@
+"""Publishing: the fan-out of one event to every subscribing step, the check that an event published from
+outside can be handled, and the ticks of cron steps (which travel as events on an internal topic).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .backends.base import Backend, Envelope, Outgoing, Target, new_id
+from .config import StepType
+from .context import encode_payload
+from .discovery import Project
+from .errors import UnknownTopicError
+from .logs import StepLogger
+from .otel import Spans
+from .suggest import did_you_mean
+from .types import Clock
+
+CRON_TOPIC_PREFIX = "cron:"
+
+
+def cron_topic(step: str) -> str:
+    """The internal topic that carries a cron step's ticks."""
+    return CRON_TOPIC_PREFIX + step
+
+
+class Publisher:
+    """Turns events into deliveries, one per subscribing step, and hands them to the backend."""
+
+    def __init__(self, project: Project, backend: Backend, *, clock: Clock, log: StepLogger, spans: Spans
+                 ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.log = log
+        self.spans = spans
+        self.unrouted: Counter[str] = Counter()
+        self.max_payload_bytes = project.settings.max_payload_bytes
+        self.set_project(project)
+
+    def set_project(self, project: Project) -> None:
+        """Route to a newly discovered project's subscribers (hot reload)."""
+        targets: dict[str, tuple[Target, ...]] = {}
+        for s in project.steps:
+            topics = s.subscribes if s.type is StepType.EVENT else ()
+            if s.type is StepType.CRON:
+                topics = (cron_topic(s.name),)
+            for t in topics:
+                targets[t] = (*targets.get(t, ()), Target(step=s.name, delay_s=s.queue.delay_s, fifo=s.queue.fifo))
+        self._targets = targets
+        self._entry_topics = project.entry_topics()
+        self._exit_topics = {t for f in project.flows.values() for t in f.exit_topics}
+
+    def outgoing(self, topic: str, data_json: str, trace_id: str, group_id: str | None, delay_s: float,
+                 source: str | None, traceparent: str | None = None) -> Outgoing:
+        """Build the fan-out of one event: one target per subscribing step (see ``context.OutgoingFactory``)."""
+        targets = self._targets.get(topic, ())
+        if delay_s:
+            targets = tuple(Target(t.step, t.delay_s + delay_s, t.fifo) for t in targets)
+        if not targets and topic not in self._exit_topics:
+            self.unrouted[topic] += 1
+            if self.unrouted[topic] == 1:
+                self.log.warning(f"no step subscribes to '{topic}'; the event is not delivered",
+                                 topic=topic, trace_id=trace_id, emitter=source)
+        env = Envelope(id=new_id(), topic=topic, data_json=data_json, trace_id=trace_id,
+                       emitted_at=self.clock(), group_id=group_id, source=source, traceparent=traceparent)
+        return Outgoing(envelope=env, targets=targets)
+
+    def check_external_topic(self, topic: str) -> None:
+        """Raise UnknownTopicError unless some step subscribes to ``topic`` or a flow lists it as entry."""
+        if topic in self._targets and not topic.startswith(CRON_TOPIC_PREFIX):
+            return
+        if topic in self._entry_topics:
+            return
+        known = sorted({t for t in self._targets if not t.startswith(CRON_TOPIC_PREFIX)} | self._entry_topics)
+        hint = did_you_mean(topic, known)
+        raise UnknownTopicError(f"no step subscribes to '{topic}' and no flow lists it in entry_topics"
+                                + (f"; {hint}" if hint else ""))
+
+    async def publish(self, outbox: Sequence[Outgoing]) -> None:
+        """Enqueue already-built events (an API run's emits) in one backend call."""
+        await self.backend.publish(outbox)
+
+    async def emit(self, topic: str, data: Any, *, trace_id: str | None = None, message_group_id: str | None = None,
+                   delay_s: float = 0.0, check: bool = True) -> str:
+        """Publish an event from outside any step; return its trace id.
+
+        Raises:
+            UnknownTopicError: (with ``check``) nothing would ever handle the topic.
+            EmitSchemaError, PayloadTooLargeError: the data is not JSON or too large.
+        """
+        if check:
+            self.check_external_topic(topic)
+        text = encode_payload(data, self.max_payload_bytes)
+        # a caller's active span becomes the parent of everything that follows
+        with self.spans.span(f"publish {topic}", "producer", trace_id=trace_id,
+                             attributes={"messaging.destination.name": topic}) as (tid, tp, _):
+            await self.backend.publish([self.outgoing(topic, text, trace_id or tid, message_group_id, delay_s,
+                                                      None, tp)])
+        return trace_id or tid
+
+    async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
+        """Enqueue one tick of a cron step; return its trace id."""
+        data = json.dumps({"scheduled_at": scheduled_at.isoformat()})
+        with self.spans.span(f"cron {step}", "producer",
+                             attributes={"motia.scheduled_at": scheduled_at.isoformat()}) as (trace_id, tp, _):
+            await self.backend.publish([self.outgoing(cron_topic(step), data, trace_id, None, 0.0, None, tp)])
+        return trace_id

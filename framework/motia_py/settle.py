@@ -1,0 +1,119 @@
+"""The end of a delivery: acknowledge it with its outbox, retry it after a backoff, or dead-letter it.
+
+Every path records the run once, through the :class:`~motia_py.runs.Recorder`. A backend failure while
+settling is not a framework bug: the delivery's lease runs out and it is delivered again, and the log
+says so.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback as tb
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .backends.base import Backend, Delivery, Outgoing
+from .config import BackoffSpec, BackoffType, StepSpec, StepType
+from .errors import (
+    BackendError,
+    EmitSchemaError,
+    HandlerTimeoutError,
+    InputValidationError,
+    InvalidEmitError,
+    NonRetryableError,
+    PayloadTooLargeError,
+    UndeclaredEmitError,
+)
+from .logs import StepLogger
+from .runs import Outcome, Recorder, RunKind
+
+NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, EmitSchemaError,
+                 PayloadTooLargeError, InvalidEmitError)
+"""Failures that go to the dead-letter queue at once: running the same input again cannot help."""
+
+
+def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential: ``min(max_delay, delay * 2**(attempt-1))``; fixed: ``delay``. With jitter the result is
+    drawn uniformly from [0, that] ("full jitter").
+    """
+    if backoff.type is BackoffType.FIXED:
+        base = min(backoff.max_delay_s, backoff.delay_s)
+    else:
+        base = min(backoff.max_delay_s, backoff.delay_s * (2 ** min(attempt - 1, 62)))
+    return base * rand() if backoff.jitter else base
+
+
+def run_kind(spec: StepSpec) -> RunKind:
+    """The kind of run a delivery to ``spec`` makes."""
+    return RunKind.CRON if spec.type is StepType.CRON else RunKind.EVENT
+
+
+class Settler:
+    """Settles deliveries against the backend and records each run."""
+
+    def __init__(self, backend: Backend, recorder: Recorder, log: StepLogger,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.backend = backend
+        self.recorder = recorder
+        self.log = log
+        self.rand = rand
+
+    async def ack(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing]) -> Outcome:
+        """Acknowledge a successful run and publish its emits in the same transaction."""
+        try:
+            ok = await self.backend.complete(d, outbox)
+        except BackendError as exc:
+            self._unsettled(spec, d, "could not acknowledge the delivery", exc)
+            ok = False
+        outcome = Outcome.OK if ok else Outcome.LOST
+        self.recorder.delivery(spec.name, run_kind(spec), d, started, outcome, None, outbox if ok else ())
+        return outcome
+
+    async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
+        """Acknowledge a delivery that deliberately did not run (a skipped cron tick)."""
+        try:
+            await self.backend.complete(d, ())
+        except BackendError as exc:
+            self._unsettled(spec, d, "could not acknowledge the skipped tick", exc)
+        self.recorder.delivery(spec.name, run_kind(spec), d, started, Outcome.SKIPPED, None)
+        return Outcome.SKIPPED
+
+    async def defer(self, d: Delivery, delay_s: float) -> Outcome:
+        """Hand a delivery back to run later, without counting a failure (nothing is recorded)."""
+        await self.backend.retry(d, delay_s)
+        return Outcome.DEFERRED
+
+    async def fail(self, spec: StepSpec, d: Delivery, exc: BaseException, started: float) -> Outcome:
+        """A failed attempt: retry with backoff while attempts remain, else dead-letter."""
+        error = f"{type(exc).__name__}: {exc}"
+        timeout = isinstance(exc, HandlerTimeoutError)
+        fields: dict[str, Any] = {"trace_id": d.envelope.trace_id, "step": spec.name, "topic": d.envelope.topic,
+                  "attempt": d.attempt, "error": error}
+        if isinstance(exc, NON_RETRYABLE) or d.attempt > spec.queue.max_retries:
+            why = "not retryable" if isinstance(exc, NON_RETRYABLE) else f"after {d.attempt} attempt(s)"
+            try:
+                await self.backend.dead_letter(d, error, "".join(tb.format_exception(exc)))
+            except BackendError as berr:
+                self._unsettled(spec, d, f"failed {why} but could not be dead-lettered", berr)
+            else:
+                self.log.error(f"'{spec.name}' failed {why}; moved to the dead-letter queue", **fields)
+            outcome = Outcome.TIMEOUT_DEAD if timeout else Outcome.DEAD
+        else:
+            delay = retry_delay(spec.queue.backoff, d.attempt, self.rand)
+            try:
+                await self.backend.retry(d, delay)
+            except BackendError as berr:
+                self._unsettled(spec, d, "failed and its retry could not be scheduled", berr)
+            else:
+                self.log.warning(f"'{spec.name}' failed; retry {d.attempt}/{spec.queue.max_retries} in {delay:.2f} s",
+                                 **fields)
+            outcome = Outcome.TIMEOUT_RETRIED if timeout else Outcome.RETRIED
+        self.recorder.delivery(spec.name, run_kind(spec), d, started, outcome, error)
+        return outcome
+
+    def _unsettled(self, spec: StepSpec, d: Delivery, what: str, exc: BackendError) -> None:
+        lease = spec.queue.visibility_timeout_s
+        self.log.warning(f"'{spec.name}': {what} ({exc}); the event will be delivered again after its lease "
+                         f"({lease:g} s)", step=spec.name, trace_id=d.envelope.trace_id, attempt=d.attempt)
