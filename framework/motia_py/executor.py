@@ -54,10 +54,24 @@ class Executor:
         if spec.handler is None:
             raise MotiaError(f"step '{spec.name}' has no handler")
         aw = spec.handler(*args) if spec.is_async else self._in_thread(spec, args)
-        if spec.timeout_s is None:
+        timeout_s = spec.timeout_s
+        if timeout_s is None:
             result = await aw
-        else:
-            result = await self._with_deadline(aw, spec.timeout_s)
+        else:  # inline rather than a helper coroutine: this is the hot path of every run
+            task = asyncio.current_task()
+            if task is None:  # pragma: no cover - handlers always run inside a task
+                raise MotiaError("handlers must run inside an asyncio task")
+            deadline = _Deadline(time.monotonic() + timeout_s)
+            self._deadlines[task] = deadline
+            self._ensure_watchdog(timeout_s)
+            try:
+                result = await aw
+            except asyncio.CancelledError as exc:
+                if deadline.fired and task.uncancel() == 0:  # our watchdog cancelled it: a timeout, not shutdown
+                    raise HandlerTimeoutError(f"timed out after {timeout_s:g} s") from exc
+                raise
+            finally:
+                self._deadlines.pop(task, None)
         if result is not None and inspect.isawaitable(result):  # a plain def that returned a coroutine
             result = await result
         return result
@@ -68,22 +82,6 @@ class Executor:
         assert spec.handler is not None  # checked by call()
         run = functools.partial(contextvars.copy_context().run, spec.handler, *args)
         return asyncio.get_running_loop().run_in_executor(self._threads, run)
-
-    async def _with_deadline(self, aw: Any, timeout_s: float) -> Any:
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - handlers always run inside a task
-            raise MotiaError("handlers must run inside an asyncio task")
-        deadline = _Deadline(time.monotonic() + timeout_s)
-        self._deadlines[task] = deadline
-        self._ensure_watchdog(timeout_s)
-        try:
-            return await aw
-        except asyncio.CancelledError as exc:
-            if deadline.fired and task.uncancel() == 0:  # our watchdog cancelled it: a timeout, not a shutdown
-                raise HandlerTimeoutError(f"timed out after {timeout_s:g} s") from exc
-            raise
-        finally:
-            self._deadlines.pop(task, None)
 
     def _ensure_watchdog(self, timeout_s: float) -> None:
         if timeout_s >= 2.0 and self._watchdog is not None and not self._watchdog.done():

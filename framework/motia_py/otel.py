@@ -69,6 +69,39 @@ class Otel:
 
         span.set_status(Status(StatusCode.ERROR, error))
 
+    @contextlib.contextmanager
+    def delivery(self, step: str, topic: str, attempt: int, traceparent: str | None, trace_id: str
+                 ) -> Iterator[DeliverySpan]:
+        """The consumer span of one delivery; report its outcome with :meth:`DeliverySpan.finish`."""
+        with self.span(f"{step} process", "consumer", traceparent=traceparent, trace_id=trace_id,
+                       attributes={"motia.step": step, "motia.attempt": attempt,
+                                   "messaging.destination.name": topic}) as (_, tp, span):
+            yield DeliverySpan(self, span, tp)
+
+
+class DeliverySpan:
+    """The span of one delivery: ``traceparent`` for the events it emits, ``finish`` for its outcome."""
+
+    __slots__ = ("_otel", "_span", "traceparent")
+
+    def __init__(self, otel: Otel | None, span: Any, traceparent: str | None) -> None:
+        self._otel = otel
+        self._span = span
+        self.traceparent = traceparent
+
+    def finish(self, outcome: str, failed: bool) -> None:
+        """Record how the run ended on the span (an error status when ``failed``)."""
+        if self._otel is not None:
+            self._span.set_attribute("motia.outcome", str.__str__(outcome))
+            if failed:
+                self._otel.mark_failed(self._span, str.__str__(outcome))
+
+    def __enter__(self) -> DeliverySpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
 
 class _NoSpan:
     """What :meth:`NoOtel.span` yields as the span: accepts attributes and drops them."""
@@ -109,7 +142,13 @@ class NoOtel:
     def mark_failed(self, span: Any, error: str) -> None:
         """Nothing to mark."""
 
+    def delivery(self, step: str, topic: str, attempt: int, traceparent: str | None, trace_id: str
+                 ) -> DeliverySpan:
+        """A shared no-op delivery span (no allocation on the hot path)."""
+        return _NO_DELIVERY_SPAN
 
+
+_NO_DELIVERY_SPAN = DeliverySpan(None, None, None)
 NO_OTEL = NoOtel()
 
 Spans = Otel | NoOtel

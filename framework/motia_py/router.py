@@ -126,35 +126,29 @@ class Router:
         if spec is None or spec.handler is None:
             return Outcome.LOST  # the step was removed by a reload; the lease expires and it stays queued
         env = d.envelope
-        with self.spans.span(f"{d.step} process", "consumer", traceparent=env.traceparent, trace_id=env.trace_id,
-                             attributes={"motia.step": d.step, "motia.attempt": d.attempt,
-                                         "messaging.destination.name": env.topic}) as (_, traceparent, span):
+        with self.spans.delivery(d.step, env.topic, d.attempt, env.traceparent, env.trace_id) as span:
             if spec.type is StepType.CRON:
-                outcome = await self._run_tick(spec, d, traceparent)
-                if outcome not in (Outcome.DEFERRED, Outcome.LOST):
+                outcome = await self._run_tick(spec, d, span.traceparent)
+                if outcome is not Outcome.DEFERRED and outcome is not Outcome.LOST:
                     await self.cron.record_last(spec, d, outcome)
-            else:
-                outcome = await self._run_event(spec, d, traceparent)
-            span.set_attribute("motia.outcome", outcome.value)
-            if outcome not in (Outcome.OK, Outcome.SKIPPED, Outcome.DEFERRED, Outcome.LOST):
-                self.spans.mark_failed(span, outcome.value)
+            else:  # an event, inline: the hot path
+                started = self.clock()
+                ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
+                                    traceparent=span.traceparent)
+                try:
+                    data = env.data
+                    await self.executor.call(spec, spec.input.validate(data) if spec.input is not None else data, ctx)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except asyncio.CancelledError:
+                    await self._hand_back(d)
+                    raise
+                except BaseException as exc:
+                    outcome = await self.settler.fail(spec, d, exc, started)
+                else:
+                    outcome = await self.settler.ack(spec, d, started, ctx.outbox)
+            span.finish(outcome, outcome is not Outcome.OK and (outcome.failed or outcome.retried))
         return outcome
-
-    async def _run_event(self, spec: StepSpec, d: Delivery, traceparent: str | None) -> Outcome:
-        started = self.clock()
-        env = d.envelope
-        ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt, traceparent=traceparent)
-        try:
-            data = env.data
-            await self.executor.call(spec, spec.input.validate(data) if spec.input is not None else data, ctx)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except asyncio.CancelledError:
-            await self._hand_back(d)
-            raise
-        except BaseException as exc:
-            return await self.settler.fail(spec, d, exc, started)
-        return await self.settler.ack(spec, d, started, ctx.outbox)
 
     async def _run_tick(self, spec: StepSpec, d: Delivery, traceparent: str | None) -> Outcome:
         started = self.clock()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .backends.base import Delivery, Outgoing
+from .config import StepSpec, StepType
 from .types import Clock
 
 
@@ -88,13 +89,14 @@ class Recorder:
         self.clock = clock
         self.observers = list(observers)
 
-    def delivery(self, step: str, kind: RunKind, d: Delivery, started: float, outcome: Outcome, error: str | None,
+    def delivery(self, spec: StepSpec, d: Delivery, started: float, outcome: Outcome, error: str | None,
                  outbox: Sequence[Outgoing] = ()) -> None:
         """Record the run of one delivery (an event or a cron tick)."""
         if not self.observers:
             return
         env = d.envelope
-        self._notify(RunRecord(step=step, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
+        kind = RunKind.CRON if spec.type is StepType.CRON else RunKind.EVENT
+        self._notify(RunRecord(step=spec.name, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
                                started_at=started, duration_s=self.clock() - started, outcome=outcome, error=error,
                                emitted=tuple(o.envelope.topic for o in outbox), delivery_id=d.id, event_id=env.id,
                                emitted_ids=tuple(o.envelope.id for o in outbox), kind=kind, source=env.source))

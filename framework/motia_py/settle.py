@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import Backend, Delivery, Outgoing
-from .config import BackoffSpec, BackoffType, StepSpec, StepType
+from .config import BackoffSpec, BackoffType, StepSpec
 from .errors import (
     BackendError,
     EmitSchemaError,
@@ -25,7 +25,7 @@ from .errors import (
     UndeclaredEmitError,
 )
 from .logs import StepLogger
-from .runs import Outcome, Recorder, RunKind
+from .runs import Outcome, Recorder
 
 NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, EmitSchemaError,
                  PayloadTooLargeError, InvalidEmitError)
@@ -43,11 +43,6 @@ def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = 
     else:
         base = min(backoff.max_delay_s, backoff.delay_s * (2 ** min(attempt - 1, 62)))
     return base * rand() if backoff.jitter else base
-
-
-def run_kind(spec: StepSpec) -> RunKind:
-    """The kind of run a delivery to ``spec`` makes."""
-    return RunKind.CRON if spec.type is StepType.CRON else RunKind.EVENT
 
 
 class Settler:
@@ -68,7 +63,8 @@ class Settler:
             self._unsettled(spec, d, "could not acknowledge the delivery", exc)
             ok = False
         outcome = Outcome.OK if ok else Outcome.LOST
-        self.recorder.delivery(spec.name, run_kind(spec), d, started, outcome, None, outbox if ok else ())
+        if self.recorder.observers:  # checked here too: this is the hot path of every run
+            self.recorder.delivery(spec, d, started, outcome, None, outbox if ok else ())
         return outcome
 
     async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
@@ -77,7 +73,7 @@ class Settler:
             await self.backend.complete(d, ())
         except BackendError as exc:
             self._unsettled(spec, d, "could not acknowledge the skipped tick", exc)
-        self.recorder.delivery(spec.name, run_kind(spec), d, started, Outcome.SKIPPED, None)
+        self.recorder.delivery(spec, d, started, Outcome.SKIPPED, None)
         return Outcome.SKIPPED
 
     async def defer(self, d: Delivery, delay_s: float) -> Outcome:
@@ -110,7 +106,7 @@ class Settler:
                 self.log.warning(f"'{spec.name}' failed; retry {d.attempt}/{spec.queue.max_retries} in {delay:.2f} s",
                                  **fields)
             outcome = Outcome.TIMEOUT_RETRIED if timeout else Outcome.RETRIED
-        self.recorder.delivery(spec.name, run_kind(spec), d, started, outcome, error)
+        self.recorder.delivery(spec, d, started, outcome, error)
         return outcome
 
     def _unsettled(self, spec: StepSpec, d: Delivery, what: str, exc: BackendError) -> None:
