@@ -338,7 +338,7 @@ class Router:
             raise
         except asyncio.CancelledError:
             # shutdown past the grace period: hand the delivery back at once rather than wait for its lease
-            await asyncio.shield(self.backend.retry(d, 0.0, "CancelledError: worker shut down"))
+            await asyncio.shield(self.backend.retry(d, 0.0))
             raise
         except BaseException as exc:
             return await self._failed(spec, d, exc, started, ctx)
@@ -360,7 +360,7 @@ class Router:
             raw = await self.backend.meta_get(f"{key}:since")
             running_since = float(raw) if raw else 0.0
             if tick < running_since:  # an older tick, fired late: run it after the current run
-                await self.backend.retry(d, min(1.0, lease / 4), "waiting for the previous run to finish")
+                await self.backend.retry(d, min(1.0, lease / 4))
                 return "deferred"
             await self.backend.complete(d, ())
             self.log.info(f"cron '{spec.name}' tick skipped: the previous run is still running",
@@ -405,7 +405,7 @@ class Router:
             outcome = "timeout-dead" if timeout else "dead"
         else:
             delay = retry_delay(spec.queue.backoff, d.attempt, self.rand)
-            await self.backend.retry(d, delay, error)
+            await self.backend.retry(d, delay)
             self.log.warning(f"'{spec.name}' failed; retry {d.attempt}/{spec.queue.max_retries} in {delay:.2f} s",
                              **fields)
             outcome = "timeout-retried" if timeout else "retried"

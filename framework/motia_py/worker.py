@@ -195,7 +195,7 @@ class Worker:
             while c.pending:
                 d = c.pending.pop()
                 with contextlib.suppress(BackendError):
-                    await self.router.backend.retry(d, 0.0, "worker shut down before the handler started")
+                    await self.router.backend.retry(d, 0.0)
             c.work.set()
         runners = [r for c in consumers for r in c.runners]
         if runners:
