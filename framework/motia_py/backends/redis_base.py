@@ -187,7 +187,7 @@ class RedisConnection:
         try:
             await client.ping()
             info = await client.info("server")
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             await client.aclose()
             await blocking.aclose()
             raise BackendUnavailableError(f"cannot reach Redis at {self._where}: {exc}") from exc
