@@ -50,8 +50,10 @@ class QueueStore(Protocol):
     previous attempt ended by ``retry`` or by its lease expiring (a crashed worker's attempt counts).
 
     **Order.** ``claim`` hands out, oldest first: deliveries whose lease expired; then due standard
-    deliveries in the order they became due (by due time, then by publish order: the items of one
-    ``publish`` call keep their order); then the heads of FIFO message groups, oldest head first.
+    deliveries in the order they became due, ties in publish order (the items of one ``publish`` call
+    keep their order; a delayed or retried delivery joins the order at its due time, or at the first
+    claim after it, as the backend's structures allow); then the heads of FIFO message groups, oldest
+    head first.
 
     **FIFO.** Targets with ``fifo=True`` form one queue per (step, ``envelope.group_id``) (no group id is
     one group): only the group's oldest event is ever claimable, and only while no other event of the
