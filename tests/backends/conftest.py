@@ -1,4 +1,9 @@
-"""The ``backend`` fixture: every contract test runs once per backend.
+"""Fixtures of the backend contract suites: every store's contract runs once per implementation.
+
+- ``backend``: an opened backend, once per entry of ``BACKENDS`` (memory, sqlite, redis); the queue and
+  state contracts use it.
+- ``lease_store`` and ``trace_store``: the same backends, plus the stores derived from a state store
+  (:mod:`motia_py.backends.derived`) on top of the memory and SQLite backends.
 
 To add a backend, write a factory ``(tmp_path, clock) -> Backend`` and list it in ``BACKENDS``, with the
 marks it needs in ``MARKS``. Memory and SQLite are built from their URLs, so the entry-point lookup is
@@ -8,44 +13,32 @@ the other Redis tests, is skipped locally and fails in CI when no server is reac
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from motia_py.backends.base import Backend
+from motia_py.backends.base import Backend, LeaseStore, TraceStore
+from motia_py.backends.derived import StateLeaseStore, StateTraceStore
 from motia_py.backends.registry import BackendOptions, create_backend
 from motia_py.errors import BackendUnavailableError
+from motia_py.testing import VirtualClock
 
 START = 1_700_000_000.0
 
-
-class FakeClock:
-    """Epoch seconds that only move when told to."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move forward by ``seconds``."""
-        self.now += seconds
+BackendFactory = Callable[[Path, VirtualClock], Backend]
 
 
-BackendFactory = Callable[[Path, FakeClock], Backend]
-
-
-def _memory(tmp_path: Path, clock: FakeClock) -> Backend:
+def _memory(tmp_path: Path, clock: VirtualClock) -> Backend:
     return create_backend("memory://", BackendOptions(root=tmp_path, clock=clock))
 
 
-def _sqlite(tmp_path: Path, clock: FakeClock) -> Backend:
+def _sqlite(tmp_path: Path, clock: VirtualClock) -> Backend:
     return create_backend(f"sqlite:///{tmp_path}/m.db", BackendOptions(root=tmp_path, clock=clock))
 
 
-def _redis(tmp_path: Path, clock: FakeClock) -> Backend:
+def _redis(tmp_path: Path, clock: VirtualClock) -> Backend:
     from .test_redis import contract_backend
 
     return contract_backend(clock)
@@ -53,22 +46,27 @@ def _redis(tmp_path: Path, clock: FakeClock) -> Backend:
 
 BACKENDS: dict[str, BackendFactory] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
 MARKS: dict[str, list[pytest.MarkDecorator]] = {"redis": [pytest.mark.redis]}
+DERIVED_ON = ("memory", "sqlite")  # backends whose state store also carries the derived stores' contract
+
+
+def _params(names: list[str]) -> list[object]:
+    return [pytest.param(name, marks=MARKS.get(name.removeprefix("state-on-"), [])) for name in names]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """The clock the ``backend`` fixture's backend reads."""
-    return FakeClock()
+def clock() -> VirtualClock:
+    """The clock the fixtures' backends and stores read."""
+    return VirtualClock(START)
 
 
-@pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, [])) for name in BACKENDS])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Backend]:
-    """An opened backend on ``clock``, closed after the test."""
-    b = BACKENDS[request.param](tmp_path, clock)
+@contextlib.asynccontextmanager
+async def opened(name: str, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
+    """The backend ``name`` of ``BACKENDS``, opened on ``clock`` and closed afterwards."""
+    b = BACKENDS[name](tmp_path, clock)
     try:
         await b.open()
     except BackendUnavailableError as exc:
-        if request.param != "redis":
+        if name != "redis":
             raise
         from .test_redis import unreachable
 
@@ -77,3 +75,29 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClo
         yield b
     finally:
         await b.close()
+
+
+@pytest.fixture(params=_params(list(BACKENDS)))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
+    """An opened backend on ``clock``, closed after the test."""
+    async with opened(request.param, tmp_path, clock) as b:
+        yield b
+
+
+_STORES = [*BACKENDS, *(f"state-on-{name}" for name in DERIVED_ON)]
+
+
+@pytest.fixture(params=_params(_STORES))
+async def lease_store(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[LeaseStore]:
+    """A backend's own lease store, or the one derived from a backend's state store (``state-on-*``)."""
+    name: str = request.param
+    async with opened(name.removeprefix("state-on-"), tmp_path, clock) as b:
+        yield StateLeaseStore(b, clock) if name.startswith("state-on-") else b
+
+
+@pytest.fixture(params=_params(_STORES))
+async def trace_store(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[TraceStore]:
+    """A backend's own trace store, or the one derived from a backend's state store (``state-on-*``)."""
+    name: str = request.param
+    async with opened(name.removeprefix("state-on-"), tmp_path, clock) as b:
+        yield StateTraceStore(b) if name.startswith("state-on-") else b

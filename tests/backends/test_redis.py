@@ -32,9 +32,8 @@ from motia_py.backends.redis import RedisBackend, redact
 from motia_py.backends.redis_keys import Keys, escape
 from motia_py.backends.registry import BackendOptions, create_backend
 from motia_py.errors import BackendError, BackendUnavailableError
+from motia_py.testing import VirtualClock
 from motia_py.types import Clock
-
-from .conftest import FakeClock
 
 pytestmark = pytest.mark.redis
 
@@ -152,6 +151,21 @@ async def open_backend(url: str, prefix: str) -> AsyncIterator[OpenBackend]:
         await b.close()
 
 
+async def blocked_clients(url: str) -> int:
+    """How many connections the server has blocked in a blocking command right now."""
+    async with Redis.from_url(url) as probe:
+        return int((await probe.info("clients"))["blocked_clients"])
+
+
+async def one_more_blocked(url: str, before: int, timeout_s: float = 5.0) -> None:
+    """Return once the server has more blocked connections than ``before`` (a blocking read started)."""
+    deadline = time.monotonic() + timeout_s
+    while await blocked_clients(url) <= before:
+        if time.monotonic() > deadline:
+            raise AssertionError("the blocking read never started")
+        await asyncio.sleep(0.002)
+
+
 def out(step: str, data: object = None, *, delay_s: float = 0.0, fifo: bool = False,
         group_id: str | None = None) -> Outgoing:
     env = Envelope(id=new_id(), topic="t", data_json=json.dumps(data), trace_id=new_id(), emitted_at=1.0,
@@ -216,11 +230,12 @@ async def test_fifo_groups_stay_serial_across_backends(open_backend: OpenBackend
     assert seen == {f"g{g}": list(range(g, 30, 3)) for g in range(3)}
 
 
-async def test_publish_from_another_backend_wakes_wait_at_once(open_backend: OpenBackend) -> None:
+async def test_publish_from_another_backend_wakes_wait_at_once(url: str, open_backend: OpenBackend) -> None:
     waiter_side, publisher = await open_backend(), await open_backend()
     start = time.monotonic()
+    before = await blocked_clients(url)
     waiting = asyncio.ensure_future(waiter_side.wait("a", 5.0))
-    await asyncio.sleep(0.05)  # let the blocking read start (the test measures the wake-up, not this)
+    await one_more_blocked(url, before)  # the test measures the wake-up, not the start of the read
 
     await publisher.publish([out("a")])
 
@@ -229,10 +244,11 @@ async def test_publish_from_another_backend_wakes_wait_at_once(open_backend: Ope
     assert len(await waiter_side.claim("a", 10, LEASE_S)) == 1
 
 
-async def test_fifo_publish_from_another_backend_wakes_wait(open_backend: OpenBackend) -> None:
+async def test_fifo_publish_from_another_backend_wakes_wait(url: str, open_backend: OpenBackend) -> None:
     waiter_side, publisher = await open_backend(), await open_backend()
+    before = await blocked_clients(url)
     waiting = asyncio.ensure_future(waiter_side.wait("f", 5.0))
-    await asyncio.sleep(0.05)
+    await one_more_blocked(url, before)
     start = time.monotonic()
 
     await publisher.publish([out("f", fifo=True, group_id="g")])
@@ -241,10 +257,11 @@ async def test_fifo_publish_from_another_backend_wakes_wait(open_backend: OpenBa
     assert time.monotonic() - start < 0.5
 
 
-async def test_close_stops_a_blocking_wait(open_backend: OpenBackend) -> None:
+async def test_close_stops_a_blocking_wait(url: str, open_backend: OpenBackend) -> None:
     b = await open_backend()
+    before = await blocked_clients(url)
     waiting = asyncio.ensure_future(b.wait("a", 30.0))
-    await asyncio.sleep(0.05)
+    await one_more_blocked(url, before)
     await asyncio.wait_for(b.close(), 2.0)
     await asyncio.wait_for(waiting, 2.0)  # returns instead of blocking for 30 s
 
@@ -274,7 +291,7 @@ async def test_completing_one_delivery_twice_in_one_batch_succeeds_once(open_bac
 
 
 async def test_fifo_target_with_a_delay_holds_its_group(open_backend: OpenBackend) -> None:
-    clock = FakeClock()
+    clock = VirtualClock(1_700_000_000.0)
     b = await open_backend(clock=clock)
     await b.publish([out("f", 0, fifo=True, group_id="g", delay_s=10)])
     await b.publish([out("f", 1, fifo=True, group_id="g")])
@@ -287,37 +304,6 @@ async def test_fifo_target_with_a_delay_holds_its_group(open_backend: OpenBacken
     assert head.envelope.data == 0
     assert await b.complete(head)
     assert [d.envelope.data for d in await b.claim("f", 10, LEASE_S)] == [1]
-
-
-async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(open_backend: OpenBackend) -> None:
-    b = await open_backend()
-    await b.publish([out("f", 0, fifo=True, group_id="g"), out("f", 1, fifo=True, group_id="g")])
-    [head] = await b.claim("f", 10, LEASE_S)
-    await b.dead_letter(head, "boom", "tb")
-
-    assert await b.dlq_replay(head.id)
-
-    got = await b.claim("f", 10, LEASE_S)
-    assert sorted(d.envelope.data for d in got) == [0, 1]  # the replay does not wait behind the group
-    assert [d.attempt for d in got] == [1, 1]
-
-
-async def test_traces_are_kept_in_order_and_pruned_by_age_and_count(open_backend: OpenBackend) -> None:
-    b = await open_backend()
-
-    def run(trace: str, started_at: float, n: int) -> TraceRun:
-        return TraceRun(trace, started_at, json.dumps({"trace_id": trace, "started_at": started_at, "n": n}))
-
-    await b.traces_add([run("t1", 10, 1), run("t2", 20, 1), run("t1", 30, 2), run("t3", 25, 1)])
-
-    assert [json.loads(r)["n"] for r in await b.traces_get("t1")] == [1, 2]
-    assert await b.traces_get("nope") == []
-    assert await b.traces_recent(10) == ["t1", "t3", "t2"]
-    assert await b.traces_recent(1) == ["t1"]
-    assert await b.traces_prune(before=21, keep=10) == 1  # t2 is too old
-    assert await b.traces_prune(before=0, keep=1) == 1  # only the most recent stays
-    assert await b.traces_recent(10) == ["t1"]
-    assert await b.traces_get("t3") == []
 
 
 # -- Redis's own clock (no injected clock) ------------------------------------------------------
@@ -424,7 +410,7 @@ async def test_every_key_starts_with_the_prefix(url: str, prefix: str, open_back
     await b.publish([out(step, 1), out(step, 2, delay_s=60), out(fifo_step, 3, fifo=True, group_id=marker)])
     [d] = await b.claim(step, 1, LEASE_S)
     [f] = await b.claim(fifo_step, 1, LEASE_S)
-    await b.retry(f, 5, "x")
+    await b.retry(f, 5)
     await b.dead_letter(d, "x", "")
     await b.state_set(f"ns-{marker}", f"g-{marker}", "k", "1")
     await b.acquire(f"lock-{marker}", "me", 60)

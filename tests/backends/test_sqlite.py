@@ -21,8 +21,8 @@ from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target
 from motia_py.backends.registry import BackendOptions, create_backend
 from motia_py.backends.sqlite import SqliteBackend
 from motia_py.errors import BackendError, BackendUnavailableError
-
-from .conftest import FakeClock
+from motia_py.meta_keys import cron_running, cron_tick
+from motia_py.testing import VirtualClock
 
 LEASE_S = 30.0
 
@@ -33,12 +33,12 @@ def out(data: Any, *steps: str, fifo: bool = False) -> Outgoing:
     return Outgoing(env, tuple(Target(step=s, fifo=fifo) for s in steps))
 
 
-def open_at(path: Path, clock: FakeClock | None = None) -> Backend:
+def open_at(path: Path, clock: VirtualClock | None = None) -> Backend:
     return create_backend(f"sqlite:///{path}", BackendOptions(root=path.parent, clock=clock))
 
 
 @pytest.fixture
-async def db(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Backend]:
+async def db(tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
     b = open_at(tmp_path / "m.db", clock)
     await b.open()
     try:
@@ -47,7 +47,7 @@ async def db(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Backend]:
         await b.close()
 
 
-async def test_queue_state_and_dead_letters_survive_reopening(tmp_path: Path, clock: FakeClock) -> None:
+async def test_queue_state_and_dead_letters_survive_reopening(tmp_path: Path, clock: VirtualClock) -> None:
     b = open_at(tmp_path / "m.db", clock)
     await b.open()
     await b.publish([out(1, "a"), out(2, "a"), out(3, "b")])
@@ -193,7 +193,7 @@ async def test_two_backends_on_one_file_never_lease_the_same_delivery(tmp_path: 
 
 
 async def test_wait_notices_a_publish_through_another_connection(
-    tmp_path: Path, db: Backend, clock: FakeClock
+    tmp_path: Path, db: Backend, clock: VirtualClock
 ) -> None:
     other = open_at(tmp_path / "m.db", clock)
     await other.open()
@@ -240,7 +240,7 @@ async def test_nothing_is_lost_when_a_worker_process_is_killed(tmp_path: Path) -
         await proc.wait()
     running = json.loads(line)
 
-    clock = FakeClock(time.time() + 2.0)  # past the killed worker's leases
+    clock = VirtualClock(time.time() + 2.0)  # past the killed worker's leases
     b = open_at(tmp_path / "m.db", clock)
     await b.open()
     try:
@@ -316,6 +316,30 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
         assert await backend.traces_recent(1) == ["t1"]
     finally:
         await backend.close()
+
+
+async def test_a_version_3_file_loses_its_per_tick_cron_markers(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    b = SqliteBackend("sqlite:///v3.db", path)
+    await b.open()
+    await b.acquire(cron_running("Tick"), "worker", 60)  # a lease of another kind stays
+    await b.meta_set(cron_tick("Tick"), "1700000010.0")
+    await b.close()
+    with sqlite3.connect(path) as conn:  # as schema 3 left it: a lease per fired tick
+        conn.executemany("INSERT INTO leases VALUES (?, 'owner', 9e9)",
+                         [(f"{cron_tick('Tick')}:{1_700_000_000 + i:.3f}",) for i in range(500)])
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+
+    b = SqliteBackend("sqlite:///v3.db", path)
+    await b.open()
+    await b.close()
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("SELECT key FROM leases").fetchall() == [(cron_running("Tick"),)]
+        assert conn.execute("SELECT key, value FROM meta").fetchall() == [(cron_tick("Tick"), "1700000010.0")]
+    conn.close()
 
 
 def _open_and_close(path: str) -> None:

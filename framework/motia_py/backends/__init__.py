@@ -1,16 +1,27 @@
-"""Backends: one protocol (:mod:`.base`), found by URL scheme through the ``motia_py.backends`` entry points."""
+"""Backends: four store protocols bundled into a :class:`Backend` (:mod:`.stores`), the records that cross
+them (:mod:`.records`), found by URL scheme through the ``motia_py.backends`` entry points (:mod:`.registry`).
+"""
 
-from .base import Backend, DeadLetter, Delivery, Envelope, Outgoing, QueueStats, Target
+from .compose import compose
+from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, Target, TraceRun
 from .registry import available_schemes, open_backend
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
 
 __all__ = [
     "Backend",
+    "CoreBackend",
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "LeaseStore",
     "Outgoing",
     "QueueStats",
+    "QueueStore",
+    "StateStore",
     "Target",
+    "TraceRun",
+    "TraceStore",
     "available_schemes",
+    "compose",
     "open_backend",
 ]

@@ -24,6 +24,7 @@ A = TypeVar("A")
 R = TypeVar("R")
 Op = Callable[[sqlite3.Connection, Sequence[A]], list[R]]
 """Runs a run of consecutive calls of one kind: one argument in and one result out per call."""
+Row = tuple[Any, ...]
 
 _MAX_BATCH: Final = 1024  # calls per transaction (soft limit)
 
@@ -131,6 +132,15 @@ class Connection:
                     conn.close()
                 self._reply(loop, _resolve, stopped, True, None)
                 return
+
+
+def each(fn: Callable[[sqlite3.Connection, A], R]) -> Op[A, R]:
+    """An operation whose calls run one after the other."""
+
+    def run(conn: sqlite3.Connection, args: Sequence[A]) -> list[R]:
+        return [fn(conn, arg) for arg in args]
+
+    return run
 
 
 def _transaction(conn: sqlite3.Connection, calls: list[_Call]) -> None:

@@ -1,4 +1,4 @@
-"""The in-process backend: the reference implementation of the protocol and the test double.
+"""The in-process backend: the reference implementation of every store protocol and the test double.
 
 Everything lives in dicts owned by one event loop. Payloads are still stored as JSON text so that
 the memory backend behaves exactly like the durable ones (no shared mutable objects between steps).
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
-from .base import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, TraceRun, new_id
+from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, TraceRun, new_id
 from .registry import BackendOptions
 
 
@@ -168,7 +168,7 @@ class MemoryBackend:
             await self.publish(outgoing)
         return True
 
-    async def retry(self, delivery: Delivery, delay_s: float, error: str = "") -> None:
+    async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Deliver again after ``delay_s``."""
         item = self._take(delivery)
         if item is None:
@@ -346,6 +346,13 @@ class MemoryBackend:
     async def meta_set(self, key: str, value: str) -> None:
         """Store metadata text."""
         self._meta[key] = value
+
+    async def meta_cas(self, key: str, expected: str | None, new: str) -> bool:
+        """Compare-and-set (trivially atomic on one event loop)."""
+        if self._meta.get(key) != expected:
+            return False
+        self._meta[key] = new
+        return True
 
     # -- traces ---------------------------------------------------------------------------------
     async def traces_add(self, runs: Sequence[TraceRun]) -> None:

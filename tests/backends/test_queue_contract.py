@@ -1,49 +1,20 @@
-"""The backend contract: every backend passes these tests unchanged (see ``conftest.BACKENDS``)."""
+"""The queue store's contract (deliveries and dead letters): every backend passes it unchanged
+(see ``conftest.BACKENDS``)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable
 
-from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
+from motia_py.backends.base import Backend, Outgoing, Target
+from motia_py.testing import VirtualClock
 
-from .conftest import FakeClock
-
-LEASE_S = 30.0
-
-
-def envelope(topic: str = "t", data: object = None, group_id: str | None = None) -> Envelope:
-    return Envelope(id=new_id(), topic=topic, data_json=json.dumps(data), trace_id=new_id(),
-                    emitted_at=1.5, group_id=group_id, source="test")
-
-
-def to(env: Envelope, *steps: str, delay_s: float = 0.0, fifo: bool = False) -> Outgoing:
-    return Outgoing(env, tuple(Target(step=s, delay_s=delay_s, fifo=fifo) for s in steps))
-
-
-async def publish(backend: Backend, step: str, n: int = 1, *, delay_s: float = 0.0, fifo: bool = False,
-                  group_id: str | None = None) -> list[Envelope]:
-    """Publish ``n`` events (data 0..n-1) to ``step``, one call each, in order."""
-    envs = [envelope(data=i, group_id=group_id) for i in range(n)]
-    for env in envs:
-        await backend.publish([to(env, step, delay_s=delay_s, fifo=fifo)])
-    return envs
-
-
-async def claim_one(backend: Backend, step: str, lease_s: float = LEASE_S) -> Delivery:
-    got = await backend.claim(step, 1, lease_s)
-    assert len(got) == 1, got
-    return got[0]
-
-
-def data(deliveries: list[Delivery]) -> list[object]:
-    return [d.envelope.data for d in deliveries]
+from .helpers import LEASE_S, claim_one, data, envelope, publish, to
 
 
 # -- publish, claim, complete -------------------------------------------------------------------
-async def test_published_event_is_claimed_then_completed(backend: Backend, clock: FakeClock) -> None:
+async def test_published_event_is_claimed_then_completed(backend: Backend, clock: VirtualClock) -> None:
     env = envelope(data={"x": [1, "two"]}, group_id="g")
     await backend.publish([to(env, "a")])
 
@@ -101,7 +72,7 @@ async def test_leased_delivery_is_not_claimed_twice(backend: Backend) -> None:
     assert await backend.claim("a", 10, LEASE_S) == []
 
 
-async def test_expired_lease_is_delivered_again_and_old_attempt_loses(backend: Backend, clock: FakeClock) -> None:
+async def test_expired_lease_is_delivered_again_and_old_attempt_loses(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     old = await claim_one(backend, "a", lease_s=10)
     clock.advance(9.9)
@@ -116,7 +87,7 @@ async def test_expired_lease_is_delivered_again_and_old_attempt_loses(backend: B
     assert (await backend.stats()).idle
 
 
-async def test_expired_lease_is_delivered_before_newer_events(backend: Backend, clock: FakeClock) -> None:
+async def test_expired_lease_is_delivered_before_newer_events(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")  # data 0
     await claim_one(backend, "a", lease_s=10)
     clock.advance(5)
@@ -125,13 +96,13 @@ async def test_expired_lease_is_delivered_before_newer_events(backend: Backend, 
     assert [(d.envelope.data, d.attempt) for d in await backend.claim("a", 10, 10)] == [(0, 2), ("newer", 1)]
 
 
-async def test_lost_lease_makes_retry_and_dead_letter_no_ops(backend: Backend, clock: FakeClock) -> None:
+async def test_lost_lease_makes_retry_and_dead_letter_no_ops(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     old = await claim_one(backend, "a", lease_s=10)
     clock.advance(11)
     new = await claim_one(backend, "a", lease_s=10)
 
-    await backend.retry(old, 0, "late")
+    await backend.retry(old, 0)
     await backend.dead_letter(old, "late", "")
 
     assert await backend.dlq_list() == []
@@ -139,11 +110,11 @@ async def test_lost_lease_makes_retry_and_dead_letter_no_ops(backend: Backend, c
     assert await backend.complete(new)
 
 
-async def test_retry_delivers_again_after_delay(backend: Backend, clock: FakeClock) -> None:
+async def test_retry_delivers_again_after_delay(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     d1 = await claim_one(backend, "a")
 
-    await backend.retry(d1, 5, "ValueError: boom")
+    await backend.retry(d1, 5)
 
     assert await backend.claim("a", 10, LEASE_S) == []
     stats = await backend.stats()
@@ -158,11 +129,11 @@ async def test_retry_delivers_again_after_delay(backend: Backend, clock: FakeClo
 async def test_retry_without_delay_is_claimable_at_once(backend: Backend) -> None:
     await publish(backend, "a")
     d1 = await claim_one(backend, "a")
-    await backend.retry(d1, 0, "boom")
+    await backend.retry(d1, 0)
     assert (await claim_one(backend, "a")).attempt == 2
 
 
-async def test_target_delay_holds_delivery_until_due(backend: Backend, clock: FakeClock) -> None:
+async def test_target_delay_holds_delivery_until_due(backend: Backend, clock: VirtualClock) -> None:
     env = envelope()
     await backend.publish([Outgoing(env, (Target("a", delay_s=10), Target("b")))])
 
@@ -174,7 +145,7 @@ async def test_target_delay_holds_delivery_until_due(backend: Backend, clock: Fa
     assert [d.envelope for d in await backend.claim("a", 10, LEASE_S)] == [env]
 
 
-async def test_delayed_delivery_queues_behind_earlier_due_ones(backend: Backend, clock: FakeClock) -> None:
+async def test_delayed_delivery_queues_behind_earlier_due_ones(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a", delay_s=5)  # data 0, due at +5
     clock.advance(1)
     await backend.publish([to(envelope(data="now"), "a")])  # due at +1
@@ -183,12 +154,12 @@ async def test_delayed_delivery_queues_behind_earlier_due_ones(backend: Backend,
 
 
 # -- dead letters -------------------------------------------------------------------------------
-async def test_dead_letter_keeps_the_failure(backend: Backend, clock: FakeClock) -> None:
+async def test_dead_letter_keeps_the_failure(backend: Backend, clock: VirtualClock) -> None:
     env = envelope(topic="job.run", data={"job": 7})
     await backend.publish([to(env, "a")])
     d1 = await claim_one(backend, "a")
     first_at = clock.now
-    await backend.retry(d1, 1, "ValueError: boom")
+    await backend.retry(d1, 1)
     clock.advance(2)
     d2 = await claim_one(backend, "a")
 
@@ -208,7 +179,7 @@ async def test_dead_letter_keeps_the_failure(backend: Backend, clock: FakeClock)
     assert await backend.complete(d2) is False
 
 
-async def test_dead_letters_are_listed_newest_first(backend: Backend, clock: FakeClock) -> None:
+async def test_dead_letters_are_listed_newest_first(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a", 3)
     for d in await backend.claim("a", 3, LEASE_S):
         clock.advance(1)
@@ -222,7 +193,7 @@ async def test_replay_puts_dead_letter_back_with_fresh_attempts(backend: Backend
     env = envelope(data="again")
     await backend.publish([to(env, "a")])
     d = await claim_one(backend, "a")
-    await backend.retry(d, 0, "x")
+    await backend.retry(d, 0)
     d = await claim_one(backend, "a")
     await backend.dead_letter(d, "x", "tb")
 
@@ -248,7 +219,7 @@ async def test_purge_deletes_one_dead_letter(backend: Backend) -> None:
 
 
 # -- outbox -------------------------------------------------------------------------------------
-async def test_complete_publishes_the_outbox(backend: Backend, clock: FakeClock) -> None:
+async def test_complete_publishes_the_outbox(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     d = await claim_one(backend, "a")
     e1, e2 = envelope(data="b and c"), envelope(data="later")
@@ -261,7 +232,15 @@ async def test_complete_publishes_the_outbox(backend: Backend, clock: FakeClock)
     assert [x.envelope for x in await backend.claim("b", 10, LEASE_S)] == [e2]
 
 
-async def test_complete_with_lost_lease_publishes_nothing(backend: Backend, clock: FakeClock) -> None:
+async def test_a_second_complete_of_one_attempt_loses(backend: Backend) -> None:
+    await publish(backend, "a")
+    d = await claim_one(backend, "a")
+    assert await backend.complete(d, [to(envelope(data=1), "b")]) is True
+    assert await backend.complete(d, [to(envelope(data=2), "b")]) is False
+    assert data(await backend.claim("b", 10, LEASE_S)) == [1]
+
+
+async def test_complete_with_lost_lease_publishes_nothing(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     old = await claim_one(backend, "a", lease_s=10)
     clock.advance(11)
@@ -271,12 +250,16 @@ async def test_complete_with_lost_lease_publishes_nothing(backend: Backend, cloc
     assert await backend.claim("b", 10, LEASE_S) == []
 
 
-async def test_retry_publishes_nothing(backend: Backend) -> None:
+async def test_retry_moves_the_delivery_back_without_copying_it(backend: Backend) -> None:
+    # retry has no outbox to publish (its signature takes none); what it must not do is leave the attempt
+    # leased, copy the delivery, or reset its attempt count
     await publish(backend, "a")
     d = await claim_one(backend, "a")
-    await backend.retry(d, 0, "boom")
+    await backend.retry(d, 0)
     stats = await backend.stats()
-    assert (stats.ready, stats.per_step.get("b", 0)) == (1, 0)
+    assert (stats.ready, stats.delayed, stats.leased, stats.per_step) == (1, 0, 0, {"a": 1})
+    [again] = await backend.claim("a", 10, LEASE_S)
+    assert (again.id, again.attempt) == (d.id, 2)
 
 
 # -- FIFO ---------------------------------------------------------------------------------------
@@ -314,13 +297,13 @@ async def test_fifo_and_standard_deliveries_of_one_step(backend: Backend) -> Non
     assert sorted(map(str, data(got))) == ["0", "0", "1"]  # both standard ones and the group's head
 
 
-async def test_fifo_retried_head_blocks_its_group(backend: Backend, clock: FakeClock) -> None:
+async def test_fifo_retried_head_blocks_its_group(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a", 2, fifo=True, group_id="g")
     await publish(backend, "a", 1, fifo=True, group_id="other")
     [head, other] = await backend.claim("a", 10, LEASE_S)
     assert other.envelope.group_id == "other"
 
-    await backend.retry(head, 5, "boom")
+    await backend.retry(head, 5)
 
     assert await backend.claim("a", 10, LEASE_S) == []  # not the second event of g
     clock.advance(5)
@@ -338,7 +321,7 @@ async def test_fifo_dead_lettered_head_frees_its_group(backend: Backend) -> None
     assert data(await backend.claim("a", 10, LEASE_S)) == [1]
 
 
-async def test_fifo_expired_head_is_delivered_again_before_the_rest(backend: Backend, clock: FakeClock) -> None:
+async def test_fifo_expired_head_is_delivered_again_before_the_rest(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a", 2, fifo=True, group_id="g")
     old = await claim_one(backend, "a", lease_s=10)
     clock.advance(10)
@@ -347,8 +330,20 @@ async def test_fifo_expired_head_is_delivered_again_before_the_rest(backend: Bac
     assert await backend.claim("a", 10, 10) == []
 
 
+async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(backend: Backend) -> None:
+    await publish(backend, "f", 2, fifo=True, group_id="g")
+    head = await claim_one(backend, "f")
+    await backend.dead_letter(head, "boom", "tb")
+
+    assert await backend.dlq_replay(head.id)
+
+    got = await backend.claim("f", 10, LEASE_S)
+    assert sorted(map(str, data(got))) == ["0", "1"]  # the replay neither waits behind its group nor blocks it
+    assert [d.attempt for d in got] == [1, 1]
+
+
 # -- leases -------------------------------------------------------------------------------------
-async def test_extend_keeps_the_lease_past_its_first_expiry(backend: Backend, clock: FakeClock) -> None:
+async def test_extend_keeps_the_lease_past_its_first_expiry(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     d = await claim_one(backend, "a", lease_s=10)
     clock.advance(8)
@@ -360,7 +355,7 @@ async def test_extend_keeps_the_lease_past_its_first_expiry(backend: Backend, cl
     assert await backend.complete(d) is True
 
 
-async def test_extend_ignores_a_lost_attempt(backend: Backend, clock: FakeClock) -> None:
+async def test_extend_ignores_a_lost_attempt(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     old = await claim_one(backend, "a", lease_s=10)
     clock.advance(10)
@@ -373,7 +368,7 @@ async def test_extend_ignores_a_lost_attempt(backend: Backend, clock: FakeClock)
 
 
 # -- stats --------------------------------------------------------------------------------------
-async def test_stats_counts_every_state(backend: Backend, clock: FakeClock) -> None:
+async def test_stats_counts_every_state(backend: Backend, clock: VirtualClock) -> None:
     assert (await backend.stats()).idle
     await publish(backend, "a", 3)
     await publish(backend, "a", 1, delay_s=10)
@@ -392,89 +387,12 @@ async def test_stats_counts_every_state(backend: Backend, clock: FakeClock) -> N
     assert (stats.ready, stats.delayed, stats.next_due_at) == (3, 0, clock.now + LEASE_S - 10)
 
 
-async def test_stats_counts_a_fifo_group_behind_its_delayed_head(backend: Backend, clock: FakeClock) -> None:
+async def test_stats_counts_a_fifo_group_behind_its_delayed_head(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a", 3, fifo=True, group_id="g")
     head = await claim_one(backend, "a")
-    await backend.retry(head, 5, "x")
+    await backend.retry(head, 5)
     stats = await backend.stats()
     assert (stats.ready, stats.delayed, stats.leased, stats.next_due_at) == (2, 1, 0, clock.now + 5)
-
-
-# -- state --------------------------------------------------------------------------------------
-async def test_state_get_set_delete(backend: Backend) -> None:
-    assert await backend.state_get("ns", "g", "k") is None
-    await backend.state_set("ns", "g", "k", '{"v": 1}')
-    await backend.state_set("ns", "g", "k", '{"v": 2}')
-    assert await backend.state_get("ns", "g", "k") == '{"v": 2}'
-    assert await backend.state_get("other", "g", "k") is None
-    assert await backend.state_delete("ns", "g", "k") is True
-    assert await backend.state_delete("ns", "g", "k") is False
-    assert await backend.state_get("ns", "g", "k") is None
-
-
-async def test_state_items_groups_and_clear(backend: Backend) -> None:
-    await backend.state_set("ns", "g2", "a", "1")
-    await backend.state_set("ns", "g1", "a", "2")
-    await backend.state_set("ns", "g1", "b", '"x"')
-    await backend.state_set("other", "g9", "a", "3")
-
-    assert await backend.state_items("ns", "g1") == {"a": "2", "b": '"x"'}
-    assert await backend.state_items("ns", "nope") == {}
-    assert await backend.state_groups("ns") == ["g1", "g2"]
-
-    await backend.state_clear("ns", "g1")
-    await backend.state_delete("ns", "g2", "a")
-
-    assert await backend.state_items("ns", "g1") == {}
-    assert await backend.state_groups("ns") == []
-    assert await backend.state_groups("other") == ["g9"]
-
-
-async def test_state_cas(backend: Backend) -> None:
-    assert await backend.state_cas("ns", "g", "k", None, "1") is True  # absent, as expected
-    assert await backend.state_cas("ns", "g", "k", None, "2") is False  # not absent any more
-    assert await backend.state_cas("ns", "g", "k", "5", "2") is False  # mismatch
-    assert await backend.state_get("ns", "g", "k") == "1"
-    assert await backend.state_cas("ns", "g", "k", "1", "2") is True
-    assert await backend.state_get("ns", "g", "k") == "2"
-    assert await backend.state_cas("ns", "g", "k", "2", None) is True  # None deletes
-    assert await backend.state_get("ns", "g", "k") is None
-    assert await backend.state_cas("ns", "g", "k", "2", None) is False
-
-
-async def test_state_cas_lets_one_of_many_concurrent_writers_win(backend: Backend) -> None:
-    results = await asyncio.gather(*(backend.state_cas("ns", "g", "k", None, str(i)) for i in range(20)))
-    assert results.count(True) == 1
-    assert await backend.state_get("ns", "g", "k") == str(results.index(True))
-
-
-# -- acquire / release / meta -------------------------------------------------------------------
-async def test_acquire_blocks_other_owners_until_expiry(backend: Backend, clock: FakeClock) -> None:
-    assert await backend.acquire("cron:x", "A", 10) is True
-    assert await backend.acquire("cron:x", "B", 10) is False
-    assert await backend.acquire("cron:y", "B", 10) is True
-    clock.advance(8)
-    assert await backend.acquire("cron:x", "A", 10) is True  # refresh: now held until +18
-    clock.advance(8)
-    assert await backend.acquire("cron:x", "B", 10) is False
-    clock.advance(2)
-    assert await backend.acquire("cron:x", "B", 10) is True
-    assert await backend.acquire("cron:x", "A", 10) is False
-
-
-async def test_release_frees_only_the_owners_lease(backend: Backend) -> None:
-    assert await backend.acquire("k", "A", 60)
-    await backend.release("k", "B")
-    assert await backend.acquire("k", "B", 60) is False
-    await backend.release("k", "A")
-    assert await backend.acquire("k", "B", 60) is True
-
-
-async def test_meta_get_set(backend: Backend) -> None:
-    assert await backend.meta_get("cron-last:x") is None
-    await backend.meta_set("cron-last:x", "1")
-    await backend.meta_set("cron-last:x", '{"at": 2}')
-    assert await backend.meta_get("cron-last:x") == '{"at": 2}'
 
 
 # -- wait (real time, bounded: these tests measure how long wait() takes) -------------------------
@@ -507,19 +425,3 @@ async def test_wait_returns_when_a_delayed_delivery_falls_due(backend: Backend) 
 async def test_wait_returns_at_once_when_a_delivery_is_already_due(backend: Backend) -> None:
     await publish(backend, "a")
     assert await timed(backend.wait("a", 1.0)) < 0.5
-
-
-async def test_traces_are_stored_listed_and_pruned(backend: Backend) -> None:
-    from motia_py.backends.base import TraceRun
-
-    runs = [TraceRun("t1", 10.0, '{"n":1}'), TraceRun("t2", 20.0, '{"n":2}'), TraceRun("t1", 30.0, '{"n":3}'),
-            TraceRun("t3", 25.0, '{"n":4}')]
-    await backend.traces_add(runs)
-    assert await backend.traces_get("t1") == ['{"n":1}', '{"n":3}']  # in the order they were added
-    assert await backend.traces_get("nope") == []
-    assert await backend.traces_recent(10) == ["t1", "t3", "t2"]  # by latest activity
-    assert await backend.traces_recent(1) == ["t1"]
-    assert await backend.traces_prune(before=21.0, keep=10) == 1  # t2 is too old
-    assert await backend.traces_recent(10) == ["t1", "t3"]
-    assert await backend.traces_prune(before=0.0, keep=1) == 1  # only the most recent stays
-    assert await backend.traces_recent(10) == ["t1"] and await backend.traces_get("t3") == []

@@ -1,0 +1,219 @@
+"""Make a full :class:`~.stores.Backend` from its parts.
+
+A backend that implements only the queue and state stores (a :class:`~.stores.CoreBackend`) gets its
+leases, metadata and traces from :mod:`.derived`, kept in its own state store::
+
+    backend = compose(MyQueueAndState(url))            # leases and traces derived from its state
+    backend = compose(core, traces=MyTraceStore(...))  # or bring your own store for a part
+
+The registry does this on its own for a factory result that lacks the lease or the trace methods
+(:func:`complete_backend`). The built-in backends implement every store themselves and are used as
+they are, so the hot path pays nothing for the seam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from ..errors import UnknownBackendError
+from ..types import Clock
+from .derived import StateLeaseStore, StateTraceStore
+from .records import DeadLetter, Delivery, Outgoing, QueueStats, TraceRun
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+
+_C = Coroutine[Any, Any, Any]
+
+
+def members(protocol: type) -> list[str]:
+    """The public methods and attributes a store protocol asks for, in definition order."""
+    names: dict[str, None] = {}
+    for cls in reversed(protocol.__mro__):
+        if cls in (object,) or cls.__module__ == "typing":
+            continue
+        names.update(dict.fromkeys(getattr(cls, "__annotations__", {})))
+        names.update(dict.fromkeys(n for n, v in vars(cls).items() if callable(v)))
+    return [n for n in names if not n.startswith("_")]
+
+
+def missing(obj: object, protocol: type) -> list[str]:
+    """The members of ``protocol`` that ``obj`` lacks."""
+    return [n for n in members(protocol) if not hasattr(obj, n)]
+
+
+class ComposedBackend:
+    """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases and traces
+    come from the given stores. ``open`` and ``close`` open and close ``core`` only: stores passed in
+    must share its connection or manage their own."""
+
+    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore) -> None:
+        self.core = core
+        self.leases = leases
+        self.traces = traces
+        self.url = core.url
+
+    def __repr__(self) -> str:
+        return f"ComposedBackend({self.core!r}, leases={self.leases!r}, traces={self.traces!r})"
+
+    # The methods return the part's coroutine instead of awaiting it: no extra frame per call.
+    def open(self) -> Coroutine[Any, Any, None]:
+        """Open the core backend."""
+        return self.core.open()
+
+    def close(self) -> Coroutine[Any, Any, None]:
+        """Close the core backend."""
+        return self.core.close()
+
+    # -- queue ----------------------------------------------------------------------------------
+    def publish(self, items: Sequence[Outgoing]) -> Coroutine[Any, Any, None]:
+        """See :meth:`.QueueStore.publish`."""
+        return self.core.publish(items)
+
+    def claim(self, step: str, limit: int, lease_s: float) -> Coroutine[Any, Any, list[Delivery]]:
+        """See :meth:`.QueueStore.claim`."""
+        return self.core.claim(step, limit, lease_s)
+
+    def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.QueueStore.complete`."""
+        return self.core.complete(delivery, outgoing)
+
+    def retry(self, delivery: Delivery, delay_s: float) -> Coroutine[Any, Any, None]:
+        """See :meth:`.QueueStore.retry`."""
+        return self.core.retry(delivery, delay_s)
+
+    def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.QueueStore.dead_letter`."""
+        return self.core.dead_letter(delivery, error, traceback)
+
+    def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> Coroutine[Any, Any, None]:
+        """See :meth:`.QueueStore.extend`."""
+        return self.core.extend(deliveries, lease_s)
+
+    def wait(self, step: str, timeout_s: float) -> Coroutine[Any, Any, None]:
+        """See :meth:`.QueueStore.wait`."""
+        return self.core.wait(step, timeout_s)
+
+    def stats(self) -> Coroutine[Any, Any, QueueStats]:
+        """See :meth:`.QueueStore.stats`."""
+        return self.core.stats()
+
+    def dlq_list(self, limit: int = 100) -> Coroutine[Any, Any, list[DeadLetter]]:
+        """See :meth:`.QueueStore.dlq_list`."""
+        return self.core.dlq_list(limit)
+
+    def dlq_get(self, dead_id: str) -> Coroutine[Any, Any, DeadLetter | None]:
+        """See :meth:`.QueueStore.dlq_get`."""
+        return self.core.dlq_get(dead_id)
+
+    def dlq_replay(self, dead_id: str) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.QueueStore.dlq_replay`."""
+        return self.core.dlq_replay(dead_id)
+
+    def dlq_purge(self, dead_id: str) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.QueueStore.dlq_purge`."""
+        return self.core.dlq_purge(dead_id)
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_get(self, namespace: str, group: str, key: str) -> Coroutine[Any, Any, str | None]:
+        """See :meth:`.StateStore.state_get`."""
+        return self.core.state_get(namespace, group, key)
+
+    def state_set(self, namespace: str, group: str, key: str, value_json: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.StateStore.state_set`."""
+        return self.core.state_set(namespace, group, key, value_json)
+
+    def state_delete(self, namespace: str, group: str, key: str) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.StateStore.state_delete`."""
+        return self.core.state_delete(namespace, group, key)
+
+    def state_items(self, namespace: str, group: str) -> Coroutine[Any, Any, dict[str, str]]:
+        """See :meth:`.StateStore.state_items`."""
+        return self.core.state_items(namespace, group)
+
+    def state_groups(self, namespace: str) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.StateStore.state_groups`."""
+        return self.core.state_groups(namespace)
+
+    def state_clear(self, namespace: str, group: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.StateStore.state_clear`."""
+        return self.core.state_clear(namespace, group)
+
+    def state_cas(self, namespace: str, group: str, key: str, expected_json: str | None,
+                  new_json: str | None) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.StateStore.state_cas`."""
+        return self.core.state_cas(namespace, group, key, expected_json, new_json)
+
+    # -- leases and metadata --------------------------------------------------------------------
+    def acquire(self, key: str, owner: str, ttl_s: float) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.LeaseStore.acquire`."""
+        return self.leases.acquire(key, owner, ttl_s)
+
+    def release(self, key: str, owner: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.LeaseStore.release`."""
+        return self.leases.release(key, owner)
+
+    def meta_get(self, key: str) -> Coroutine[Any, Any, str | None]:
+        """See :meth:`.LeaseStore.meta_get`."""
+        return self.leases.meta_get(key)
+
+    def meta_set(self, key: str, value: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.LeaseStore.meta_set`."""
+        return self.leases.meta_set(key, value)
+
+    def meta_cas(self, key: str, expected: str | None, new: str) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.LeaseStore.meta_cas`."""
+        return self.leases.meta_cas(key, expected, new)
+
+    # -- traces ---------------------------------------------------------------------------------
+    def traces_add(self, runs: Sequence[TraceRun]) -> Coroutine[Any, Any, None]:
+        """See :meth:`.TraceStore.traces_add`."""
+        return self.traces.traces_add(runs)
+
+    def traces_get(self, trace_id: str) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.TraceStore.traces_get`."""
+        return self.traces.traces_get(trace_id)
+
+    def traces_recent(self, limit: int) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.TraceStore.traces_recent`."""
+        return self.traces.traces_recent(limit)
+
+    def traces_prune(self, before: float, keep: int) -> Coroutine[Any, Any, int]:
+        """See :meth:`.TraceStore.traces_prune`."""
+        return self.traces.traces_prune(before, keep)
+
+
+def compose(core: CoreBackend, *, leases: LeaseStore | None = None, traces: TraceStore | None = None,
+            clock: Clock | None = None) -> Backend:
+    """A full backend from a queue-and-state backend and, optionally, its own lease and trace stores.
+
+    Args:
+        core: the queue and state stores, with ``url``, ``open`` and ``close``.
+        leases: the lease/metadata store; by default :class:`.derived.StateLeaseStore` on ``core``.
+        traces: the trace store; by default :class:`.derived.StateTraceStore` on ``core``.
+        clock: epoch seconds for the default lease store's expiry (``time.time`` when None).
+    """
+    return ComposedBackend(core, leases if leases is not None else StateLeaseStore(core, clock),
+                           traces if traces is not None else StateTraceStore(core))
+
+
+def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
+    """``obj`` itself when it implements every store; else ``obj`` completed with the derived lease
+    store (when it lacks any lease or metadata method) and trace store (when it lacks any trace method).
+
+    A store is replaced whole, never method by method, so that e.g. ``meta_cas`` and ``meta_get`` always
+    read the same records.
+
+    Raises:
+        UnknownBackendError: ``obj`` lacks a method of the queue or state store, or ``url``/``open``/``close``.
+    """
+    if isinstance(obj, Backend):
+        return obj
+    if not isinstance(obj, CoreBackend):
+        lacking = missing(obj, CoreBackend)
+        raise UnknownBackendError(
+            f"{type(obj).__name__} is not a backend: it lacks {', '.join(lacking)} (a backend implements at "
+            f"least the queue and state stores, {', '.join(members(QueueStore) + members(StateStore))}, "
+            "with url, open and close)")
+    leases = obj if isinstance(obj, LeaseStore) else None
+    traces = obj if isinstance(obj, TraceStore) else None
+    return compose(obj, leases=leases, traces=traces, clock=clock)

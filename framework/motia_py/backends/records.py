@@ -1,0 +1,142 @@
+"""The records that cross the backend protocols: events, deliveries, dead letters, run records, counts.
+
+Delivery is per (subscribing step, event): publishing an event with three subscribers makes three
+deliveries, each with its own attempts, lease, retries and dead letter. Payloads are JSON text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def new_id() -> str:
+    """A fresh id, 32 hex characters: a random per-process prefix and a counter (much cheaper than
+    uuid4 on the hot path, and unique across processes with overwhelming probability)."""
+    return f"{_ID_PREFIX}{next(_id_counter):020x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event as published: its topic, JSON payload and where it came from."""
+
+    id: str
+    topic: str
+    data_json: str
+    trace_id: str
+    emitted_at: float
+    group_id: str | None = None
+    source: str | None = None
+    traceparent: str | None = None  # W3C trace context of the span that published it (OpenTelemetry)
+
+    @property
+    def data(self) -> Any:
+        """The payload, decoded."""
+        return json.loads(self.data_json)
+
+    def to_json(self) -> str:
+        """The envelope as one JSON document (for backends that store it as text)."""
+        return json.dumps(
+            {"id": self.id, "topic": self.topic, "data": self.data_json, "trace_id": self.trace_id,
+             "emitted_at": self.emitted_at, "group_id": self.group_id, "source": self.source,
+             "traceparent": self.traceparent},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Envelope:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        return cls(id=d["id"], topic=d["topic"], data_json=d["data"], trace_id=d["trace_id"],
+                   emitted_at=d["emitted_at"], group_id=d.get("group_id"), source=d.get("source"),
+                   traceparent=d.get("traceparent"))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One subscriber of a published event, with the delay before it may be delivered."""
+
+    step: str
+    delay_s: float = 0.0
+    fifo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An event to publish and the steps it goes to (fan-out is decided by the publisher)."""
+
+    envelope: Envelope
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event handed to one step for one attempt (``attempt`` is 1 on the first delivery)."""
+
+    id: str
+    step: str
+    envelope: Envelope
+    attempt: int
+    first_delivered_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery that failed for good."""
+
+    id: str
+    step: str
+    envelope: Envelope
+    attempts: int
+    error: str
+    traceback: str
+    failed_at: float
+    first_attempt_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as ``motia-py dlq list --json`` prints it."""
+        return {
+            "id": self.id,
+            "step": self.step,
+            "topic": self.envelope.topic,
+            "data": self.envelope.data,
+            "trace_id": self.envelope.trace_id,
+            "attempts": self.attempts,
+            "error": self.error,
+            "traceback": self.traceback,
+            "failed_at": self.failed_at,
+            "first_attempt_at": self.first_attempt_at,
+            "emitted_at": self.envelope.emitted_at,
+        }
+
+
+class TraceRun(NamedTuple):
+    """One run record to store: its trace, when it started, and the record as JSON text."""
+
+    trace_id: str
+    started_at: float
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts across every step's queue (``next_due_at``: earliest time a delayed delivery is due)."""
+
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    dead: int = 0
+    next_due_at: float | None = None
+    per_step: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting, delayed or running."""
+        return self.ready == 0 and self.delayed == 0 and self.leased == 0

@@ -1,0 +1,213 @@
+"""The redis backend's connection: clients, scripts, error translation, group commit.
+
+:class:`RedisConnection` is the base of :class:`.redis.RedisBackend`: it owns the two clients (one for
+commands, one for blocking reads only), the registered scripts and the key builder, and translates every
+redis-py exception into :class:`~motia_py.errors.BackendError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import RedisError
+
+from ..errors import BackendError, BackendUnavailableError
+from ..types import Clock
+from .redis_keys import Keys
+from .redis_scripts_lease import LeaseScripts
+from .redis_scripts_queue import QueueScripts
+from .redis_scripts_state import StateScripts
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MIN_VERSION: Final = (6, 2)
+_MAX_BATCH: Final = 256  # calls per group-committed script run
+_SOCKET_TIMEOUT_S: Final = 10.0
+_CONNECT_TIMEOUT_S: Final = 5.0
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _where(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        db = parts.path.strip("/") or "0"
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
+    except ValueError:
+        return redact(url)
+
+
+
+class Batcher(Generic[T, R]):
+    """Group commit: the calls submitted during one event-loop iteration run as one batch."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+        self._run = run
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append((item, future))
+        return future
+
+    def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            task = asyncio.ensure_future(self._execute(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        self.flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _execute(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+        except BaseException as exc:  # every caller of the batch gets the failure
+            error = exc if isinstance(exc, Exception) else BackendError("redis backend closed during the call")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # the caller may have been cancelled; the work is done regardless
+                future.set_result(result)
+
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """Every store's scripts, registered on the command client."""
+
+    queue: QueueScripts
+    state: StateScripts
+    lease: LeaseScripts
+
+    @classmethod
+    def register(cls, client: Redis) -> Scripts:
+        """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
+        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client))
+
+
+class RedisConnection:
+    """The connection side of the redis backend (see the module docstring).
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]`` (redis-py's URL syntax and query options).
+        prefix: every key starts with ``prefix:`` (``{name}`` makes them one Redis Cluster hash slot).
+        clock: epoch seconds for leases and delays; Redis's own clock when None.
+    """
+
+    def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None) -> None:
+        self.url = redact(url)
+        self.keys = Keys(prefix)
+        self.clock = clock
+        self._url = url
+        self._where = _where(url)
+        self._client: Redis | None = None
+        self._blocking: Redis | None = None  # blocking XREADs only, so they never hold a command connection
+        self._scripts: Scripts | None = None
+        self._known_steps: set[str] = set()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:  # redis-py wraps socket errors, but not on every path
+            raise BackendError(f"redis {self._where}: {type(exc).__name__}: {exc}") from exc
+
+    def _require_open(self) -> None:
+        if self._client is None:
+            raise BackendError(f"redis backend {self._where} is not open")
+
+    @property
+    def _c(self) -> Redis:
+        self._require_open()
+        return cast(Redis, self._client)
+
+    @property
+    def _s(self) -> Scripts:
+        if self._scripts is None:
+            raise BackendError(f"redis backend {self._where} is not open")
+        return self._scripts
+
+    def _now(self) -> str:
+        """ARGV "now" of every script: the injected clock, or "" for Redis's own time."""
+        return "" if self.clock is None else repr(float(self.clock()))
+
+    def _connect(self, socket_timeout: float | None) -> Redis:
+        return Redis.from_url(
+            self._url, decode_responses=True, socket_timeout=socket_timeout,
+            socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True, health_check_interval=30,
+            retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3), client_name="motia-py")
+
+    async def _ensure_steps(self, steps: Iterable[str]) -> None:
+        """Create the consumer group (at id 0) and register the step, once per step and process."""
+        for step in set(steps) - self._known_steps:
+            with self._translate():
+                await self._s.queue.ensure(keys=[self.keys.step(step).stream, self.keys.steps], args=[step, step])
+            self._known_steps.add(step)
+
+    async def open(self) -> None:
+        """Connect and PING. Raises BackendUnavailableError (bad URL, unreachable or too old a server)."""
+        if self._client is not None:
+            return
+        try:
+            db = urlsplit(self._url).path.strip("/")
+            if db and not db.isdigit():  # redis-py would quietly use database 0
+                raise ValueError(f"the path must be a database number, not {db!r}")
+            client, blocking = self._connect(_SOCKET_TIMEOUT_S), self._connect(None)
+        except ValueError as exc:
+            raise BackendUnavailableError(f"bad Redis URL {self.url!r}: {exc}") from exc
+        try:
+            await client.ping()
+            info = await client.info("server")
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            await blocking.aclose()
+            raise BackendUnavailableError(f"cannot reach Redis at {self._where}: {exc}") from exc
+        version = str(info.get("redis_version", "0"))
+        if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < MIN_VERSION:
+            await client.aclose()
+            await blocking.aclose()
+            raise BackendUnavailableError(
+                f"Redis at {self._where} is version {version}; motia-py needs {'.'.join(map(str, MIN_VERSION))}+")
+        self._client, self._blocking = client, blocking
+        self._scripts = Scripts.register(client)
+        self._known_steps.clear()
+
+    async def close(self) -> None:
+        """Disconnect both clients."""
+        if self._client is None:
+            return
+        client, blocking = self._client, self._blocking
+        self._client = self._blocking = self._scripts = None
+        with self._translate():
+            await client.aclose()
+            if blocking is not None:
+                await blocking.aclose()

@@ -1,0 +1,249 @@
+"""The redis backend's queue store: per-step streams, leases, delays, FIFO groups and dead letters.
+
+Fan-out happens at publish time: every subscribing step has its own Redis Stream with one consumer group
+(named after the step), so an event with three subscribers is three stream entries. Per-step streams
+rather than one stream per topic, because then an entry has exactly one group to acknowledge it: it is
+XDEL'd as soon as that group is done with it, so streams stay bounded without MAXLEN trimming (which can
+drop events nobody has consumed yet), and a delay or retry goes back to exactly one step. The group is
+created at id 0 the first time a process publishes to or claims from the step, so events published
+before any worker ran are delivered.
+
+Leases are not Redis's idle times: a claim records ``delivery id -> expiry`` in a sorted set and the
+attempt in a hash (see :mod:`.redis_keys`), and the next claim that finds an expired lease XCLAIMs the
+entry with ``attempt + 1``. Expiry is measured on the injected clock when there is one (so tests are
+deterministic) and on Redis's ``TIME`` otherwise, so workers on hosts with skewed clocks still agree.
+Delayed deliveries wait in a sorted set until a claim moves them into the stream; FIFO queues are one
+list per message group whose head alone is ever out. Every multi-key change is one Lua script
+(:mod:`.redis_scripts`); payloads are JSON text, never pickle.
+
+``complete`` and ``publish`` calls made in one event-loop iteration go to Redis as one script call
+(group commit), so a worker finishing a hundred deliveries pays one round trip, not a hundred.
+
+``wait`` does not consume anything: it blocks in ``XREAD`` on the step's stream (and a one-entry "wake"
+stream that FIFO and delayed changes bump) from the last id it saw, so a publish by any process wakes
+it at once and a crash while waiting cannot strand an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, Final, cast
+
+from ..types import Clock
+from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .redis_base import Batcher, RedisConnection
+from .redis_keys import CONSUMER
+from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
+
+_MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
+_BLOCK_GRACE_S: Final = 5.0  # how long past its BLOCK time a blocking read may take before we give up on it
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a blocking read that failed after nobody waited for it any more
+
+
+class RedisQueue(RedisConnection):
+    """The queue store and dead-letter queue of :class:`.redis.RedisBackend` (see the module docstring)."""
+
+    def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None) -> None:
+        super().__init__(url, prefix, clock)
+        self._reads: set[asyncio.Future[Any]] = set()
+        self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
+        self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
+
+    async def close(self) -> None:
+        """Finish the batched calls, stop blocking reads and disconnect; deliveries stay queued."""
+        if self._client is None:
+            return
+        await self._publishes.drain()
+        await self._completes.drain()
+        for read in list(self._reads):
+            read.cancel()
+        if self._reads:
+            await asyncio.gather(*self._reads, return_exceptions=True)
+        await super().close()
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Enqueue one delivery per target of every item, atomically."""
+        if any(out.targets for out in items):
+            self._require_open()
+            await self._publishes.submit(items)
+
+    async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[None]:
+        items = [out for call in calls for out in call]
+        await self._ensure_steps(t.step for out in items for t in out.targets)
+        ks, args = [self.keys.seq], [self._now()]
+        encode_outgoing(self.keys, items, ks, args)
+        with self._translate():
+            await self._s.queue.publish(keys=ks, args=args)
+        return [None] * len(calls)
+
+    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of ``step``: expired leases first, then the stream in order,
+        then the heads of free FIFO groups (oldest first)."""
+        if limit <= 0:
+            return []
+        sk = self.keys.step(step)
+        with self._translate():
+            flat = await self._s.queue.claim(
+                keys=[*queue_keys(sk), self.keys.steps],
+                args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
+                      sk.fifo_prefix, step, str(MOVE_MAX)])
+        return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
+                         first_delivered_at=float(flat[i + 3])) for i in range(0, len(flat), 4)]
+
+    async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
+        """Acknowledge and publish ``outgoing`` in one script; False (nothing published) when the lease was
+        lost."""
+        self._require_open()
+        return await self._completes.submit((delivery, outgoing))
+
+    async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing]]]) -> list[bool]:
+        await self._ensure_steps(t.step for _, outgoing in calls for out in outgoing for t in out.targets)
+        ks, args = [self.keys.seq], [self._now(), str(len(calls))]
+        for d, outgoing in calls:
+            ks += delivery_keys(self.keys.step(d.step), d)
+            args += (d.step, d.id, str(d.attempt), fifo_group(d))
+            encode_outgoing(self.keys, outgoing, ks, args)
+        with self._translate():
+            done = await self._s.queue.complete(keys=ks, args=args)
+        return [bool(x) for x in done]
+
+    def _single(self, d: Delivery) -> tuple[list[str], list[str]]:
+        """KEYS and the leading ARGV (now group uid attempt fifo_group) of the retry and dead-letter scripts."""
+        return delivery_keys(self.keys.step(d.step), d), [self._now(), d.step, d.id, str(d.attempt), fifo_group(d)]
+
+    async def retry(self, delivery: Delivery, delay_s: float) -> None:
+        """Release a failed delivery so it is delivered again after ``delay_s`` (a no-op if the lease was lost)."""
+        ks, args = self._single(delivery)
+        with self._translate():
+            await self._s.queue.retry(keys=[*ks, self.keys.step(delivery.step).delayed],
+                                args=[*args, repr(max(0.0, float(delay_s)))])
+
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
+        """Move a delivery to the dead-letter queue (a no-op if the lease was lost)."""
+        ks, args = self._single(delivery)
+        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(), "attempts": delivery.attempt,
+                             "error": error, "traceback": traceback, "first": delivery.first_delivered_at})
+        with self._translate():
+            await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index], args=[*args, record])
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
+        """Push the leases of running deliveries ``lease_s`` seconds into the future (lost ones are skipped)."""
+        by_step: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_step.setdefault(d.step, []).append(d)
+        for step, ds in by_step.items():
+            sk = self.keys.step(step)
+            args = [self._now(), repr(float(lease_s)), sk.fifo_prefix]
+            for d in ds:
+                args += (d.id, str(d.attempt), fifo_group(d))
+            with self._translate():
+                await self._s.queue.extend(keys=[sk.inflight, sk.lease, sk.fifo_lease], args=args)
+
+    async def wait(self, step: str, timeout_s: float) -> None:
+        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+
+        Returns at once when something is due; otherwise blocks in ``XREAD`` until a publish by any
+        process, the next delayed delivery or lease expiry, or the timeout.
+        """
+        sk = self.keys.step(step)
+        with self._translate():
+            due_in, stream_id, wake_id = await self._s.queue.next_due(keys=[*queue_keys(sk), sk.wake],
+                                                                      args=[self._now()])
+        if due_in != "":
+            timeout_s = min(timeout_s, max(0.0, float(due_in)))
+        if timeout_s <= 0 or self._blocking is None:
+            return
+        block_ms = max(1, math.ceil(timeout_s * 1000))
+        read = asyncio.ensure_future(
+            self._blocking.xread({sk.stream: stream_id, sk.wake: wake_id}, count=1, block=block_ms))
+        read.add_done_callback(_retrieve)
+        self._reads.add(read)
+        try:
+            await asyncio.wait({read}, timeout=timeout_s + _BLOCK_GRACE_S)
+        finally:
+            self._reads.discard(read)
+            if not read.done():
+                read.cancel()  # redis-py drops the connection of a read it was interrupted in
+        if read.done() and not read.cancelled() and (exc := read.exception()) is not None:
+            with self._translate():
+                raise exc
+
+    async def stats(self) -> QueueStats:
+        """Counts of ready, delayed, leased and dead deliveries across every step."""
+        c, now = self._c, self._now()
+        with self._translate():
+            steps = sorted(cast(set[str], await c.smembers(self.keys.steps)))
+            rows = await asyncio.gather(*(
+                self._s.queue.stats(keys=queue_keys(self.keys.step(s)), args=[now, self.keys.step(s).fifo_prefix])
+                for s in steps))
+            dead = int(await c.hlen(self.keys.dlq))
+        ready = delayed = leased = 0
+        per_step: dict[str, int] = {}
+        due: list[float] = []
+        for step, (n_ready, n_delayed, n_leased, next_due) in zip(steps, rows, strict=True):
+            ready, delayed, leased = ready + n_ready, delayed + n_delayed, leased + n_leased
+            per_step[step] = n_ready + n_delayed + n_leased
+            if next_due != "":
+                due.append(float(next_due))
+        return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=dead,
+                          next_due_at=min(due) if due else None, per_step=per_step)
+
+    # -- dead letters ---------------------------------------------------------------------------
+    @staticmethod
+    def _dead(dead_id: str, record: str, failed_at: float) -> DeadLetter:
+        r = json.loads(record)
+        return DeadLetter(id=dead_id, step=r["step"], envelope=Envelope.from_json(r["env"]), attempts=r["attempts"],
+                          error=r["error"], traceback=r["traceback"], failed_at=failed_at,
+                          first_attempt_at=r["first"])
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, newest first."""
+        if limit <= 0:
+            return []
+        c = self._c
+        with self._translate():
+            index = cast(list[tuple[str, float]],
+                         await c.zrevrange(self.keys.dlq_index, 0, limit - 1, withscores=True))
+            if not index:
+                return []
+            records = cast(list[str | None], await c.hmget(self.keys.dlq, [i for i, _ in index]))
+        return [self._dead(i, r, at) for (i, at), r in zip(index, records, strict=True) if r is not None]
+
+    async def dlq_get(self, dead_id: str) -> DeadLetter | None:
+        """One dead letter by id."""
+        c = self._c
+        with self._translate():
+            record = cast(str | None, await c.hget(self.keys.dlq, dead_id))
+            failed_at = await c.zscore(self.keys.dlq_index, dead_id)
+        if record is None or failed_at is None:
+            return None
+        return self._dead(dead_id, record, float(failed_at))
+
+    async def dlq_replay(self, dead_id: str) -> bool:
+        """Put a dead letter back on its step's stream with fresh attempts; False when unknown."""
+        with self._translate():
+            record = await self._c.hget(self.keys.dlq, dead_id)
+        if record is None:
+            return False
+        r = json.loads(record)
+        await self._ensure_steps([r["step"]])
+        with self._translate():
+            return bool(await self._s.queue.replay(
+                keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream],
+                args=[dead_id, new_id(), r["env"]]))
+
+    async def dlq_purge(self, dead_id: str) -> bool:
+        """Delete a dead letter; False when unknown."""
+        with self._translate():
+            async with self._c.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.dlq, dead_id)
+                pipe.zrem(self.keys.dlq_index, dead_id)
+                removed, _ = await pipe.execute()
+        return bool(removed)

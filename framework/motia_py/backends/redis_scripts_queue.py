@@ -1,0 +1,452 @@
+"""The Lua scripts of the redis backend's queue store, and the argument layouts they expect.
+
+See :mod:`.redis_scripts` for the conventions (time, keys) every script keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from .records import Delivery, Outgoing, new_id
+from .redis_keys import Keys, StepKeys, escape
+from .redis_scripts import CLOCK
+
+MOVE_MAX: Final = 500  # delayed deliveries moved into a stream per claim (bounds the script's run time)
+
+_PRELUDE: Final = CLOCK + r"""
+local function wake(key) redis.call('XADD', key, 'MAXLEN', '1', '*', 'w', '1') end
+local function fields(flat)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  return f
+end
+-- in-flight record "entry id|attempt|first"
+local function inflight_parse(rec)
+  local eid, att, first = string.match(rec, '^([^|]*)|([^|]*)|(.*)$')
+  return eid, tonumber(att), first
+end
+-- FIFO item "seq|due|attempts|first|id|envelope"
+local function fifo_item(seq, at, att, first, uid, env)
+  return seq .. '|' .. at .. '|' .. att .. '|' .. first .. '|' .. uid .. '|' .. env
+end
+local function fifo_parse(item)
+  local seq, at, att, first, uid, p = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|()')
+  return seq, at, tonumber(att), first, uid, string.sub(item, p)
+end
+-- put a group whose head is free into fifo-ready (due) or fifo-wait (not yet); true when it has a head
+local function fifo_schedule(list, ready, waiting, group, now)
+  local head = redis.call('LINDEX', list, 0)
+  if not head then return false end
+  local seq, at = string.match(head, '^([^|]*)|([^|]*)|')
+  if tonumber(at) <= now then redis.call('ZADD', ready, seq, group) else redis.call('ZADD', waiting, at, group) end
+  return true
+end
+local function ensure_group(stream, grp, steps, step)
+  if redis.call('EXISTS', stream) == 1 then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      if fields(g).name == grp then redis.call('SADD', steps, step) return end
+    end
+  end
+  redis.call('XGROUP', 'CREATE', stream, grp, '0', 'MKSTREAM')
+  redis.call('SADD', steps, step)
+end
+-- Is delivery uid still leased at this attempt? 's', entry id, first | 'f', seq, first, envelope | nil
+local function leased(inflight, fleases, list, uid, attempt, group)
+  local rec = redis.call('HGET', inflight, uid)
+  if rec then
+    local eid, att, first = inflight_parse(rec)
+    if att == attempt then return 's', eid, first end
+    return nil
+  end
+  if redis.call('ZSCORE', fleases, group) then
+    local head = redis.call('LINDEX', list, 0)
+    if head then
+      local seq, _, att, first, huid, env = fifo_parse(head)
+      if huid == uid and att == attempt then return 'f', seq, first, env end
+    end
+  end
+  return nil
+end
+local function drop_standard(stream, grp, inflight, leases, uid, eid)
+  redis.call('XACK', stream, grp, eid)
+  redis.call('XDEL', stream, eid)
+  redis.call('ZREM', leases, uid)
+  redis.call('HDEL', inflight, uid)
+end
+local function drop_fifo_head(list, ready, waiting, fleases, wake_key, group, now)
+  redis.call('LPOP', list)
+  redis.call('ZREM', fleases, group)
+  if fifo_schedule(list, ready, waiting, group, now) then wake(wake_key) end
+end
+-- Publish the block at KEYS[k..], ARGV[a..] (see encode_outgoing); returns the indices after it.
+-- With apply false the block is only skipped (a complete whose lease was lost publishes nothing).
+local function publish(k, a, now, seq_key, apply)
+  local env0 = a
+  a = a + tonumber(ARGV[a]) + 1
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, n do
+    local kind, env, uid = ARGV[a], ARGV[env0 + tonumber(ARGV[a + 1])], ARGV[a + 2]
+    local delay, group = tonumber(ARGV[a + 3]), ARGV[a + 4]
+    a = a + 5
+    if kind == 's' then
+      if apply then redis.call('XADD', KEYS[k], '*', 'id', uid, 'env', env, 'attempts', '0', 'first', '') end
+      k = k + 1
+    elseif kind == 'd' then
+      if apply then
+        redis.call('ZADD', KEYS[k], now + delay, uid .. '|0||' .. env)
+        wake(KEYS[k + 1])
+      end
+      k = k + 2
+    else
+      if apply then
+        local seq = redis.call('INCR', seq_key)
+        if redis.call('RPUSH', KEYS[k], fifo_item(seq, fmt(now + delay), 0, '', uid, env)) == 1 then
+          fifo_schedule(KEYS[k], KEYS[k + 1], KEYS[k + 2], group, now)
+          wake(KEYS[k + 3])
+        end
+      end
+      k = k + 4
+    end
+  end
+  return k, a
+end
+"""
+
+# KEYS: seq, then one publish block. ARGV: now, then the block.
+_PUBLISH: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+publish(2, 2, now, KEYS[1], true)
+return 1
+"""
+
+# KEYS: seq, then per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake + its
+# publish block. ARGV: now, count, then per delivery: group uid attempt fifo_group + its publish block.
+# Returns 1 (completed) or 0 (lease lost) per delivery. Standard deliveries are acknowledged with one
+# XACK/XDEL/ZREM/HDEL per stream at the end (a Lua-to-Redis call costs more than the command itself).
+_COMPLETE: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+local k, a, out, taken, acks = 2, 3, {}, {}, {}
+for i = 1, tonumber(ARGV[2]) do
+  local grp, uid, attempt, fgroup = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local kind, eid = nil, nil
+  if not taken[uid] then kind, eid = leased(KEYS[k + 1], KEYS[k + 6], KEYS[k + 3], uid, attempt, fgroup) end
+  if kind == 's' then
+    local ack = acks[KEYS[k]]
+    if ack == nil then
+      ack = {grp = grp, inflight = KEYS[k + 1], lease = KEYS[k + 2], eids = {}, uids = {}}
+      acks[KEYS[k]] = ack
+    end
+    ack.eids[#ack.eids + 1] = eid
+    ack.uids[#ack.uids + 1] = uid
+  elseif kind == 'f' then
+    drop_fifo_head(KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], fgroup, now)
+  end
+  if kind then taken[uid] = true end
+  out[i] = kind and 1 or 0
+  k, a = publish(k + 8, a + 4, now, KEYS[1], kind ~= nil)
+end
+for stream, ack in pairs(acks) do
+  redis.call('XACK', stream, ack.grp, unpack(ack.eids))
+  redis.call('XDEL', stream, unpack(ack.eids))
+  redis.call('ZREM', ack.lease, unpack(ack.uids))
+  redis.call('HDEL', ack.inflight, unpack(ack.uids))
+end
+return out
+"""
+
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease steps
+# ARGV: now group consumer limit lease_s fifo_prefix step move_max
+# Returns flat (id, envelope, attempt, first delivered at) per delivery.
+_CLAIM: Final = _PRELUDE + r"""
+local now, now_s = clock(ARGV[1])
+local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ready, waiting, fleases = KEYS[5], KEYS[6], KEYS[7]
+local grp, consumer, left = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local lease_until, prefix = now + tonumber(ARGV[5]), ARGV[6]
+local out = {}
+local function emit(uid, env, attempt, first)
+  out[#out + 1] = uid
+  out[#out + 1] = env
+  out[#out + 1] = attempt
+  out[#out + 1] = first
+  left = left - 1
+end
+local zadd, hset = {}, {}  -- written with one ZADD and one HSET at the end
+local function lease(uid, eid, attempt, first, env)
+  zadd[#zadd + 1] = lease_until
+  zadd[#zadd + 1] = uid
+  hset[#hset + 1] = uid
+  hset[#hset + 1] = eid .. '|' .. attempt .. '|' .. first
+  emit(uid, env, attempt, first)
+end
+-- 1. delayed deliveries that fell due join the end of the stream
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
+for _, m in ipairs(due) do
+  local uid, att, first, p = string.match(m, '^([^|]*)|([^|]*)|([^|]*)|()')
+  redis.call('XADD', stream, '*', 'id', uid, 'env', string.sub(m, p), 'attempts', att, 'first', first)
+end
+if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
+-- 2. expired leases go first, with attempt + 1
+if left > 0 then
+  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, left)) do
+    local rec, got = redis.call('HGET', inflight, uid), nil
+    if rec then
+      local eid, att, first = inflight_parse(rec)
+      local c = redis.call('XCLAIM', stream, grp, ARGV[3], 0, eid)
+      if c[1] and c[1][2] then
+        lease(uid, eid, att + 1, first, fields(c[1][2]).env)
+        got = true
+      end
+    end
+    if not got then
+      redis.call('ZREM', leases, uid)
+      redis.call('HDEL', inflight, uid)
+    end
+  end
+end
+-- 3. entries never delivered to the group
+if left > 0 then
+  local r = redis.pcall('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'NOGROUP', 1, true) then return redis.error_reply(r.err) end
+    ensure_group(stream, grp, KEYS[8], ARGV[7])
+    r = redis.call('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
+  end
+  if r then
+    for _, e in ipairs(r[1][2]) do
+      local f = fields(e[2])
+      local first = f.first
+      if first == nil or first == '' then first = now_s end
+      lease(f.id, e[1], tonumber(f.attempts or '0') + 1, first, f.env)
+    end
+  end
+end
+for i = 1, #zadd, 1000 do  -- chunks: unpack() is limited by the Lua stack
+  redis.call('ZADD', leases, unpack(zadd, i, math.min(i + 999, #zadd)))
+  redis.call('HSET', inflight, unpack(hset, i, math.min(i + 999, #hset)))
+end
+-- 4. the heads of FIFO groups that are free and due, oldest head first
+if left > 0 and redis.call('EXISTS', ready, waiting, fleases) > 0 then
+  for _, g in ipairs(redis.call('ZRANGEBYSCORE', fleases, '-inf', now)) do
+    redis.call('ZREM', fleases, g)
+    fifo_schedule(prefix .. g, ready, waiting, g, now)
+  end
+  local w = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
+  for _, g in ipairs(w) do fifo_schedule(prefix .. g, ready, waiting, g, now) end
+  if #w > 0 then redis.call('ZREM', waiting, unpack(w)) end
+  local groups = redis.call('ZRANGE', ready, 0, left - 1)
+  for _, g in ipairs(groups) do
+    local list = prefix .. g
+    local head = redis.call('LINDEX', list, 0)
+    if head then
+      local seq, at, att, first, uid, env = fifo_parse(head)
+      if first == '' then first = now_s end
+      redis.call('LSET', list, 0, fifo_item(seq, at, att + 1, first, uid, env))
+      redis.call('ZADD', fleases, lease_until, g)
+      emit(uid, env, att + 1, first)
+    end
+  end
+  if #groups > 0 then redis.call('ZREM', ready, unpack(groups)) end
+end
+return out
+"""
+
+# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake delayed
+# ARGV: now group uid attempt fifo_group delay_s
+_RETRY: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+local uid, attempt, fgroup, delay = ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local kind, x, first, env = leased(KEYS[2], KEYS[7], KEYS[4], uid, attempt, fgroup)
+if kind == 's' then
+  local e = redis.call('XRANGE', KEYS[1], x, x)[1]
+  drop_standard(KEYS[1], ARGV[2], KEYS[2], KEYS[3], uid, x)
+  if e then
+    env = fields(e[2]).env
+    if delay > 0 then
+      redis.call('ZADD', KEYS[9], now + delay, uid .. '|' .. attempt .. '|' .. first .. '|' .. env)
+      wake(KEYS[8])
+    else
+      redis.call('XADD', KEYS[1], '*', 'id', uid, 'env', env, 'attempts', attempt, 'first', first)
+    end
+  end
+  return 1
+elseif kind == 'f' then
+  local at = fmt(now + delay)
+  redis.call('LSET', KEYS[4], 0, fifo_item(x, at, attempt, first, uid, env))
+  redis.call('ZREM', KEYS[7], fgroup)
+  if delay > 0 then redis.call('ZADD', KEYS[6], at, fgroup) else redis.call('ZADD', KEYS[5], x, fgroup) end
+  wake(KEYS[8])
+  return 1
+end
+return 0
+"""
+
+# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake dlq dlq_index
+# ARGV: now group uid attempt fifo_group record
+_DEAD: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+local uid, fgroup = ARGV[3], ARGV[5]
+local kind, eid = leased(KEYS[2], KEYS[7], KEYS[4], uid, tonumber(ARGV[4]), fgroup)
+if kind == 's' then
+  drop_standard(KEYS[1], ARGV[2], KEYS[2], KEYS[3], uid, eid)
+elseif kind == 'f' then
+  drop_fifo_head(KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], fgroup, now)
+else
+  return 0
+end
+redis.call('HSET', KEYS[9], uid, ARGV[6])
+redis.call('ZADD', KEYS[10], now, uid)
+return 1
+"""
+
+# KEYS: inflight lease fifo_lease. ARGV: now lease_s fifo_prefix, then (uid, attempt, fifo_group) triples.
+_EXTEND: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+local lease_until = now + tonumber(ARGV[2])
+for i = 4, #ARGV, 3 do
+  local uid, g = ARGV[i], ARGV[i + 2]
+  local kind = leased(KEYS[1], KEYS[3], ARGV[3] .. g, uid, tonumber(ARGV[i + 1]), g)
+  if kind == 's' then redis.call('ZADD', KEYS[2], 'XX', lease_until, uid)
+  elseif kind == 'f' then redis.call('ZADD', KEYS[3], 'XX', lease_until, g) end
+end
+return 1
+"""
+
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake. ARGV: now.
+# Returns {seconds until something is due ('' = nothing scheduled), last stream id, last wake id}.
+_NEXT_DUE: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+local function last_id(key)
+  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if r[1] then return r[1][1] end
+  return '0-0'
+end
+local sid, wid = last_id(KEYS[1]), last_id(KEYS[8])
+if redis.call('XLEN', KEYS[1]) > redis.call('HLEN', KEYS[2]) or redis.call('ZCARD', KEYS[5]) > 0 then
+  return {'0', sid, wid}
+end
+local best = nil
+for _, key in ipairs({KEYS[3], KEYS[4], KEYS[6], KEYS[7]}) do
+  local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if r[2] and (best == nil or tonumber(r[2]) < best) then best = tonumber(r[2]) end
+end
+if best == nil then return {'', sid, wid} end
+return {fmt(best - now), sid, wid}
+"""
+
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease. ARGV: now fifo_prefix.
+# Returns {ready, delayed, leased, next due ('' = none)}.
+_STATS: Final = _PRELUDE + r"""
+local now = clock(ARGV[1])
+local after = '(' .. fmt(now)
+local leased = redis.call('HLEN', KEYS[2])
+local ready = redis.call('XLEN', KEYS[1]) - leased + redis.call('ZCOUNT', KEYS[4], '-inf', now)
+local delayed = redis.call('ZCOUNT', KEYS[4], after, '+inf')
+local best = nil
+local function consider(t) if t and (best == nil or t < best) then best = t end end
+consider(tonumber(redis.call('ZRANGEBYSCORE', KEYS[4], after, '+inf', 'LIMIT', 0, 1, 'WITHSCORES')[2]))
+consider(tonumber(redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]))
+local busy, groups = {}, {}
+local fl = redis.call('ZRANGE', KEYS[7], 0, -1, 'WITHSCORES')
+for i = 1, #fl, 2 do
+  busy[fl[i]] = true
+  groups[#groups + 1] = fl[i]
+  consider(tonumber(fl[i + 1]))
+end
+for _, key in ipairs({KEYS[5], KEYS[6]}) do
+  for _, g in ipairs(redis.call('ZRANGE', key, 0, -1)) do groups[#groups + 1] = g end
+end
+for _, g in ipairs(groups) do
+  for i, item in ipairs(redis.call('LRANGE', ARGV[2] .. g, 0, -1)) do
+    if i == 1 and busy[g] then
+      leased = leased + 1
+    else
+      local at = tonumber(string.match(item, '^[^|]*|([^|]*)|'))
+      if at <= now then ready = ready + 1 else
+        delayed = delayed + 1
+        if i == 1 then consider(at) end
+      end
+    end
+  end
+end
+return {ready, delayed, leased, best and fmt(best) or ''}
+"""
+
+# KEYS: stream steps. ARGV: group step.
+_ENSURE: Final = _PRELUDE + r"""
+ensure_group(KEYS[1], ARGV[1], KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: dlq dlq_index stream. ARGV: dead id, new delivery id, envelope.
+_REPLAY: Final = r"""
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'env', ARGV[3], 'attempts', '0', 'first', '')
+return 1
+"""
+
+
+class QueueScripts:
+    """The queue store's scripts, registered on one client."""
+
+    def __init__(self, client: Redis) -> None:
+        self.publish: AsyncScript = client.register_script(_PUBLISH)
+        self.complete: AsyncScript = client.register_script(_COMPLETE)
+        self.claim: AsyncScript = client.register_script(_CLAIM)
+        self.retry: AsyncScript = client.register_script(_RETRY)
+        self.dead: AsyncScript = client.register_script(_DEAD)
+        self.extend: AsyncScript = client.register_script(_EXTEND)
+        self.next_due: AsyncScript = client.register_script(_NEXT_DUE)
+        self.stats: AsyncScript = client.register_script(_STATS)
+        self.ensure: AsyncScript = client.register_script(_ENSURE)
+        self.replay: AsyncScript = client.register_script(_REPLAY)
+
+
+# -- argument layouts -------------------------------------------------------------------------------
+def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: list[str]) -> None:
+    """Append one publish block for ``items`` to ``ks`` (KEYS) and ``args`` (ARGV).
+
+    ARGV: envelope count, the envelopes' JSON (each once, however many targets), target count, then per
+    target ``kind, envelope index, new delivery id, delay_s, escaped FIFO group``; kind ``s`` (ready now;
+    KEYS: stream), ``d`` (delayed; KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list, ready, wait, wake).
+    """
+    args.append(str(len(items)))
+    args.extend(out.envelope.to_json() for out in items)
+    targets: list[str] = []
+    for i, out in enumerate(items, 1):
+        for t in out.targets:
+            sk = keys.step(t.step)
+            if t.fifo:
+                group = out.envelope.group_id or ""
+                ks += (sk.fifo_list(group), sk.fifo_ready, sk.fifo_wait, sk.wake)
+                targets += ("f", str(i), new_id(), repr(max(0.0, float(t.delay_s))), escape(group))
+            elif t.delay_s > 0:
+                ks += (sk.delayed, sk.wake)
+                targets += ("d", str(i), new_id(), repr(float(t.delay_s)), "")
+            else:
+                ks.append(sk.stream)
+                targets += ("s", str(i), new_id(), "0", "")
+    args.append(str(len(targets) // 5))
+    args += targets
+
+
+def fifo_group(delivery: Delivery) -> str:
+    """The escaped FIFO group a delivery would belong to (the scripts look at it only for FIFO ones)."""
+    return escape(delivery.envelope.group_id or "")
+
+
+def delivery_keys(sk: StepKeys, delivery: Delivery) -> list[str]:
+    """KEYS of one delivery in the complete script; the retry and dead-letter scripts start with them."""
+    return [sk.stream, sk.inflight, sk.lease, sk.fifo_list(delivery.envelope.group_id or ""), sk.fifo_ready,
+            sk.fifo_wait, sk.fifo_lease, sk.wake]
+
+
+def queue_keys(sk: StepKeys) -> list[str]:
+    """KEYS of the claim (plus the steps set), next-due (plus wake) and stats scripts."""
+    return [sk.stream, sk.inflight, sk.lease, sk.delayed, sk.fifo_ready, sk.fifo_wait, sk.fifo_lease]

@@ -1,0 +1,216 @@
+"""The SQLite backend's queue: its SQL and the operations that run it on the connection's thread.
+
+Each operation takes the calls of one run of like calls (see :mod:`._sqlite_thread`) and answers each;
+``publish_run`` and ``complete_run`` turn a run into a few multi-row statements.
+
+While a delivery is leased its ``available_at`` holds the lease expiry, which keeps the rows in flight
+out of the due range that every claim scans. Expired leases are claimed first, as the memory backend
+does, through a small index of the leased rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+from ._sqlite_thread import Row, each
+from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+
+CHUNK: Final = 64  # rows per multi-row statement (64 x 12 columns stays under SQLite's old 999 limit)
+
+_ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
+_IN: Final = "(" + ", ".join("?" * CHUNK) + ")"  # padded with NULLs, which match nothing
+_SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV} FROM deliveries"
+_CLAIM_EXPIRED: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND lease_until IS NOT NULL "
+                         "AND available_at <= :now ORDER BY available_at, seq LIMIT :limit")
+_CLAIM_DUE: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND available_at <= :now "
+                     "AND lease_until IS NULL ORDER BY available_at, seq LIMIT :limit")
+# The head (lowest seq) of every message group of a step: a skip-scan of the FIFO index, one probe per
+# group, so a long group costs nothing.
+_FIFO_HEADS: Final = """
+WITH RECURSIVE grp(g) AS (
+    SELECT (SELECT MIN(fifo_group) FROM deliveries WHERE step = :step AND fifo_group IS NOT NULL)
+    UNION ALL
+    SELECT (SELECT MIN(fifo_group) FROM deliveries WHERE step = :step AND fifo_group > grp.g)
+    FROM grp WHERE grp.g IS NOT NULL
+), head(seq) AS (
+    SELECT (SELECT MIN(seq) FROM deliveries WHERE step = :step AND fifo_group = grp.g)
+    FROM grp WHERE grp.g IS NOT NULL
+)
+"""
+_CLAIM_FIFO: Final = (_FIFO_HEADS + f"SELECT d.seq, d.id, d.attempts, d.first_delivered_at, {_ENV} "
+                      "FROM head JOIN deliveries d ON d.seq = head.seq "
+                      "WHERE d.available_at <= :now ORDER BY d.seq LIMIT :limit")
+_LEASE: Final = ("UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, available_at = ?, "
+                 f"first_delivered_at = COALESCE(first_delivered_at, ?) WHERE seq IN {_IN}")
+_LEASED: Final = "id = ? AND attempts = ? AND lease_until IS NOT NULL"  # still leased by this attempt
+DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at"
+
+
+def delivery_rows(items: Sequence[Outgoing], now: float) -> list[Row]:
+    """The ``deliveries`` rows (without the columns that start empty) of publishing ``items`` at ``now``."""
+    return [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id, e.source,
+             e.traceparent, (e.group_id or "") if t.fifo else None, now + t.delay_s)
+            for out in items for e in (out.envelope,) for t in out.targets]
+
+
+def _insert_sql(n: int) -> str:
+    return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+
+
+_INSERTS: Final = {n: _insert_sql(n) for n in (CHUNK, 16, 4, 1)}
+
+
+
+def _padded(values: list[Any]) -> Iterator[list[Any]]:
+    for i in range(0, len(values), CHUNK):
+        chunk = values[i:i + CHUNK]
+        yield chunk + [None] * (CHUNK - len(chunk))
+
+
+def _insert(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    i = 0
+    for n in _INSERTS:  # whole chunks of 64, 16, 4 and 1 rows: a few cached statements, few steps
+        while len(rows) - i >= n:
+            conn.execute(_INSERTS[n], [v for row in rows[i:i + n] for v in row])
+            i += n
+
+
+def publish_run(conn: sqlite3.Connection, args: Sequence[list[Row]]) -> list[None]:
+    _insert(conn, [row for rows in args for row in rows])
+    return [None] * len(args)
+
+
+def complete_run(conn: sqlite3.Connection, args: Sequence[tuple[Delivery, list[Row]]]) -> list[tuple[bool, bool]]:
+    """(acknowledged, was on a FIFO queue) per call; the outboxes of the acknowledged ones are published."""
+    leased: dict[str, tuple[int, int, bool]] = {}
+    for chunk in _padded([d.id for d, _ in args]):
+        for seq, id_, attempts, fifo in conn.execute(
+                f"SELECT seq, id, attempts, fifo_group IS NOT NULL FROM deliveries "
+                f"WHERE lease_until IS NOT NULL AND id IN {_IN}", chunk):
+            leased[id_] = (seq, attempts, bool(fifo))
+    results: list[tuple[bool, bool]] = []
+    done: list[int] = []
+    rows: list[Row] = []
+    for d, outbox in args:
+        hit = leased.get(d.id)
+        if hit is None or hit[1] != d.attempt:
+            results.append((False, False))
+            continue
+        del leased[d.id]  # a second complete() of the same attempt loses
+        done.append(hit[0])
+        rows += outbox
+        results.append((True, hit[2]))
+    for chunk in _padded(done):
+        conn.execute(f"DELETE FROM deliveries WHERE seq IN {_IN}", chunk)
+    _insert(conn, rows)
+    return results
+
+
+@each
+def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float]) -> list[Delivery]:
+    step, limit, lease_s, now = arg
+    params = {"step": step, "now": now, "limit": limit}
+    rows: list[Row] = []
+    for sql in (_CLAIM_EXPIRED, _CLAIM_DUE, _CLAIM_FIFO):  # the memory backend's order
+        if len(rows) == limit:
+            break
+        params["limit"] = limit - len(rows)
+        rows += conn.execute(sql, params).fetchall()
+    until = now + lease_s
+    for chunk in _padded([row[0] for row in rows]):
+        conn.execute(_LEASE, [until, until, now, *chunk])
+    return [Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
+                     first_delivered_at=now if row[3] is None else row[3]) for row in rows]
+
+
+@each
+def retry(conn: sqlite3.Connection, arg: tuple[Delivery, float]) -> bool:
+    d, available_at = arg
+    return conn.execute(f"UPDATE deliveries SET lease_until = NULL, available_at = ? WHERE {_LEASED}",
+                        (available_at, d.id, d.attempt)).rowcount == 1
+
+
+@each
+def dead_letter(conn: sqlite3.Connection, arg: tuple[Delivery, str, str, float]) -> bool:
+    """Whether the delivery was on a FIFO queue (its group moves on); False too when the lease was lost."""
+    d, error, traceback, now = arg
+    row = conn.execute(f"SELECT fifo_group IS NOT NULL FROM deliveries WHERE {_LEASED}", (d.id, d.attempt)).fetchone()
+    if row is None:
+        return False
+    conn.execute(f"INSERT INTO dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, attempts, ?, ?, ?, "
+                 "first_delivered_at FROM deliveries WHERE id = ?", (error, traceback, now, d.id))
+    conn.execute("DELETE FROM deliveries WHERE id = ?", (d.id,))
+    return bool(row[0])
+
+
+def _next_due(conn: sqlite3.Connection, step: str) -> float | None:
+    """The earliest due time (or lease expiry) among ``step``'s standard rows and FIFO heads."""
+    standard = conn.execute("SELECT MIN(available_at) FROM deliveries WHERE step = ? AND fifo_group IS NULL",
+                            (step,)).fetchone()[0]
+    fifo = conn.execute(_FIFO_HEADS + "SELECT MIN(d.available_at) FROM head JOIN deliveries d ON d.seq = head.seq",
+                        {"step": step}).fetchone()[0]
+    times = [t for t in (standard, fifo) if t is not None]
+    return min(times) if times else None
+
+
+@each
+def due_times(conn: sqlite3.Connection, arg: tuple[int | None, tuple[str, ...]]
+               ) -> tuple[int, dict[str, float | None] | None]:
+    """(data_version, next due time per step); the times are looked up only when the version differs
+    from the one given, i.e. another connection committed since (None otherwise)."""
+    seen, steps = arg
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version, (None if version == seen else {step: _next_due(conn, step) for step in steps})
+
+
+@each
+def stats(conn: sqlite3.Connection, now: float) -> QueueStats:
+    ready = delayed = leased = 0
+    per_step: dict[str, int] = {}
+    due: list[float] = []
+    for step, n_ready, n_delayed, n_leased, lease_min, delayed_min in conn.execute(
+        "SELECT step, SUM(lease_until IS NULL AND available_at <= :now), "
+        "SUM(lease_until IS NULL AND available_at > :now), SUM(lease_until IS NOT NULL), MIN(lease_until), "
+        "MIN(CASE WHEN fifo_group IS NULL AND lease_until IS NULL AND available_at > :now "
+        "THEN available_at END) FROM deliveries GROUP BY step", {"now": now}):
+        ready, delayed, leased = ready + n_ready, delayed + n_delayed, leased + n_leased
+        per_step[step] = n_ready + n_delayed + n_leased
+        due += [t for t in (lease_min, delayed_min) if t is not None]
+    # a FIFO group's delayed head is due at its time; the rows behind it wait for the head
+    fifo_min = conn.execute(
+        "SELECT MIN(d.available_at) FROM deliveries d WHERE d.fifo_group IS NOT NULL AND d.lease_until IS NULL "
+        "AND d.available_at > ? AND d.seq = (SELECT MIN(seq) FROM deliveries h "
+        "WHERE h.step = d.step AND h.fifo_group = d.fifo_group)", (now,)).fetchone()[0]
+    if fifo_min is not None:
+        due.append(fifo_min)
+    dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+    return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=dead,
+                      next_due_at=min(due) if due else None, per_step=per_step)
+
+
+@each
+def dlq_replay(conn: sqlite3.Connection, arg: tuple[str, float]) -> str | None:
+    """The step the dead letter went back to (as a standard delivery, like memory's), or None."""
+    dead_id, now = arg
+    row = conn.execute(f"SELECT step, {_ENV} FROM dead_letters WHERE id = ?", (dead_id,)).fetchone()
+    if row is None:
+        return None
+    conn.execute(_INSERTS[1], (new_id(), *row, None, now))
+    conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
+    return str(row[0])
+
+
+@each
+def extend(conn: sqlite3.Connection, arg: tuple[float, list[Delivery]]) -> None:
+    until, deliveries = arg
+    conn.executemany(f"UPDATE deliveries SET lease_until = ?, available_at = ? WHERE {_LEASED}",
+                     [(until, until, d.id, d.attempt) for d in deliveries])
+
+
+def dead_from_row(row: Row) -> DeadLetter:
+    return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:10]), attempts=row[10], error=row[11],
+                      traceback=row[12], failed_at=row[13], first_attempt_at=row[14])
+

@@ -1,0 +1,238 @@
+"""The backend protocols: four small stores, and the backends that bundle them.
+
+- :class:`QueueStore`: deliveries (publish, claim, complete, retry, dead letter, heartbeat, wait,
+  counts) and the dead-letter queue.
+- :class:`StateStore`: the flows' key-value state (JSON text under namespace, group and key).
+- :class:`LeaseStore`: leases (cron overlap locks) and small framework metadata (cron records).
+- :class:`TraceStore`: run records grouped by trace id, with retention.
+
+A :class:`Backend` is all four plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
+CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
+:func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
+trace stores built on its state store.
+
+Rules every implementation keeps (the contract suite in ``tests/backends`` checks each of them):
+
+- **Errors**: every method may raise :class:`motia_py.errors.BackendError` and nothing else; a driver's
+  exception (sqlite3, redis) is translated at the boundary with ``raise BackendError(...) from exc``.
+- **Time** comes from the clock injected through ``BackendOptions.clock`` (``time.time`` without one; the
+  Redis backend then uses the server's ``TIME``, so that hosts with skewed clocks agree).
+- **Text in, text out**: payloads, state values and metadata are opaque text, stored and compared
+  byte for byte; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .records import DeadLetter, Delivery, Outgoing, QueueStats, TraceRun
+
+
+@runtime_checkable
+class QueueStore(Protocol):
+    """Deliveries of events to steps, and the dead-letter queue.
+
+    A delivery is one (event, subscribing step) pair with its own attempts and lease. Its life:
+    ``publish`` makes it *ready* (or *delayed* until its target's delay has passed); ``claim`` *leases*
+    it to one worker for ``lease_s`` seconds and counts an attempt; then exactly one of ``complete``
+    (done, publishing the handler's emits), ``retry`` (ready again after a delay) or ``dead_letter``
+    (failed for good) ends the attempt.
+
+    **Fencing.** ``complete``, ``retry``, ``dead_letter`` and ``extend`` act on a delivery only while the
+    lease of *that attempt* (``delivery.id`` and ``delivery.attempt``) is held. Once a lease expires, the
+    delivery is claimable again with ``attempt + 1`` (its ``first_delivered_at`` unchanged), and the calls
+    of the old attempt become no-ops: ``complete`` returns False and publishes nothing, ``retry`` and
+    ``dead_letter`` change nothing, ``extend`` skips it. A second ``complete`` of one attempt returns
+    False too.
+
+    **Attempts.** ``attempt`` is 1 on the first delivery and grows by one on every claim, whether the
+    previous attempt ended by ``retry`` or by its lease expiring (a crashed worker's attempt counts).
+
+    **Order.** ``claim`` hands out, oldest first: deliveries whose lease expired; then due standard
+    deliveries in the order they became due, ties in publish order (the items of one ``publish`` call
+    keep their order; a delayed or retried delivery joins the order at its due time, or at the first
+    claim after it, as the backend's structures allow); then the heads of FIFO message groups, oldest
+    head first.
+
+    **FIFO.** Targets with ``fifo=True`` form one queue per (step, ``envelope.group_id``) (no group id is
+    one group): only the group's oldest event is ever claimable, and only while no other event of the
+    group is leased. A retried head stays the head (the group waits for it, through its delay); a
+    dead-lettered head frees the group. A FIFO dead letter that is *replayed* comes back as a standard
+    delivery with fresh attempts: it does not wait behind (or block) the group it left.
+    """
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Enqueue one delivery per target of every item, atomically (all or none).
+
+        A target's ``delay_s`` counts from now, by the backend's clock.
+        """
+
+    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of ``step`` for ``lease_s`` seconds (see the class for the
+        order); ``[]`` for an unknown step or a limit of 0. Two claimers never lease one delivery."""
+
+    async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
+        """Acknowledge a delivery and publish the handler's emits in the same transaction (outbox).
+
+        Returns False when the lease of this attempt was lost (another worker owns the delivery now,
+        or it was already completed); nothing is published then.
+        """
+
+    async def retry(self, delivery: Delivery, delay_s: float) -> None:
+        """End a failed attempt: the delivery is due again after ``delay_s`` (0: at once), keeping its
+        attempt count and ``first_delivered_at``. A no-op when the lease was lost. Publishes nothing:
+        a failed attempt's emits are dropped by the caller."""
+
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
+        """Move a delivery to the dead-letter queue (a no-op when the lease was lost).
+
+        The dead letter keeps the delivery's id, step, envelope and attempt count, with ``failed_at`` =
+        now and ``first_attempt_at`` = the delivery's ``first_delivered_at``.
+        """
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
+        """Heartbeat: the leases of running deliveries expire ``lease_s`` seconds from now (lost
+        attempts are skipped)."""
+
+    async def wait(self, step: str, timeout_s: float) -> None:
+        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+
+        Consumes nothing and may return early. Returns at once when a delivery is already due, promptly
+        after a publish for ``step`` (through any connection, other processes included), and when the
+        next delayed delivery or lease expiry of the step falls due.
+        """
+
+    async def stats(self) -> QueueStats:
+        """Counts across every step: ready (due, not leased), delayed (not due yet; FIFO events behind a
+        busy head count by their own due time), leased, dead; ``next_due_at`` is the earliest future
+        due time or lease expiry; ``per_step`` counts each step's ready, delayed and leased ones."""
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, newest (latest ``failed_at``) first."""
+
+    async def dlq_get(self, dead_id: str) -> DeadLetter | None:
+        """One dead letter by id (the id of the delivery that failed), or None."""
+
+    async def dlq_replay(self, dead_id: str) -> bool:
+        """Put a dead letter back on its step's queue as a new standard delivery (attempt 1 on its next
+        claim, even if it came from a FIFO queue) and remove it from the DLQ; False when unknown."""
+
+    async def dlq_purge(self, dead_id: str) -> bool:
+        """Delete a dead letter; False when unknown."""
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Key-value state: JSON text at (namespace, group, key).
+
+    Namespaces are the flows' state namespaces; namespaces whose name starts with ``__motia_py`` are
+    reserved for motia-py's own records (see :mod:`motia_py.backends.derived`). Writes are durable as
+    the backend is (a memory backend's die with its process) and visible to every process sharing it.
+    """
+
+    async def state_get(self, namespace: str, group: str, key: str) -> str | None:
+        """The JSON text stored at (namespace, group, key), or None."""
+
+    async def state_set(self, namespace: str, group: str, key: str, value_json: str) -> None:
+        """Store JSON text (replacing any value)."""
+
+    async def state_delete(self, namespace: str, group: str, key: str) -> bool:
+        """Delete a key; False when it was absent."""
+
+    async def state_items(self, namespace: str, group: str) -> dict[str, str]:
+        """Every key of a group with its JSON text (``{}`` for an empty or unknown group)."""
+
+    async def state_groups(self, namespace: str) -> list[str]:
+        """The groups of a namespace that hold at least one key, sorted."""
+
+    async def state_clear(self, namespace: str, group: str) -> None:
+        """Delete every key of a group."""
+
+    async def state_cas(
+        self, namespace: str, group: str, key: str, expected_json: str | None, new_json: str | None
+    ) -> bool:
+        """Compare-and-set: store ``new_json`` (delete when None) only if the current value is
+        ``expected_json`` (None: absent), compared as text. True when it was stored.
+
+        Atomic against every other writer of the key, in this process or any other sharing the
+        backend: of many concurrent calls with the same ``expected_json``, exactly one wins.
+        """
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Leases (time-limited locks with an owner) and small framework metadata.
+
+    Keys are opaque text built by :mod:`motia_py.meta_keys`. Lease keys and metadata keys are separate
+    spaces: a lease named ``k`` and a metadata record named ``k`` never affect each other. Lease expiry
+    is measured on the backend's clock. Metadata never expires.
+    """
+
+    async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take the lease on ``key`` for ``ttl_s`` seconds: True when it was free, expired or already held
+        by ``owner`` (then it is refreshed: it expires ``ttl_s`` seconds from now); False while another
+        owner holds it. Of many concurrent takers of a free lease, exactly one wins."""
+
+    async def release(self, key: str, owner: str) -> None:
+        """Give up a lease held by ``owner`` (a no-op when another owner holds it, or nobody)."""
+
+    async def meta_get(self, key: str) -> str | None:
+        """Small framework metadata (e.g. a cron step's last run), as text; None when absent."""
+
+    async def meta_set(self, key: str, value: str) -> None:
+        """Store framework metadata (replacing any value)."""
+
+    async def meta_cas(self, key: str, expected: str | None, new: str) -> bool:
+        """Compare-and-set: store ``new`` only if the current value is ``expected`` (None: absent),
+        compared as text; True when it was stored.
+
+        Atomic against every other writer, in this process or any other sharing the backend: of many
+        concurrent calls with the same ``expected``, exactly one wins. The cron scheduler advances each
+        step's last fired tick with it, so that a tick fires once however many schedulers race for it.
+        """
+
+
+@runtime_checkable
+class TraceStore(Protocol):
+    """Run records (JSON text) grouped by trace id, for ``motia-py trace`` and the workbench.
+
+    A trace's *activity* is the latest ``started_at`` among its runs. Traces are diagnostics kept by
+    retention, not a record of delivery: ``traces_prune`` need not be atomic with concurrent
+    ``traces_add`` calls (a run added to a trace while it is pruned may go with it).
+    """
+
+    async def traces_add(self, runs: Sequence[TraceRun]) -> None:
+        """Store run records (appended to their traces, in the order given)."""
+
+    async def traces_get(self, trace_id: str) -> list[str]:
+        """Every run record of one trace, in the order they were added; ``[]`` when unknown."""
+
+    async def traces_recent(self, limit: int) -> list[str]:
+        """Up to ``limit`` trace ids, the most recently active first."""
+
+    async def traces_prune(self, before: float, keep: int) -> int:
+        """Drop the traces last active before ``before``, and all but the ``keep`` most recently active;
+        return how many traces were dropped."""
+
+
+@runtime_checkable
+class CoreBackend(QueueStore, StateStore, Protocol):
+    """The least a backend implements: the queue and state stores, a URL, ``open`` and ``close``.
+
+    The registry completes one with lease and trace stores built on its state store
+    (:mod:`motia_py.backends.derived`).
+    """
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect / create files and schema. Raises BackendUnavailableError."""
+
+    async def close(self) -> None:
+        """Release connections; queued deliveries stay queued."""
+
+
+@runtime_checkable
+class Backend(CoreBackend, LeaseStore, TraceStore, Protocol):
+    """Queue, state, leases with metadata, and traces behind one object: what motia-py runs on."""
