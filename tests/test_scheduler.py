@@ -19,7 +19,8 @@ from motia_py.backends.base import Backend
 from motia_py.backends.memory import MemoryBackend
 from motia_py.backends.registry import BackendOptions, create_backend
 from motia_py.errors import BackendError
-from motia_py.router import Router, RunRecord
+from motia_py.router import Router
+from motia_py.runs import RunRecord
 from motia_py.runtime import load_project
 from motia_py.scheduler import Scheduler
 from motia_py.settings import load_settings

@@ -6,7 +6,18 @@ both so that ``from motia_py.backends.base import Backend, Delivery, ...`` keeps
 
 from __future__ import annotations
 
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, Target, TraceRun, new_id
+from .records import (
+    DeadLetter,
+    Delivery,
+    Envelope,
+    Outgoing,
+    QueueStats,
+    StepQueueStats,
+    Target,
+    TraceRun,
+    new_id,
+    worker_identity,
+)
 from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
 
 __all__ = [
@@ -20,8 +31,10 @@ __all__ = [
     "QueueStats",
     "QueueStore",
     "StateStore",
+    "StepQueueStats",
     "Target",
     "TraceRun",
     "TraceStore",
     "new_id",
+    "worker_identity",
 ]

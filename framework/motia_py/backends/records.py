@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -85,6 +86,8 @@ class Delivery:
     envelope: Envelope
     attempt: int
     first_delivered_at: float | None = None
+    expired: bool = False  # the previous attempt's lease ran out: its worker probably died mid-run
+    last_owner: str | None = None  # with ``expired``: the worker (``host:pid``) that held that lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,22 @@ class TraceRun(NamedTuple):
     trace_id: str
     started_at: float
     json: str
+
+
+def worker_identity() -> str:
+    """This process as the owner of the leases it takes: ``host:pid`` (shown when a worker died)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepQueueStats:
+    """One step's queue, as ``motia-py queue`` shows it."""
+
+    ready: int = 0  # due, not leased
+    delayed: int = 0  # not due yet (retry backoff, delay, scheduled)
+    leased: int = 0  # running (or claimed) somewhere
+    dead: int = 0  # in the dead-letter queue
+    oldest_ready_at: float | None = None  # when the longest-waiting ready delivery became due
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, TraceRun
+from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
 
 
 @runtime_checkable
@@ -70,7 +70,17 @@ class QueueStore(Protocol):
 
     async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of ``step`` for ``lease_s`` seconds (see the class for the
-        order); ``[]`` for an unknown step or a limit of 0. Two claimers never lease one delivery."""
+        order); ``[]`` for an unknown step or a limit of 0. Two claimers never lease one delivery.
+
+        A delivery whose previous lease expired is claimed **alone** (a batch of one, nothing else), with
+        ``expired=True`` and ``last_owner`` = the :func:`worker_identity` that held that lease, so the
+        worker can run it in isolation: if it kills its worker again, it takes no other delivery with it.
+        Each claim records this backend's :func:`worker_identity` as the delivery's owner.
+        """
+
+    async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand back claimed deliveries that never started: due at once, not leased, and their attempt
+        **not counted** (the next claim gives the same ``attempt`` again). Lost leases are skipped."""
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge a delivery and publish the handler's emits in the same transaction (outbox).
@@ -84,11 +94,13 @@ class QueueStore(Protocol):
         attempt count and ``first_delivered_at``. A no-op when the lease was lost. Publishes nothing:
         a failed attempt's emits are dropped by the caller."""
 
-    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
+                          ) -> None:
         """Move a delivery to the dead-letter queue (a no-op when the lease was lost).
 
-        The dead letter keeps the delivery's id, step, envelope and attempt count, with ``failed_at`` =
-        now and ``first_attempt_at`` = the delivery's ``first_delivered_at``.
+        The dead letter keeps the delivery's id, step, envelope and attempt count (``attempts`` when
+        given: the attempts that started, for a delivery dead-lettered without running), with
+        ``failed_at`` = now and ``first_attempt_at`` = the delivery's ``first_delivered_at``.
         """
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
@@ -107,6 +119,10 @@ class QueueStore(Protocol):
         """Counts across every step: ready (due, not leased), delayed (not due yet; FIFO events behind a
         busy head count by their own due time), leased, dead; ``next_due_at`` is the earliest future
         due time or lease expiry; ``per_step`` counts each step's ready, delayed and leased ones."""
+
+    async def step_stats(self) -> dict[str, StepQueueStats]:
+        """Per step that has any delivery or dead letter: ready, delayed, leased and dead counts and the
+        time the oldest ready delivery became due (for ``motia-py queue``; not on the hot path)."""
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters, newest (latest ``failed_at``) first."""
