@@ -65,8 +65,8 @@ class ProjectFilter(watchfiles.DefaultFilter):
 
 
 class ProjectWatcher:
-    """The project's saves, in batches (saves less than 400 ms apart make one batch), filtered by
-    :class:`ProjectFilter`; use as ``async with ProjectWatcher(settings, stop) as watcher``.
+    """The project's saves, in batches (changes arriving together are grouped, for up to 400 ms), filtered
+    by :class:`ProjectFilter`; use as ``async with ProjectWatcher(settings, stop) as watcher``.
 
     Watching starts on entering the ``async with`` block, not on the first iteration, so a save made while
     the project is still loading is not lost: it arrives in the first batch.
