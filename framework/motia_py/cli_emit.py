@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +42,54 @@ def emit(topic: str, data: str | None, file: str | None, group: str | None, dela
     async def go(backend: Backend) -> None:
         router = Router(router_project, backend)
         router.check_external_topic(topic)
-        payloads = [_parse_data(data)] if data is not None else json_lines(file or "-")
-        for p in payloads:
-            click.echo(await router.emit(topic, p, message_group_id=group, delay_s=delay or 0.0))
+        if data is not None:
+            click.echo(await router.emit(topic, _parse_data(data), message_group_id=group, delay_s=delay or 0.0))
+            return
+        progress = _Progress(enabled=sys.stderr.isatty())
+        for batch in _batches(_iter_json_lines(file or "-"), EMIT_BATCH):  # constant memory, in file order
+            ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=delay or 0.0, check=False)
+            click.echo("\n".join(ids))
+            progress.add(len(ids))
+        progress.done()
 
     on_backend(settings, go)
+
+
+EMIT_BATCH = 1000
+"""Events per transaction for ``emit --file``."""
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Progress:
+    """``emitted N events (R/s)`` on one updating stderr line, on a terminal only."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.count = 0
+        self.started = time.monotonic()
+        self._shown = self.started
+
+    def add(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self._shown >= 0.25:
+            self._shown = now
+            rate = self.count / max(now - self.started, 1e-9)
+            click.echo(f"\remitted {self.count:,} events ({rate:,.0f}/s)", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.enabled and self.count:
+            click.echo(f"\remitted {self.count:,} events", err=True)
 
 
 def _parse_data(data: str) -> Any:
@@ -55,16 +99,12 @@ def _parse_data(data: str) -> Any:
         raise MotiaError(f"--data is not JSON: {exc.msg}") from exc
 
 
-def json_lines(file: Path | str) -> list[Any]:
-    """Every JSON document of ``file``, one per non-blank line (``-`` reads stdin).
+def _iter_json_lines(file: Path | str) -> Iterator[Any]:
+    """Every JSON document of ``file``, one per non-blank line (``-`` reads stdin), read lazily.
 
     Raises:
         MotiaError: the file cannot be read, or a line is not JSON (with its line number).
     """
-    return list(_iter_json_lines(file))
-
-
-def _iter_json_lines(file: Path | str) -> Iterator[Any]:
     try:
         stream = sys.stdin if str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
