@@ -65,6 +65,6 @@ async def wait(event: asyncio.Event, what: str, timeout_s: float = 10.0) -> None
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
 
 
-async def emit(rt: Runtime, topic: str, data: Any = None) -> str:
+async def emit(rt: Runtime, topic: str, data: Any = None, *, delay_s: float = 0.0) -> str:
     """Publish an event from outside into a running runtime (as an API or the CLI would); return the trace id."""
-    return await rt.router.emit(topic, data)
+    return await rt.router.emit(topic, data, delay_s=delay_s)
