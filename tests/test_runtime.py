@@ -151,11 +151,11 @@ async def test_cron_fires_only_in_runtimes_that_run_it(make_project: ProjectFact
     without, with_cron = MemoryBackend(), MemoryBackend()
     # The runtime without cron starts first: had it a scheduler, that scheduler would fire the same tick
     # as the other one, earlier, and its worker would have handled it once that runtime is idle.
-    async with Runtime(project, without, cron=False, poll_s=0.01) as off:
-        async with Runtime(project, with_cron, poll_s=0.01) as on:
-            await wait(ticked, "a tick of the runtime with cron", timeout_s=10)
-            await on.wait_idle(timeout_s=10)
-            await off.wait_idle(timeout_s=10)
+    async with Runtime(project, without, cron=False, poll_s=0.01) as off, \
+            Runtime(project, with_cron, poll_s=0.01) as on:
+        await wait(ticked, "a tick of the runtime with cron", timeout_s=10)
+        await on.wait_idle(timeout_s=10)
+        await off.wait_idle(timeout_s=10)
     assert len(await State(with_cron, "f").items("ticks")) >= 1
     assert await State(without, "f").items("ticks") == {}
 

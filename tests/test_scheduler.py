@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from motia_py.backends.memory import MemoryBackend
 from motia_py.router import Router
-from motia_py.runtime import load_project
+from motia_py.runtime import Runtime, load_project
 from motia_py.scheduler import Scheduler
 from motia_py.settings import load_settings
-from motia_py.testing import VirtualClock
-from motia_py.worker import Worker
+from motia_py.testing import Harness, VirtualClock
 
 from .conftest import ProjectFactory
+from .probes import inject, load, until, wait
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -114,83 +115,78 @@ async def test_missed_run_once_runs_one_catch_up(make_project: ProjectFactory) -
     assert await queued_ticks(router) == ["2026-05-01T13:00:00+00:00"]  # only the latest missed tick
 
 
+def runtime(root: Path, clock: VirtualClock, runs: list[Any]) -> Runtime:
+    """A runtime without its own scheduler (ticks are fired by hand), recording every run."""
+    return Runtime(load(root), MemoryBackend(clock=clock), clock=clock, cron=False, poll_s=0.01,
+                   observers=[runs.append])
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(T0 + seconds, UTC)
+
+
 async def test_overlap_skip_skips_a_tick_while_the_previous_run_is_running(make_project: ProjectFactory) -> None:
-    clock = VirtualClock(T0)
-    root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.3)")
-    router, _ = setup(root, clock)
-    runs = []
-    router.observers.append(runs.append)
-    worker = Worker(router, poll_s=0.01)
-    await worker.start()
-    await router.fire_cron("Tick", datetime.fromtimestamp(T0 + 1, UTC))
-    await asyncio.sleep(0.05)
-    await router.fire_cron("Tick", datetime.fromtimestamp(T0 + 2, UTC))
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if len(runs) == 2:
-            break
-    await worker.stop()
-    assert sorted(r.outcome for r in runs) == ["ok", "skipped"]
-    assert await router.backend.state_items("f", "ticks") == {"2026-05-01T12:00:01+00:00": "1"}
+    root = cron_project(make_project, cron="* * * * * *", body="started.set()\n                await gate.wait()")
+    runs: list[Any] = []
+    async with runtime(root, VirtualClock(T0), runs) as rt:
+        gate, started = asyncio.Event(), asyncio.Event()
+        inject(rt.project, "Tick", gate=gate, started=started)
+        await rt.router.fire_cron("Tick", at(1))
+        await wait(started, "the first tick's run")
+        await rt.router.fire_cron("Tick", at(2))
+        await until(lambda: len(runs) == 1, "the second tick to be settled while the first still runs")
+        gate.set()
+        await rt.wait_idle(timeout_s=10)
+        ticks = await rt.backend.state_items("f", "ticks")
+    assert [r.outcome for r in runs] == ["skipped", "ok"]
+    assert ticks == {"2026-05-01T12:00:01+00:00": "1"}
 
 
 async def test_overlap_allow_runs_ticks_side_by_side(make_project: ProjectFactory) -> None:
-    clock = VirtualClock(T0)
-    root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.2)",
-                        infra='{"cron": {"overlap": "allow"}}')
-    router, _ = setup(root, clock)
-    runs = []
-    router.observers.append(runs.append)
-    worker = Worker(router, poll_s=0.01)
-    await worker.start()
-    for s in (1, 2):
-        await router.fire_cron("Tick", datetime.fromtimestamp(T0 + s, UTC))
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if len(runs) == 2:
-            break
-    await worker.stop()
+    both_running = ("arrived.append(1)\n                if len(arrived) == 2: both.set()\n"
+                    "                await both.wait()")
+    root = cron_project(make_project, cron="* * * * * *", body=both_running, infra='{"cron": {"overlap": "allow"}}')
+    runs: list[Any] = []
+    async with runtime(root, VirtualClock(T0), runs) as rt:
+        both = asyncio.Event()
+        inject(rt.project, "Tick", arrived=[], both=both)
+        for s in (1, 2):
+            await rt.router.fire_cron("Tick", at(s))
+        await wait(both, "both ticks running at once")  # neither can end before the other has started
+        await rt.wait_idle(timeout_s=10)
     assert [r.outcome for r in runs] == ["ok", "ok"]
 
 
 async def test_a_failed_cron_run_is_retried_with_the_queue_settings(make_project: ProjectFactory) -> None:
-    clock = VirtualClock(T0)
     root = cron_project(
         make_project, cron="0 0 * * * *", body="if ctx.attempt == 1: raise RuntimeError('first')",
         infra='{"queue": {"maxRetries": 1, "backoff": {"delay": 0, "jitter": False}}}')
-    router, _ = setup(root, clock)
-    runs = []
-    router.observers.append(runs.append)
-    worker = Worker(router, poll_s=0.01)
-    await worker.start()
-    await router.fire_cron("Tick", datetime.fromtimestamp(T0, UTC))
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if len(runs) == 2:
-            break
-    await worker.stop()
+    runs: list[Any] = []
+    async with runtime(root, VirtualClock(T0), runs) as rt:
+        await rt.router.fire_cron("Tick", at(0))
+        await rt.wait_idle(timeout_s=10)
+        last = await rt.backend.meta_get("cron-last:Tick")
     assert [(r.attempt, r.outcome) for r in runs] == [(1, "retried"), (2, "ok")]
-    assert await router.backend.meta_get("cron-last:Tick") is not None
+    assert last is not None
 
 
 async def test_ticks_fired_together_by_a_late_scheduler_each_run_despite_overlap_skip(
     make_project: ProjectFactory,
 ) -> None:
-    clock = VirtualClock(T0 + 10)  # the scheduler woke 10 s late: ticks :01, :02, :03 arrive at once
-    root = cron_project(make_project, cron="* * * * * *", body="await asyncio.sleep(0.05)")
-    router, _ = setup(root, clock)
-    runs = []
-    router.observers.append(runs.append)
-    worker = Worker(router, poll_s=0.01)
-    await worker.start()
-    for s in (1, 2, 3):
-        await router.fire_cron("Tick", datetime.fromtimestamp(T0 + s, UTC))
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        clock.advance(0.01)
-        if len(runs) == 3:
-            break
-    await worker.stop()
+    root = cron_project(make_project, cron="* * * * * *", body="started.set()\n                await gate.wait()")
+    async with Harness(root) as h:  # its clock jumps over the delay of the ticks handed back to wait
+        gate, started = asyncio.Event(), asyncio.Event()
+        inject(h.project, "Tick", gate=gate, started=started)
+        now = h.clock.now  # the scheduler woke 10 s late: three past ticks arrive at once
+        for late in (9, 8, 7):
+            await h.runtime.router.fire_cron("Tick", datetime.fromtimestamp(now - late, UTC))
+        await wait(started, "the first tick's run")
+        worker = h.runtime.worker
+        assert worker is not None
+        await until(lambda: worker.in_flight == 1, "the later ticks to be handed back until the first ends")
+        gate.set()
+        await h.run_until_idle()
+        runs = h.runs_of("Tick")
+        ticks = await h.backend.state_items("f", "ticks")
     assert [r.outcome for r in runs] == ["ok", "ok", "ok"]
-    assert sorted(await router.backend.state_items("f", "ticks")) == [
-        "2026-05-01T12:00:01+00:00", "2026-05-01T12:00:02+00:00", "2026-05-01T12:00:03+00:00"]
+    assert sorted(ticks) == [datetime.fromtimestamp(now - late, UTC).isoformat() for late in (9, 8, 7)]
