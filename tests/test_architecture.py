@@ -93,7 +93,7 @@ def import_cycles(graph: nx.DiGraph) -> list[str]:
     for component in nx.strongly_connected_components(graph):
         if len(component) < 2:
             continue
-        cycle = nx.find_cycle(graph.subgraph(component))
+        cycle = nx.find_cycle(graph.subgraph(component), source=min(component))
         steps = [f"{a} ({graph.edges[a, b]['where']})" for a, b in cycle]
         out.append(" -> ".join([*steps, cycle[0][0]]) + f"   [{len(component)} modules in the circle]")
     return sorted(out)
@@ -139,6 +139,59 @@ def test_no_function_is_over_80_lines() -> None:
     assert long == [], f"functions over {MAX_FUNCTION_LINES} lines:\n  " + "\n  ".join(long)
 
 
+def calls_to(name: str) -> list[str]:
+    """``file:line`` of every call of ``name(...)`` or ``x.name(...)`` in the package."""
+    out = []
+    for mod in modules().values():
+        for node in ast.walk(mod.tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if called == name:
+                    out.append(f"{mod.rel}:{node.lineno}")
+    return out
+
+
+def test_every_run_record_is_built_by_one_module() -> None:
+    # API runs and event runs are recorded by the same code, so traces and observers see them alike
+    where = calls_to("RunRecord")
+    assert where and len({w.split(":")[0] for w in where}) == 1, "RunRecord built in: " + ", ".join(where)
+
+
+ROUTER_INTERNALS = ("context", "call", "notify", "observers", "steps", "backend.publish")
+
+
+def _dotted(node: ast.expr) -> list[str]:
+    """``self.router.backend.publish`` -> ["self", "router", "backend", "publish"] ([] for other shapes)."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.insert(0, node.attr)
+        node = node.value
+    return [node.id, *parts] if isinstance(node, ast.Name) else []
+
+
+def router_internals_used(module: Module) -> list[str]:
+    """``file:line router.X`` for each use of a router's insides (``router.call``, ``self.router.backend.publish``)."""
+    found = set()
+    for node in ast.walk(module.tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        parts = _dotted(node)
+        for i, part in enumerate(parts[:-1]):
+            if part == "router" or part.endswith("_router"):
+                rest = ".".join(parts[i + 1:])
+                hit = next((x for x in ROUTER_INTERNALS if rest == x or rest.startswith(x + ".")), None)
+                if hit is not None:
+                    found.add((node.lineno, f"{part}.{hit}"))
+    return [f"{module.rel}:{line} {what}" for line, what in sorted(found)]
+
+
+def test_the_http_side_runs_api_steps_without_reaching_into_the_router() -> None:
+    # an API run goes through the same executor and outcome code as an event run, not a copy of them
+    used = router_internals_used(modules()["motia_py.http"])
+    assert used == [], "motia_py/http.py uses router internals:\n  " + "\n  ".join(used)
+
+
 # -- the checks check what they claim (on small sources, so a broken reader cannot pass vacuously) -------
 
 
@@ -175,3 +228,16 @@ def test_a_cycle_is_reported_with_where_each_import_is() -> None:
     graph.add_edge("motia_py.b", "motia_py.c", where="motia_py/b.py:10")
     [cycle] = import_cycles(graph)
     assert "motia_py/a.py:3" in cycle and "motia_py/b.py:9" in cycle and "motia_py.c" not in cycle
+
+
+def test_router_internals_are_found_through_any_name_of_the_router() -> None:
+    mod = _module("motia_py.http", """
+def handle(self, router, req):
+    ctx = router.context(spec)
+    self.router.backend.publish([])
+    self.router.emit("t", {})
+    state = State(self.router.backend, "ns")
+    executor.call(spec)
+""")
+    assert router_internals_used(mod) == ["motia_py/http.py:3 router.context",
+                                          "motia_py/http.py:4 router.backend.publish"]
