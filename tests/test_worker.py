@@ -309,4 +309,4 @@ async def test_a_backend_outage_is_logged_once_and_its_end_too(make_project: Pro
     down, up = messages(logs, "backend unavailable"), messages(logs, "reachable again")
     assert len(down) == 1 and len(up) == 1  # one line per outage, not one per failed claim
     assert logs.index(down[0]) < logs.index(up[0])
-    assert down[0]["level"] in ("warning", "error") and "connection refused" in down[0]["msg"]
+    assert down[0]["level"] in ("warning", "error") and "connection refused" in str(down[0])  # says why
