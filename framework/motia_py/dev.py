@@ -26,6 +26,7 @@ from .discovery import Project
 from .findings import Finding, Severity
 from .http import start_server
 from .logs import framework_logger
+from .metrics import install_metrics
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
@@ -130,6 +131,7 @@ class DevServer:
         await runtime.start()
         http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
         install_workbench(http.app, runtime, self.settings, dev=True)
+        install_metrics(http.app, runtime, self.settings, dev=True)
         click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend {self.settings.backend_url}, "
                                f"http://{self.settings.host}:{http.port}  (watching {self.settings.root})\n"
                                f"  workbench: http://{self.settings.host}:{http.port}/__workbench",
