@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -123,7 +124,8 @@ async def test_cron_lag_is_the_time_from_the_scheduled_tick_to_its_run(measured:
 
 async def test_unrouted_events_are_counted_per_topic(make_project: ProjectFactory) -> None:
     root = make_project({"steps/a.step.py": """
-        config = {"type": "api", "name": "A", "path": "/a", "method": "POST", "emits": ["nobody.listens"], "flows": ["f"]}
+        config = {"type": "api", "name": "A", "path": "/a", "method": "POST", "emits": ["nobody.listens"],
+                  "flows": ["f"]}
         async def handler(req, ctx):
             await ctx.emit({"topic": "nobody.listens", "data": {}})
             return {"status": 200, "body": {}}
@@ -145,27 +147,19 @@ async def handler(req, ctx):
 """
 
 
-class served_app:  # noqa: N801 (used as a context manager, like contextlib's)
-    """An ApiApp with metrics installed, called in-process through httpx from a chosen client address."""
-
-    def __init__(self, root: Path, env: dict[str, str], *, dev: bool, client: str = "127.0.0.1") -> None:
-        self.settings = load_settings(root, env=env)
-        self.dev = dev
-        self.client = client
-
-    async def __aenter__(self) -> tuple[httpx.AsyncClient, Metrics | None]:
-        project, _ = load_project(self.settings)
-        self.runtime = Runtime(project, backend_for(self.settings), cron=False, poll_s=0.05)
-        await self.runtime.start()
-        app = ApiApp(self.runtime.router)
-        metrics = install_metrics(app, self.runtime, self.settings, dev=self.dev)
-        transport = httpx.ASGITransport(app=app, client=(self.client, 40000))
-        self.http = httpx.AsyncClient(transport=transport, base_url="http://motia.test")
-        return self.http, metrics
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
-        await self.runtime.stop(1.0)
+@contextlib.asynccontextmanager
+async def served_app(root: Path, env: dict[str, str], *, dev: bool, client: str = "127.0.0.1"
+                     ) -> AsyncIterator[tuple[httpx.AsyncClient, Metrics | None]]:
+    """An ApiApp with metrics installed, called in-process through httpx from the address ``client``."""
+    settings = load_settings(root, env=env)
+    project, _ = load_project(settings)
+    runtime = Runtime(project, backend_for(settings), cron=False, poll_s=0.05)
+    async with runtime:
+        app = ApiApp(runtime.router)
+        metrics = install_metrics(app, runtime, settings, dev=dev)
+        transport = httpx.ASGITransport(app=app, client=(client, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://motia.test") as http:
+            yield http, metrics
 
 
 @pytest.fixture

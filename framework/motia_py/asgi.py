@@ -102,6 +102,7 @@ class MotiaApp:
         self.runtime: Runtime | None = None
         self._api: ApiApp | None = None
         self._log = framework_logger()
+        self._warned = False
 
     @property
     def started(self) -> bool:
@@ -120,7 +121,8 @@ class MotiaApp:
             await runtime.start()
         except BaseException:
             self.runtime = None
-            await runtime.stop(0)
+            with contextlib.suppress(Exception):  # the start-up error is the one to report
+                await runtime.stop(0)
             raise
         api = ApiApp(runtime.router, body_limit_bytes=settings.body_limit_bytes, dev=self.dev)
         api.extra_routes[("GET", "/openapi.json")] = self._openapi
@@ -168,7 +170,9 @@ class MotiaApp:
         api = self._api
         if api is None:
             if scope["type"] == "http":
-                self._log.error(_NOT_STARTED)
+                if not self._warned:  # once: every request answers 503 with the same message anyway
+                    self._warned = True
+                    self._log.error(_NOT_STARTED)
                 await JSONResponse({"error": "not_started", "message": _NOT_STARTED}, status_code=503)(
                     scope, receive, send)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -35,5 +36,13 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type inform
                               backend_url=options["backend_url"])
         except MotiaError as exc:
             raise CommandError(str(exc)) from exc
+        from motia_py.executor import sync_handlers_running
+
+        stuck = sync_handlers_running()
+        if stuck:  # Python would wait for their threads at exit; their events were handed back already
+            self.stderr.write(f"warning: {stuck} plain def handler(s) still running after the grace period; "
+                              "exiting without them (their events go back to the queue)")
+            self.stderr.flush()
+            os._exit(code)
         if code:
             raise SystemExit(code)
