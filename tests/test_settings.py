@@ -119,6 +119,9 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_TRACES_MAX_AGE": "60",
         "MOTIA_PY_TRACES_MAX_COUNT": "7",
         "MOTIA_PY_TRACES_OTEL": "off",
+        "MOTIA_PY_DOTENV": "no",
+        "MOTIA_PY_SERVER_METRICS": "yes",
+        "MOTIA_PY_METRICS_TOKEN": "mtok",
     }
     assert {s.env for s in SETTINGS} == set(env)
     s = load_settings(tmp_path, env=env)
@@ -128,6 +131,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (s.body_limit_bytes, s.workbench_token, s.grace_period_s) == (20, "tok", 1.5)
     assert (s.log_format, s.log_level) == ("text", "error")
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
+    assert (s.dotenv, s.metrics, s.metrics_token) == (False, True, "mtok")
 
 
 def test_relative_steps_dir_resolves_under_the_project_root_not_the_cwd(

@@ -27,6 +27,7 @@ from .discovery import Project, is_ignored_dir
 from .findings import Finding, Severity
 from .http import ApiApp, start_server
 from .logs import framework_logger
+from .metrics import install_metrics
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
@@ -174,6 +175,7 @@ class DevServer:
             await runtime.start()
             http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
             install_workbench(http.app, runtime, self.settings, dev=True)
+            install_metrics(http.app, runtime, self.settings, dev=True)
             click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend "
                                    f"{self.settings.backend_url}, http://{self.settings.host}:{http.port}  "
                                    f"(watching {self.settings.root})\n"

@@ -96,6 +96,7 @@ class ApiApp:
         self.stopping = False  # set when the server shuts down: long-lived responses (event streams) end
         self.extra_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
         self.prefix_routes: list[tuple[str, Callable[[Request], Awaitable[Response]]]] = []
+        self.on_response: Callable[[str, str, int], None] | None = None  # (method, path, status): metrics
         self.set_router(router)
 
     def set_router(self, router: Router) -> None:
@@ -239,6 +240,8 @@ class ApiApp:
                 query = {k: (v[0] if len(v) == 1 else v) for k, v in _multi(request).items()}
                 result = await self.handle(request.method, request.url.path, headers=dict(request.headers),
                                            query=query, raw_body=raw)
+        if self.on_response is not None:
+            self.on_response(request.method, request.url.path, result.status)
         if result.status == 204 or (result.body is None and result.status < 200):
             response: Response = Response(status_code=result.status, headers=dict(result.headers))
         else:

@@ -4,11 +4,13 @@ hands finished runs to observers (traces, the test harness), for event, cron and
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from .backends.base import Delivery, Outgoing
+from .backends.base import Delivery, Envelope, Outgoing
 from .config import StepSpec, StepType
 from .types import Clock
 
@@ -75,9 +77,17 @@ class RunRecord:
     emitted_ids: tuple[str, ...] = ()  # ids of the events it published, in the order of ``emitted``
     kind: RunKind = RunKind.EVENT
     source: str | None = None  # the step that emitted the triggering event (None from outside)
+    scheduled_at: float | None = None  # a cron tick's scheduled time (epoch seconds; cron lag = started_at - this)
 
 
 Observer = Callable[[RunRecord], None]
+
+
+def _scheduled_at(env: Envelope) -> float | None:
+    """When a cron tick was due (its payload is ``{"scheduled_at": ISO time}``; missing or odd: None)."""
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        return datetime.fromisoformat(env.data["scheduled_at"]).timestamp()
+    return None
 
 
 class Recorder:
@@ -99,7 +109,8 @@ class Recorder:
         self._notify(RunRecord(step=spec.name, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
                                started_at=started, duration_s=self.clock() - started, outcome=outcome, error=error,
                                emitted=tuple(o.envelope.topic for o in outbox), delivery_id=d.id, event_id=env.id,
-                               emitted_ids=tuple(o.envelope.id for o in outbox), kind=kind, source=env.source))
+                               emitted_ids=tuple(o.envelope.id for o in outbox), kind=kind, source=env.source,
+                               scheduled_at=_scheduled_at(env) if kind is RunKind.CRON else None))
 
     def request(self, step: str, trace_id: str, route: str, started: float, outcome: Outcome, error: str | None,
                 outbox: Sequence[Outgoing] = ()) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import MotiaError
 from .http import HttpServer, start_server
 from .logs import framework_logger
+from .metrics import install_metrics
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, require_valid, trace_settings
 from .settings import Settings
@@ -102,6 +103,7 @@ async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
     """Serve API steps and ``/openapi.json``."""
     server = await start_server(runtime.router, settings, dev=False)
     install_workbench(server.app, runtime, settings, dev=False)
+    install_metrics(server.app, runtime, settings, dev=False)
     framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
     return server
 

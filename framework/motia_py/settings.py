@@ -64,6 +64,7 @@ def _opt_str(v: Any) -> str | None:
 SETTINGS: tuple[_Setting, ...] = (
     _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", str),
     _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", str),
+    _Setting("dotenv", "project", "dotenv", "MOTIA_PY_DOTENV", True, _bool),
     _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, str),
     _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", str),
     _Setting("max_payload_bytes", "backend", "max_payload_bytes", "MOTIA_PY_MAX_PAYLOAD_BYTES", 1_048_576, int),
@@ -71,6 +72,8 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("port", "server", "port", "MOTIA_PY_SERVER_PORT", 3000, _port),
     _Setting("body_limit_bytes", "server", "body_limit_bytes", "MOTIA_PY_SERVER_BODY_LIMIT", 1_048_576, int),
     _Setting("workbench_token", "server", "workbench_token", "MOTIA_PY_WORKBENCH_TOKEN", None, _opt_str),
+    _Setting("metrics", "server", "metrics", "MOTIA_PY_SERVER_METRICS", False, _bool),
+    _Setting("metrics_token", "server", "metrics_token", "MOTIA_PY_METRICS_TOKEN", None, _opt_str),
     _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, float),
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
     _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, float),
@@ -89,6 +92,7 @@ class Settings:
     root: Path
     steps_dir: Path
     flows_dir: Path
+    dotenv: bool
     backend_url: str
     redis_prefix: str
     max_payload_bytes: int
@@ -96,6 +100,8 @@ class Settings:
     port: int
     body_limit_bytes: int
     workbench_token: str | None
+    metrics: bool
+    metrics_token: str | None
     grace_period_s: float
     traces_enabled: bool
     traces_max_age_s: float
@@ -145,7 +151,8 @@ def load_settings(
     Args:
         project: the project directory.
         flags: values given on the command line (``None`` values are ignored).
-        env: the environment (defaults to ``os.environ``, read here and nowhere else).
+        env: the environment (defaults to ``os.environ``, read here and nowhere else, after the
+            project's ``.env`` filled in the variables it leaves unset: see :mod:`motia_py.env_file`).
 
     Raises:
         ProjectError: no such directory, or an unreadable ``motia_py.toml``.
@@ -157,6 +164,10 @@ def load_settings(
     flags = flags or {}
     env = os.environ if env is None else env
     data = read_settings_file(root)
+    if env is os.environ:  # the process environment: the project's .env fills in what it leaves unset
+        from .env_file import load_env_file
+
+        load_env_file(root, data)
     values: dict[str, Any] = {}
     for s in SETTINGS:
         origin = "default"
