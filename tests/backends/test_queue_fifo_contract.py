@@ -6,7 +6,7 @@ from __future__ import annotations
 from motia_py.backends.base import Backend
 from motia_py.testing import VirtualClock
 
-from .helpers import LEASE_S, claim_one, data, envelope, publish, to
+from .helpers import LEASE_S, claim_one, data, envelope, publish, seen, set_identity, to
 
 
 async def test_fifo_group_delivers_one_at_a_time_in_order(backend: Backend) -> None:
@@ -74,6 +74,20 @@ async def test_fifo_expired_head_is_delivered_again_before_the_rest(backend: Bac
     new = await claim_one(backend, "a", lease_s=10)
     assert (new.id, new.attempt) == (old.id, 2)
     assert await backend.claim("a", 10, 10) == []
+
+
+async def test_fifo_expired_head_handed_back_is_claimed_alone_again(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    set_identity(backend, "crashed:1")
+    await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    set_identity(backend, "shutting-down:2")
+    expired = await claim_one(backend, "a", lease_s=10)
+
+    await backend.hand_back([expired])
+
+    assert seen(await backend.claim("a", 10, 10)) == [(0, 2, True, "crashed:1")]
+    assert await backend.claim("a", 10, 10) == []  # the group still waits for its head
 
 
 async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(backend: Backend) -> None:

@@ -359,7 +359,31 @@ async def test_delivery_of_a_killed_worker_process_is_delivered_again(
         again = await b.claim("a", 10, LEASE_S)
 
     assert [(d.id, d.envelope.data, d.attempt) for d in again] == [(claimed_id, "job", 2)]
+    assert (again[0].expired, again[0].last_owner) == (True, f"{socket.gethostname()}:{proc.pid}")
     assert await b.complete(again[0])
+
+
+async def test_owner_records_go_with_their_leases(url: str, open_backend: OpenBackend) -> None:
+    clock = VirtualClock(1_700_000_000.0)
+    b = await open_backend(clock)
+    await b.publish([out("a", i) for i in range(4)] + [out("a", "f", fifo=True, group_id="g")])
+    ds = await b.claim("a", 10, 10)
+    assert len(ds) == 5
+    await b.complete(ds[0])
+    await b.retry(ds[1], 0)
+    await b.dead_letter(ds[2], "x", "")
+    await b.hand_back(ds[3:])
+    clock.advance(1)
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        assert await client.hlen(b.keys.step("a").owner) == 0
+        again = await b.claim("a", 10, 10)
+        assert await client.hgetall(b.keys.step("a").owner) == {d.id: b.identity for d in again}
+        for d in again:
+            await b.complete(d)
+        assert await client.hlen(b.keys.step("a").owner) == 0
+    finally:
+        await client.aclose()
 
 
 # -- failures -----------------------------------------------------------------------------------

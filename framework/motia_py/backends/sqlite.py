@@ -188,7 +188,9 @@ class SqliteBackend:
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started (see :func:`.sqlite_queue.hand_back`)."""
-        if deliveries and await self._run(q.hand_back, (list(deliveries), self.clock()), urgent=True):
+        if not deliveries:
+            return
+        if await self._run(q.hand_back, (list(deliveries), self.clock()), urgent=True):
             self._wake({d.step for d in deliveries})
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
