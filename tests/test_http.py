@@ -5,9 +5,7 @@ One project (:data:`APP`) holds an API step per behaviour; each test starts its 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,16 +199,6 @@ async def app(serve: Serve, app_root: Path) -> Served:
     return await serve(app_root)
 
 
-async def _eventually(probe: Callable[[], Awaitable[Any]], timeout_s: float = 5.0) -> Any:
-    """Poll ``probe`` until it returns something other than None (bounded: a worker delivers asynchronously)."""
-    deadline = time.monotonic() + timeout_s
-    while (value := await probe()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing after {timeout_s} s")
-        await asyncio.sleep(0.01)
-    return value
-
-
 # -- bodies ------------------------------------------------------------------------------------------
 
 
@@ -346,16 +334,15 @@ async def test_middleware_can_answer_without_calling_the_handler(app: Served) ->
 async def test_emitted_event_is_processed_by_its_subscriber(app: Served) -> None:
     r = await app.client.post("/jobs", json={"name": "build", "count": 3})
     assert r.status_code == 201
-    state = State(app.rt.backend, "f")
-    assert await _eventually(lambda: state.get("jobs", "build")) == {"name": "build", "count": 3}
+    await app.rt.wait_idle(timeout_s=10)
+    assert await State(app.rt.backend, "f").get("jobs", "build") == {"name": "build", "count": 3}
 
 
 async def test_rejected_body_emits_nothing(app: Served) -> None:
     assert (await app.client.post("/jobs", json={"name": 1})).status_code == 422
     assert (await app.client.post("/jobs", json={"name": "later"})).status_code == 201
-    state = State(app.rt.backend, "f")
-    await _eventually(lambda: state.get("jobs", "later"))
-    assert list(await state.items("jobs")) == ["later"]
+    await app.rt.wait_idle(timeout_s=10)
+    assert list(await State(app.rt.backend, "f").items("jobs")) == ["later"]
 
 
 # -- responses and failures ----------------------------------------------------------------------------

@@ -150,7 +150,7 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_counts_as_a_failure(m
         config = {"type": "event", "name": "B", "subscribes": ["mid"], "emits": [], "flows": ["f"],
                   "infrastructure": {"handler": {"timeout": 0.05}, "queue": {"maxRetries": 0}}}
         async def handler(input, ctx):
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # never returns: only the timeout ends it
     """})
     async with Harness(root) as h:
         await h.emit("start", {"n": 1})
@@ -179,7 +179,7 @@ async def test_fifo_delivers_one_at_a_time_per_group_in_order(make_project: Proj
                       "infrastructure": {"queue": {"type": "fifo", "concurrency": 10}}}
             async def handler(input, ctx):
                 LOG.append(("start", input["g"], input["i"]))
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0)  # let the other group's handler start before this one ends
                 LOG.append(("end", input["g"], input["i"]))
                 await ctx.state.set("log", str(len(LOG)), [input["g"], input["i"]])
         """,

@@ -117,16 +117,11 @@ async def wb(serve: Serve, make_project: ProjectFactory) -> Served:
     return await serve(make_project(FILES))
 
 
-async def eventually(fetch: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-    """Poll ``fetch`` until ``ok`` holds for its result (and return it), or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last value: {value!r}")
-        await asyncio.sleep(0.05)
+async def settled(wb: Served) -> None:
+    """Wait until every event is handled and every run is written to the traces."""
+    await wb.rt.wait_idle(timeout_s=10)
+    assert wb.rt.recorder is not None
+    await wb.rt.recorder.flush()
 
 
 # -- the admin API ----------------------------------------------------------------------------------
@@ -169,8 +164,8 @@ async def test_emit_answers_a_trace_id_and_the_trace_shows_up_with_its_tree(wb: 
     r = await wb.client.post("/__workbench/api/emit", json={"topic": "job.created", "data": {"name": "a"}})
     assert r.status_code == 200
     trace_id = r.json()["traceId"]
-    traces = await eventually(lambda: _get_json(wb, "/__workbench/api/traces"),
-                              lambda ts: any(t["trace_id"] == trace_id for t in ts))
+    await settled(wb)
+    traces = await _get_json(wb, "/__workbench/api/traces")
     [summary] = [t for t in traces if t["trace_id"] == trace_id]
     assert summary["status"] == "ok" and summary["steps"] == ["Consumer"] and summary["entry"] == "job.created"
     detail = (await wb.client.get(f"/__workbench/api/traces/{trace_id}")).json()
@@ -183,7 +178,8 @@ async def test_emit_answers_a_trace_id_and_the_trace_shows_up_with_its_tree(wb: 
 async def test_traces_filter_by_step_and_status_newest_first(wb: Served) -> None:
     first = (await wb.client.post("/__workbench/api/emit", json={"topic": "job.created", "data": {"name": "a"}})).json()
     second = (await wb.client.post("/__workbench/api/emit", json={"topic": "flaky.requested", "data": {}})).json()
-    both = await eventually(lambda: _get_json(wb, "/__workbench/api/traces?limit=10"), lambda ts: len(ts) == 2)
+    await settled(wb)
+    both = await _get_json(wb, "/__workbench/api/traces?limit=10")
     assert [t["trace_id"] for t in both] == [second["traceId"], first["traceId"]]
     failed = (await wb.client.get("/__workbench/api/traces", params={"status": "failed"})).json()
     assert [t["trace_id"] for t in failed] == [second["traceId"]]
@@ -203,12 +199,14 @@ async def test_emit_rejects_unknown_topics_and_bad_json(wb: Served) -> None:
 
 async def test_dead_letters_are_listed_and_replayed(wb: Served) -> None:
     await wb.client.post("/__workbench/api/emit", json={"topic": "flaky.requested", "data": {"n": 1}})
-    [dead] = await eventually(lambda: _get_json(wb, "/__workbench/api/dlq"), lambda d: len(d) == 1)
+    await settled(wb)
+    [dead] = await _get_json(wb, "/__workbench/api/dlq")
     assert dead["step"] == "Flaky" and dead["topic"] == "flaky.requested" and dead["data"] == {"n": 1}
     assert "first time fails" in dead["error"]
     r = await wb.client.post(f"/__workbench/api/dlq/{dead['id']}/replay")
     assert r.status_code == 200 and r.json() == {"replayed": True, "id": dead["id"]}
-    await eventually(lambda: _get_json(wb, "/__workbench/api/state/shop"), lambda s: s.get("flaky", {}).get("done"))
+    await settled(wb)
+    assert (await _get_json(wb, "/__workbench/api/state/shop"))["flaky"]["done"] is True
     assert (await wb.client.get("/__workbench/api/dlq")).json() == []
     assert (await wb.client.post(f"/__workbench/api/dlq/{dead['id']}/replay")).status_code == 404
 
@@ -217,7 +215,8 @@ async def test_state_of_a_namespace_and_the_namespaces(wb: Served) -> None:
     assert (await wb.client.get("/__workbench/api/namespaces")).json() == ["shop"]
     assert (await wb.client.get("/__workbench/api/state/shop")).json() == {}
     await wb.client.post("/__workbench/api/emit", json={"topic": "job.created", "data": {"name": "b"}})
-    state = await eventually(lambda: _get_json(wb, "/__workbench/api/state/shop"), bool)
+    await settled(wb)
+    state = await _get_json(wb, "/__workbench/api/state/shop")
     assert state == {"jobs": {"b": {"name": "b"}}}
 
 
@@ -228,7 +227,8 @@ async def test_call_runs_an_api_step_through_the_pipeline(wb: Served) -> None:
     out = r.json()
     assert out["status"] == 201 and out["body"] == {"created": "c", "q": {"x": "1"}}
     assert out["headers"]["x-trace-id"]
-    await eventually(lambda: _get_json(wb, "/__workbench/api/state/shop"), lambda s: "c" in s.get("jobs", {}))
+    await settled(wb)
+    assert "c" in (await _get_json(wb, "/__workbench/api/state/shop"))["jobs"]
     r = await wb.client.post("/__workbench/api/call", json={"method": "POST", "path": "/jobs", "body": {}})
     assert r.json()["status"] == 422  # bodySchema still applies
     r = await wb.client.post("/__workbench/api/call", json={"method": "GET", "path": "/__workbench/api/dlq"})

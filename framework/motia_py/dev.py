@@ -14,25 +14,25 @@ import hashlib
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import click
 import watchfiles
 
 from .config import StepSpec
-from .discovery import Project
+from .discovery import Project, is_ignored_dir
 from .findings import Finding, Severity
-from .http import start_server
+from .http import ApiApp, start_server
 from .logs import framework_logger
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
 from .workbench import install_workbench
 
-_IGNORED_DIRS = {".motia", ".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
-                 ".pytest_cache", ".ruff_cache"}
+FileChanges = set[tuple[watchfiles.Change, str]]
 
 
 class ProjectFilter(watchfiles.DefaultFilter):
@@ -40,7 +40,9 @@ class ProjectFilter(watchfiles.DefaultFilter):
     everything else never do (so a reload can never trigger itself)."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(ignore_dirs=tuple(_IGNORED_DIRS))
+        # directories are judged below by their path inside the project (discovery's rule), not by every
+        # part of the absolute path: a project kept under ~/venv/ or ~/.projects/ still reloads
+        super().__init__(ignore_dirs=())
         self.root = settings.root
         self.flows_dir = settings.flows_dir
 
@@ -53,13 +55,56 @@ class ProjectFilter(watchfiles.DefaultFilter):
             rel = p.relative_to(self.root)
         except ValueError:
             return False
-        if any(part in _IGNORED_DIRS or part.startswith(".") for part in rel.parts[:-1]):
+        if any(is_ignored_dir(part) for part in rel.parts[:-1]):
             return False
         if p.suffix == ".py":
             return True
         if rel.as_posix() == SETTINGS_FILE:
             return True
         return p.suffix == ".toml" and p.parent == self.flows_dir
+
+
+class ProjectWatcher:
+    """The project's saves, in batches (changes arriving together are grouped, for up to 400 ms), filtered
+    by :class:`ProjectFilter`; use as ``async with ProjectWatcher(settings, stop) as watcher``.
+
+    Watching starts on entering the ``async with`` block, not on the first iteration, so a save made while
+    the project is still loading is not lost: it arrives in the first batch.
+    """
+
+    def __init__(self, settings: Settings, stop: asyncio.Event) -> None:
+        self._stream = watchfiles.awatch(settings.root, watch_filter=ProjectFilter(settings), debounce=400,
+                                         step=20, stop_event=stop, recursive=True)
+        self._first: asyncio.Task[FileChanges | None] | None = None
+
+    async def __aenter__(self) -> ProjectWatcher:
+        self._first = asyncio.create_task(self._next_batch())
+        # awatch registers its file-system watches synchronously when first iterated, before its first
+        # await; one turn of the loop runs the task created above that far
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._first is not None:
+            self._first.cancel()
+            await asyncio.gather(self._first, return_exceptions=True)
+        await self._stream.aclose()
+
+    async def _next_batch(self) -> FileChanges | None:
+        try:
+            return await anext(self._stream)
+        except StopAsyncIteration:
+            return None
+
+    async def batches(self) -> AsyncIterator[FileChanges]:
+        """Each batch of changes, until the ``stop`` event is set."""
+        first = await self._first if self._first is not None else await self._next_batch()
+        if first is None:
+            return
+        yield first
+        async for changes in self._stream:
+            yield changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +121,8 @@ class Diff:
         return ", ".join(parts) if parts else "no step changed"
 
 
-def fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
-    """What identifies each step's version: its file's content and its config (taken at load time)."""
-    return _fingerprint(steps)
-
-
-def _fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
+def step_fingerprints(steps: Iterable[StepSpec]) -> dict[str, str]:
+    """Each step's name -> what identifies its version: its file's content now and its config."""
     out = {}
     for s in steps:
         try:
@@ -94,7 +135,7 @@ def _fingerprint(steps: Iterable[StepSpec]) -> dict[str, str]:
 
 
 def diff_projects(before: dict[str, str], after: dict[str, str]) -> Diff:
-    """Compare the fingerprints of two loads of a project step by step."""
+    """Compare two loads of a project step by step, from their :func:`step_fingerprints`."""
     return Diff(added=tuple(sorted(set(after) - set(before))),
                 changed=tuple(sorted(n for n in set(after) & set(before) if after[n] != before[n])),
                 removed=tuple(sorted(set(before) - set(after))))
@@ -118,38 +159,39 @@ class DevServer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set."""
-        project, findings = load_project(self.settings)
-        errors = [f for f in findings if f.severity is Severity.ERROR]
-        self._report(findings)
-        if errors:
-            click.echo(click.style(f"{len(errors)} error(s): fix them and save; serving no steps until then",
-                                   fg="red", bold=True), err=True)
-            project = Project(settings=self.settings, steps=(), flows={}, problems=())
-        runtime = Runtime(project, backend_for(self.settings), poll_s=0.2, traces=trace_settings(self.settings),
-                          otel=detect(self.settings.traces_otel))
-        await runtime.start()
-        http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
-        install_workbench(http.app, runtime, self.settings, dev=True)
-        click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend {self.settings.backend_url}, "
-                               f"http://{self.settings.host}:{http.port}  (watching {self.settings.root})\n"
-                               f"  workbench: http://{self.settings.host}:{http.port}/__workbench",
-                               fg="green", bold=True), err=True)
-        watcher = asyncio.create_task(self._watch(runtime, http.app, stop))
-        try:
-            await stop.wait()
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            await http.stop()
-            await runtime.stop(self.settings.grace_period_s)
+        # watch before the first load, and so before the server answers: no save is ever missed
+        async with ProjectWatcher(self.settings, stop) as watcher:
+            project, findings = load_project(self.settings)
+            errors = [f for f in findings if f.severity is Severity.ERROR]
+            self._report(findings)
+            if errors:
+                click.echo(click.style(f"{len(errors)} error(s): fix them and save; serving no steps until then",
+                                       fg="red", bold=True), err=True)
+                project = Project(settings=self.settings, steps=(), flows={}, problems=())
+            serving = step_fingerprints(project.steps)
+            runtime = Runtime(project, backend_for(self.settings), poll_s=0.2,
+                              traces=trace_settings(self.settings), otel=detect(self.settings.traces_otel))
+            await runtime.start()
+            http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
+            install_workbench(http.app, runtime, self.settings, dev=True)
+            click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend "
+                                   f"{self.settings.backend_url}, http://{self.settings.host}:{http.port}  "
+                                   f"(watching {self.settings.root})\n"
+                                   f"  workbench: http://{self.settings.host}:{http.port}/__workbench",
+                                   fg="green", bold=True), err=True)
+            reloading = asyncio.create_task(self._reload_on_changes(watcher, runtime, http.app, serving))
+            try:
+                await stop.wait()
+            finally:
+                reloading.cancel()
+                await asyncio.gather(reloading, return_exceptions=True)
+                await http.stop()
+                await runtime.stop(self.settings.grace_period_s)
 
-    async def _watch(self, runtime: Runtime, app: object, stop: asyncio.Event) -> None:
-        from .http import ApiApp
-
-        assert isinstance(app, ApiApp)
-        last_good = fingerprint(runtime.project.steps)
-        async for changes in watchfiles.awatch(self.settings.root, watch_filter=ProjectFilter(self.settings),
-                                               debounce=400, step=20, stop_event=stop, recursive=True):
+    async def _reload_on_changes(self, watcher: ProjectWatcher, runtime: Runtime, app: ApiApp,
+                                 serving: dict[str, str]) -> None:
+        """Reload on each batch of saves; ``serving`` is the fingerprint of the version now serving."""
+        async for changes in watcher.batches():
             started = time.perf_counter()
             names = sorted({Path(p).relative_to(self.settings.root).as_posix() for _, p in changes})
             if SETTINGS_FILE in names:
@@ -162,18 +204,18 @@ class DevServer:
                 click.echo(click.style(f"reload rejected ({len(errors)} error(s) in {', '.join(names)}); "
                                        "the last good version keeps serving", fg="red", bold=True), err=True)
                 continue
-            now_fp = fingerprint(project.steps)
-            diff = diff_projects(last_good, now_fp)
+            now_serving = step_fingerprints(project.steps)
+            diff = diff_projects(serving, now_serving)
             await runtime.reload(project)
             app.set_router(runtime.router)
-            last_good = now_fp
+            serving = now_serving
             self.reloads += 1
             ms = (time.perf_counter() - started) * 1000
-            warnings = sum(1 for f in findings if f.severity is Severity.WARNING)
+            warnings = [f for f in findings if f.severity is Severity.WARNING]
             click.echo(click.style(f"reloaded in {ms:.0f} ms: {diff.render()}", fg="green")
-                       + (click.style(f"  ({warnings} warning(s))", fg="yellow") if warnings else ""), err=True)
-            if warnings:
-                self._report([f for f in findings if f.severity is Severity.WARNING])
+                       + (click.style(f"  ({len(warnings)} warning(s))", fg="yellow") if warnings else ""),
+                       err=True)
+            self._report(warnings)
 
 
 async def run_dev(settings: Settings, port: int | None = None) -> int:

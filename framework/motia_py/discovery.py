@@ -28,7 +28,15 @@ from .flows import FlowSpec, load_flows
 from .settings import Settings
 
 STEP_SUFFIXES = (".step.py", "_step.py")
-_SKIP_DIRS = {"__pycache__", "node_modules", ".motia", ".venv", "venv", ".git"}
+
+IGNORED_DIRS = frozenset({"__pycache__", "node_modules", "venv"})
+"""Directories that are never part of a project, besides every hidden one (``.motia/``, ``.venv/``,
+``.git/``, tool caches): no step is searched for in them and the dev server ignores changes in them."""
+
+
+def is_ignored_dir(name: str) -> bool:
+    """True for a directory name in :data:`IGNORED_DIRS` or a hidden one (``.motia``, ``.venv``, ...)."""
+    return name in IGNORED_DIRS or name.startswith(".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,7 @@ def find_step_files(steps_dir: Path) -> list[Path]:
         return []
     out = []
     for path in steps_dir.rglob("*.py"):
-        if any(part in _SKIP_DIRS or part.startswith(".") for part in path.relative_to(steps_dir).parts[:-1]):
+        if any(is_ignored_dir(part) for part in path.relative_to(steps_dir).parts[:-1]):
             continue
         if path.name.endswith(STEP_SUFFIXES):
             out.append(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +101,30 @@ class Publisher:
             await self.backend.publish([self.outgoing(topic, text, trace_id or tid, message_group_id, delay_s,
                                                       None, tp)])
         return trace_id or tid
+
+    async def emit_many(self, topic: str, items: Iterable[Any], *, message_group_id: str | None = None,
+                        delay_s: float = 0.0, check: bool = True) -> list[str]:
+        """Publish many events on one topic in one backend call (one transaction: all or none, in order);
+        return their trace ids in the same order.
+
+        Raises:
+            UnknownTopicError: (with ``check``) nothing would ever handle the topic.
+            EmitSchemaError, PayloadTooLargeError: an item is not JSON or too large (nothing is published).
+        """
+        if check:
+            self.check_external_topic(topic)
+        limit = self.max_payload_bytes
+        batch: list[Outgoing] = []
+        ids: list[str] = []
+        for data in items:
+            text = encode_payload(data, limit)
+            with self.spans.span(f"publish {topic}", "producer",
+                                 attributes={"messaging.destination.name": topic}) as (tid, tp, _):
+                batch.append(self.outgoing(topic, text, tid, message_group_id, delay_s, None, tp))
+            ids.append(tid)
+        if batch:
+            await self.backend.publish(batch)
+        return ids
 
     async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
         """Enqueue one tick of a cron step; return its trace id."""

@@ -104,6 +104,12 @@ class Router:
         return await self.publisher.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
                                          delay_s=delay_s, check=check)
 
+    async def emit_many(self, topic: str, items: Iterable[Any], *, message_group_id: str | None = None,
+                        delay_s: float = 0.0, check: bool = True) -> list[str]:
+        """Publish many events on one topic atomically; return their trace ids (see :meth:`Publisher.emit_many`)."""
+        return await self.publisher.emit_many(topic, items, message_group_id=message_group_id, delay_s=delay_s,
+                                              check=check)
+
     async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
         """Enqueue one tick of a cron step; return its trace id."""
         return await self.publisher.fire_cron(step, scheduled_at)
@@ -125,6 +131,8 @@ class Router:
         spec = self.steps.get(d.step)
         if spec is None or spec.handler is None:
             return Outcome.LOST  # the step was removed by a reload; the lease expires and it stays queued
+        if d.attempt > spec.queue.max_retries + 1:  # earlier attempts ended without a verdict: the worker died
+            return await self.settler.exhausted(spec, d, self.clock())
         env = d.envelope
         with self.spans.delivery(d.step, env.topic, d.attempt, env.traceparent, env.trace_id) as span:
             if spec.type is StepType.CRON:

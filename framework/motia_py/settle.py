@@ -109,6 +109,24 @@ class Settler:
         self.recorder.delivery(spec, d, started, outcome, error)
         return outcome
 
+    async def exhausted(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
+        """Dead-letter, without running it, a delivery claimed past its last attempt: its earlier attempts
+        ended with no verdict (the worker died during each, or the step's ``maxRetries`` was lowered)."""
+        started_attempts = d.attempt - 1
+        where = f"; last on {d.last_owner}" if d.last_owner else ""
+        error = (f"WorkerDiedError: the worker died during {started_attempts} attempt(s){where}" if d.expired else
+                 f"AttemptsExhaustedError: {started_attempts} attempt(s) already made; maxRetries is "
+                 f"{spec.queue.max_retries}")
+        try:
+            await self.backend.dead_letter(d, error, "", attempts=started_attempts)
+        except BackendError as berr:
+            self._unsettled(spec, d, "has no attempt left but could not be dead-lettered", berr)
+        else:
+            self.log.error(f"'{spec.name}' moved to the dead-letter queue without running: {error}",
+                           trace_id=d.envelope.trace_id, step=spec.name, topic=d.envelope.topic, attempt=d.attempt)
+        self.recorder.delivery(spec, d, started, Outcome.DEAD, error)
+        return Outcome.DEAD
+
     def _unsettled(self, spec: StepSpec, d: Delivery, what: str, exc: BackendError) -> None:
         lease = spec.queue.visibility_timeout_s
         self.log.warning(f"'{spec.name}': {what} ({exc}); the event will be delivered again after its lease "

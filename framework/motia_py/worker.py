@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .backends.base import Delivery
 from .config import StepType
 from .errors import BackendError
+from .isolation import Isolation
 from .router import Router
 
 _HEAD_START_S = 0.005
@@ -54,6 +55,7 @@ class Worker:
         self._heartbeat: asyncio.Task[None] | None = None
         self._backend_down = False
         self._renewal_failing = False
+        self._isolation = Isolation()
         self._chores: set[asyncio.Task[None]] = set()
 
     @property
@@ -107,6 +109,10 @@ class Worker:
                 spec = router.steps.get(c.step)
                 if spec is None:
                     return
+                if not self._isolation.open.is_set():  # a suspect delivery runs alone: claim nothing now
+                    await asyncio.wait({asyncio.ensure_future(self._isolation.open.wait()), stop_wait},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 free = spec.queue.concurrency - c.busy
                 if free <= 0:
                     c.slot_free.clear()
@@ -123,6 +129,9 @@ class Worker:
                         self._backend_down = True
                         router.log.error(f"backend unavailable, retrying: {exc}", backend=backend.url)
                     await asyncio.wait({stop_wait}, timeout=min(5.0, self.poll_s * 2))
+                    continue
+                if len(batch) == 1 and batch[0].expired:  # backends hand out a suspect alone
+                    self._run_alone(c, batch[0])
                     continue
                 if batch:
                     c.pending.extend(batch)
@@ -154,25 +163,59 @@ class Worker:
             t.add_done_callback(c.runners.discard)
         c.work.set()
 
+    async def _run_one(self, c: _Consumer, d: Delivery) -> None:
+        """Run one delivery through the router; log what escapes it for what it is."""
+        try:
+            await self.router.run_delivery(d)
+        except asyncio.CancelledError:
+            raise
+        except BackendError as exc:
+            self.router.log.warning(f"backend error while running '{c.step}' ({exc}); the event will be "
+                                    "delivered again after its lease", step=c.step, trace_id=d.envelope.trace_id)
+        except Exception as exc:
+            self.router.log.error(f"delivery crashed inside motia-py (a bug: please report it): "
+                                  f"{type(exc).__name__}: {exc}", step=c.step, trace_id=d.envelope.trace_id,
+                                  traceback="".join(traceback.format_exception(exc)))
+
+    def _run_alone(self, c: _Consumer, d: Delivery) -> None:
+        """Run a suspect delivery (its previous worker died mid-run) with nothing else running here."""
+        c.active[d.id] = d  # leased: the heartbeat renews it while it waits for its turn
+
+        async def before() -> None:
+            self.router.log.warning(
+                f"running an event of '{d.step}' alone: its previous attempt's worker ({d.last_owner or 'unknown'}) "
+                f"stopped during the run (attempt {d.attempt})", step=d.step, trace_id=d.envelope.trace_id,
+                attempt=d.attempt)
+            for other in (*self._consumers.values(), *self._retired):  # claimed, not started: back, uncounted
+                unstarted = list(other.pending)
+                other.pending.clear()
+                await self._hand_back(unstarted, "an event runs alone")
+
+        async def solo() -> None:
+            try:
+                await self._isolation.alone(lambda: self._run_one(c, d), before)
+            finally:
+                c.active.pop(d.id, None)
+                c.slot_free.set()
+
+        task = asyncio.create_task(solo(), name=f"motia-alone-{d.step}")
+        c.runners.add(task)
+        task.add_done_callback(c.runners.discard)
+
     async def _runner(self, c: _Consumer) -> None:
-        run = self.router.run_delivery
+        gate = self._isolation
         while True:
             while c.pending:
+                if not gate.open.is_set():
+                    await gate.open.wait()
+                    continue  # what was pending may have been handed back meanwhile
                 d = c.pending.popleft()
                 c.active[d.id] = d
+                gate.enter()
                 try:
-                    await run(d)
-                except asyncio.CancelledError:
-                    raise
-                except BackendError as exc:
-                    self.router.log.warning(f"backend error while running '{c.step}' ({exc}); the event will be "
-                                            "delivered again after its lease", step=c.step,
-                                            trace_id=d.envelope.trace_id)
-                except Exception as exc:
-                    self.router.log.error(f"delivery crashed inside motia-py (a bug: please report it): "
-                                          f"{type(exc).__name__}: {exc}", step=c.step, trace_id=d.envelope.trace_id,
-                                          traceback="".join(traceback.format_exception(exc)))
+                    await self._run_one(c, d)
                 finally:
+                    gate.leave()
                     c.active.pop(d.id, None)
                     c.slot_free.set()
             if c.closing or self._stopping.is_set():
@@ -208,13 +251,15 @@ class Worker:
             self._renewal_failing = False
 
     async def _hand_back(self, deliveries: list[Delivery], why: str) -> None:
-        """Return claimed deliveries that never started to the queue at once (not after their lease)."""
-        for d in deliveries:
-            try:
-                await self.router.backend.retry(d, 0.0)
-            except BackendError as exc:
-                self.router.log.warning(f"could not hand back an event of '{d.step}' ({why}): {exc}; it will be "
-                                        "delivered again after its lease", step=d.step, trace_id=d.envelope.trace_id)
+        """Return claimed deliveries that never started to the queue at once (not after their lease), their
+        attempt not counted."""
+        if not deliveries:
+            return
+        try:
+            await self.router.backend.hand_back(deliveries)
+        except BackendError as exc:
+            self.router.log.warning(f"could not hand back {len(deliveries)} unstarted event(s) ({why}): {exc}; "
+                                    "they will be delivered again after their lease", step=deliveries[0].step)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop claiming, let running handlers finish within ``grace_s``, then cancel the rest.

@@ -1,0 +1,121 @@
+"""``motia-py emit``: enqueue events as if they came from outside."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .cli_common import EXIT_USAGE, backend_option, fail, handle_errors, on_backend, project_option, settings_from
+from .errors import MotiaError
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
+
+@click.command("emit")
+@click.argument("topic")
+@click.option("--data", default=None, help="The event data as JSON.")
+@click.option("--file", "file", default=None, help="One event per JSON line of FILE ('-' = stdin).")
+@click.option("--group", "group", default=None, help="messageGroupId (FIFO steps).")
+@click.option("--delay", default=None, type=float, help="Seconds before delivery.")
+@backend_option
+@project_option
+@handle_errors
+def emit(topic: str, data: str | None, file: str | None, group: str | None, delay: float | None,
+         backend_url: str | None, project: Path) -> None:
+    """Enqueue an event on TOPIC as if it came from outside; print its trace id."""
+    from .router import Router
+    from .runtime import load_project, require_valid
+
+    if (data is None) == (file is None):
+        fail("give exactly one of --data JSON or --file F", EXIT_USAGE)
+    settings = settings_from(project, backend_url=backend_url)
+    router_project, findings = load_project(settings)
+    require_valid(router_project, findings)  # a broken subscriber here would silently miss its events
+
+    async def go(backend: Backend) -> None:
+        router = Router(router_project, backend)
+        router.check_external_topic(topic)
+        if data is not None:
+            click.echo(await router.emit(topic, _parse_data(data), message_group_id=group, delay_s=delay or 0.0))
+            return
+        progress = _Progress(enabled=sys.stderr.isatty())
+        for batch in _batches(_iter_json_lines(file or "-"), EMIT_BATCH):  # constant memory, in file order
+            ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=delay or 0.0, check=False)
+            click.echo("\n".join(ids))
+            progress.add(len(ids))
+        progress.done()
+
+    on_backend(settings, go)
+
+
+EMIT_BATCH = 1000
+"""Events per transaction for ``emit --file``."""
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Progress:
+    """``emitted N events (R/s)`` on one updating stderr line, on a terminal only."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.count = 0
+        self.started = time.monotonic()
+        self._shown = self.started
+
+    def add(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self._shown >= 0.25:
+            self._shown = now
+            rate = self.count / max(now - self.started, 1e-9)
+            click.echo(f"\remitted {self.count:,} events ({rate:,.0f}/s)", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.enabled and self.count:
+            click.echo(f"\remitted {self.count:,} events", err=True)
+
+
+def _parse_data(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise MotiaError(f"--data is not JSON: {exc.msg}") from exc
+
+
+def _iter_json_lines(file: Path | str) -> Iterator[Any]:
+    """Every JSON document of ``file``, one per non-blank line (``-`` reads stdin), read lazily.
+
+    Raises:
+        MotiaError: the file cannot be read, or a line is not JSON (with its line number).
+    """
+    try:
+        stream = sys.stdin if str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise MotiaError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    try:
+        for n, line in enumerate(stream, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise MotiaError(f"{file}:{n}: not JSON: {exc.msg}") from exc
+    finally:
+        if stream is not sys.stdin:
+            stream.close()

@@ -1,0 +1,158 @@
+"""Faults against real ``motia-py start`` processes, on SQLite and on Redis: a poison event that kills its
+worker on every attempt (under a supervisor that restarts it), and workers SIGKILLed while they run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .backends.test_redis import check_reachable, delete_prefix, new_prefix, redis_url
+from .conftest import ProjectFactory
+from .processes import lines, start_process, stop, wait_started, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+WORK = """
+    import asyncio, os
+    from pathlib import Path
+    OUT = Path(__file__).resolve().parents[1] / "out"
+    config = {"type": "event", "name": "Work", "subscribes": ["work"], "emits": [], "flows": ["f"],
+              "infrastructure": {"queue": {"concurrency": CONCURRENCY, "maxRetries": 2, "visibilityTimeout": 2}}}
+    async def handler(input, ctx):
+        OUT.mkdir(exist_ok=True)
+        with (OUT / f"start-{os.getpid()}").open("a") as f:
+            f.write(f"{input['i']} {ctx.attempt}\\n")
+            if input.get("poison"):
+                f.flush()
+                os.fsync(f.fileno())
+                os._exit(1)  # as a segfault or the OOM killer would: no exception, no cleanup
+        await asyncio.sleep(DELAY)
+        with (OUT / f"done-{os.getpid()}").open("a") as f:
+            f.write(f"{input['i']}\\n")
+"""
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment selecting a fresh backend: a SQLite file, or a private key prefix on Redis."""
+    if request.param == "sqlite":
+        yield {"MOTIA_PY_BACKEND_URL": f"sqlite:///{tmp_path / 'motia.db'}"}
+        return
+    url = redis_url()
+    check_reachable(url)
+    prefix = new_prefix()
+    yield {"MOTIA_PY_BACKEND_URL": url, "MOTIA_PY_BACKEND_PREFIX": prefix}
+    asyncio.run(delete_prefix(url, prefix))
+
+
+def project(make_project: ProjectFactory, *, delay: float, concurrency: int) -> Path:
+    step = WORK.replace("DELAY", repr(delay)).replace("CONCURRENCY", str(concurrency))
+    return make_project({"motia_py.toml": "", "flows/f.toml": 'entry_topics = ["work"]\n',
+                         "steps/work.step.py": step})
+
+
+def starts(root: Path) -> list[tuple[str, int]]:
+    """(event, attempt) of every handler start, across processes."""
+    out = root / "out"
+    found = [x.split() for p in out.glob("start-*") for x in lines(p)] if out.exists() else []
+    return [(i, int(a)) for i, a in found]
+
+
+def done(root: Path) -> list[str]:
+    out = root / "out"
+    return [x for p in out.glob("done-*") for x in lines(p)] if out.exists() else []
+
+
+def cli(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "motia_py", *args, "--project", str(root)], capture_output=True,
+                          text=True, timeout=120, cwd=root, env={**os.environ, **env})
+
+
+def emit_file(root: Path, env: dict[str, str], events: list[dict[str, object]]) -> None:
+    (root / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = cli(root, env, "emit", "work", "--file", "events.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == len(events)
+
+
+def dead_letters(root: Path, env: dict[str, str]) -> list[dict[str, object]]:
+    result = cli(root, env, "dlq", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_a_poison_event_is_dead_lettered_after_three_attempts_and_spares_the_others(
+        make_project: ProjectFactory, backend_env: dict[str, str]) -> None:
+    root = project(make_project, delay=0.01, concurrency=20)
+    events: list[dict[str, object]] = [{"i": "poison", "poison": True}, *({"i": str(i)} for i in range(200))]
+    emit_file(root, backend_env, events)
+    wanted = {str(i) for i in range(200)}
+    began = time.monotonic()
+    worker = start_process(root, "--no-http", "--no-cron", env=backend_env)
+    restarts = 0
+    try:
+        def settled() -> bool:  # the supervisor: restart the worker whenever it dies
+            nonlocal worker, restarts
+            if worker.poll() is not None:
+                restarts += 1
+                worker = start_process(root, "--no-http", "--no-cron", env=backend_env)
+            return set(done(root)) >= wanted and len(dead_letters(root, backend_env)) == 1
+        wait_until(settled, 60, "the poison event dead-lettered and every other event done")
+        took = time.monotonic() - began
+    finally:
+        stop(worker)
+    poison_starts = [a for i, a in starts(root) if i == "poison"]
+    assert poison_starts == [1, 2, 3]  # exactly maxRetries + 1 started attempts, then no more
+    assert restarts == 3
+    [dead] = dead_letters(root, backend_env)
+    assert dead["attempts"] == 3
+    assert "worker died during 3 attempt(s)" in str(dead["error"])
+    ordinary = [(i, a) for i, a in starts(root) if i != "poison"]
+    assert max(a for _, a in ordinary) <= 2  # at most the one attempt the first crash took from them
+    assert Counter(done(root)).keys() == wanted
+    assert took < 30, f"settled in {took:.1f} s"
+
+
+def test_workers_sigkilled_every_few_seconds_lose_no_event(make_project: ProjectFactory,
+                                                           backend_env: dict[str, str]) -> None:
+    root = project(make_project, delay=0.02, concurrency=4)
+    emit_file(root, backend_env, [{"i": str(i)} for i in range(3000)])
+    wanted = {str(i) for i in range(3000)}
+    workers = [start_process(root, "--no-http", "--no-cron", env=backend_env) for _ in range(3)]
+    rng = random.Random(7)
+    kills = 0
+    next_kill = time.monotonic() + rng.uniform(2, 3)
+    try:
+        for w in workers:
+            wait_started(w)
+
+        def finished() -> bool:  # kill one worker every 2-3 s and start a new one in its place
+            nonlocal kills, next_kill
+            if time.monotonic() >= next_kill and len(set(done(root))) < len(wanted):
+                victim = rng.randrange(len(workers))
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].wait(timeout=10)
+                workers[victim] = start_process(root, "--no-http", "--no-cron", env=backend_env)
+                kills += 1
+                next_kill = time.monotonic() + rng.uniform(2, 3)
+            return set(done(root)) >= wanted
+        wait_until(finished, 240, "every event despite the kills")
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0, 0]
+    assert kills >= 2
+    assert set(done(root)) == wanted
+    assert dead_letters(root, backend_env) == []
+    duplicates = sum(n - 1 for n in Counter(done(root)).values())
+    assert duplicates <= kills * 3 * 4  # only runs in flight at a kill may run twice (concurrency 4)
