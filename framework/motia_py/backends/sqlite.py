@@ -10,6 +10,9 @@ like calls (publishes, completes) runs as a few multi-row statements: a hundred 
 ``complete()`` calls cost a handful of statements and one commit. Few statements matter as much as few
 commits: each one hands the GIL to the event loop and back. When a call raises, the batch is rolled
 back and its calls run again one transaction each, so a failure reaches only the call that caused it.
+The calls that end an attempt (complete, retry, dead letter, hand back) and lease renewals are urgent:
+they are committed in a transaction of their own ahead of any claims, publishes and reads queued with
+them, and their callers resume only after that commit.
 
 The file's schema and migrations are in :mod:`.sqlite_schema`, the queue's SQL in :mod:`.sqlite_queue`;
 the state, lease, metadata and trace operations are here.
