@@ -7,7 +7,7 @@
 
 To add a backend, write a factory ``(tmp_path, clock) -> Backend`` and list it in ``BACKENDS``, with the
 marks it needs in ``MARKS``. Memory and SQLite are built from their URLs, so the entry-point lookup is
-exercised too; Redis comes from ``test_redis.contract_backend`` (a fresh key prefix per test) and, like
+exercised too; Redis comes from ``redis_support.contract_backend`` (a fresh key prefix per test) and, like
 the other Redis tests, is skipped locally and fails in CI when no server is reachable.
 """
 
@@ -39,7 +39,7 @@ def _sqlite(tmp_path: Path, clock: VirtualClock) -> Backend:
 
 
 def _redis(tmp_path: Path, clock: VirtualClock) -> Backend:
-    from .test_redis import contract_backend
+    from .redis_support import contract_backend
 
     return contract_backend(clock)
 
@@ -68,7 +68,7 @@ async def opened(name: str, tmp_path: Path, clock: VirtualClock) -> AsyncIterato
     except BackendUnavailableError as exc:
         if name != "redis":
             raise
-        from .test_redis import unreachable
+        from .redis_support import unreachable
 
         unreachable(exc)  # skips locally, fails in CI
     try:

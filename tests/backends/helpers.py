@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 from motia_py.backends.base import Delivery, Envelope, Outgoing, QueueStore, Target, new_id
 
@@ -39,3 +40,15 @@ async def claim_one(queue: QueueStore, step: str, lease_s: float = LEASE_S) -> D
 def data(deliveries: list[Delivery]) -> list[object]:
     """The payloads of ``deliveries``, in order."""
     return [d.envelope.data for d in deliveries]
+
+
+def set_identity(queue: QueueStore, identity: str) -> None:
+    """Make ``queue`` record ``identity`` as the owner of its next claims, as if another worker claimed
+    (every built-in backend has an ``identity`` attribute, ``host:pid`` by default)."""
+    assert hasattr(queue, "identity")
+    cast(Any, queue).identity = identity
+
+
+def seen(deliveries: list[Delivery]) -> list[tuple[object, int, bool, str | None]]:
+    """(payload, attempt, expired, last owner) of each delivery."""
+    return [(d.envelope.data, d.attempt, d.expired, d.last_owner) for d in deliveries]

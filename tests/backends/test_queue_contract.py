@@ -7,10 +7,10 @@ import asyncio
 import time
 from collections.abc import Awaitable
 
-from motia_py.backends.base import Backend, Outgoing, Target
+from motia_py.backends.base import Backend, Outgoing, StepQueueStats, Target, worker_identity
 from motia_py.testing import VirtualClock
 
-from .helpers import LEASE_S, claim_one, data, envelope, publish, to
+from .helpers import LEASE_S, claim_one, data, envelope, publish, seen, set_identity, to
 
 
 # -- publish, claim, complete -------------------------------------------------------------------
@@ -87,15 +87,6 @@ async def test_expired_lease_is_delivered_again_and_old_attempt_loses(backend: B
     assert (await backend.stats()).idle
 
 
-async def test_expired_lease_is_delivered_before_newer_events(backend: Backend, clock: VirtualClock) -> None:
-    await publish(backend, "a")  # data 0
-    await claim_one(backend, "a", lease_s=10)
-    clock.advance(5)
-    await backend.publish([to(envelope(data="newer"), "a")])
-    clock.advance(6)
-    assert [(d.envelope.data, d.attempt) for d in await backend.claim("a", 10, 10)] == [(0, 2), ("newer", 1)]
-
-
 async def test_lost_lease_makes_retry_and_dead_letter_no_ops(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
     old = await claim_one(backend, "a", lease_s=10)
@@ -153,6 +144,120 @@ async def test_delayed_delivery_queues_behind_earlier_due_ones(backend: Backend,
     assert data(await backend.claim("a", 10, LEASE_S)) == ["now", 0]
 
 
+# -- expired leases and hand-backs ---------------------------------------------------------------
+async def test_expired_leases_are_claimed_alone_oldest_first(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a", 3)
+    set_identity(backend, "host-a:1")
+    assert len(await backend.claim("a", 3, 10)) == 3  # one batch: one lease expiry for the three
+    await backend.publish([to(envelope(data="newer"), "a")])
+    set_identity(backend, "host-b:2")
+    clock.advance(10)
+
+    batches = [await backend.claim("a", 10, 10) for _ in range(4)]
+
+    assert [seen(b) for b in batches] == [[(0, 2, True, "host-a:1")], [(1, 2, True, "host-a:1")],
+                                          [(2, 2, True, "host-a:1")], [("newer", 1, False, None)]]
+
+
+async def test_the_last_owner_is_the_worker_whose_lease_expired(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a")
+    first = await claim_one(backend, "a", lease_s=10)
+    assert (first.expired, first.last_owner) == (False, None)
+    clock.advance(10)
+    set_identity(backend, "other-host:42")
+    second = await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    third = await claim_one(backend, "a", lease_s=10)
+
+    assert seen([second, third]) == [(0, 2, True, worker_identity()), (0, 3, True, "other-host:42")]
+    assert third.first_delivered_at == first.first_delivered_at
+    assert await backend.complete(second) is False
+    assert await backend.complete(third) is True
+
+
+async def test_an_expired_fifo_head_is_claimed_alone(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    head = await claim_one(backend, "a", lease_s=10)
+    clock.advance(1)
+    await backend.publish([to(envelope(data="standard"), "a")])
+    await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)  # both leases expired, the head's first
+
+    assert seen(await backend.claim("a", 10, 10)) == [(0, 2, True, worker_identity())]
+    assert seen(await backend.claim("a", 10, 10)) == [("standard", 2, True, worker_identity())]
+    assert await backend.claim("a", 10, 10) == []  # the group waits for its head
+    assert (await backend.stats()).leased == 2
+    assert head.envelope.group_id == "g"
+
+
+async def test_hand_back_does_not_count_the_attempt_and_is_due_at_once(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a", 2)
+    claimed = await backend.claim("a", 2, LEASE_S)
+
+    await backend.hand_back(claimed)
+
+    stats = await backend.stats()
+    assert (stats.ready, stats.delayed, stats.leased) == (2, 0, 0)
+    assert await backend.complete(claimed[0]) is False  # no longer leased
+    clock.advance(1)
+    again = await backend.claim("a", 10, LEASE_S)
+    assert [(d.id, d.attempt, d.expired) for d in again] == [(d.id, 1, False) for d in claimed]
+    assert [d.first_delivered_at for d in again] == [clock.now, clock.now]  # the claim handed back was no start
+
+
+async def test_hand_back_of_a_retried_delivery_keeps_its_first_delivery(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a")
+    d1 = await claim_one(backend, "a")
+    await backend.retry(d1, 0)
+    clock.advance(1)
+    d2 = await claim_one(backend, "a")
+
+    await backend.hand_back([d2])
+
+    d3 = await claim_one(backend, "a")
+    assert (d3.attempt, d3.first_delivered_at) == (2, d1.first_delivered_at)
+    assert await backend.complete(d3) is True
+
+
+async def test_hand_back_of_a_lost_lease_does_nothing(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a")
+    old = await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    new = await claim_one(backend, "a", lease_s=10)
+
+    await backend.hand_back([old])
+
+    assert await backend.claim("a", 10, 10) == []
+    assert (await backend.stats()).leased == 1
+    assert await backend.complete(new) is True
+
+
+async def test_hand_back_of_an_expired_claim_keeps_it_alone_and_expired(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a", 2)
+    set_identity(backend, "crashed:1")
+    await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    set_identity(backend, "shutting-down:2")
+    expired = await claim_one(backend, "a", lease_s=10)
+
+    await backend.hand_back([expired])
+
+    assert seen(await backend.claim("a", 10, 10)) == [(0, 2, True, "crashed:1")]
+    assert seen(await backend.claim("a", 10, 10)) == [(1, 1, False, None)]
+
+
+async def test_hand_back_of_a_fifo_head_keeps_it_the_head(backend: Backend) -> None:
+    await publish(backend, "a", 2, fifo=True, group_id="g")
+    head = await claim_one(backend, "a")
+
+    await backend.hand_back([head])
+
+    again = await backend.claim("a", 10, LEASE_S)
+    assert [(d.id, d.attempt) for d in again] == [(head.id, 1)]
+    assert await backend.complete(again[0])
+    assert data(await backend.claim("a", 10, LEASE_S)) == [1]
+
+
 # -- dead letters -------------------------------------------------------------------------------
 async def test_dead_letter_keeps_the_failure(backend: Backend, clock: VirtualClock) -> None:
     env = envelope(topic="job.run", data={"job": 7})
@@ -177,6 +282,18 @@ async def test_dead_letter_keeps_the_failure(backend: Backend, clock: VirtualClo
     stats = await backend.stats()
     assert (stats.dead, stats.idle) == (1, True)
     assert await backend.complete(d2) is False
+
+
+async def test_dead_letter_records_the_attempts_given(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a")
+    d = await claim_one(backend, "a", lease_s=10)
+    clock.advance(10)
+    d = await claim_one(backend, "a", lease_s=10)  # attempt 2: its lease expired once
+
+    await backend.dead_letter(d, "the worker died during 3 attempts", "", attempts=3)
+
+    [dead] = await backend.dlq_list()
+    assert (dead.id, dead.attempts, dead.first_attempt_at) == (d.id, 3, d.first_delivered_at)
 
 
 async def test_dead_letters_are_listed_newest_first(backend: Backend, clock: VirtualClock) -> None:
@@ -262,86 +379,6 @@ async def test_retry_moves_the_delivery_back_without_copying_it(backend: Backend
     assert (again.id, again.attempt) == (d.id, 2)
 
 
-# -- FIFO ---------------------------------------------------------------------------------------
-async def test_fifo_group_delivers_one_at_a_time_in_order(backend: Backend) -> None:
-    await publish(backend, "a", 3, fifo=True, group_id="g")
-    seen = []
-    for _ in range(3):
-        [d] = await backend.claim("a", 10, LEASE_S)
-        assert await backend.claim("a", 10, LEASE_S) == []  # the group is busy
-        seen.append(d.envelope.data)
-        assert await backend.complete(d)
-    assert seen == [0, 1, 2]
-    assert (await backend.stats()).idle
-
-
-async def test_fifo_groups_run_in_parallel(backend: Backend) -> None:
-    for i in range(4):
-        await backend.publish([to(envelope(data=i, group_id=f"g{i % 2}"), "a", fifo=True)])
-
-    first = await backend.claim("a", 10, LEASE_S)
-    assert data(first) == [0, 1]
-    assert await backend.complete(first[1])
-    assert data(await backend.claim("a", 10, LEASE_S)) == [3]
-
-
-async def test_fifo_without_group_id_is_one_group(backend: Backend) -> None:
-    await publish(backend, "a", 2, fifo=True)
-    assert data(await backend.claim("a", 10, LEASE_S)) == [0]
-
-
-async def test_fifo_and_standard_deliveries_of_one_step(backend: Backend) -> None:
-    await publish(backend, "a", 2, fifo=True, group_id="g")
-    await publish(backend, "a", 2)
-    got = await backend.claim("a", 10, LEASE_S)
-    assert sorted(map(str, data(got))) == ["0", "0", "1"]  # both standard ones and the group's head
-
-
-async def test_fifo_retried_head_blocks_its_group(backend: Backend, clock: VirtualClock) -> None:
-    await publish(backend, "a", 2, fifo=True, group_id="g")
-    await publish(backend, "a", 1, fifo=True, group_id="other")
-    [head, other] = await backend.claim("a", 10, LEASE_S)
-    assert other.envelope.group_id == "other"
-
-    await backend.retry(head, 5)
-
-    assert await backend.claim("a", 10, LEASE_S) == []  # not the second event of g
-    clock.advance(5)
-    again = await claim_one(backend, "a")
-    assert (again.envelope, again.attempt) == (head.envelope, 2)
-    assert await backend.claim("a", 10, LEASE_S) == []
-    assert await backend.complete(again)
-    assert data(await backend.claim("a", 10, LEASE_S)) == [1]
-
-
-async def test_fifo_dead_lettered_head_frees_its_group(backend: Backend) -> None:
-    await publish(backend, "a", 2, fifo=True, group_id="g")
-    head = await claim_one(backend, "a")
-    await backend.dead_letter(head, "boom", "")
-    assert data(await backend.claim("a", 10, LEASE_S)) == [1]
-
-
-async def test_fifo_expired_head_is_delivered_again_before_the_rest(backend: Backend, clock: VirtualClock) -> None:
-    await publish(backend, "a", 2, fifo=True, group_id="g")
-    old = await claim_one(backend, "a", lease_s=10)
-    clock.advance(10)
-    new = await claim_one(backend, "a", lease_s=10)
-    assert (new.id, new.attempt) == (old.id, 2)
-    assert await backend.claim("a", 10, 10) == []
-
-
-async def test_replayed_fifo_dead_letter_comes_back_as_a_standard_delivery(backend: Backend) -> None:
-    await publish(backend, "f", 2, fifo=True, group_id="g")
-    head = await claim_one(backend, "f")
-    await backend.dead_letter(head, "boom", "tb")
-
-    assert await backend.dlq_replay(head.id)
-
-    got = await backend.claim("f", 10, LEASE_S)
-    assert sorted(map(str, data(got))) == ["0", "1"]  # the replay neither waits behind its group nor blocks it
-    assert [d.attempt for d in got] == [1, 1]
-
-
 # -- leases -------------------------------------------------------------------------------------
 async def test_extend_keeps_the_lease_past_its_first_expiry(backend: Backend, clock: VirtualClock) -> None:
     await publish(backend, "a")
@@ -393,6 +430,38 @@ async def test_stats_counts_a_fifo_group_behind_its_delayed_head(backend: Backen
     await backend.retry(head, 5)
     stats = await backend.stats()
     assert (stats.ready, stats.delayed, stats.leased, stats.next_due_at) == (2, 1, 0, clock.now + 5)
+
+
+async def test_step_stats_counts_each_step(backend: Backend, clock: VirtualClock) -> None:
+    t0 = clock.now
+    await publish(backend, "a", 3)
+    await publish(backend, "f", 2, fifo=True, group_id="g")
+    clock.advance(1)
+    await publish(backend, "a", 1, delay_s=10)
+    await publish(backend, "b", 1)
+    await publish(backend, "c", 1)
+    [_, dead] = await backend.claim("a", 2, LEASE_S)
+    await backend.dead_letter(dead, "x", "")
+    await backend.dead_letter(await claim_one(backend, "c"), "x", "")
+    await claim_one(backend, "f")  # the group's head; the event behind it counts by its own due time
+
+    assert await backend.step_stats() == {
+        "a": StepQueueStats(ready=1, delayed=1, leased=1, dead=1, oldest_ready_at=t0),
+        "b": StepQueueStats(ready=1, oldest_ready_at=t0 + 1),
+        "c": StepQueueStats(dead=1),
+        "f": StepQueueStats(ready=1, leased=1, oldest_ready_at=t0),
+    }
+    clock.advance(10)
+    assert (await backend.step_stats())["a"] == StepQueueStats(ready=2, leased=1, dead=1, oldest_ready_at=t0)
+    [first] = await backend.claim("a", 1, LEASE_S)
+    await backend.retry(first, 5)  # the oldest ready one goes back with a delay
+    step = (await backend.step_stats())["a"]
+    assert (step.ready, step.delayed, step.leased, step.oldest_ready_at) == (1, 1, 1, t0 + 11)
+    totals = await backend.stats()
+    every = (await backend.step_stats()).values()
+    assert (totals.ready, totals.delayed, totals.leased, totals.dead) == (
+        sum(s.ready for s in every), sum(s.delayed for s in every), sum(s.leased for s in every),
+        sum(s.dead for s in every))
 
 
 # -- wait (real time, bounded: these tests measure how long wait() takes) -------------------------

@@ -1,33 +1,26 @@
 """Redis-only behaviour: durability, several processes, blocking wake-ups, outages, key hygiene.
 
-The contract suite runs on Redis too (``conftest.BACKENDS["redis"]`` uses :func:`contract_backend`). Tests
-use ``MOTIA_PY_TEST_REDIS_URL``; without it they fall back to ``redis://127.0.0.1:6379/0`` unless ``CI`` is
-set. An unreachable server skips them locally and fails them in CI. Each test uses its own key prefix and
-deletes that prefix's keys afterwards.
+The contract suite runs on Redis too (``conftest.BACKENDS["redis"]`` uses
+:func:`.redis_support.contract_backend`). The server comes from :mod:`.redis_support` (an unreachable one
+skips these tests locally and fails them in CI). Each test uses its own key prefix and deletes that
+prefix's keys afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import redis
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, TraceRun, new_id
+from motia_py.backends.base import Delivery, Envelope, Outgoing, Target, TraceRun, new_id
 from motia_py.backends.redis import RedisBackend, redact
 from motia_py.backends.redis_keys import Keys, escape
 from motia_py.backends.registry import BackendOptions, create_backend
@@ -35,83 +28,22 @@ from motia_py.errors import BackendError, BackendUnavailableError
 from motia_py.testing import VirtualClock
 from motia_py.types import Clock
 
+from .redis_support import (  # the process tests import these from here too
+    check_reachable,
+    contract_backend,
+    delete_prefix,
+    new_prefix,
+    private_redis,
+    redis_url,
+    unreachable,
+)
+
+__all__ = ["check_reachable", "contract_backend", "delete_prefix", "new_prefix", "private_redis", "redis_url",
+           "unreachable"]
+
 pytestmark = pytest.mark.redis
 
 LEASE_S = 30.0
-
-
-def redis_url() -> str:
-    """The test server's URL; fails in CI when none is configured."""
-    url = os.environ.get("MOTIA_PY_TEST_REDIS_URL")
-    if url:
-        return url
-    if os.environ.get("CI"):
-        pytest.fail("CI is set but MOTIA_PY_TEST_REDIS_URL is not: the Redis tests need a server")
-    return "redis://127.0.0.1:6379/0"
-
-
-def unreachable(reason: object) -> None:
-    """Skip locally, fail in CI."""
-    message = f"Redis not reachable for the redis backend tests: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-_PROBLEMS: dict[str, str | None] = {}
-
-
-def check_reachable(url: str) -> None:
-    """Skip (locally) or fail (CI) when the server at ``url`` does not answer PING; asked once per URL."""
-    if url not in _PROBLEMS:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
-        try:
-            client.ping()
-            _PROBLEMS[url] = None
-        except redis.RedisError as exc:
-            _PROBLEMS[url] = str(exc)
-        finally:
-            client.close()
-    problem = _PROBLEMS[url]
-    if problem is not None:
-        unreachable(problem)
-
-
-def new_prefix() -> str:
-    return f"motia-test-{uuid.uuid4().hex}"
-
-
-async def delete_prefix(url: str, prefix: str) -> None:
-    """SCAN + UNLINK every key of ``prefix``."""
-    client = Redis.from_url(url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
-
-
-class _TestRedisBackend(RedisBackend):
-    """A RedisBackend that deletes its prefix's keys when closed."""
-
-    async def close(self) -> None:
-        opened = self._client is not None
-        await super().close()
-        if opened:
-            await delete_prefix(self._url, self.keys.prefix)
-
-
-def contract_backend(clock: Clock) -> Backend:
-    """The redis backend of the contract suite: a fresh prefix, the suite's fake clock."""
-    url = redis_url()
-    check_reachable(url)
-    return _TestRedisBackend(url, prefix=new_prefix(), clock=clock)
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -359,7 +291,31 @@ async def test_delivery_of_a_killed_worker_process_is_delivered_again(
         again = await b.claim("a", 10, LEASE_S)
 
     assert [(d.id, d.envelope.data, d.attempt) for d in again] == [(claimed_id, "job", 2)]
+    assert (again[0].expired, again[0].last_owner) == (True, f"{socket.gethostname()}:{proc.pid}")
     assert await b.complete(again[0])
+
+
+async def test_owner_records_go_with_their_leases(url: str, open_backend: OpenBackend) -> None:
+    clock = VirtualClock(1_700_000_000.0)
+    b = await open_backend(clock)
+    await b.publish([out("a", i) for i in range(4)] + [out("a", "f", fifo=True, group_id="g")])
+    ds = await b.claim("a", 10, 10)
+    assert len(ds) == 5
+    await b.complete(ds[0])
+    await b.retry(ds[1], 0)
+    await b.dead_letter(ds[2], "x", "")
+    await b.hand_back(ds[3:])
+    clock.advance(1)
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        assert await client.hlen(b.keys.step("a").owner) == 0
+        again = await b.claim("a", 10, 10)
+        assert await client.hgetall(b.keys.step("a").owner) == {d.id: b.identity for d in again}
+        for d in again:
+            await b.complete(d)
+        assert await client.hlen(b.keys.step("a").owner) == 0
+    finally:
+        await client.aclose()
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -429,43 +385,6 @@ async def test_every_key_starts_with_the_prefix(url: str, prefix: str, open_back
 
 
 # -- an outage of a private server --------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """``start()`` runs a redis-server on a fixed free port with an fsync-always AOF in ``tmp_path``."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                                 "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                return proc
-            time.sleep(0.02)
-        raise AssertionError("private redis-server did not start")
-
-    start.port = port  # type: ignore[attr-defined]
-    try:
-        yield start
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
 async def test_outage_raises_backend_error_then_recovers_without_losing_data(
     tmp_path: Path, open_backend: OpenBackend
 ) -> None:

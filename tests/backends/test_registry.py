@@ -54,9 +54,9 @@ def install_queue_and_state_backend(site: Path) -> None:
     (site / "qsbackend.py").write_text(textwrap.dedent("""
         from motia_py.backends.memory import MemoryBackend
 
-        QUEUE_AND_STATE = ("publish", "claim", "complete", "retry", "dead_letter", "extend", "wait", "stats",
-                           "dlq_list", "dlq_get", "dlq_replay", "dlq_purge", "state_get", "state_set",
-                           "state_delete", "state_items", "state_groups", "state_clear", "state_cas")
+        QUEUE_AND_STATE = ("publish", "claim", "hand_back", "complete", "retry", "dead_letter", "extend", "wait",
+                           "stats", "step_stats", "dlq_list", "dlq_get", "dlq_replay", "dlq_purge", "state_get",
+                           "state_set", "state_delete", "state_items", "state_groups", "state_clear", "state_cas")
 
         class QueueAndStateBackend:
             created = []

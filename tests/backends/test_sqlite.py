@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 from motia_py.backends.base import Backend, Delivery, Envelope, Outgoing, Target, new_id
 from motia_py.backends.registry import BackendOptions, create_backend
 from motia_py.backends.sqlite import SqliteBackend
+from motia_py.backends.sqlite_schema import SCHEMA_VERSION
 from motia_py.errors import BackendError, BackendUnavailableError
 from motia_py.meta_keys import cron_running, cron_tick
 from motia_py.testing import VirtualClock
@@ -145,6 +148,45 @@ async def test_concurrent_completes_are_each_answered(db: Backend) -> None:
     assert await db.claim("a", 10, LEASE_S) == []
 
 
+async def test_urgent_calls_are_committed_before_the_work_queued_ahead_of_them(tmp_path: Path) -> None:
+    from motia_py.backends._sqlite_thread import Connection, each
+    from motia_py.backends.sqlite_schema import connect
+
+    ran: list[str] = []
+    started, gate = threading.Event(), threading.Event()
+
+    @each
+    def blocker(conn: sqlite3.Connection, arg: str) -> None:  # holds the thread inside a transaction
+        ran.append(arg)
+        started.set()
+        gate.wait(10)
+
+    @each
+    def write(conn: sqlite3.Connection, arg: str) -> bool:
+        """Whether another connection sees the urgent call's write already (i.e. it was committed)."""
+        ran.append(arg)
+        conn.execute("INSERT INTO meta VALUES (?, '')", (arg,))
+        with contextlib.closing(sqlite3.connect(tmp_path / "m.db")) as other:
+            return other.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is not None
+
+    db = Connection(tmp_path / "m.db", connect)
+    await db.start()
+    try:
+        first = db.submit(blocker, "running", True)
+        await asyncio.to_thread(started.wait, 10)
+        queued = [db.submit(write, f"claim {i}", True) for i in range(3)]
+        settled = db.submit(write, "complete", True, urgent=True)
+        await asyncio.sleep(0)  # the submissions reach the thread while it is busy
+        gate.set()
+        await first
+        assert await settled is False  # its own transaction, not committed yet while it ran
+        assert await asyncio.gather(*queued) == [True, True, True]  # committed before they ran
+        assert ran == ["running", "complete", "claim 0", "claim 1", "claim 2"]
+    finally:
+        gate.set()
+        await db.stop()
+
+
 async def test_large_publish_keeps_its_order(db: Backend) -> None:
     await db.publish([out(i, "a") for i in range(150)])  # several multi-row statements
     assert [d.envelope.data for d in await db.claim("a", 1000, LEASE_S)] == list(range(150))
@@ -244,9 +286,14 @@ async def test_nothing_is_lost_when_a_worker_process_is_killed(tmp_path: Path) -
     b = open_at(tmp_path / "m.db", clock)
     await b.open()
     try:
-        got = await b.claim("a", 1000, LEASE_S)
-        assert sorted(d.envelope.data for d in got) == list(range(100))
-        assert {d.id for d in got if d.attempt == 2} == set(running)
+        expired = [await b.claim("a", 1000, LEASE_S) for _ in running]  # one at a time
+        rest = await b.claim("a", 1000, LEASE_S)
+        assert [len(batch) for batch in expired] == [1] * len(running)
+        assert {batch[0].id for batch in expired} == set(running)
+        killed = f"{socket.gethostname()}:{proc.pid}"
+        assert {(d.attempt, d.expired, d.last_owner) for [d] in expired} == {(2, True, killed)}
+        assert sorted(d.envelope.data for d in [*rest, *(d for [d] in expired)]) == list(range(100))
+        assert {(d.attempt, d.expired) for d in rest} == {(1, False)}
     finally:
         await b.close()
 
@@ -302,20 +349,32 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
             topic TEXT NOT NULL, data TEXT NOT NULL, trace_id TEXT NOT NULL, emitted_at REAL NOT NULL,
             group_id TEXT, source TEXT, attempts INTEGER NOT NULL, error TEXT NOT NULL, traceback TEXT NOT NULL,
             failed_at REAL NOT NULL, first_attempt_at REAL);
+        CREATE INDEX deliveries_leased ON deliveries (step, available_at)
+            WHERE fifo_group IS NULL AND lease_until IS NOT NULL;
         INSERT INTO deliveries (id, step, event_id, topic, data, trace_id, emitted_at, available_at)
             VALUES ('d1', 'A', 'e1', 't', '{"x":1}', 'tr', 1.0, 0);
+        INSERT INTO deliveries (id, step, event_id, topic, data, trace_id, emitted_at, available_at, attempts,
+                                lease_until, first_delivered_at)
+            VALUES ('d2', 'A', 'e2', 't', '{"x":2}', 'tr', 1.0, 5.0, 1, 5.0, 1.0);  -- leased, expired
         PRAGMA user_version = 1;
     """)
     conn.close()
-    backend = SqliteBackend("sqlite:///old.db", path)
+    backend = SqliteBackend("sqlite:///old.db", path, identity="new:1")
     await backend.open()
     try:
+        [d2] = await backend.claim("A", 10, 30)  # the expired lease alone, its owner unknown
+        assert (d2.envelope.data, d2.attempt, d2.expired, d2.last_owner) == ({"x": 2}, 2, True, None)
         [d] = await backend.claim("A", 10, 30)
         assert (d.envelope.data, d.envelope.traceparent) == ({"x": 1}, None)  # queued work survives the upgrade
         await backend.traces_add([TraceRun("t1", 1.0, "{}")])  # and the new tables exist
         assert await backend.traces_recent(1) == ["t1"]
     finally:
         await backend.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT owner FROM deliveries ORDER BY id").fetchall() == [("new:1",), ("new:1",)]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "deliveries_expiry" in indexes and "deliveries_leased" not in indexes
+    conn.close()
 
 
 async def test_a_version_3_file_loses_its_per_tick_cron_markers(tmp_path: Path) -> None:
@@ -336,7 +395,7 @@ async def test_a_version_3_file_loses_its_per_tick_cron_markers(tmp_path: Path) 
     await b.close()
 
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT key FROM leases").fetchall() == [(cron_running("Tick"),)]
         assert conn.execute("SELECT key, value FROM meta").fetchall() == [(cron_tick("Tick"), "1700000010.0")]
     conn.close()

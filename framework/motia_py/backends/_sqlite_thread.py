@@ -3,7 +3,15 @@
 Calls submitted during one event-loop iteration, plus whatever queued while the thread was busy, run in
 one transaction; a run of consecutive calls of one kind goes to its operation at once, so it can use
 multi-row statements. When a call raises, the batch is rolled back and its calls run again one
-transaction each, so a failure reaches only the call that caused it.
+transaction each, so a failure reaches only the call that caused it. A caller resumes only after the
+transaction of its call committed (or failed).
+
+**Urgent calls first.** Calls submitted as urgent (the end of an attempt: complete, retry, dead letter,
+hand back; and lease renewals) are taken out of whatever is queued and committed in a transaction of
+their own, ahead of the other calls (claims, publishes, reads), however many of those are waiting: an
+acknowledgement never waits for a batch of unrelated work, only for the transaction already running.
+That matters when a handler kills its process: what is committed before the kill survives, what still
+waits in this thread is redone (delivered again after its lease).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +44,7 @@ class _Call:
     arg: Any
     write: bool
     future: asyncio.Future[Any]
+    urgent: bool = False
     ok: bool = False
     value: Any = None  # the result, or the exception
 
@@ -81,13 +91,14 @@ class Connection:
         self._inbox.put(stopped)
         await stopped
 
-    def submit(self, op: Op[A, R], arg: A, write: bool) -> asyncio.Future[R]:
+    def submit(self, op: Op[A, R], arg: A, write: bool, urgent: bool = False) -> asyncio.Future[R]:
+        """Queue one call; its future resolves once its transaction committed (or with the error)."""
         if not self.open or self._loop is None:
             raise BackendError(f"sqlite backend {self.path} is not open")
         future: asyncio.Future[R] = self._loop.create_future()
         if not self._pending:
             self._loop.call_soon(self._flush)  # hand over everything submitted in this iteration at once
-        self._pending.append(_Call(op, arg, write, future))
+        self._pending.append(_Call(op, arg, write, future, urgent))
         return future
 
     def _flush(self) -> None:
@@ -107,31 +118,40 @@ class Connection:
             self._reply(loop, _resolve, ready, False, exc)
             return
         self._reply(loop, _resolve, ready, True, None)
+        urgent: deque[_Call] = deque()
+        rest: deque[_Call] = deque()
+        stopped: asyncio.Future[None] | None = None
         while True:
-            item = self._inbox.get()
-            stopped = item if isinstance(item, asyncio.Future) else None
-            calls = item if isinstance(item, list) else []
-            while stopped is None and len(calls) < _MAX_BATCH:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(more, asyncio.Future):
-                    stopped = more
-                else:
-                    calls.extend(more)
+            if stopped is None:
+                stopped = self._receive(urgent, rest, block=not urgent and not rest)
+            calls = urgent or rest  # urgent calls first, in a transaction of their own
             if calls:
+                batch = [calls.popleft() for _ in range(min(len(calls), _MAX_BATCH))]
                 try:
-                    _transaction(conn, calls)
+                    _transaction(conn, batch)
                 except Exception as exc:  # a bug here must fail the calls, not hang their callers
-                    for c in calls:
+                    for c in batch:
                         c.ok, c.value = False, exc
-                self._reply(loop, _settle, calls)
-            if stopped is not None:
+                self._reply(loop, _settle, batch)
+            elif stopped is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
                 self._reply(loop, _resolve, stopped, True, None)
                 return
+
+    def _receive(self, urgent: deque[_Call], rest: deque[_Call], block: bool) -> asyncio.Future[None] | None:
+        """Move every queued call to ``urgent`` or ``rest`` (waiting for one first when ``block``);
+        the stop request, when one came."""
+        while True:
+            try:
+                item = self._inbox.get() if block else self._inbox.get_nowait()
+            except queue.Empty:
+                return None
+            block = False
+            if isinstance(item, asyncio.Future):
+                return item  # the last thing ever queued: stop() flushes the calls before it
+            for c in item:
+                (urgent if c.urgent else rest).append(c)
 
 
 def each(fn: Callable[[sqlite3.Connection, A], R]) -> Op[A, R]:

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import UnknownBackendError
 from ..types import Clock
 from .derived import StateLeaseStore, StateTraceStore
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, TraceRun
+from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
 from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
 
 _C = Coroutine[Any, Any, Any]
@@ -73,6 +73,10 @@ class ComposedBackend:
         """See :meth:`.QueueStore.claim`."""
         return self.core.claim(step, limit, lease_s)
 
+    def hand_back(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, None]:
+        """See :meth:`.QueueStore.hand_back`."""
+        return self.core.hand_back(deliveries)
+
     def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.complete`."""
         return self.core.complete(delivery, outgoing)
@@ -81,9 +85,10 @@ class ComposedBackend:
         """See :meth:`.QueueStore.retry`."""
         return self.core.retry(delivery, delay_s)
 
-    def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> Coroutine[Any, Any, None]:
+    def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
+                    ) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.dead_letter`."""
-        return self.core.dead_letter(delivery, error, traceback)
+        return self.core.dead_letter(delivery, error, traceback, attempts)
 
     def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.extend`."""
@@ -96,6 +101,10 @@ class ComposedBackend:
     def stats(self) -> Coroutine[Any, Any, QueueStats]:
         """See :meth:`.QueueStore.stats`."""
         return self.core.stats()
+
+    def step_stats(self) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
+        """See :meth:`.QueueStore.step_stats`."""
+        return self.core.step_stats()
 
     def dlq_list(self, limit: int = 100) -> Coroutine[Any, Any, list[DeadLetter]]:
         """See :meth:`.QueueStore.dlq_list`."""

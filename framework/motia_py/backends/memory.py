@@ -11,12 +11,22 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, TraceRun, new_id
+from .records import (
+    DeadLetter,
+    Delivery,
+    Envelope,
+    Outgoing,
+    QueueStats,
+    StepQueueStats,
+    TraceRun,
+    new_id,
+    worker_identity,
+)
 from .registry import BackendOptions
 
 
@@ -31,6 +41,7 @@ class _Item:
     attempts: int = 0  # deliveries so far
     lease_until: float | None = None
     first_delivered_at: float | None = None
+    owner: str | None = None  # the worker that holds (or last held) the lease
 
 
 @dataclass(slots=True)
@@ -44,11 +55,19 @@ class _StepQueue:
 
 
 class MemoryBackend:
-    """In-process backend (``memory://``). Not shared between processes; lost on exit."""
+    """In-process backend (``memory://``). Not shared between processes; lost on exit.
 
-    def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
+    Args:
+        url: ``memory://``.
+        clock: epoch seconds; ``time.time`` by default.
+        identity: the owner recorded on every claim (``worker_identity()``, ``host:pid``, by default);
+            the attribute of that name may be changed at any time.
+    """
+
+    def __init__(self, url: str = "memory://", clock: Clock | None = None, identity: str | None = None) -> None:
         self.url = url
         self.clock: Clock = clock or time.time
+        self.identity = identity or worker_identity()
         self._queues: dict[str, _StepQueue] = {}
         self._seq = itertools.count()
         self._dead: dict[str, DeadLetter] = {}
@@ -92,24 +111,33 @@ class MemoryBackend:
                 self._enqueue(_Item(id=new_id(), step=t.step, envelope=out.envelope, seq=next(self._seq),
                                     available_at=now + t.delay_s, fifo=t.fifo))
 
-    def _reclaim_expired(self, q: _StepQueue, now: float) -> None:
-        expired = [i for i in q.leased.values() if i.lease_until is not None and i.lease_until <= now]
-        for item in expired:
-            del q.leased[item.id]
-            item.lease_until = None
-            if item.fifo:
-                q.fifo_busy.discard(item.envelope.group_id or "")
-            else:
-                q.ready.appendleft(item)
+    @staticmethod
+    def _oldest_expired(q: _StepQueue, now: float) -> _Item | None:
+        expired = [(i.lease_until, i.seq, i) for i in q.leased.values()
+                   if i.lease_until is not None and i.lease_until <= now]
+        return min(expired)[2] if expired else None
+
+    def _lease(self, q: _StepQueue, item: _Item, now: float, lease_s: float, *, expired: bool = False) -> Delivery:
+        last_owner = item.owner
+        item.attempts += 1
+        item.lease_until = now + lease_s
+        item.owner = self.identity
+        if item.first_delivered_at is None:
+            item.first_delivered_at = now
+        q.leased[item.id] = item
+        return Delivery(id=item.id, step=item.step, envelope=item.envelope, attempt=item.attempts,
+                        first_delivered_at=item.first_delivered_at, expired=expired,
+                        last_owner=last_owner if expired else None)
 
     async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries, oldest first."""
+        """Lease up to ``limit`` due deliveries, oldest first; an expired lease alone."""
         q = self._queues.get(step)
         if q is None or limit <= 0:
             return []
         now = self.clock()
-        if q.leased:
-            self._reclaim_expired(q, now)
+        expired = self._oldest_expired(q, now) if q.leased else None
+        if expired is not None:  # its worker probably died running it: alone, so it takes nothing with it
+            return [self._lease(q, expired, now, lease_s, expired=True)]
         while q.delayed and q.delayed[0][0] <= now:
             q.ready.append(heapq.heappop(q.delayed)[2])
         picked: list[_Item] = []
@@ -121,24 +149,45 @@ class MemoryBackend:
             for _, g in sorted(heads)[: limit - len(picked)]:
                 picked.append(q.fifo_groups[g][0])
                 q.fifo_busy.add(g)
-        out = []
-        for item in picked:
-            item.attempts += 1
-            item.lease_until = now + lease_s
-            if item.first_delivered_at is None:
-                item.first_delivered_at = now
-            q.leased[item.id] = item
-            out.append(Delivery(id=item.id, step=step, envelope=item.envelope, attempt=item.attempts,
-                                first_delivered_at=item.first_delivered_at))
-        return out
+        return [self._lease(q, item, now, lease_s) for item in picked]
+
+    def _held(self, delivery: Delivery) -> tuple[_StepQueue, _Item] | None:
+        """The queue and item of a delivery whose lease of this attempt is held (expired or not)."""
+        q = self._queues.get(delivery.step)
+        item = q.leased.get(delivery.id) if q is not None else None
+        if q is None or item is None or item.attempts != delivery.attempt:
+            return None  # the lease expired and the delivery went to someone else
+        return q, item
+
+    async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Undo the claims of deliveries that never started (their attempt is not counted): due at once,
+        at the end of the ready queue; one claimed for an expired lease goes back to that expired lease
+        (claimed first and alone again, with the same ``last_owner``). ``first_delivered_at`` is cleared
+        when the claim handed back was the first one."""
+        now = self.clock()
+        for d in deliveries:
+            held = self._held(d)
+            if held is None:
+                continue
+            q, item = held
+            if d.expired:
+                item.lease_until, item.owner = now, d.last_owner
+            else:
+                self._take(d)
+                item.available_at = now
+                if item.attempts == 1:
+                    item.first_delivered_at = None
+                if not item.fifo:
+                    q.ready.append(item)
+            item.attempts -= 1
+            if q.wakeup is not None:
+                q.wakeup.set()
 
     def _take(self, delivery: Delivery) -> _Item | None:
-        q = self._queues.get(delivery.step)
-        if q is None:
+        held = self._held(delivery)
+        if held is None:
             return None
-        item = q.leased.get(delivery.id)
-        if item is None or item.attempts != delivery.attempt:
-            return None  # the lease expired and the delivery went to someone else
+        q, item = held
         del q.leased[delivery.id]
         item.lease_until = None
         if item.fifo:
@@ -185,15 +234,17 @@ class MemoryBackend:
         else:
             heapq.heappush(q.delayed, (item.available_at, item.seq, item))
 
-    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
-        """Move to the dead-letter queue."""
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
+                          ) -> None:
+        """Move to the dead-letter queue (with ``attempts`` as its attempt count when given)."""
         item = self._take(delivery)
         if item is None:
             return
         if item.fifo:
             self._drop_fifo_head(item)
         self._dead[item.id] = DeadLetter(id=item.id, step=item.step, envelope=item.envelope,
-                                         attempts=item.attempts, error=error, traceback=traceback,
+                                         attempts=item.attempts if attempts is None else attempts,
+                                         error=error, traceback=traceback,
                                          failed_at=self.clock(), first_attempt_at=item.first_delivered_at)
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
@@ -259,6 +310,27 @@ class MemoryBackend:
             per_step[step] = n_ready + n_delayed + len(q.leased)
         return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=len(self._dead),
                           next_due_at=min(due) if due else None, per_step=per_step)
+
+    async def step_stats(self) -> dict[str, StepQueueStats]:
+        """Per step with a delivery or a dead letter: ready, delayed, leased, dead, oldest ready due time."""
+        now = self.clock()
+        dead = Counter(d.step for d in self._dead.values())
+        out: dict[str, StepQueueStats] = {}
+        for step, q in self._queues.items():
+            ready = [i.available_at for i in q.ready] + [at for at, _, _ in q.delayed if at <= now]
+            delayed = sum(1 for at, _, _ in q.delayed if at > now)
+            for items in q.fifo_groups.values():
+                for i in items:
+                    if i.lease_until is None and i.available_at <= now:
+                        ready.append(i.available_at)
+                    elif i.lease_until is None:
+                        delayed += 1
+            if ready or delayed or q.leased or dead[step]:
+                out[step] = StepQueueStats(ready=len(ready), delayed=delayed, leased=len(q.leased),
+                                           dead=dead[step], oldest_ready_at=min(ready, default=None))
+        for step, n in dead.items():
+            out.setdefault(step, StepQueueStats(dead=n))
+        return out
 
     # -- dead letters ---------------------------------------------------------------------------
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
+from .records import worker_identity
 from .redis_keys import Keys
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
@@ -120,18 +121,31 @@ class RedisConnection:
         url: ``redis://[[user]:password@]host[:port][/db]`` (redis-py's URL syntax and query options).
         prefix: every key starts with ``prefix:`` (``{name}`` makes them one Redis Cluster hash slot).
         clock: epoch seconds for leases and delays; Redis's own clock when None.
+        identity: the owner recorded on every claim; by default ``worker_identity()`` (``host:pid``),
+            read when the backend opens. The attribute of that name may be changed at any time.
     """
 
-    def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None) -> None:
+    def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
+                 identity: str | None = None) -> None:
         self.url = redact(url)
         self.keys = Keys(prefix)
         self.clock = clock
+        self._identity = identity
         self._url = url
         self._where = _where(url)
         self._client: Redis | None = None
         self._blocking: Redis | None = None  # blocking XREADs only, so they never hold a command connection
         self._scripts: Scripts | None = None
         self._known_steps: set[str] = set()
+
+    @property
+    def identity(self) -> str:
+        """The owner this backend records on its claims (``host:pid`` unless set)."""
+        return self._identity or worker_identity()
+
+    @identity.setter
+    def identity(self, value: str) -> None:
+        self._identity = value
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -177,6 +191,8 @@ class RedisConnection:
         """Connect and PING. Raises BackendUnavailableError (bad URL, unreachable or too old a server)."""
         if self._client is not None:
             return
+        if self._identity is None:
+            self._identity = worker_identity()  # once, in the process that uses the connection
         try:
             db = urlsplit(self._url).path.strip("/")
             if db and not db.isdigit():  # redis-py would quietly use database 0

@@ -9,9 +9,11 @@ Layout (``p`` is the prefix, ``<x>`` an escaped name)::
 
     p:steps                  SET    every step that was ever published to or claimed from
     p:seq                    STRING counter that orders FIFO events across groups
-    p:q:<step>               STREAM the step's standard deliveries; consumer group named after the step
+    p:q:<step>               STREAM the step's standard deliveries; consumer group named after the step;
+                                    fields id, env, attempts, first (delivered at), due (when it fell due)
     p:inflight:<step>        HASH   delivery id -> "stream entry id|attempt|first delivered at"
     p:lease:<step>           ZSET   delivery id, scored by lease expiry
+    p:owner:<step>           HASH   delivery id -> the worker (host:pid) holding its lease (standard or FIFO)
     p:delayed:<step>         ZSET   "id|attempts|first|envelope", scored by due time
     p:fifo:<step>:<group>    LIST   "seq|due|attempts|first|id|envelope", oldest first; the head is the
                                     only one that may be out
@@ -38,7 +40,8 @@ CONSUMER: Final = "workers"
 """The one consumer name every process uses inside a step's consumer group.
 
 Leases are tracked in ``p:lease:<step>`` (by the injected clock or Redis's own time), not by consumer
-ownership, so per-process consumer names would only pile up in the group after each crash.
+ownership, so per-process consumer names would only pile up in the group after each crash. The worker
+that holds a lease is recorded in ``p:owner:<step>`` instead (and reported when its lease expired).
 """
 
 _ESCAPES: Final = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
@@ -63,6 +66,7 @@ class StepKeys:
     fifo_wait: str
     fifo_lease: str
     wake: str
+    owner: str
 
     def fifo_list(self, group: str) -> str:
         """The list of one FIFO message group (``""`` for events without a group id)."""
@@ -90,7 +94,8 @@ class Keys:
             keys = self._steps[step] = StepKeys(
                 step=step, stream=f"{p}:q:{s}", inflight=f"{p}:inflight:{s}", lease=f"{p}:lease:{s}",
                 delayed=f"{p}:delayed:{s}", fifo_prefix=f"{p}:fifo:{s}:", fifo_ready=f"{p}:fifo-ready:{s}",
-                fifo_wait=f"{p}:fifo-wait:{s}", fifo_lease=f"{p}:fifo-lease:{s}", wake=f"{p}:wake:{s}")
+                fifo_wait=f"{p}:fifo-wait:{s}", fifo_lease=f"{p}:fifo-lease:{s}", wake=f"{p}:wake:{s}",
+                owner=f"{p}:owner:{s}")
         return keys
 
     def state(self, namespace: str, group: str) -> str:

@@ -8,9 +8,10 @@ drop events nobody has consumed yet), and a delay or retry goes back to exactly 
 created at id 0 the first time a process publishes to or claims from the step, so events published
 before any worker ran are delivered.
 
-Leases are not Redis's idle times: a claim records ``delivery id -> expiry`` in a sorted set and the
-attempt in a hash (see :mod:`.redis_keys`), and the next claim that finds an expired lease XCLAIMs the
-entry with ``attempt + 1``. Expiry is measured on the injected clock when there is one (so tests are
+Leases are not Redis's idle times: a claim records ``delivery id -> expiry`` in a sorted set, the
+attempt in a hash and the claiming worker (``host:pid``) in another (see :mod:`.redis_keys`); the next
+claim that finds an expired lease XCLAIMs that one entry alone with ``attempt + 1``, reporting the worker
+whose lease expired. Expiry is measured on the injected clock when there is one (so tests are
 deterministic) and on Redis's ``TIME`` otherwise, so workers on hosts with skewed clocks still agree.
 Delayed deliveries wait in a sorted set until a claim moves them into the stream; FIFO queues are one
 list per message group whose head alone is ever out. Every multi-key change is one Lua script
@@ -29,17 +30,19 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
 from ..types import Clock
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
 from .redis_base import Batcher, RedisConnection
 from .redis_keys import CONSUMER
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
 _BLOCK_GRACE_S: Final = 5.0  # how long past its BLOCK time a blocking read may take before we give up on it
+_SCAN: Final = 1000  # stream entries (dead letters) read per round trip by step_stats
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -50,8 +53,9 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 class RedisQueue(RedisConnection):
     """The queue store and dead-letter queue of :class:`.redis.RedisBackend` (see the module docstring)."""
 
-    def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None) -> None:
-        super().__init__(url, prefix, clock)
+    def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
+                 identity: str | None = None) -> None:
+        super().__init__(url, prefix, clock, identity)
         self._reads: set[asyncio.Future[Any]] = set()
         self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
         self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
@@ -84,18 +88,34 @@ class RedisQueue(RedisConnection):
         return [None] * len(calls)
 
     async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries of ``step``: expired leases first, then the stream in order,
-        then the heads of free FIFO groups (oldest first)."""
+        """Lease up to ``limit`` due deliveries of ``step``: an expired lease alone, else the stream in
+        order, then the heads of free FIFO groups (oldest first)."""
         if limit <= 0:
             return []
         sk = self.keys.step(step)
         with self._translate():
             flat = await self._s.queue.claim(
-                keys=[*queue_keys(sk), self.keys.steps],
+                keys=[*queue_keys(sk), sk.owner, self.keys.steps],
                 args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
-                      sk.fifo_prefix, step, str(MOVE_MAX)])
+                      sk.fifo_prefix, step, str(MOVE_MAX), self.identity])
         return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
-                         first_delivered_at=float(flat[i + 3])) for i in range(0, len(flat), 4)]
+                         first_delivered_at=float(flat[i + 3]), expired=flat[i + 4] == "1",
+                         last_owner=flat[i + 5] or None) for i in range(0, len(flat), 6)]
+
+    async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Undo the claims of deliveries that never started, in one script: not counted, due at once (a
+        standard one at the end of its stream, a FIFO head still its group's head); one claimed for an
+        expired lease goes back to that expired lease and its ``last_owner``. ``first_delivered_at`` is
+        cleared when the claim handed back was the first. Lost leases are skipped."""
+        if not deliveries:
+            return
+        ks: list[str] = []
+        args = [self._now(), str(len(deliveries))]
+        for d in deliveries:
+            ks += delivery_keys(self.keys.step(d.step), d)
+            args += (d.step, d.id, str(d.attempt), fifo_group(d), "1" if d.expired else "", d.last_owner or "")
+        with self._translate():
+            await self._s.queue.hand_back(keys=ks, args=args)
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge and publish ``outgoing`` in one script; False (nothing published) when the lease was
@@ -125,10 +145,12 @@ class RedisQueue(RedisConnection):
             await self._s.queue.retry(keys=[*ks, self.keys.step(delivery.step).delayed],
                                 args=[*args, repr(max(0.0, float(delay_s)))])
 
-    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
+                          ) -> None:
         """Move a delivery to the dead-letter queue (a no-op if the lease was lost)."""
         ks, args = self._single(delivery)
-        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(), "attempts": delivery.attempt,
+        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(),
+                             "attempts": delivery.attempt if attempts is None else attempts,
                              "error": error, "traceback": traceback, "first": delivery.first_delivered_at})
         with self._translate():
             await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index], args=[*args, record])
@@ -187,13 +209,45 @@ class RedisQueue(RedisConnection):
         ready = delayed = leased = 0
         per_step: dict[str, int] = {}
         due: list[float] = []
-        for step, (n_ready, n_delayed, n_leased, next_due) in zip(steps, rows, strict=True):
+        for step, (n_ready, n_delayed, n_leased, next_due, _) in zip(steps, rows, strict=True):
             ready, delayed, leased = ready + n_ready, delayed + n_delayed, leased + n_leased
             per_step[step] = n_ready + n_delayed + n_leased
             if next_due != "":
                 due.append(float(next_due))
         return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=dead,
                           next_due_at=min(due) if due else None, per_step=per_step)
+
+    async def step_stats(self) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time.
+
+        Reads every ready stream entry and every dead letter (in pages, on the server), so its cost grows
+        with the queues: it is for ``motia-py queue``, not for the hot path.
+        """
+        c, now = self._c, self._now()
+        with self._translate():
+            steps = sorted(cast(set[str], await c.smembers(self.keys.steps)))
+            dead = Counter([json.loads(record)["step"] async for _, record in c.hscan_iter(self.keys.dlq, count=_SCAN)])
+            out: dict[str, StepQueueStats] = {}
+            for step in sorted({*steps, *dead}):
+                sk = self.keys.step(step)
+                n_ready, n_delayed, n_leased, _, oldest = await self._s.queue.stats(
+                    keys=queue_keys(sk), args=[now, sk.fifo_prefix])
+                times = [float(t) for t in (oldest, await self._stream_oldest(sk.stream, sk.inflight)) if t != ""]
+                if n_ready or n_delayed or n_leased or dead[step]:
+                    out[step] = StepQueueStats(ready=n_ready, delayed=n_delayed, leased=n_leased, dead=dead[step],
+                                               oldest_ready_at=min(times, default=None))
+        return out
+
+    async def _stream_oldest(self, stream: str, inflight: str) -> str:
+        """The earliest due time among the ready entries of a stream ('' for none), a page per script run."""
+        oldest, start = "", "-"
+        while True:
+            best, last, n = await self._s.queue.ready_scan(keys=[stream, inflight], args=[start, str(_SCAN)])
+            if best != "" and (oldest == "" or float(best) < float(oldest)):
+                oldest = best
+            if int(n) < _SCAN:
+                return oldest
+            start = f"({last}"
 
     # -- dead letters ---------------------------------------------------------------------------
     @staticmethod
@@ -237,7 +291,7 @@ class RedisQueue(RedisConnection):
         with self._translate():
             return bool(await self._s.queue.replay(
                 keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream],
-                args=[dead_id, new_id(), r["env"]]))
+                args=[self._now(), dead_id, new_id(), r["env"]]))
 
     async def dlq_purge(self, dead_id: str) -> bool:
         """Delete a dead letter; False when unknown."""

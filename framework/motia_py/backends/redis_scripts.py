@@ -1,10 +1,11 @@
 """What the Lua scripts of the redis backend share: their conventions and the clock prelude.
 
-Every operation that must be atomic (claim, complete with its outbox, retry, dead letter, state CAS,
-leases, metadata CAS) is one script, so two workers never interleave inside it. The scripts of each
-store live in their own module (:mod:`.redis_scripts_queue`, :mod:`.redis_scripts_state`,
-:mod:`.redis_scripts_lease`) and are registered once per client (``register_script``: EVALSHA, loaded
-again by redis-py after NOSCRIPT, e.g. after a Redis restart).
+Every operation that must be atomic (claim, complete with its outbox, retry, hand back, dead letter,
+state CAS, leases, metadata CAS) is one script, so two workers never interleave inside it. The scripts
+of each store live in their own module (:mod:`.redis_scripts_queue` with the read-only
+:mod:`.redis_scripts_inspect`, :mod:`.redis_scripts_state`, :mod:`.redis_scripts_lease`) and are
+registered once per client (``register_script``: EVALSHA, loaded again by redis-py after NOSCRIPT, e.g.
+after a Redis restart).
 
 Time: ARGV[1] of every script that reads the clock is "now", the injected clock's reading, or ``""`` to
 use Redis's own ``TIME`` so that every host measures leases and delays on one clock. Timestamps are kept

@@ -11,6 +11,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from . import redis_scripts_inspect as inspect
 from .records import Delivery, Outgoing, new_id
 from .redis_keys import Keys, StepKeys, escape
 from .redis_scripts import CLOCK
@@ -77,6 +78,9 @@ local function drop_standard(stream, grp, inflight, leases, uid, eid)
   redis.call('ZREM', leases, uid)
   redis.call('HDEL', inflight, uid)
 end
+local function set_owner(owners, uid, who)
+  if who == '' then redis.call('HDEL', owners, uid) else redis.call('HSET', owners, uid, who) end
+end
 local function drop_fifo_head(list, ready, waiting, fleases, wake_key, group, now)
   redis.call('LPOP', list)
   redis.call('ZREM', fleases, group)
@@ -85,7 +89,7 @@ end
 -- Publish the block at KEYS[k..], ARGV[a..] (see encode_outgoing); returns the indices after it.
 -- With apply false the block is only skipped (a complete whose lease was lost publishes nothing).
 local function publish(k, a, now, seq_key, apply)
-  local env0 = a
+  local env0, now_s = a, fmt(now)
   a = a + tonumber(ARGV[a]) + 1
   local n = tonumber(ARGV[a])
   a = a + 1
@@ -94,7 +98,9 @@ local function publish(k, a, now, seq_key, apply)
     local delay, group = tonumber(ARGV[a + 3]), ARGV[a + 4]
     a = a + 5
     if kind == 's' then
-      if apply then redis.call('XADD', KEYS[k], '*', 'id', uid, 'env', env, 'attempts', '0', 'first', '') end
+      if apply then
+        redis.call('XADD', KEYS[k], '*', 'id', uid, 'env', env, 'attempts', '0', 'first', '', 'due', now_s)
+      end
       k = k + 1
     elseif kind == 'd' then
       if apply then
@@ -124,8 +130,8 @@ publish(2, 2, now, KEYS[1], true)
 return 1
 """
 
-# KEYS: seq, then per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake + its
-# publish block. ARGV: now, count, then per delivery: group uid attempt fifo_group + its publish block.
+# KEYS: seq, then per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners +
+# its publish block. ARGV: now, count, then per delivery: group uid attempt fifo_group + its publish block.
 # Returns 1 (completed) or 0 (lease lost) per delivery. Standard deliveries are acknowledged with one
 # XACK/XDEL/ZREM/HDEL per stream at the end (a Lua-to-Redis call costs more than the command itself).
 _COMPLETE: Final = _PRELUDE + r"""
@@ -138,104 +144,133 @@ for i = 1, tonumber(ARGV[2]) do
   if kind == 's' then
     local ack = acks[KEYS[k]]
     if ack == nil then
-      ack = {grp = grp, inflight = KEYS[k + 1], lease = KEYS[k + 2], eids = {}, uids = {}}
+      ack = {grp = grp, inflight = KEYS[k + 1], lease = KEYS[k + 2], owners = KEYS[k + 8], eids = {}, uids = {}}
       acks[KEYS[k]] = ack
     end
     ack.eids[#ack.eids + 1] = eid
     ack.uids[#ack.uids + 1] = uid
   elseif kind == 'f' then
     drop_fifo_head(KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], fgroup, now)
+    redis.call('HDEL', KEYS[k + 8], uid)
   end
   if kind then taken[uid] = true end
   out[i] = kind and 1 or 0
-  k, a = publish(k + 8, a + 4, now, KEYS[1], kind ~= nil)
+  k, a = publish(k + 9, a + 4, now, KEYS[1], kind ~= nil)
 end
 for stream, ack in pairs(acks) do
   redis.call('XACK', stream, ack.grp, unpack(ack.eids))
   redis.call('XDEL', stream, unpack(ack.eids))
   redis.call('ZREM', ack.lease, unpack(ack.uids))
   redis.call('HDEL', ack.inflight, unpack(ack.uids))
+  redis.call('HDEL', ack.owners, unpack(ack.uids))
 end
 return out
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease steps
-# ARGV: now group consumer limit lease_s fifo_prefix step move_max
-# Returns flat (id, envelope, attempt, first delivered at) per delivery.
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps
+# ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
+# Returns flat (id, envelope, attempt, first delivered at, expired ('1' or ''), last owner) per delivery:
+# a delivery whose lease expired alone, else the due ones.
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ready, waiting, fleases = KEYS[5], KEYS[6], KEYS[7]
+local ready, waiting, fleases, owners = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local grp, consumer, left = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local lease_until, prefix = now + tonumber(ARGV[5]), ARGV[6]
+local lease_until, prefix, me = now + tonumber(ARGV[5]), ARGV[6], ARGV[9]
+-- 1. delayed deliveries that fell due join the end of the stream
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[8]))
+local moved = {}
+for i = 1, #due, 2 do
+  local m = due[i]
+  local uid, att, first, p = string.match(m, '^([^|]*)|([^|]*)|([^|]*)|()')
+  redis.call('XADD', stream, '*', 'id', uid, 'env', string.sub(m, p), 'attempts', att, 'first', first,
+             'due', due[i + 1])
+  moved[#moved + 1] = m
+end
+if #moved > 0 then redis.call('ZREM', delayed, unpack(moved)) end
+-- 2. a delivery whose lease expired (its worker probably died running it) is claimed alone, attempt + 1
+local function oldest(key)
+  local r = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+  if r[1] then return r[1], tonumber(r[2]) end
+  return nil, nil
+end
+while true do
+  local uid, at = oldest(leases)
+  local g, gat = oldest(fleases)
+  if not uid and not g then break end
+  if uid and (not g or at <= gat) then
+    local rec = redis.call('HGET', inflight, uid)
+    if rec then
+      local eid, att, first = inflight_parse(rec)
+      local c = redis.call('XCLAIM', stream, grp, consumer, 0, eid)
+      if c[1] and c[1][2] then
+        local last = redis.call('HGET', owners, uid) or ''
+        redis.call('ZADD', leases, lease_until, uid)
+        redis.call('HSET', inflight, uid, eid .. '|' .. (att + 1) .. '|' .. first)
+        redis.call('HSET', owners, uid, me)
+        return {uid, fields(c[1][2]).env, att + 1, first, '1', last}
+      end
+    end
+    redis.call('ZREM', leases, uid)  -- its entry is gone: nothing to deliver
+    redis.call('HDEL', inflight, uid)
+    redis.call('HDEL', owners, uid)
+  else
+    local list = prefix .. g
+    local head = redis.call('LINDEX', list, 0)
+    if head then
+      local seq, hat, att, first, huid, env = fifo_parse(head)
+      if first == '' then first = now_s end
+      local last = redis.call('HGET', owners, huid) or ''
+      redis.call('LSET', list, 0, fifo_item(seq, hat, att + 1, first, huid, env))
+      redis.call('ZADD', fleases, lease_until, g)
+      redis.call('HSET', owners, huid, me)
+      return {huid, env, att + 1, first, '1', last}
+    end
+    redis.call('ZREM', fleases, g)
+  end
+end
 local out = {}
 local function emit(uid, env, attempt, first)
   out[#out + 1] = uid
   out[#out + 1] = env
   out[#out + 1] = attempt
   out[#out + 1] = first
+  out[#out + 1] = ''
+  out[#out + 1] = ''
   left = left - 1
 end
-local zadd, hset = {}, {}  -- written with one ZADD and one HSET at the end
+local zadd, hset, own = {}, {}, {}  -- written with one ZADD and two HSETs at the end
 local function lease(uid, eid, attempt, first, env)
   zadd[#zadd + 1] = lease_until
   zadd[#zadd + 1] = uid
   hset[#hset + 1] = uid
   hset[#hset + 1] = eid .. '|' .. attempt .. '|' .. first
+  own[#own + 1] = uid
+  own[#own + 1] = me
   emit(uid, env, attempt, first)
 end
--- 1. delayed deliveries that fell due join the end of the stream
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
-for _, m in ipairs(due) do
-  local uid, att, first, p = string.match(m, '^([^|]*)|([^|]*)|([^|]*)|()')
-  redis.call('XADD', stream, '*', 'id', uid, 'env', string.sub(m, p), 'attempts', att, 'first', first)
-end
-if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
--- 2. expired leases go first, with attempt + 1
-if left > 0 then
-  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, left)) do
-    local rec, got = redis.call('HGET', inflight, uid), nil
-    if rec then
-      local eid, att, first = inflight_parse(rec)
-      local c = redis.call('XCLAIM', stream, grp, ARGV[3], 0, eid)
-      if c[1] and c[1][2] then
-        lease(uid, eid, att + 1, first, fields(c[1][2]).env)
-        got = true
-      end
-    end
-    if not got then
-      redis.call('ZREM', leases, uid)
-      redis.call('HDEL', inflight, uid)
-    end
-  end
-end
 -- 3. entries never delivered to the group
-if left > 0 then
-  local r = redis.pcall('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
-  if type(r) == 'table' and r.err then
-    if not string.find(r.err, 'NOGROUP', 1, true) then return redis.error_reply(r.err) end
-    ensure_group(stream, grp, KEYS[8], ARGV[7])
-    r = redis.call('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
-  end
-  if r then
-    for _, e in ipairs(r[1][2]) do
-      local f = fields(e[2])
-      local first = f.first
-      if first == nil or first == '' then first = now_s end
-      lease(f.id, e[1], tonumber(f.attempts or '0') + 1, first, f.env)
-    end
+local r = redis.pcall('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
+if type(r) == 'table' and r.err then
+  if not string.find(r.err, 'NOGROUP', 1, true) then return redis.error_reply(r.err) end
+  ensure_group(stream, grp, KEYS[9], ARGV[7])
+  r = redis.call('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
+end
+if r then
+  for _, e in ipairs(r[1][2]) do
+    local f = fields(e[2])
+    local first = f.first
+    if first == nil or first == '' then first = now_s end
+    lease(f.id, e[1], tonumber(f.attempts or '0') + 1, first, f.env)
   end
 end
 for i = 1, #zadd, 1000 do  -- chunks: unpack() is limited by the Lua stack
   redis.call('ZADD', leases, unpack(zadd, i, math.min(i + 999, #zadd)))
   redis.call('HSET', inflight, unpack(hset, i, math.min(i + 999, #hset)))
+  redis.call('HSET', owners, unpack(own, i, math.min(i + 999, #own)))
 end
 -- 4. the heads of FIFO groups that are free and due, oldest head first
-if left > 0 and redis.call('EXISTS', ready, waiting, fleases) > 0 then
-  for _, g in ipairs(redis.call('ZRANGEBYSCORE', fleases, '-inf', now)) do
-    redis.call('ZREM', fleases, g)
-    fifo_schedule(prefix .. g, ready, waiting, g, now)
-  end
+if left > 0 and redis.call('EXISTS', ready, waiting) > 0 then
   local w = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
   for _, g in ipairs(w) do fifo_schedule(prefix .. g, ready, waiting, g, now) end
   if #w > 0 then redis.call('ZREM', waiting, unpack(w)) end
@@ -248,6 +283,7 @@ if left > 0 and redis.call('EXISTS', ready, waiting, fleases) > 0 then
       if first == '' then first = now_s end
       redis.call('LSET', list, 0, fifo_item(seq, at, att + 1, first, uid, env))
       redis.call('ZADD', fleases, lease_until, g)
+      redis.call('HSET', owners, uid, me)
       emit(uid, env, att + 1, first)
     end
   end
@@ -256,22 +292,23 @@ end
 return out
 """
 
-# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake delayed
+# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners delayed
 # ARGV: now group uid attempt fifo_group delay_s
 _RETRY: Final = _PRELUDE + r"""
-local now = clock(ARGV[1])
+local now, now_s = clock(ARGV[1])
 local uid, attempt, fgroup, delay = ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local kind, x, first, env = leased(KEYS[2], KEYS[7], KEYS[4], uid, attempt, fgroup)
+if kind then redis.call('HDEL', KEYS[9], uid) end
 if kind == 's' then
   local e = redis.call('XRANGE', KEYS[1], x, x)[1]
   drop_standard(KEYS[1], ARGV[2], KEYS[2], KEYS[3], uid, x)
   if e then
     env = fields(e[2]).env
     if delay > 0 then
-      redis.call('ZADD', KEYS[9], now + delay, uid .. '|' .. attempt .. '|' .. first .. '|' .. env)
+      redis.call('ZADD', KEYS[10], now + delay, uid .. '|' .. attempt .. '|' .. first .. '|' .. env)
       wake(KEYS[8])
     else
-      redis.call('XADD', KEYS[1], '*', 'id', uid, 'env', env, 'attempts', attempt, 'first', first)
+      redis.call('XADD', KEYS[1], '*', 'id', uid, 'env', env, 'attempts', attempt, 'first', first, 'due', now_s)
     end
   end
   return 1
@@ -286,7 +323,7 @@ end
 return 0
 """
 
-# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake dlq dlq_index
+# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners dlq dlq_index
 # ARGV: now group uid attempt fifo_group record
 _DEAD: Final = _PRELUDE + r"""
 local now = clock(ARGV[1])
@@ -299,8 +336,54 @@ elseif kind == 'f' then
 else
   return 0
 end
-redis.call('HSET', KEYS[9], uid, ARGV[6])
-redis.call('ZADD', KEYS[10], now, uid)
+redis.call('HDEL', KEYS[9], uid)
+redis.call('HSET', KEYS[10], uid, ARGV[6])
+redis.call('ZADD', KEYS[11], now, uid)
+return 1
+"""
+
+# KEYS: per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners
+# ARGV: now count, then per delivery: group uid attempt fifo_group expired ('1' or '') last_owner
+# Undoes the claims of deliveries that never started (lost leases are skipped): the attempt is not
+# counted; a standard delivery joins the end of its stream, due now, and a FIFO head stays its group's
+# head, free and due; one claimed for an expired lease goes back to that expired lease and its last owner.
+_HAND_BACK: Final = _PRELUDE + r"""
+local now, now_s = clock(ARGV[1])
+local k, a = 1, 3
+for _ = 1, tonumber(ARGV[2]) do
+  local stream, inflight, leases, list = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local fleases, wake_key, owners = KEYS[k + 6], KEYS[k + 7], KEYS[k + 8]
+  local uid, attempt, fgroup = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local expired, last, back = ARGV[a + 4] == '1', ARGV[a + 5], tonumber(ARGV[a + 2]) - 1
+  local kind, x, first, env = leased(inflight, fleases, list, uid, attempt, fgroup)
+  if back == 0 and not expired then first = '' end  -- no attempt started: the next claim is the first
+  if kind == 's' and expired then
+    redis.call('HSET', inflight, uid, x .. '|' .. back .. '|' .. first)
+    redis.call('ZADD', leases, now, uid)
+    set_owner(owners, uid, last)
+    wake(wake_key)
+  elseif kind == 's' then
+    local e = redis.call('XRANGE', stream, x, x)[1]
+    drop_standard(stream, ARGV[a], inflight, leases, uid, x)
+    redis.call('HDEL', owners, uid)
+    if e then
+      redis.call('XADD', stream, '*', 'id', uid, 'env', fields(e[2]).env, 'attempts', back, 'first', first,
+                 'due', now_s)
+    end
+  elseif kind == 'f' then
+    redis.call('LSET', list, 0, fifo_item(x, now_s, back, first, uid, env))
+    if expired then
+      redis.call('ZADD', fleases, now, fgroup)
+      set_owner(owners, uid, last)
+    else
+      redis.call('ZREM', fleases, fgroup)
+      redis.call('ZADD', KEYS[k + 4], x, fgroup)
+      redis.call('HDEL', owners, uid)
+    end
+    wake(wake_key)
+  end
+  k, a = k + 9, a + 6
+end
 return 1
 """
 
@@ -317,77 +400,18 @@ end
 return 1
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake. ARGV: now.
-# Returns {seconds until something is due ('' = nothing scheduled), last stream id, last wake id}.
-_NEXT_DUE: Final = _PRELUDE + r"""
-local now = clock(ARGV[1])
-local function last_id(key)
-  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  if r[1] then return r[1][1] end
-  return '0-0'
-end
-local sid, wid = last_id(KEYS[1]), last_id(KEYS[8])
-if redis.call('XLEN', KEYS[1]) > redis.call('HLEN', KEYS[2]) or redis.call('ZCARD', KEYS[5]) > 0 then
-  return {'0', sid, wid}
-end
-local best = nil
-for _, key in ipairs({KEYS[3], KEYS[4], KEYS[6], KEYS[7]}) do
-  local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if r[2] and (best == nil or tonumber(r[2]) < best) then best = tonumber(r[2]) end
-end
-if best == nil then return {'', sid, wid} end
-return {fmt(best - now), sid, wid}
-"""
-
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease. ARGV: now fifo_prefix.
-# Returns {ready, delayed, leased, next due ('' = none)}.
-_STATS: Final = _PRELUDE + r"""
-local now = clock(ARGV[1])
-local after = '(' .. fmt(now)
-local leased = redis.call('HLEN', KEYS[2])
-local ready = redis.call('XLEN', KEYS[1]) - leased + redis.call('ZCOUNT', KEYS[4], '-inf', now)
-local delayed = redis.call('ZCOUNT', KEYS[4], after, '+inf')
-local best = nil
-local function consider(t) if t and (best == nil or t < best) then best = t end end
-consider(tonumber(redis.call('ZRANGEBYSCORE', KEYS[4], after, '+inf', 'LIMIT', 0, 1, 'WITHSCORES')[2]))
-consider(tonumber(redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]))
-local busy, groups = {}, {}
-local fl = redis.call('ZRANGE', KEYS[7], 0, -1, 'WITHSCORES')
-for i = 1, #fl, 2 do
-  busy[fl[i]] = true
-  groups[#groups + 1] = fl[i]
-  consider(tonumber(fl[i + 1]))
-end
-for _, key in ipairs({KEYS[5], KEYS[6]}) do
-  for _, g in ipairs(redis.call('ZRANGE', key, 0, -1)) do groups[#groups + 1] = g end
-end
-for _, g in ipairs(groups) do
-  for i, item in ipairs(redis.call('LRANGE', ARGV[2] .. g, 0, -1)) do
-    if i == 1 and busy[g] then
-      leased = leased + 1
-    else
-      local at = tonumber(string.match(item, '^[^|]*|([^|]*)|'))
-      if at <= now then ready = ready + 1 else
-        delayed = delayed + 1
-        if i == 1 then consider(at) end
-      end
-    end
-  end
-end
-return {ready, delayed, leased, best and fmt(best) or ''}
-"""
-
 # KEYS: stream steps. ARGV: group step.
 _ENSURE: Final = _PRELUDE + r"""
 ensure_group(KEYS[1], ARGV[1], KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: dlq dlq_index stream. ARGV: dead id, new delivery id, envelope.
-_REPLAY: Final = r"""
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'env', ARGV[3], 'attempts', '0', 'first', '')
+# KEYS: dlq dlq_index stream. ARGV: now, dead id, new delivery id, envelope.
+_REPLAY: Final = CLOCK + r"""
+local _, now_s = clock(ARGV[1])
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[3], 'env', ARGV[4], 'attempts', '0', 'first', '', 'due', now_s)
 return 1
 """
 
@@ -401,9 +425,11 @@ class QueueScripts:
         self.claim: AsyncScript = client.register_script(_CLAIM)
         self.retry: AsyncScript = client.register_script(_RETRY)
         self.dead: AsyncScript = client.register_script(_DEAD)
+        self.hand_back: AsyncScript = client.register_script(_HAND_BACK)
         self.extend: AsyncScript = client.register_script(_EXTEND)
-        self.next_due: AsyncScript = client.register_script(_NEXT_DUE)
-        self.stats: AsyncScript = client.register_script(_STATS)
+        self.next_due: AsyncScript = client.register_script(inspect.NEXT_DUE)
+        self.stats: AsyncScript = client.register_script(inspect.STATS)
+        self.ready_scan: AsyncScript = client.register_script(inspect.READY_SCAN)
         self.ensure: AsyncScript = client.register_script(_ENSURE)
         self.replay: AsyncScript = client.register_script(_REPLAY)
 
@@ -442,11 +468,12 @@ def fifo_group(delivery: Delivery) -> str:
 
 
 def delivery_keys(sk: StepKeys, delivery: Delivery) -> list[str]:
-    """KEYS of one delivery in the complete script; the retry and dead-letter scripts start with them."""
+    """KEYS of one delivery in the complete and hand-back scripts; the retry and dead-letter scripts start
+    with them."""
     return [sk.stream, sk.inflight, sk.lease, sk.fifo_list(delivery.envelope.group_id or ""), sk.fifo_ready,
-            sk.fifo_wait, sk.fifo_lease, sk.wake]
+            sk.fifo_wait, sk.fifo_lease, sk.wake, sk.owner]
 
 
 def queue_keys(sk: StepKeys) -> list[str]:
-    """KEYS of the claim (plus the steps set), next-due (plus wake) and stats scripts."""
+    """KEYS of the claim (plus owners and the steps set), next-due (plus wake) and stats scripts."""
     return [sk.stream, sk.inflight, sk.lease, sk.delayed, sk.fifo_ready, sk.fifo_wait, sk.fifo_lease]

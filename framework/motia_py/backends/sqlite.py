@@ -10,6 +10,9 @@ like calls (publishes, completes) runs as a few multi-row statements: a hundred 
 ``complete()`` calls cost a handful of statements and one commit. Few statements matter as much as few
 commits: each one hands the GIL to the event loop and back. When a call raises, the batch is rolled
 back and its calls run again one transaction each, so a failure reaches only the call that caused it.
+The calls that end an attempt (complete, retry, dead letter, hand back) and lease renewals are urgent:
+they are committed in a transaction of their own ahead of any claims, publishes and reads queued with
+them, and their callers resume only after that commit.
 
 The file's schema and migrations are in :mod:`.sqlite_schema`, the queue's SQL in :mod:`.sqlite_queue`;
 the state, lease, metadata and trace operations are here.
@@ -29,7 +32,7 @@ from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from . import sqlite_queue as q
 from ._sqlite_thread import Connection, Op, Row, each
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, TraceRun
+from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
 from .registry import BackendOptions
 from .sqlite_schema import connect, resolve_path
 
@@ -108,21 +111,26 @@ class SqliteBackend:
         url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
         path: the database file (``url`` resolved against the project root).
         clock: epoch seconds; ``time.time`` by default.
+        identity: the owner recorded on every claim; by default ``worker_identity()`` (``host:pid``),
+            read when the backend opens. The attribute of that name may be changed at any time.
     """
 
-    def __init__(self, url: str, path: Path, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, path: Path, clock: Clock | None = None, identity: str | None = None) -> None:
         self.url = url
         self.path = path
         self.clock: Clock = clock or time.time
+        self._identity = identity
         self._db = Connection(path, connect)
         self._wakeups: dict[str, asyncio.Event] = {}  # per step: set by this object's publishes
         self._waiting: dict[str, int] = {}  # steps with a pending wait(), and how many
         self._due: dict[str, float | None] = {}  # the next due time of each waiting step, as last read
         self._poller: asyncio.Task[None] | None = None
 
-    async def _run(self, op: Op[A, R], arg: A, *, write: bool = True) -> R:
+    async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
+        """Run ``op`` on the connection's thread. ``urgent`` calls (the end of an attempt, lease renewals)
+        are committed ahead of the other calls queued with them (see :mod:`._sqlite_thread`)."""
         try:
-            return await self._db.submit(op, arg, write)
+            return await self._db.submit(op, arg, write, urgent)
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite backend {self.path}: {exc}") from exc
 
@@ -132,6 +140,15 @@ class SqliteBackend:
     async def _count(self, sql: str, *params: Any) -> int:
         """Rows changed by one write statement."""
         return await self._run(_count, (sql, params))
+
+    @property
+    def identity(self) -> str:
+        """The owner this backend records on its claims (``host:pid`` unless set)."""
+        return self._identity or worker_identity()
+
+    @identity.setter
+    def identity(self, value: str) -> None:
+        self._identity = value
 
     def _wake(self, steps: Iterable[str]) -> None:
         for step in steps:
@@ -143,6 +160,8 @@ class SqliteBackend:
         """Create the file, its directory and the schema. Raises BackendUnavailableError."""
         if self._db.open:
             return
+        if self._identity is None:
+            self._identity = worker_identity()  # once, in the process that uses the file
         try:
             await self._db.start()
         except (OSError, sqlite3.Error) as exc:
@@ -168,30 +187,38 @@ class SqliteBackend:
         """Lease up to ``limit`` due deliveries of ``step``, oldest first (FIFO groups: their head only)."""
         if limit <= 0:
             return []
-        return await self._run(q.claim, (step, limit, lease_s, self.clock()))
+        return await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
+
+    async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Undo the claims of deliveries that never started (see :func:`.sqlite_queue.hand_back`)."""
+        if not deliveries:
+            return
+        if await self._run(q.hand_back, (list(deliveries), self.clock()), urgent=True):
+            self._wake({d.step for d in deliveries})
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Delete the delivery and publish ``outgoing`` in one transaction; False when the lease was lost."""
         rows = q.delivery_rows(outgoing, self.clock()) if outgoing else []
-        ok, fifo = await self._run(q.complete_run, (delivery, rows))
+        ok, fifo = await self._run(q.complete_run, (delivery, rows), urgent=True)
         if ok:
             self._wake([r[1] for r in rows] + ([delivery.step] if fifo else []))
         return ok
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Release the lease; the delivery is due again after ``delay_s``."""
-        if await self._run(q.retry, (delivery, self.clock() + delay_s)):
+        if await self._run(q.retry, (delivery, self.clock() + delay_s), urgent=True):
             self._wake([delivery.step])
 
-    async def dead_letter(self, delivery: Delivery, error: str, traceback: str) -> None:
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
+                          ) -> None:
         """Move the delivery to the dead-letter table (nothing happens when the lease was lost)."""
-        if await self._run(q.dead_letter, (delivery, error, traceback, self.clock())):
+        if await self._run(q.dead_letter, (delivery, error, traceback, self.clock(), attempts), urgent=True):
             self._wake([delivery.step])  # the next event of its FIFO group is free now
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future."""
         if deliveries:
-            await self._run(q.extend, (self.clock() + lease_s, list(deliveries)))
+            await self._run(q.extend, (self.clock() + lease_s, list(deliveries)), urgent=True)
 
     async def wait(self, step: str, timeout_s: float) -> None:
         """Return when ``step`` may have a due delivery, or after ``timeout_s``.
@@ -245,6 +272,10 @@ class SqliteBackend:
     async def stats(self) -> QueueStats:
         """Counts of ready, delayed, leased and dead deliveries."""
         return await self._run(q.stats, self.clock(), write=False)
+
+    async def step_stats(self) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time."""
+        return await self._run(q.step_stats, self.clock(), write=False)
 
     # -- dead letters ---------------------------------------------------------------------------
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:

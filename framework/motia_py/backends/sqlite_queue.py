@@ -4,26 +4,27 @@ Each operation takes the calls of one run of like calls (see :mod:`._sqlite_thre
 ``publish_run`` and ``complete_run`` turn a run into a few multi-row statements.
 
 While a delivery is leased its ``available_at`` holds the lease expiry, which keeps the rows in flight
-out of the due range that every claim scans. Expired leases are claimed first, as the memory backend
-does, through a small index of the leased rows.
+out of the due range that every claim scans. An expired lease is claimed first and alone, as the memory
+backend does, through a small index of the leased rows; ``owner`` names the worker that took each lease.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from ._sqlite_thread import Row, each
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, new_id
+from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
 
 CHUNK: Final = 64  # rows per multi-row statement (64 x 12 columns stays under SQLite's old 999 limit)
 
 _ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
 _IN: Final = "(" + ", ".join("?" * CHUNK) + ")"  # padded with NULLs, which match nothing
-_SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV} FROM deliveries"
-_CLAIM_EXPIRED: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND lease_until IS NOT NULL "
-                         "AND available_at <= :now ORDER BY available_at, seq LIMIT :limit")
+_SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV}, owner FROM deliveries"
+_CLAIM_EXPIRED: Final = (f"{_SELECT} WHERE step = :step AND lease_until IS NOT NULL AND available_at <= :now "
+                         "ORDER BY available_at, seq LIMIT 1")  # standard rows and FIFO heads alike
 _CLAIM_DUE: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND available_at <= :now "
                      "AND lease_until IS NULL ORDER BY available_at, seq LIMIT :limit")
 # The head (lowest seq) of every message group of a step: a skip-scan of the FIFO index, one probe per
@@ -39,11 +40,11 @@ WITH RECURSIVE grp(g) AS (
     FROM grp WHERE grp.g IS NOT NULL
 )
 """
-_CLAIM_FIFO: Final = (_FIFO_HEADS + f"SELECT d.seq, d.id, d.attempts, d.first_delivered_at, {_ENV} "
+_CLAIM_FIFO: Final = (_FIFO_HEADS + f"SELECT d.seq, d.id, d.attempts, d.first_delivered_at, {_ENV}, d.owner "
                       "FROM head JOIN deliveries d ON d.seq = head.seq "
-                      "WHERE d.available_at <= :now ORDER BY d.seq LIMIT :limit")
+                      "WHERE d.available_at <= :now AND d.lease_until IS NULL ORDER BY d.seq LIMIT :limit")
 _LEASE: Final = ("UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, available_at = ?, "
-                 f"first_delivered_at = COALESCE(first_delivered_at, ?) WHERE seq IN {_IN}")
+                 f"first_delivered_at = COALESCE(first_delivered_at, ?), owner = ? WHERE seq IN {_IN}")
 _LEASED: Final = "id = ? AND attempts = ? AND lease_until IS NOT NULL"  # still leased by this attempt
 DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at"
 
@@ -110,20 +111,48 @@ def complete_run(conn: sqlite3.Connection, args: Sequence[tuple[Delivery, list[R
 
 
 @each
-def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float]) -> list[Delivery]:
-    step, limit, lease_s, now = arg
+def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]) -> list[Delivery]:
+    """One transaction: an expired lease alone (``expired``, with its ``last_owner``), else the due rows."""
+    step, limit, lease_s, now, owner = arg
     params = {"step": step, "now": now, "limit": limit}
-    rows: list[Row] = []
-    for sql in (_CLAIM_EXPIRED, _CLAIM_DUE, _CLAIM_FIFO):  # the memory backend's order
-        if len(rows) == limit:
-            break
-        params["limit"] = limit - len(rows)
-        rows += conn.execute(sql, params).fetchall()
+    rows: list[Row] = conn.execute(_CLAIM_EXPIRED, params).fetchall()
+    expired = bool(rows)
+    if not expired:
+        for sql in (_CLAIM_DUE, _CLAIM_FIFO):  # the memory backend's order
+            if len(rows) == limit:
+                break
+            params["limit"] = limit - len(rows)
+            rows += conn.execute(sql, params).fetchall()
     until = now + lease_s
     for chunk in _padded([row[0] for row in rows]):
-        conn.execute(_LEASE, [until, until, now, *chunk])
+        conn.execute(_LEASE, [until, until, now, owner, *chunk])
     return [Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
-                     first_delivered_at=now if row[3] is None else row[3]) for row in rows]
+                     first_delivered_at=now if row[3] is None else row[3], expired=expired,
+                     last_owner=row[12] if expired else None) for row in rows]
+
+
+@each
+def hand_back(conn: sqlite3.Connection, arg: tuple[list[Delivery], float]) -> bool:
+    """Undo the claims of deliveries that never started; whether any was still leased by its attempt.
+
+    A standard or FIFO delivery is due at ``now`` and not leased, its attempt count back by one and
+    ``first_delivered_at`` cleared when that claim was its first. One claimed for an expired lease goes
+    back to that expired lease (expiring at ``now``, owned by its ``last_owner``), so the next claim
+    takes it alone again.
+    """
+    deliveries, now = arg
+    changed = 0
+    for d in deliveries:
+        if d.expired:
+            changed += conn.execute(
+                f"UPDATE deliveries SET attempts = attempts - 1, lease_until = ?, available_at = ?, owner = ? "
+                f"WHERE {_LEASED}", (now, now, d.last_owner, d.id, d.attempt)).rowcount
+        else:
+            changed += conn.execute(
+                "UPDATE deliveries SET attempts = attempts - 1, lease_until = NULL, available_at = ?, "
+                "first_delivered_at = CASE WHEN attempts = 1 THEN NULL ELSE first_delivered_at END "
+                f"WHERE {_LEASED}", (now, d.id, d.attempt)).rowcount
+    return changed > 0
 
 
 @each
@@ -134,14 +163,14 @@ def retry(conn: sqlite3.Connection, arg: tuple[Delivery, float]) -> bool:
 
 
 @each
-def dead_letter(conn: sqlite3.Connection, arg: tuple[Delivery, str, str, float]) -> bool:
+def dead_letter(conn: sqlite3.Connection, arg: tuple[Delivery, str, str, float, int | None]) -> bool:
     """Whether the delivery was on a FIFO queue (its group moves on); False too when the lease was lost."""
-    d, error, traceback, now = arg
+    d, error, traceback, now, attempts = arg
     row = conn.execute(f"SELECT fifo_group IS NOT NULL FROM deliveries WHERE {_LEASED}", (d.id, d.attempt)).fetchone()
     if row is None:
         return False
-    conn.execute(f"INSERT INTO dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, attempts, ?, ?, ?, "
-                 "first_delivered_at FROM deliveries WHERE id = ?", (error, traceback, now, d.id))
+    conn.execute(f"INSERT INTO dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, COALESCE(?, attempts), ?, ?, ?, "
+                 "first_delivered_at FROM deliveries WHERE id = ?", (attempts, error, traceback, now, d.id))
     conn.execute("DELETE FROM deliveries WHERE id = ?", (d.id,))
     return bool(row[0])
 
@@ -189,6 +218,20 @@ def stats(conn: sqlite3.Connection, now: float) -> QueueStats:
     dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=dead,
                       next_due_at=min(due) if due else None, per_step=per_step)
+
+
+@each
+def step_stats(conn: sqlite3.Connection, now: float) -> dict[str, StepQueueStats]:
+    """Per step: the counts of :func:`stats`, dead letters, and the due time of the oldest ready row."""
+    out = {step: StepQueueStats(ready=ready, delayed=delayed, leased=leased, oldest_ready_at=oldest)
+           for step, ready, delayed, leased, oldest in conn.execute(
+               "SELECT step, SUM(lease_until IS NULL AND available_at <= :now), "
+               "SUM(lease_until IS NULL AND available_at > :now), SUM(lease_until IS NOT NULL), "
+               "MIN(CASE WHEN lease_until IS NULL AND available_at <= :now THEN available_at END) "
+               "FROM deliveries GROUP BY step", {"now": now})}
+    for step, dead in conn.execute("SELECT step, COUNT(*) FROM dead_letters GROUP BY step"):
+        out[step] = replace(out.get(step, StepQueueStats()), dead=dead)
+    return out
 
 
 @each

@@ -2,7 +2,9 @@
 
 Schema versions (``PRAGMA user_version``): 1 queue, dead letters, state, leases and metadata; 2 traces;
 3 ``traceparent`` on deliveries and dead letters; 4 one cron-tick record per step in ``meta`` (the
-per-tick leases ``cron-tick:<step>:<time>`` of versions 1 to 3 are deleted by the migration).
+per-tick leases ``cron-tick:<step>:<time>`` of versions 1 to 3 are deleted by the migration); 5 ``owner``
+on deliveries (the worker that took the lease) and one index of every leased row, standard or FIFO, by
+lease expiry (replacing ``deliveries_leased``, which held the standard ones only).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from urllib.parse import unquote
 from ..errors import BackendUnavailableError
 from ..meta_keys import cron_tick
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 BUSY_TIMEOUT_MS: Final = 5000
 
 SCHEMA: Final = """
@@ -30,11 +32,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     available_at REAL NOT NULL,  -- when it is due; while leased, when the lease expires
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_until REAL,            -- NULL unless leased
-    first_delivered_at REAL
+    first_delivered_at REAL,
+    owner TEXT                   -- the worker (host:pid) that holds the lease, or held it last
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (step, available_at) WHERE fifo_group IS NULL;
-CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (step, available_at)
-    WHERE fifo_group IS NULL AND lease_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (step, available_at) WHERE lease_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_fifo ON deliveries (step, fifo_group, seq) WHERE fifo_group IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT NOT NULL UNIQUE,
@@ -109,6 +111,9 @@ def _connect_once(path: Path) -> sqlite3.Connection:
         raise
     return conn
 
+
+_ADDED_COLUMNS: Final = (("deliveries", "traceparent"), ("dead_letters", "traceparent"), ("deliveries", "owner"))
+"""Columns added since version 1 (all TEXT), in the order they came."""
 _OLD_TICK_MARKERS: Final = cron_tick("")  # versions 1-3: a lease "cron-tick:<step>:<time>" per fired tick
 
 
@@ -117,10 +122,10 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     processes migrating one file together (both read the old version) do no harm."""
     conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")  # new tables and indexes (IF NOT EXISTS)
     conn.execute("BEGIN IMMEDIATE")  # the rest is checked under the write lock
-    for table in ("deliveries", "dead_letters"):  # columns added since version 1
-        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if "traceparent" not in columns:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN traceparent TEXT")
+    for table, column in _ADDED_COLUMNS:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+    conn.execute("DROP INDEX IF EXISTS deliveries_leased")  # versions 1-4; deliveries_expiry covers it
     if version < 4:  # the per-tick markers, replaced by one record per step (up to 60,000 a week each)
         conn.execute("DELETE FROM leases WHERE substr(key, 1, length(?1)) = ?1", (_OLD_TICK_MARKERS,))
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
