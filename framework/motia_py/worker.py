@@ -14,6 +14,7 @@ from .config import StepType
 from .errors import BackendError
 from .isolation import Isolation
 from .router import Router
+from .waker import Waker
 
 _HEAD_START_S = 0.005
 
@@ -40,8 +41,8 @@ class Worker:
 
     Args:
         router: the router that runs deliveries.
-        poll_s: how long an idle consumer waits before asking the backend again (backends that can
-            push a wake-up, like memory, return sooner).
+        poll_s: the longest one wait for work lasts before the backend is asked again (every backend
+            returns sooner on a publish or a due time; idle consumers share one wait, see :mod:`.waker`).
         steps: only these steps (default: all event and cron steps).
     """
 
@@ -57,6 +58,7 @@ class Worker:
         self._renewal_failing = False
         self._isolation = Isolation()
         self._chores: set[asyncio.Task[None]] = set()
+        self._waker = Waker(router.backend, poll_s, router.log)
 
     @property
     def in_flight(self) -> int:
@@ -145,12 +147,7 @@ class Worker:
                         c.slot_free.clear()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(c.slot_free.wait(), _HEAD_START_S)
-                    waiter = asyncio.ensure_future(backend.wait(c.step, self.poll_s))
-                    await asyncio.wait({waiter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                    if not waiter.done():
-                        waiter.cancel()
-                    elif not waiter.cancelled() and isinstance(waiter.exception(), BackendError):
-                        await asyncio.wait({stop_wait}, timeout=min(1.0, self.poll_s))  # the claim reports it
+                    await self._waker.idle(c.step, stop_wait)
         finally:
             stop_wait.cancel()
 
@@ -270,6 +267,7 @@ class Worker:
         self._stopping.set()
         consumers = [*self._consumers.values(), *self._retired]
         await asyncio.gather(*(c.task for c in consumers if c.task is not None), return_exceptions=True)
+        await self._waker.stop()
         for c in consumers:  # claimed but not started: hand back now rather than after the lease
             unstarted = list(c.pending)
             c.pending.clear()

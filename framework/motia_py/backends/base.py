@@ -18,7 +18,7 @@ from .records import (
     new_id,
     worker_identity,
 )
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, WaitStore
 
 __all__ = [
     "Backend",
@@ -35,6 +35,7 @@ __all__ = [
     "Target",
     "TraceRun",
     "TraceStore",
+    "WaitStore",
     "new_id",
     "worker_identity",
 ]

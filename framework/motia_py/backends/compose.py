@@ -1,7 +1,8 @@
 """Make a full :class:`~.stores.Backend` from its parts.
 
 A backend that implements only the queue and state stores (a :class:`~.stores.CoreBackend`) gets its
-leases, metadata and traces from :mod:`.derived`, kept in its own state store::
+leases, metadata and traces from :mod:`.derived`, kept in its own state store (and, without a
+``wait_any`` of its own, the one of :func:`.derived.wait_any_by_step`)::
 
     backend = compose(MyQueueAndState(url))            # leases and traces derived from its state
     backend = compose(core, traces=MyTraceStore(...))  # or bring your own store for a part
@@ -13,14 +14,14 @@ they are, so the hot path pays nothing for the seam.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any
 
 from ..errors import UnknownBackendError
 from ..types import Clock
-from .derived import StateLeaseStore, StateTraceStore
+from .derived import StateLeaseStore, StateTraceStore, wait_any_by_step
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, WaitStore
 
 _C = Coroutine[Any, Any, Any]
 
@@ -97,6 +98,12 @@ class ComposedBackend:
     def wait(self, step: str, timeout_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.wait`."""
         return self.core.wait(step, timeout_s)
+
+    def wait_any(self, steps: Collection[str], timeout_s: float) -> Coroutine[Any, Any, set[str]]:
+        """See :meth:`.WaitStore.wait_any` (the core's own, or one ``wait`` per step)."""
+        if isinstance(self.core, WaitStore):
+            return self.core.wait_any(steps, timeout_s)
+        return wait_any_by_step(self.core, steps, timeout_s)
 
     def stats(self) -> Coroutine[Any, Any, QueueStats]:
         """See :meth:`.QueueStore.stats`."""
@@ -207,7 +214,8 @@ def compose(core: CoreBackend, *, leases: LeaseStore | None = None, traces: Trac
 
 def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
     """``obj`` itself when it implements every store; else ``obj`` completed with the derived lease
-    store (when it lacks any lease or metadata method) and trace store (when it lacks any trace method).
+    store (when it lacks any lease or metadata method), trace store (when it lacks any trace method) and
+    multi-step wait (when it lacks ``wait_any``).
 
     A store is replaced whole, never method by method, so that e.g. ``meta_cas`` and ``meta_get`` always
     read the same records.

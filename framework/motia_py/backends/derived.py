@@ -1,5 +1,6 @@
-"""Lease and trace stores built on any :class:`~.stores.StateStore`, for backends that implement only the
-queue and state stores.
+"""Lease and trace stores built on any :class:`~.stores.StateStore`, and a multi-step wait built on any
+:class:`~.stores.QueueStore`'s per-step ``wait``, for backends that implement only the queue and state
+stores.
 
 Everything is kept in one reserved state namespace, :data:`RESERVED_NAMESPACE`, in four groups:
 
@@ -18,15 +19,16 @@ next prune removes, never runs that no prune can find.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
 from ..errors import BackendError
 from ..types import Clock
 from .records import TraceRun
-from .stores import StateStore
+from .stores import QueueStore, StateStore
 
 RESERVED_NAMESPACE: Final = "__motia_py__"
 """The state namespace of the records of the derived stores (no flow may use it)."""
@@ -36,6 +38,26 @@ _META: Final = "meta"
 _TRACES: Final = "traces"
 _TRACE_RUNS: Final = "trace-runs"
 _MAX_RACES: Final = 1000  # compare-and-set rounds lost in a row before giving up
+
+
+async def wait_any_by_step(queue: QueueStore, steps: Collection[str], timeout_s: float) -> set[str]:
+    """:meth:`~.stores.WaitStore.wait_any` for a queue store that has only the per-step ``wait``: one
+    ``wait`` per step, raced; the steps whose wait returned first (on a timeout too, so each of them
+    is looked at again, as before ``wait_any`` existed). It costs what ``wait`` costs, once per step.
+    """
+    if not steps:
+        await asyncio.sleep(max(0.0, timeout_s))
+        return set()
+    waits = {asyncio.ensure_future(queue.wait(s, timeout_s)): s for s in steps}
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            if not w.done():
+                w.cancel()
+    for w in done:
+        w.result()  # a BackendError reaches the caller
+    return {waits[w] for w in done}
 
 
 def _loads(raw: str, what: str) -> Any:

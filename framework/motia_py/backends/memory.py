@@ -12,7 +12,7 @@ import heapq
 import itertools
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
@@ -28,6 +28,7 @@ from .records import (
     worker_identity,
 )
 from .registry import BackendOptions
+from .wakeups import StepEvent, Wakeups
 
 
 @dataclass(slots=True)
@@ -75,6 +76,7 @@ class MemoryBackend:
         self._leases: dict[str, tuple[str, float]] = {}
         self._meta: dict[str, str] = {}
         self._traces: dict[str, tuple[float, list[str]]] = {}  # trace id -> (latest run start, runs)
+        self._hub = Wakeups()
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -260,7 +262,7 @@ class MemoryBackend:
         """Sleep until a publish for ``step``, the next delayed delivery, or ``timeout_s``."""
         q = self._queue(step)
         if q.wakeup is None:
-            q.wakeup = asyncio.Event()
+            q.wakeup = StepEvent(step, self._hub)
         if q.ready:  # published before anyone waited: no wake-up was set for it
             q.wakeup.clear()
             return
@@ -270,6 +272,35 @@ class MemoryBackend:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(q.wakeup.wait(), timeout_s)
         q.wakeup.clear()
+
+    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
+        """The steps that may have a due delivery, waiting up to ``timeout_s`` for a publish or for the
+        next due time among them."""
+        with self._hub.waiting(steps) as waiter:
+            for s in steps:
+                q = self._queue(s)
+                if q.wakeup is None:
+                    q.wakeup = StepEvent(s, self._hub)
+            due, next_at = self._due_steps(steps)
+            if due:
+                return due
+            if next_at is not None:
+                timeout_s = min(timeout_s, next_at - self.clock())
+            return await waiter.wait(timeout_s) or self._due_steps(steps)[0]
+
+    def _due_steps(self, steps: Collection[str]) -> tuple[set[str], float | None]:
+        """The steps with a due delivery now, and the earliest future due time among the others."""
+        now = self.clock()
+        due: set[str] = set()
+        later: list[float] = []
+        for s in steps:
+            q = self._queue(s)
+            at = 0.0 if q.ready else self._next_due(q)
+            if at is not None and at <= now:
+                due.add(s)
+            elif at is not None:
+                later.append(at)
+        return due, min(later, default=None)
 
     def notify_all(self) -> None:
         """Wake every waiting consumer (after an injected clock moved forward)."""

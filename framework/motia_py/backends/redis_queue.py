@@ -20,34 +20,35 @@ list per message group whose head alone is ever out. Every multi-key change is o
 ``complete`` and ``publish`` calls made in one event-loop iteration go to Redis as one script call
 (group commit), so a worker finishing a hundred deliveries pays one round trip, not a hundred.
 
-``wait`` does not consume anything: it blocks in ``XREAD`` on the step's stream (and a one-entry "wake"
-stream that FIFO and delayed changes bump) from the last id it saw, so a publish by any process wakes
-it at once and a crash while waiting cannot strand an entry.
+``wait_any`` (and ``wait``, one step's) consumes nothing: one script reads when each step's next delivery
+falls due and the newest ids of its stream and of its one-entry "wake" stream (which FIFO and delayed
+changes bump); then one blocking ``XREAD`` per process, over every waited-for step's two streams
+(:mod:`.redis_wake`), wakes it when any of them grows, so a publish by any process wakes it at once, a
+crash while waiting cannot strand an entry, and a worker holds two connections whatever its steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any, Final, cast
+from collections.abc import Collection, Sequence
+from typing import Final, cast
+
+from redis.asyncio import Redis
 
 from ..types import Clock
 from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
 from .redis_base import Batcher, RedisConnection
 from .redis_keys import CONSUMER
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
+from .redis_wake import StreamWatch
+from .wakeups import Wakeups
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
-_BLOCK_GRACE_S: Final = 5.0  # how long past its BLOCK time a blocking read may take before we give up on it
+_CONNECT_TIMEOUT_S: Final = 5.0
 _SCAN: Final = 1000  # stream entries (dead letters) read per round trip by step_stats
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # a blocking read that failed after nobody waited for it any more
 
 
 class RedisQueue(RedisConnection):
@@ -56,7 +57,8 @@ class RedisQueue(RedisConnection):
     def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
                  identity: str | None = None) -> None:
         super().__init__(url, prefix, clock, identity)
-        self._reads: set[asyncio.Future[Any]] = set()
+        self._hub = Wakeups()
+        self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
         self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
 
@@ -66,11 +68,16 @@ class RedisQueue(RedisConnection):
             return
         await self._publishes.drain()
         await self._completes.drain()
-        for read in list(self._reads):
-            read.cancel()
-        if self._reads:
-            await asyncio.gather(*self._reads, return_exceptions=True)
+        await self._watch.close()
+        self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
+        self._hub.signal_all()  # pending waits return now rather than at their timeout
         await super().close()
+
+    def _watch_client(self) -> Redis:
+        """The client of the one blocking read (one connection, no socket timeout)."""
+        return Redis.from_url(self._url, decode_responses=True, socket_timeout=None,
+                              socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
+                              health_check_interval=30, single_connection_client=True, client_name="motia-py")
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Enqueue one delivery per target of every item, atomically."""
@@ -169,33 +176,43 @@ class RedisQueue(RedisConnection):
                 await self._s.queue.extend(keys=[sk.inflight, sk.lease, sk.fifo_lease], args=args)
 
     async def wait(self, step: str, timeout_s: float) -> None:
-        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+        """Return when ``step`` may have a due delivery, or after ``timeout_s`` (see :meth:`wait_any`)."""
+        await self.wait_any((step,), timeout_s)
 
-        Returns at once when something is due; otherwise blocks in ``XREAD`` until a publish by any
-        process, the next delayed delivery or lease expiry, or the timeout.
+    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
+        """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
+
+        One script reads every step's next due time and newest stream ids; then the process's one
+        blocking read (:mod:`.redis_wake`) wakes the call when a publish by any process reaches one of
+        the steps, or the earliest due time passes.
         """
-        sk = self.keys.step(step)
-        with self._translate():
-            due_in, stream_id, wake_id = await self._s.queue.next_due(keys=[*queue_keys(sk), sk.wake],
-                                                                      args=[self._now()])
-        if due_in != "":
-            timeout_s = min(timeout_s, max(0.0, float(due_in)))
-        if timeout_s <= 0 or self._blocking is None:
-            return
-        block_ms = max(1, math.ceil(timeout_s * 1000))
-        read = asyncio.ensure_future(
-            self._blocking.xread({sk.stream: stream_id, sk.wake: wake_id}, count=1, block=block_ms))
-        read.add_done_callback(_retrieve)
-        self._reads.add(read)
-        try:
-            await asyncio.wait({read}, timeout=timeout_s + _BLOCK_GRACE_S)
-        finally:
-            self._reads.discard(read)
-            if not read.done():
-                read.cancel()  # redis-py drops the connection of a read it was interrupted in
-        if read.done() and not read.cancelled() and (exc := read.exception()) is not None:
+        order = list(dict.fromkeys(steps))
+        started = time.monotonic()
+        with self._hub.waiting(order) as waiter:
+            keys: list[str] = []
+            for step in order:
+                sk = self.keys.step(step)
+                keys += (*queue_keys(sk), sk.wake)
             with self._translate():
-                raise exc
+                flat = await self._s.queue.next_due(keys=keys, args=[self._now()]) if order else []
+            due: set[str] = set()
+            later: dict[str, float] = {}
+            streams: dict[str, tuple[str, str]] = {}
+            for i, step in enumerate(order):
+                due_in, stream_id, wake_id = flat[3 * i:3 * i + 3]
+                sk = self.keys.step(step)
+                streams[sk.stream], streams[sk.wake] = (step, stream_id), (step, wake_id)
+                if due_in != "" and float(due_in) <= 0:
+                    due.add(step)
+                elif due_in != "":
+                    later[step] = float(due_in)
+            if due:
+                return due
+            self._watch.watch(streams)
+            timeout_s = min([timeout_s, *later.values()])
+            hits = await waiter.wait(timeout_s - (time.monotonic() - started))
+        elapsed = time.monotonic() - started
+        return hits or {step for step, due_in in later.items() if due_in <= elapsed}
 
     async def stats(self) -> QueueStats:
         """Counts of ready, delayed, leased and dead deliveries across every step."""

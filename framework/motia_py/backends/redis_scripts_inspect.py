@@ -1,5 +1,6 @@
-"""The read-only Lua scripts of the redis backend's queue store: when the next delivery falls due, the
-counts of ``stats`` and ``step_stats``, and the scan for the oldest ready entry of a stream.
+"""The read-only Lua scripts of the redis backend's queue store: when the next delivery of each of many
+steps falls due, the newest ids of streams, the counts of ``stats`` and ``step_stats``, and the scan for
+the oldest ready entry of a stream.
 
 They are registered with the other queue scripts (:class:`.redis_scripts_queue.QueueScripts`); see
 :mod:`.redis_scripts` for the conventions (time, keys) every script keeps.
@@ -19,8 +20,9 @@ local function fields(flat)
 end
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake. ARGV: now.
-# Returns {seconds until something is due ('' = nothing scheduled), last stream id, last wake id}.
+# KEYS: per step, stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake. ARGV: now.
+# Returns per step {seconds until something is due ('' = nothing scheduled; <= 0 = due now), last stream
+# id, last wake id}, flat.
 NEXT_DUE: Final = _PRELUDE + r"""
 local now = clock(ARGV[1])
 local function last_id(key)
@@ -28,17 +30,35 @@ local function last_id(key)
   if r[1] then return r[1][1] end
   return '0-0'
 end
-local sid, wid = last_id(KEYS[1]), last_id(KEYS[8])
-if redis.call('XLEN', KEYS[1]) > redis.call('HLEN', KEYS[2]) or redis.call('ZCARD', KEYS[5]) > 0 then
-  return {'0', sid, wid}
+local out = {}
+for k = 0, #KEYS - 1, 8 do
+  local sid, wid = last_id(KEYS[k + 1]), last_id(KEYS[k + 8])
+  local due = ''
+  if redis.call('XLEN', KEYS[k + 1]) > redis.call('HLEN', KEYS[k + 2]) or redis.call('ZCARD', KEYS[k + 5]) > 0 then
+    due = '0'
+  else
+    local best = nil
+    for _, key in ipairs({KEYS[k + 3], KEYS[k + 4], KEYS[k + 6], KEYS[k + 7]}) do
+      local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if r[2] and (best == nil or tonumber(r[2]) < best) then best = tonumber(r[2]) end
+    end
+    if best ~= nil then due = fmt(best - now) end
+  end
+  out[#out + 1] = due
+  out[#out + 1] = sid
+  out[#out + 1] = wid
 end
-local best = nil
-for _, key in ipairs({KEYS[3], KEYS[4], KEYS[6], KEYS[7]}) do
-  local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if r[2] and (best == nil or tonumber(r[2]) < best) then best = tonumber(r[2]) end
+return out
+"""
+
+# KEYS: streams. Returns the id of each one's newest entry ('0-0' when empty or absent).
+LAST_IDS: Final = r"""
+local out = {}
+for i, key in ipairs(KEYS) do
+  local r = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if r[1] then out[i] = r[1][1] else out[i] = '0-0' end
 end
-if best == nil then return {'', sid, wid} end
-return {fmt(best - now), sid, wid}
+return out
 """
 
 # KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease. ARGV: now fifo_prefix.

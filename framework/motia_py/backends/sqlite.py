@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -35,6 +35,7 @@ from ._sqlite_thread import Connection, Op, Row, each
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
 from .registry import BackendOptions
 from .sqlite_schema import connect, resolve_path
+from .wakeups import Wakeups
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -121,9 +122,8 @@ class SqliteBackend:
         self.clock: Clock = clock or time.time
         self._identity = identity
         self._db = Connection(path, connect)
-        self._wakeups: dict[str, asyncio.Event] = {}  # per step: set by this object's publishes
-        self._waiting: dict[str, int] = {}  # steps with a pending wait(), and how many
-        self._due: dict[str, float | None] = {}  # the next due time of each waiting step, as last read
+        self._hub = Wakeups()  # the pending waits, woken by this object's publishes and by the poller
+        self._due: dict[str, float | None] = {}  # the next due time of each waited-for step, as last read
         self._poller: asyncio.Task[None] | None = None
 
     async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
@@ -151,10 +151,7 @@ class SqliteBackend:
         self._identity = value
 
     def _wake(self, steps: Iterable[str]) -> None:
-        for step in steps:
-            event = self._wakeups.get(step)
-            if event is not None:
-                event.set()
+        self._hub.signal(steps)
 
     async def open(self) -> None:
         """Create the file, its directory and the schema. Raises BackendUnavailableError."""
@@ -221,49 +218,59 @@ class SqliteBackend:
             await self._run(q.extend, (self.clock() + lease_s, list(deliveries)), urgent=True)
 
     async def wait(self, step: str, timeout_s: float) -> None:
-        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+        """Return when ``step`` may have a due delivery, or after ``timeout_s`` (see :meth:`wait_any`)."""
+        await self.wait_any((step,), timeout_s)
+
+    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
+        """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
 
         A publish through this object wakes it at once; commits by other connections (other worker
-        processes) are noticed by one poller per backend within ``_POLL_S``.
+        processes) are noticed by one poller per backend object, whatever the number of steps and
+        waits, within ``_POLL_S``.
         """
-        event = self._wakeups.get(step)
-        if event is None:
-            event = self._wakeups[step] = asyncio.Event()
-        self._waiting[step] = self._waiting.get(step, 0) + 1
-        try:
-            if not event.is_set():
-                _, dues = await self._run(q.due_times, (None, (step,)), write=False)
-                due = self._due[step] = (dues or {}).get(step)
-                if due is not None:
-                    timeout_s = min(timeout_s, due - self.clock())
-                if timeout_s > 0 and not event.is_set():
-                    if self._poller is None:
-                        self._poller = asyncio.create_task(self._poll(), name=f"motia-sqlite-poll:{self.path.name}")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), timeout_s)
-        finally:
-            self._waiting[step] -= 1
-            if not self._waiting[step]:
-                del self._waiting[step]
-                self._due.pop(step, None)
-            event.clear()
+        with self._hub.waiting(steps) as waiter:
+            try:
+                _, dues = await self._run(q.due_times, (None, tuple(waiter.steps)), write=False)
+                self._due.update(dues or {})
+                due, next_at = self._due_now(waiter.steps)
+                if due or waiter.hits:
+                    return due | waiter.hits
+                if next_at is not None:
+                    timeout_s = min(timeout_s, next_at - self.clock())
+                if timeout_s > 0 and self._poller is None:
+                    self._poller = asyncio.create_task(self._poll(), name=f"motia-sqlite-poll:{self.path.name}")
+                return await waiter.wait(timeout_s) or self._due_now(waiter.steps)[0]
+            finally:
+                for s in waiter.steps:
+                    if len(self._hub.waiters_of(s)) <= 1:
+                        self._due.pop(s, None)
+
+    def _due_now(self, steps: Iterable[str]) -> tuple[set[str], float | None]:
+        """The steps due now by the times last read, and the earliest future due time of the others."""
+        now = self.clock()
+        due: set[str] = set()
+        later: list[float] = []
+        for s in steps:
+            t = self._due.get(s)
+            if t is not None and t <= now:
+                due.add(s)
+            elif t is not None:
+                later.append(t)
+        return due, min(later, default=None)
 
     async def _poll(self) -> None:
-        """While wait() calls are pending, look for commits by other connections every ``_POLL_S`` and
-        wake the waiting steps that have something due."""
+        """While waits are pending, look for commits by other connections every ``_POLL_S`` and wake the
+        waits of the steps that have something due (one query for every waiting step, not one per wait)."""
         version: int | None = None
         try:
-            while self._waiting:
+            while self._hub:
                 await asyncio.sleep(_POLL_S)
-                steps = tuple(self._waiting)
+                steps = tuple(self._hub.steps)
                 seen, dues = await self._run(q.due_times, (version, steps), write=False)
                 version = seen
-                self._due.update((s, dues[s]) for s in steps if dues and s in self._waiting)
-                now = self.clock()
-                for s in steps:
-                    due = self._due.get(s)
-                    if due is not None and due <= now:
-                        self._wakeups[s].set()
+                if dues:
+                    self._due.update((s, dues[s]) for s in steps if s in self._hub.steps)
+                self._hub.signal(self._due_now(steps)[0])
         except BackendError:
             pass  # closed (or failing): the waiters still return at their timeout
         finally:

@@ -5,11 +5,12 @@
 - :class:`StateStore`: the flows' key-value state (JSON text under namespace, group and key).
 - :class:`LeaseStore`: leases (cron overlap locks) and small framework metadata (cron records).
 - :class:`TraceStore`: run records grouped by trace id, with retention.
+- :class:`WaitStore`: one wait for work on many steps at once (what a worker's idle consumers share).
 
-A :class:`Backend` is all four plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
+A :class:`Backend` is all five plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
 CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
 :func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
-trace stores built on its state store.
+trace stores built on its state store, and with a ``wait_any`` built on its per-step ``wait``.
 
 Rules every implementation keeps (the contract suite in ``tests/backends`` checks each of them):
 
@@ -23,7 +24,7 @@ Rules every implementation keeps (the contract suite in ``tests/backends`` check
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
@@ -233,6 +234,30 @@ class TraceStore(Protocol):
 
 
 @runtime_checkable
+class WaitStore(Protocol):
+    """Waiting for work on many steps at once, at a constant cost whatever their number.
+
+    A worker's idle consumers share one ``wait_any`` call (see :mod:`motia_py.waker`) instead of one
+    :meth:`QueueStore.wait` each: on Redis one blocking read covers every step (one connection), on
+    SQLite one poller per process watches other processes' commits, and a publish through the backend
+    object wakes the waits of its steps directly.
+    """
+
+    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
+        """Return the steps of ``steps`` that may have a due delivery, waiting up to ``timeout_s`` for one.
+
+        Consumes nothing. Returns at once (with those steps) when a delivery of some of ``steps`` is
+        already due; otherwise promptly after a publish for any of them (through any connection, other
+        processes included), or when the earliest next delayed delivery, FIFO head or lease expiry among
+        them falls due, naming the steps concerned; ``set()`` after ``timeout_s`` with nothing to report.
+        It may name a step that has nothing due after all (a spurious wake-up), never one not in
+        ``steps``. Cancelling a call is cheap and leaves the backend as it was. The cost of one call (in
+        connections, and in work while it waits) does not grow with the number of steps beyond reading
+        their due times once.
+        """
+
+
+@runtime_checkable
 class CoreBackend(QueueStore, StateStore, Protocol):
     """The least a backend implements: the queue and state stores, a URL, ``open`` and ``close``.
 
@@ -250,5 +275,6 @@ class CoreBackend(QueueStore, StateStore, Protocol):
 
 
 @runtime_checkable
-class Backend(CoreBackend, LeaseStore, TraceStore, Protocol):
-    """Queue, state, leases with metadata, and traces behind one object: what motia-py runs on."""
+class Backend(CoreBackend, LeaseStore, TraceStore, WaitStore, Protocol):
+    """Queue, state, leases with metadata, traces and the multi-step wait behind one object: what
+    motia-py runs on."""

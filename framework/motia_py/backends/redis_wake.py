@@ -1,0 +1,150 @@
+"""The redis backend's one blocking read per process: it watches the streams of every step waited for
+and wakes the waits of the steps whose streams grew (see :mod:`.wakeups`).
+
+A publish to a step appends to its stream (a standard delivery) or bumps its one-entry wake stream (a
+delayed, retried or FIFO one), so "something may be due" is "one of the step's two streams has an
+entry newer than the last id read". One ``XREAD BLOCK`` over all of them, on one connection of its
+own, replaces a blocking read (and a connection) per step: a worker with 200 steps holds two
+connections to Redis, this one and the command connection.
+
+After a read returns, the watch signals the steps at once, then reads the newest ids of the streams
+that grew (one script) and signals again when entries arrived in between, so a burst of publishes
+costs two round trips, not one per entry, and no wake-up is lost. Steps added while the read blocks
+are taken in by ``CLIENT UNBLOCK`` (or, if that misses, by dropping the read's connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .redis_scripts_inspect import LAST_IDS
+from .wakeups import Wakeups
+
+_BLOCK_MS: Final = 30_000  # one read's longest block; it is read again at once
+_RETRY_S: Final = (0.05, 0.2, 1.0)  # pauses after a failed read, growing, the last one repeated
+
+
+def _newer(a: str, b: str) -> bool:
+    """Whether stream id ``a`` is after ``b``."""
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))
+
+
+class StreamWatch:
+    """One task reading every watched stream with one blocking ``XREAD`` (see the module docstring).
+
+    Args:
+        connect: makes the client of the blocking connection (one connection, no socket timeout).
+        commands: the command client, for ``CLIENT UNBLOCK``.
+        hub: the waits to wake.
+    """
+
+    def __init__(self, connect: Callable[[], Redis], commands: Callable[[], Redis], hub: Wakeups) -> None:
+        self._connect = connect
+        self._commands = commands
+        self._hub = hub
+        self._ids: dict[str, str] = {}  # stream key -> the newest id seen
+        self._step_of: dict[str, str] = {}  # stream key -> its step
+        self._task: asyncio.Task[None] | None = None
+        self._reader: Redis | None = None
+        self._reader_id: int | None = None  # CLIENT ID of the reading connection, when known
+        self._blocked = False
+        self._restart = False  # the read was cancelled to take in new streams, not to stop
+
+    def watch(self, streams: dict[str, tuple[str, str]]) -> None:
+        """Watch ``{stream key: (step, newest id seen)}`` too (streams already watched keep their place)."""
+        new = {k: v for k, v in streams.items() if k not in self._ids}
+        if not new:
+            return
+        for key, (step, last) in new.items():
+            self._ids[key] = last
+            self._step_of[key] = step
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="motia-redis-watch")
+        elif self._blocked:
+            interrupt = asyncio.ensure_future(self._interrupt())
+            interrupt.add_done_callback(_retrieve)
+
+    async def close(self) -> None:
+        """Stop reading and close the blocking connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await reader.aclose()
+
+    async def _interrupt(self) -> None:
+        """End the blocking read now, so that the next one includes the streams just added."""
+        reader_id, task = self._reader_id, self._task
+        with contextlib.suppress(RedisError, OSError):
+            if reader_id is not None and await self._commands().client_unblock(reader_id):
+                return
+        if self._blocked and task is not None and self._task is task:  # unknown id, or it missed
+            self._restart = True
+            task.cancel()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._read_once()
+                failures = 0
+            except asyncio.CancelledError:
+                if not self._restart:
+                    raise
+                self._restart = False  # cancelled by _interrupt: the connection was dropped
+                self._reader_id = None
+            except (RedisError, OSError):
+                self._reader_id = None
+                self._hub.signal_all()  # the waits look at the queue again (and report the outage)
+                await asyncio.sleep(_RETRY_S[min(failures, len(_RETRY_S) - 1)])
+                failures += 1
+
+    async def _read_once(self) -> None:
+        if self._reader is None:
+            self._reader = self._connect()
+        reader = self._reader
+        if self._reader_id is None:
+            self._reader_id = int(await reader.client_id())
+        ids = dict(self._ids)
+        self._blocked = True
+        try:
+            got = await reader.xread(cast(Any, ids), count=1, block=_BLOCK_MS)
+        finally:
+            self._blocked = False
+        if not got:
+            return
+        first = {str(key): str(entries[-1][0]) for key, entries in _pairs(got)}
+        self._hub.signal(self._step_of[k] for k in first)
+        keys = list(first)
+        newest = await reader.eval(LAST_IDS, len(keys), *keys)  # a short script: its text each time
+        again: list[str] = []
+        for key, last in zip(keys, cast(list[str], newest), strict=True):
+            seen = first[key]
+            if _newer(last, seen):  # more entries came after the one read: they may be unclaimed
+                again.append(self._step_of[key])
+                seen = last
+            if _newer(seen, self._ids[key]):
+                self._ids[key] = seen
+        self._hub.signal(again)
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """XREAD's reply as (stream, entries) pairs (a list of pairs in RESP2, a dict in RESP3)."""
+    return list(reply.items()) if isinstance(reply, dict) else [(k, v) for k, v in reply]
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
