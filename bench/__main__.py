@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [delivery|reload|all] [--backends memory,sqlite,redis]``."""
+"""Run the benchmarks: ``python -m bench [delivery|reload|userpath|all] [--backends memory,sqlite,redis]``."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from . import delivery
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the selected benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "reload"])
+    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "reload", "userpath"])
     parser.add_argument("--backends", default="memory,sqlite,redis")
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--chain-runs", type=int, default=300)
+    parser.add_argument("--events", type=int, default=None, help="events per run (delivery 20,000; userpath 10,000)")
+    parser.add_argument("--chain-runs", type=int, default=None, help="chains per run (delivery 300; userpath 500)")
+    parser.add_argument("--trials", type=int, default=3, help="userpath: runs per figure (median, min, max)")
+    parser.add_argument("--idle-window", type=float, default=5.0, help="userpath: seconds of idle CPU measured")
+    parser.add_argument("--scale", default="1,2,4", help="userpath: worker process counts of the scaling run")
+    parser.add_argument("--parts", default="path,idle,example,scale", help="userpath: which parts to run")
     args = parser.parse_args(argv)
     if args.which in ("all", "delivery"):
-        delivery.main(args.backends.split(","), args.events, args.chain_runs)
+        delivery.main(args.backends.split(","), args.events or 20_000, args.chain_runs or 300)
     if args.which in ("all", "reload"):
         try:
             from . import reload
@@ -25,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
             print("reload benchmark not available", file=sys.stderr)
         else:
             reload.main()
+    if args.which in ("all", "userpath"):
+        from . import userpath
+
+        names = [b for b in args.backends.split(",") if b in userpath.BACKENDS]
+        userpath.main(names, args.events or 10_000, args.chain_runs or 500, args.trials, args.idle_window,
+                      [int(w) for w in args.scale.split(",")], set(args.parts.split(",")))
     return 0
 
 

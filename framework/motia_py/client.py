@@ -3,7 +3,11 @@
 ```python
 client = motia_py.Client.from_project("path/to/project")
 trace_id = client.emit_sync("job.enqueued", {"jobId": "j1"})
+ids = client.emit_many_sync([("job.enqueued", {"jobId": "j2"}), ("job.enqueued", {"jobId": "j3"})])
 ```
+
+Concurrent ``emit`` calls share round trips: the calls made in one event-loop iteration reach the backend
+as one batch (one transaction on SQLite, one script on Redis), each still atomic on its own.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .backends.base import Backend
+from .emits import EmitItem, emit_items
 from .otel import detect
 from .router import Router
 from .runtime import backend_for, load_project, require_valid
@@ -56,6 +61,8 @@ class Client:
         return self._router.backend
 
     async def _ensure_open(self) -> None:
+        if self._opened:
+            return
         async with self._lock:
             if not self._opened:
                 await self.backend.open()
@@ -73,6 +80,28 @@ class Client:
         await self._ensure_open()
         return await self._router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
                                        delay_s=float(delay or 0.0))
+
+    async def emit_many(self, items: Iterable[EmitItem]) -> list[str]:
+        """Publish many events in one round trip (one transaction: all or none); return their trace ids
+        in the order given.
+
+        Each item is ``(topic, data)`` or a dict in the shape of ``ctx.emit``: ``{"topic": t, "data": d,
+        "messageGroupId"?: g, "delay"?: seconds}``. Events keep the order given (per message group on
+        FIFO steps). Every item is checked before anything is published. For a long stream of events,
+        call it once per batch (of a few thousand): one call is one transaction.
+
+        Raises:
+            InvalidEmitError: an item has a bad shape.
+            UnknownTopicError: nothing would handle an item's topic.
+            PayloadTooLargeError: an item's data is over the payload limit.
+            BackendError: the backend failed (nothing was published).
+        """
+        await self._ensure_open()
+        return await emit_items(self._router.publisher, items)
+
+    def emit_many_sync(self, items: Iterable[EmitItem]) -> list[str]:
+        """Blocking :meth:`emit_many` for synchronous code."""
+        return self._run(self.emit_many(items))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop_thread is None:

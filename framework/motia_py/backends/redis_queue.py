@@ -34,9 +34,10 @@ import json
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from ..types import Clock
 from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
@@ -61,6 +62,7 @@ class RedisQueue(RedisConnection):
         self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
         self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
+        self._claims: Batcher[tuple[list[str], list[str]], Any] = Batcher(self._claim_batch)
 
     async def close(self) -> None:
         """Finish the batched calls, stop blocking reads and disconnect; deliveries stay queued."""
@@ -100,14 +102,34 @@ class RedisQueue(RedisConnection):
         if limit <= 0:
             return []
         sk = self.keys.step(step)
+        self._require_open()
         with self._translate():
-            flat = await self._s.queue.claim(
-                keys=[*queue_keys(sk), sk.owner, self.keys.steps],
-                args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
-                      sk.fifo_prefix, step, str(MOVE_MAX), self.identity])
+            flat = await self._claims.submit((
+                [*queue_keys(sk), sk.owner, self.keys.steps],
+                [self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
+                 sk.fifo_prefix, step, str(MOVE_MAX), self.identity]))
+            if isinstance(flat, Exception):
+                raise flat
         return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
                          first_delivered_at=float(flat[i + 3]), expired=flat[i + 4] == "1",
                          last_owner=flat[i + 5] or None) for i in range(0, len(flat), 6)]
+
+    async def _claim_batch(self, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
+        """The claims of one event-loop iteration (of many steps' consumers) in one pipeline: one round
+        trip on one connection, each claim still one atomic script run. A claim's own error comes back
+        as its result."""
+        script = self._s.queue.claim
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        async with self._c.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        for i, ((keys, args), result) in enumerate(zip(calls, results, strict=True)):
+            if isinstance(result, NoScriptError):  # Redis restarted (or SCRIPT FLUSH): load it again
+                results[i] = await script(keys=keys, args=args)
+        return list(results)
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started, in one script: not counted, due at once (a
