@@ -276,31 +276,23 @@ class MemoryBackend:
     async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
         """The steps that may have a due delivery, waiting up to ``timeout_s`` for a publish or for the
         next due time among them."""
+        started = time.monotonic()
         with self._hub.waiting(steps) as waiter:
+            now = self.clock()
+            later: dict[str, float] = {}
             for s in steps:
                 q = self._queue(s)
                 if q.wakeup is None:
                     q.wakeup = StepEvent(s, self._hub)
-            due, next_at = self._due_steps(steps)
+                at = now if q.ready else self._next_due(q)
+                if at is not None:
+                    later[s] = at - now
+            due = {s for s, wait_s in later.items() if wait_s <= 0}
             if due:
                 return due
-            if next_at is not None:
-                timeout_s = min(timeout_s, next_at - self.clock())
-            return await waiter.wait(timeout_s) or self._due_steps(steps)[0]
-
-    def _due_steps(self, steps: Collection[str]) -> tuple[set[str], float | None]:
-        """The steps with a due delivery now, and the earliest future due time among the others."""
-        now = self.clock()
-        due: set[str] = set()
-        later: list[float] = []
-        for s in steps:
-            q = self._queue(s)
-            at = 0.0 if q.ready else self._next_due(q)
-            if at is not None and at <= now:
-                due.add(s)
-            elif at is not None:
-                later.append(at)
-        return due, min(later, default=None)
+            hits = await waiter.wait(min([timeout_s, *later.values()]))
+        elapsed = time.monotonic() - started
+        return hits or {s for s, wait_s in later.items() if wait_s <= elapsed}
 
     def notify_all(self) -> None:
         """Wake every waiting consumer (after an injected clock moved forward)."""

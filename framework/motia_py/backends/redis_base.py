@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
@@ -34,6 +34,7 @@ MIN_VERSION: Final = (6, 2)
 _MAX_BATCH: Final = 256  # calls per group-committed script run
 _SOCKET_TIMEOUT_S: Final = 10.0
 _CONNECT_TIMEOUT_S: Final = 5.0
+_COMMAND_CONNECTIONS: Final = 2  # per backend object; its one blocking read has a connection of its own
 
 def redact(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs and error messages)."""
@@ -175,10 +176,13 @@ class RedisConnection:
         return "" if self.clock is None else repr(float(self.clock()))
 
     def _connect(self, socket_timeout: float | None) -> Redis:
-        return Redis.from_url(
-            self._url, decode_responses=True, socket_timeout=socket_timeout,
-            socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True, health_check_interval=30,
-            retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3), client_name="motia-py")
+        # At most _COMMAND_CONNECTIONS connections: concurrent commands queue for one rather than open
+        # more (the hot paths batch their calls anyway), so a worker's connections stay few.
+        return Redis.from_pool(BlockingConnectionPool.from_url(
+            self._url, max_connections=_COMMAND_CONNECTIONS, timeout=None, decode_responses=True,
+            socket_timeout=socket_timeout, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
+            health_check_interval=30, retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3),
+            client_name="motia-py"))
 
     async def _ensure_steps(self, steps: Iterable[str]) -> None:
         """Create the consumer group (at id 0) and register the step, once per step and process."""

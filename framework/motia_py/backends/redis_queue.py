@@ -37,6 +37,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from ..types import Clock
@@ -118,7 +119,11 @@ class RedisQueue(RedisConnection):
         """The claims of one event-loop iteration (of many steps' consumers) in one pipeline: one round
         trip on one connection, each claim still one atomic script run. A claim's own error comes back
         as its result."""
-        script = self._s.queue.claim
+        return await self._pipelined(self._s.queue.claim, calls)
+
+    async def _pipelined(self, script: AsyncScript, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one pipeline (one round trip, one connection), each run
+        atomic on its own; a run's error comes back as its result."""
         if len(calls) == 1:
             keys, args = calls[0]
             return [await script(keys=keys, args=args)]
@@ -241,9 +246,11 @@ class RedisQueue(RedisConnection):
         c, now = self._c, self._now()
         with self._translate():
             steps = sorted(cast(set[str], await c.smembers(self.keys.steps)))
-            rows = await asyncio.gather(*(
-                self._s.queue.stats(keys=queue_keys(self.keys.step(s)), args=[now, self.keys.step(s).fifo_prefix])
-                for s in steps))
+            rows = await self._pipelined(self._s.queue.stats, [
+                (queue_keys(self.keys.step(s)), [now, self.keys.step(s).fifo_prefix]) for s in steps]) if steps else []
+            for row in rows:
+                if isinstance(row, Exception):
+                    raise row
             dead = int(await c.hlen(self.keys.dlq))
         ready = delayed = leased = 0
         per_step: dict[str, int] = {}

@@ -228,35 +228,30 @@ class SqliteBackend:
         processes) are noticed by one poller per backend object, whatever the number of steps and
         waits, within ``_POLL_S``.
         """
+        started = time.monotonic()
         with self._hub.waiting(steps) as waiter:
             try:
                 _, dues = await self._run(q.due_times, (None, tuple(waiter.steps)), write=False)
                 self._due.update(dues or {})
-                due, next_at = self._due_now(waiter.steps)
+                now = self.clock()
+                later = {s: t - now for s in waiter.steps if (t := self._due.get(s)) is not None}
+                due = {s for s, wait_s in later.items() if wait_s <= 0}
                 if due or waiter.hits:
                     return due | waiter.hits
-                if next_at is not None:
-                    timeout_s = min(timeout_s, next_at - self.clock())
-                if timeout_s > 0 and self._poller is None:
+                if self._poller is None:
                     self._poller = asyncio.create_task(self._poll(), name=f"motia-sqlite-poll:{self.path.name}")
-                return await waiter.wait(timeout_s) or self._due_now(waiter.steps)[0]
+                hits = await waiter.wait(min([timeout_s, *later.values()]) - (time.monotonic() - started))
             finally:
                 for s in waiter.steps:
                     if len(self._hub.waiters_of(s)) <= 1:
                         self._due.pop(s, None)
+        elapsed = time.monotonic() - started
+        return hits or {s for s, wait_s in later.items() if wait_s <= elapsed}
 
-    def _due_now(self, steps: Iterable[str]) -> tuple[set[str], float | None]:
-        """The steps due now by the times last read, and the earliest future due time of the others."""
+    def _due_now(self, steps: Iterable[str]) -> set[str]:
+        """The steps due now by the due times last read."""
         now = self.clock()
-        due: set[str] = set()
-        later: list[float] = []
-        for s in steps:
-            t = self._due.get(s)
-            if t is not None and t <= now:
-                due.add(s)
-            elif t is not None:
-                later.append(t)
-        return due, min(later, default=None)
+        return {s for s in steps if (t := self._due.get(s)) is not None and t <= now}
 
     async def _poll(self) -> None:
         """While waits are pending, look for commits by other connections every ``_POLL_S`` and wake the
@@ -270,7 +265,7 @@ class SqliteBackend:
                 version = seen
                 if dues:
                     self._due.update((s, dues[s]) for s in steps if s in self._hub.steps)
-                self._hub.signal(self._due_now(steps)[0])
+                self._hub.signal(self._due_now(steps))
         except BackendError:
             pass  # closed (or failing): the waiters still return at their timeout
         finally:
