@@ -29,7 +29,6 @@ crash while waiting cannot strand an entry, and a worker holds two connections w
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter
