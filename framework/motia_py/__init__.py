@@ -4,10 +4,10 @@ The public API: typed step configs, the errors a step author raises or catches, 
 Python code, and the test harness (``motia_py.testing.Harness``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .client import Client
 from .config import ApiConfig, CronConfig, EventConfig, NoopConfig
-from .context import Context
 from .errors import (
     BackendError,
     BackendUnavailableError,
@@ -21,6 +21,26 @@ from .errors import (
     UndeclaredEmitError,
     UnknownTopicError,
 )
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .context import Context
+
+_LAZY = {"Client": "client", "Context": "context"}
+
+
+def __getattr__(name: str) -> Any:
+    """``Client`` and ``Context`` are imported on first use: the CLI's commands that never run events
+    (``validate``, ``graph``, ...) skip the runtime they bring."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'motia_py' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApiConfig",

@@ -23,7 +23,7 @@ def validate(as_json: bool, strict: bool, project: Path) -> None:
     from .graph import exit_code
     from .runtime import load_project
 
-    proj, findings = load_project(settings_from(project))
+    proj, findings = load_project(settings_from(project), cycles=True)
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     code = exit_code(findings, strict)
     if as_json:

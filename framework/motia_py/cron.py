@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from .errors import CronExpressionError
+
+# croniter is imported by the functions that use it: a project without cron steps never loads it.
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,8 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
             field="cron",
             hint="'*/10 * * * * *' fires every 10 s; '0 * * * *' fires every hour",
         )
+    from croniter import CroniterBadDateError, croniter
+
     if not croniter.is_valid(expr, second_at_beginning=True):
         raise CronExpressionError(f"cron expression '{expression}' is invalid", field="cron")
     try:
@@ -71,6 +73,8 @@ def next_fire(schedule: CronSchedule, after: datetime) -> datetime:
     decides *which* instants fire; ``.astimezone(schedule.tz)`` shows them in local time)."""
     if after.tzinfo is None:
         raise ValueError("next_fire needs a timezone-aware datetime")
+    from croniter import croniter
+
     local = after.astimezone(schedule.tz)
     it = croniter(schedule.expression, local, second_at_beginning=True)
     result: datetime = it.get_next(datetime)

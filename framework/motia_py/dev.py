@@ -162,7 +162,7 @@ class DevServer:
         """Serve until ``stop`` is set."""
         # watch before the first load, and so before the server answers: no save is ever missed
         async with ProjectWatcher(self.settings, stop) as watcher:
-            project, findings = load_project(self.settings)
+            project, findings = load_project(self.settings, cycles=True)
             errors = [f for f in findings if f.severity is Severity.ERROR]
             self._report(findings)
             if errors:
@@ -199,7 +199,7 @@ class DevServer:
             if SETTINGS_FILE in names:
                 click.echo(click.style("motia_py.toml changed: step and flow changes reload now; backend and "
                                        "server settings take effect on restart", fg="yellow"), err=True)
-            project, findings = load_project(self.settings)
+            project, findings = load_project(self.settings, cycles=True)
             errors = [f for f in findings if f.severity is Severity.ERROR]
             if errors:
                 self._report(errors)

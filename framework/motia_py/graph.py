@@ -9,15 +9,14 @@ callers get a :class:`TopicGraph`, :class:`~motia_py.findings.Finding` lists and
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Literal
 
 from .config import StepSpec, StepType
 from .discovery import Project
@@ -25,6 +24,10 @@ from .errors import GraphError
 from .findings import Finding, Severity
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
+
+if TYPE_CHECKING:
+    import networkx as nx  # imported by the queries that need it (cycles, the exports), not by validation's
+    # errors and warnings: ``start`` validates a project without ever loading networkx
 
 # simple_cycles can list exponentially many loops; a loop of more than 12 steps is reported as part of
 # the shorter ones it contains, if any, and the list itself is capped.
@@ -92,6 +95,13 @@ class TopicGraph:
         self.edges: tuple[GraphEdge, ...] = tuple(e for s in project.steps for e in _edges_of(s))
         self.entry_topics: frozenset[str] = frozenset(project.entry_topics())
         self.exit_topics: frozenset[str] = frozenset(t for f in project.flows.values() for t in f.exit_topics)
+
+    @functools.cached_property
+    def nx_graph(self) -> nx.MultiDiGraph:
+        """The networkx graph (built on first use)."""
+        import networkx as nx
+
+        project = self.project
         g = nx.MultiDiGraph()
         for s in project.steps:
             g.add_node(step_node(s.name), kind="step", name=s.name, type=s.type.value)
@@ -101,7 +111,7 @@ class TopicGraph:
         for e in self.edges:
             g.add_edge(e.source, e.target, topic=e.topic, virtual=e.virtual, label=e.label,
                        conditional=e.conditional)
-        self.nx_graph: nx.MultiDiGraph = g
+        return g
 
     def topics(self) -> set[str]:
         """Every topic: emitted, subscribed, or listed by a flow."""
@@ -123,10 +133,22 @@ class TopicGraph:
 
     def reachable(self) -> set[str]:
         """Every node some entry point leads to, the entry points included."""
-        return set(itertools.chain.from_iterable(nx.bfs_layers(self.nx_graph, sorted(self.entry_points()))))
+        after: dict[str, list[str]] = defaultdict(list)
+        for e in self.edges:
+            after[e.source].append(e.target)
+        seen = set(self.entry_points())
+        todo = deque(seen)
+        while todo:
+            for nxt in after[todo.popleft()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
 
     def cycles(self) -> list[tuple[tuple[str, str], ...]]:
         """Each simple loop once, as ``((step, topic it emits), ...)`` from its smallest step name."""
+        import networkx as nx
+
         found: set[tuple[tuple[str, str], ...]] = set()
         loops = nx.simple_cycles(nx.DiGraph(self.nx_graph), length_bound=_CYCLE_LENGTH_BOUND)
         for loop in itertools.islice(loops, _MAX_CYCLES):
@@ -148,10 +170,11 @@ def build_graph(project: Project) -> TopicGraph:
 # Validation.
 
 
-def validate(project: Project) -> list[Finding]:
+def validate(project: Project, *, cycles: bool = True) -> list[Finding]:
     """Every finding about ``project``: discovery's problems first, then the graph's.
 
     Errors, then warnings, then info; the order within a severity is stable. See ARCHITECTURE.md §6.
+    ``cycles=False`` skips the cycle findings (info only, never failing), and with them networkx.
     """
     graph = build_graph(project)
     unknown = list(_unknown_topics(graph))
@@ -164,7 +187,7 @@ def validate(project: Project) -> list[Finding]:
         *_unconsumed_topics(graph),
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
-        *_cycles(graph),
+        *(_cycles(graph) if cycles else ()),
     ]
     return sorted(findings, key=lambda f: _RANK[f.severity])
 

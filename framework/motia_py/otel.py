@@ -11,7 +11,9 @@ incoming ``traceparent`` header (API steps) becomes the parent of everything tha
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -159,6 +161,8 @@ def detect(setting: str = "auto") -> Otel | None:
     """An :class:`Otel` when enabled: ``on``; or ``auto`` with a configured provider. None otherwise."""
     if setting in ("off", "false", "0", "no"):
         return None
+    if setting == "auto" and "opentelemetry" not in sys.modules and not os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
+        return None  # nothing in this process set a provider up: no need to load opentelemetry to ask
     try:
         from opentelemetry import trace
     except ImportError:

@@ -24,12 +24,16 @@ from .types import Clock
 from .worker import Worker
 
 
-def load_project(settings: Settings) -> tuple[Project, list[Finding]]:
-    """Discover and validate a project; return it with every finding (errors included)."""
+def load_project(settings: Settings, *, cycles: bool = False) -> tuple[Project, list[Finding]]:
+    """Discover and validate a project; return it with every finding (errors included).
+
+    The cycle findings (info only: they never fail a project) come with ``cycles=True``, as ``motia-py
+    validate`` and ``dev`` show them; running a project does without them (and without networkx).
+    """
     from .graph import validate
 
     project = discover(settings)
-    return project, validate(project)
+    return project, validate(project, cycles=cycles)
 
 
 def require_valid(project: Project, findings: list[Finding]) -> None:

@@ -7,12 +7,14 @@ Both forms are wrapped in :class:`Schema`, which validates data, reports every b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import pydantic
 
 from .errors import InputValidationError, StepConfigError
+
+if TYPE_CHECKING:
+    import jsonschema  # imported when a JSON-schema dict is used: a project of pydantic models never loads it
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -46,6 +48,8 @@ class Schema:
                     {"loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors()
                 ]
                 raise InputValidationError(_summary(fields), fields) from exc
+        import jsonschema
+
         validator = jsonschema.Draft202012Validator(self.json)
         errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
@@ -85,6 +89,8 @@ def to_schema(value: Any, field: str) -> Schema | None:
     if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
         return Schema(json=value.model_json_schema(), model=value)
     if isinstance(value, dict):
+        import jsonschema
+
         try:
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:

@@ -15,15 +15,16 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import MotiaError
-from .http import HttpServer, start_server
 from .logs import framework_logger
-from .metrics import install_metrics
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, require_valid, trace_settings
 from .settings import Settings
-from .workbench import install_workbench
+
+if TYPE_CHECKING:
+    from .http import HttpServer  # the HTTP server (uvicorn, starlette) is imported only when it is started
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,10 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
 
 async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
     """Serve API steps and ``/openapi.json``."""
+    from .http import start_server
+    from .metrics import install_metrics
+    from .workbench import install_workbench
+
     server = await start_server(runtime.router, settings, dev=False)
     install_workbench(server.app, runtime, settings, dev=False)
     install_metrics(server.app, runtime, settings, dev=False)

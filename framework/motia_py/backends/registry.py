@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +42,8 @@ class BackendOptions:
 
 
 def _factories() -> dict[str, Any]:
+    from importlib.metadata import entry_points  # not at import: the commands that never open a backend skip it
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
