@@ -22,6 +22,7 @@ from .logs import LogSink, _to_logging
 from .runs import Outcome, RunRecord
 
 MAX_LOG_LINES_PER_RUN = 50
+_PRUNE_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class TraceRecorder:
         self._logs: OrderedDict[tuple[str, str, int], list[dict[str, Any]]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._recorded = asyncio.Event()  # set by the first run recorded after a flush: an idle writer sleeps
 
     def log_sink(self, record: dict[str, Any]) -> None:
         """Forward a log line and keep it for its run's record."""
@@ -74,6 +76,8 @@ class TraceRecorder:
     def observe(self, rec: RunRecord) -> None:
         """Record one finished run: kept as it is, encoded in a batch when written."""
         logs = self._logs.pop((rec.trace_id, rec.step, rec.attempt), ()) if self._logs else ()
+        if not self._buffer:
+            self._recorded.set()
         self._buffer.append((rec, logs))
         if len(self._buffer) >= 2000:
             self._wake.set()
@@ -86,11 +90,15 @@ class TraceRecorder:
     async def _run(self) -> None:
         last_prune = 0.0
         while True:
+            if not self._buffer:  # nothing to write: no timer until a run is recorded (or it is time to prune)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._recorded.wait(), _PRUNE_EVERY_S)
+            self._recorded.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
             self._wake.clear()
             await self.flush()
-            if time.time() - last_prune > 30:
+            if time.time() - last_prune > _PRUNE_EVERY_S:
                 last_prune = time.time()
                 with contextlib.suppress(BackendError):
                     await self.backend.traces_prune(time.time() - self.settings.max_age_s,

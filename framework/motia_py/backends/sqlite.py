@@ -35,12 +35,14 @@ from ._sqlite_thread import Connection, Op, Row, each
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
 from .registry import BackendOptions
 from .sqlite_schema import connect, resolve_path
+from .sqlite_watch import WalWatch
 from .wakeups import Wakeups
 
 A = TypeVar("A")
 R = TypeVar("R")
 
 _POLL_S: Final = 0.025  # how often waiting steps look for commits made by other connections
+_POLL_FORCE: Final = 8  # every this many ticks the database is asked even if the WAL looks unchanged
 
 
 # -- state, lease, metadata and trace operations (run on the connection's thread) ------------------
@@ -123,8 +125,13 @@ class SqliteBackend:
         self._identity = identity
         self._db = Connection(path, connect)
         self._hub = Wakeups()  # the pending waits, woken by this object's publishes and by the poller
-        self._due: dict[str, float | None] = {}  # the next due time of each waited-for step, as last read
-        self._poller: asyncio.Task[None] | None = None
+        self._due: dict[str, float | None] = {}  # each step's next due time as read at _version (a cache)
+        self._dirty: set[str] = set()  # steps this object changed since their due time was read
+        self._watch = WalWatch(f"{path}-wal", _POLL_S, _POLL_FORCE, self._changed)
+        self._check: asyncio.Task[None] | None = None  # reading what another process committed
+        self._check_again = False
+        self._version: int | None = None  # PRAGMA data_version when the due times were last read
+        self._due_timer: asyncio.TimerHandle | None = None
 
     async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
         """Run ``op`` on the connection's thread. ``urgent`` calls (the end of an attempt, lease renewals)
@@ -151,6 +158,9 @@ class SqliteBackend:
         self._identity = value
 
     def _wake(self, steps: Iterable[str]) -> None:
+        """A change made through this object: the steps' due times are read again, their waits woken."""
+        steps = list(steps)
+        self._dirty.update(steps)
         self._hub.signal(steps)
 
     async def open(self) -> None:
@@ -166,10 +176,13 @@ class SqliteBackend:
 
     async def close(self) -> None:
         """Finish the queued calls and close the file; deliveries stay queued."""
-        if self._poller is not None:
-            self._poller.cancel()
+        self._watch.stop()
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        if self._check is not None:
+            self._check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+                await self._check
         await self._db.stop()
 
     # -- queue ----------------------------------------------------------------------------------
@@ -184,7 +197,10 @@ class SqliteBackend:
         """Lease up to ``limit`` due deliveries of ``step``, oldest first (FIFO groups: their head only)."""
         if limit <= 0:
             return []
-        return await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
+        got = await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
+        if got:
+            self._dirty.add(step)  # its leases are due times now
+        return got
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started (see :func:`.sqlite_queue.hand_back`)."""
@@ -197,6 +213,7 @@ class SqliteBackend:
         """Delete the delivery and publish ``outgoing`` in one transaction; False when the lease was lost."""
         rows = q.delivery_rows(outgoing, self.clock()) if outgoing else []
         ok, fifo = await self._run(q.complete_run, (delivery, rows), urgent=True)
+        self._dirty.add(delivery.step)
         if ok:
             self._wake([r[1] for r in rows] + ([delivery.step] if fifo else []))
         return ok
@@ -216,6 +233,7 @@ class SqliteBackend:
         """Push the leases of running deliveries ``lease_s`` seconds into the future."""
         if deliveries:
             await self._run(q.extend, (self.clock() + lease_s, list(deliveries)), urgent=True)
+            self._dirty.update(d.step for d in deliveries)
 
     async def wait(self, step: str, timeout_s: float) -> None:
         """Return when ``step`` may have a due delivery, or after ``timeout_s`` (see :meth:`wait_any`)."""
@@ -225,26 +243,24 @@ class SqliteBackend:
         """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
 
         A publish through this object wakes it at once; commits by other connections (other worker
-        processes) are noticed by one poller per backend object, whatever the number of steps and
-        waits, within ``_POLL_S``.
+        processes) are noticed by one watcher per backend object (:mod:`.sqlite_watch`), whatever the
+        number of steps and waits, within ``_POLL_S``.
         """
         started = time.monotonic()
         with self._hub.waiting(steps) as waiter:
             try:
-                _, dues = await self._run(q.due_times, (None, tuple(waiter.steps)), write=False)
-                self._due.update(dues or {})
+                await self._read_due_times(tuple(waiter.steps), tuple(
+                    s for s in waiter.steps if s in self._dirty or s not in self._due))
                 now = self.clock()
                 later = {s: t - now for s in waiter.steps if (t := self._due.get(s)) is not None}
                 due = {s for s, wait_s in later.items() if wait_s <= 0}
                 if due or waiter.hits:
                     return due | waiter.hits
-                if self._poller is None:
-                    self._poller = asyncio.create_task(self._poll(), name=f"motia-sqlite-poll:{self.path.name}")
+                self._watch.watch(True)
                 hits = await waiter.wait(min([timeout_s, *later.values()]) - (time.monotonic() - started))
             finally:
-                for s in waiter.steps:
-                    if len(self._hub.waiters_of(s)) <= 1:
-                        self._due.pop(s, None)
+                if self._hub.count <= 1:
+                    self._watch.watch(False)  # the last pending wait: the watcher pauses
         elapsed = time.monotonic() - started
         return hits or {s for s, wait_s in later.items() if wait_s <= elapsed}
 
@@ -253,23 +269,50 @@ class SqliteBackend:
         now = self.clock()
         return {s for s in steps if (t := self._due.get(s)) is not None and t <= now}
 
-    async def _poll(self) -> None:
-        """While waits are pending, look for commits by other connections every ``_POLL_S`` and wake the
-        waits of the steps that have something due (one query for every waiting step, not one per wait)."""
-        version: int | None = None
+    async def _read_due_times(self, steps: tuple[str, ...], need: tuple[str, ...]) -> None:
+        """Bring the due times of ``steps`` up to date: all of them when another process committed since
+        they were read (and the others are forgotten), else those of ``need`` (changed here, or unknown)."""
+        self._dirty.difference_update(need)  # a change from now on marks them again
+        seen, dues = await self._run(q.due_times, (self._version, steps, need), write=False)
+        if seen != self._version:
+            self._due.clear()
+            self._version = seen
+        self._due.update(dues)
+
+    def _changed(self) -> None:
+        """The WAL changed (or it is time to look anyway): read the due times of the waited-for steps
+        once, unless a read is under way (then once more after it)."""
+        if self._check is not None:
+            self._check_again = True
+        elif self._hub:
+            self._check = asyncio.create_task(self._read_dues(), name=f"motia-sqlite-check:{self.path.name}")
+
+    async def _read_dues(self) -> None:
+        """Wake the waits of the steps that have something due, and set a timer for the next due time."""
         try:
-            while self._hub:
-                await asyncio.sleep(_POLL_S)
+            again = True
+            while again and self._hub:
+                self._check_again = False
                 steps = tuple(self._hub.steps)
-                seen, dues = await self._run(q.due_times, (version, steps), write=False)
-                version = seen
-                if dues:
-                    self._due.update((s, dues[s]) for s in steps if s in self._hub.steps)
+                await self._read_due_times(steps, tuple(s for s in steps if s in self._dirty or s not in self._due))
                 self._hub.signal(self._due_now(steps))
+                again = self._check_again
+            self._time_next_due()
         except BackendError:
-            pass  # closed (or failing): the waiters still return at their timeout
+            pass  # closed (or failing): the waits still return at their timeout
         finally:
-            self._poller = None
+            self._check = None
+
+    def _time_next_due(self) -> None:
+        """Wake the waits when the earliest due time read for them (by any process's commit) comes."""
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+        later = [t for s in self._hub.steps if (t := self._due.get(s)) is not None]
+        if later:
+            delay = max(0.0, min(later) - self.clock())
+            self._due_timer = asyncio.get_running_loop().call_later(
+                delay, lambda: self._hub.signal(self._due_now(self._hub.steps)))
 
     async def stats(self) -> QueueStats:
         """Counts of ready, delayed, leased and dead deliveries."""

@@ -186,13 +186,13 @@ def _next_due(conn: sqlite3.Connection, step: str) -> float | None:
 
 
 @each
-def due_times(conn: sqlite3.Connection, arg: tuple[int | None, tuple[str, ...]]
-               ) -> tuple[int, dict[str, float | None] | None]:
-    """(data_version, next due time per step); the times are looked up only when the version differs
-    from the one given, i.e. another connection committed since (None otherwise)."""
-    seen, steps = arg
+def due_times(conn: sqlite3.Connection, arg: tuple[int | None, tuple[str, ...], tuple[str, ...]]
+               ) -> tuple[int, dict[str, float | None]]:
+    """(data_version, next due time per step looked up): every step of ``steps`` when the version differs
+    from the one given (another connection committed since), else only those of ``need``."""
+    seen, steps, need = arg
     version: int = conn.execute("PRAGMA data_version").fetchone()[0]
-    return version, (None if version == seen else {step: _next_due(conn, step) for step in steps})
+    return version, {step: _next_due(conn, step) for step in (need if version == seen else steps)}
 
 
 @each

@@ -39,6 +39,7 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._by_step: dict[str, set[Waiter]] = {}
+        self.count = 0  # pending waits
 
     @property
     def steps(self) -> set[str]:
@@ -55,12 +56,14 @@ class Wakeups:
     def add(self, steps: Collection[str]) -> Waiter:
         """Register a wait for ``steps``; remove it with :meth:`remove` (or use :meth:`waiting`)."""
         waiter = Waiter(frozenset(steps))
+        self.count += 1
         for s in waiter.steps:
             self._by_step.setdefault(s, set()).add(waiter)
         return waiter
 
     def remove(self, waiter: Waiter) -> None:
         """Forget a wait (its steps stop being watched when no other wait has them)."""
+        self.count -= 1
         for s in waiter.steps:
             waiters = self._by_step.get(s)
             if waiters is not None:
