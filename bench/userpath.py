@@ -153,6 +153,10 @@ async def motia_trial(name: str, url: str, n: int, chains: int, root: Path) -> d
             lat.append(await asyncio.wait_for(m.latencies.get(), 30))
         res["chain_p50_ms"] = percentile(lat, 50) * 1000
         res["chain_p99_ms"] = percentile(lat, 99) * 1000
+    except BaseException:
+        if worker is not None:
+            print(f"motia-py {name} worker's log:\n{worker.log_tail()}")
+        raise
     finally:
         if worker is not None:
             worker.stop()

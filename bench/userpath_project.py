@@ -107,15 +107,21 @@ class WorkerProcess:
     """``motia-py start --no-http`` on a project, started now (``spawned_at`` is its wall-clock start)."""
 
     def __init__(self, project: Path, environ: dict[str, str], *, workers: int = 1, cron: bool = True,
-                 stderr: int | None = subprocess.DEVNULL) -> None:
+                 stderr: int | None = None) -> None:
         argv = [sys.executable, "-m", "motia_py", "start", "--no-http", "--project", str(project)]
         if workers > 1:
             argv += ["--workers", str(workers)]
         if not cron:
             argv.append("--no-cron")
+        self.log = project / "worker.log"  # its stderr, unless piped
         self.spawned_at = time.time()
-        self.proc = subprocess.Popen(argv, cwd=project, env=environ, stdout=subprocess.DEVNULL, stderr=stderr,
-                                     start_new_session=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, cwd=project, env=environ, stdout=subprocess.DEVNULL,
+                                         stderr=log if stderr is None else stderr, start_new_session=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of its stderr (for a failed run's report)."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     @property
     def pid(self) -> int:

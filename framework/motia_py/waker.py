@@ -1,6 +1,6 @@
 """One wait for every idle consumer of a worker: the consumers whose queues are drained register here,
-and one task asks the backend for all of them at once with :meth:`~.backends.stores.WaitStore.wait_any`,
-then wakes the consumers of the steps it names.
+and one backend call, :meth:`~.backends.stores.WaitStore.wait_any`, waits for all of them at once; the
+consumers of the steps it names are woken.
 
 The cost of waiting is then one backend call at a time per worker, whatever its number of steps: one
 blocking read and one connection on Redis, one due-time query per round on SQLite, and no per-step
@@ -8,14 +8,14 @@ polling while the worker is idle (a round ends on a publish, a due time, or ``po
 consumer unless one of its steps may have work).
 
 A consumer that goes idle while a call is pending is not covered by it: the call is cancelled (cheap on
-every backend) and asked again with that step too, once per event-loop iteration however many
-consumers went idle in it.
+every backend) and made again with that step too, once per event-loop iteration however many
+consumers went idle in it. The waker is driven by callbacks, not a task of its own, so a wake-up
+reaches a consumer in one turn of the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from .backends.stores import WaitStore
@@ -37,22 +37,32 @@ class Waker:
         self.poll_s = poll_s
         self.log = log
         self._idle: dict[str, asyncio.Future[None]] = {}  # step -> its idle consumer's wake-up
-        self._covered: frozenset[str] = frozenset()  # the steps of the pending call
-        self._grew = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._call: asyncio.Future[set[str]] | None = None  # the pending wait_any
+        self._covered: frozenset[str] = frozenset()  # its steps
+        self._again = False  # a restart is scheduled for this loop iteration
+        self._paused: asyncio.TimerHandle | None = None  # after a failure: no call until it fires
         self._failing = False
+        self._stopped = False
 
     async def idle(self, step: str, stop: asyncio.Future[Any]) -> None:
         """Return when ``step`` may have work (or ``stop`` is done)."""
+        if stop.done():
+            return
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._idle[step] = woken
+        self._stopped = False
         if step not in self._covered:
-            self._grew.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="motia-waker")
+            self._restart_soon()
+
+        def on_stop(_: asyncio.Future[Any]) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        stop.add_done_callback(on_stop)
         try:
-            await asyncio.wait({woken, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await woken
         finally:
+            stop.remove_done_callback(on_stop)
             if self._idle.get(step) is woken:
                 del self._idle[step]
 
@@ -65,51 +75,66 @@ class Waker:
 
     async def stop(self) -> None:
         """Stop waiting (the consumers stop on their own ``stop`` future)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopped = True
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
 
-    async def _run(self) -> None:
-        while True:
-            if not self._idle:
-                self._grew.clear()
-                await self._grew.wait()
-                continue
-            self._grew.clear()
-            self._covered = frozenset(self._idle)
-            call = asyncio.ensure_future(self.backend.wait_any(self._covered, self.poll_s))
-            grew = asyncio.ensure_future(self._grew.wait())
-            try:
-                await asyncio.wait({call, grew}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                grew.cancel()
-                self._covered = frozenset()
-                if not call.done():  # a consumer went idle that the call does not cover: ask again
-                    call.cancel()
-                    call.add_done_callback(_retrieve)
-            if call.done():
-                await self._report(call)
+    def _restart_soon(self) -> None:
+        if not self._again:
+            self._again = True
+            asyncio.get_running_loop().call_soon(self._restart)
 
-    async def _report(self, call: asyncio.Future[set[str]]) -> None:
-        """Wake the consumers of the steps a call named; after a backend failure, wake them all (their
-        claims report it) and pause before the next call."""
-        try:
-            ready = call.result()
-        except Exception as exc:  # a BackendError is an outage; anything else a bug, reported as one
+    def _restart(self) -> None:
+        """(Re)start the call so that it covers every idle consumer."""
+        self._again = False
+        if self._stopped or self._paused is not None:
+            return
+        call = self._call
+        if call is not None:
+            if set(self._idle) <= self._covered:
+                return
+            self._call = None  # its result no longer matters: the new call covers its steps too
+            call.cancel()
+            call.add_done_callback(_retrieve)
+        if not self._idle:
+            self._covered = frozenset()
+            return
+        self._covered = frozenset(self._idle)
+        self._call = call = asyncio.ensure_future(self.backend.wait_any(self._covered, self.poll_s))
+        call.add_done_callback(self._ended)
+
+    def _ended(self, call: asyncio.Future[set[str]]) -> None:
+        """A call returned: wake the consumers of the steps it named, then wait again for the others.
+        After a failure, wake them all (their claims report it) and pause before the next call."""
+        if call is not self._call:
+            return
+        self._call, self._covered = None, frozenset()
+        if call.cancelled():
+            return
+        exc = call.exception()
+        if exc is not None:  # a BackendError is an outage; anything else a bug, reported as one
             if not self._failing:
                 bug = "" if isinstance(exc, BackendError) else " (a bug: please report it)"
                 self.log.warning(f"waiting for events failed{bug}: {type(exc).__name__}: {exc}; retrying")
             self._failing = True
             self.wake_all()
-            await asyncio.sleep(min(1.0, self.poll_s))
+            self._paused = asyncio.get_running_loop().call_later(min(1.0, self.poll_s), self._resume)
             return
         self._failing = False
-        for step in ready:
+        for step in call.result():
             woken = self._idle.pop(step, None)
             if woken is not None and not woken.done():
                 woken.set_result(None)
+        self._restart()
+
+    def _resume(self) -> None:
+        self._paused = None
+        self._restart()
 
 
 def _retrieve(call: asyncio.Future[Any]) -> None:

@@ -16,22 +16,40 @@ from collections.abc import Collection, Iterable, Iterator
 
 
 class Waiter:
-    """One pending wait: its steps, the steps signalled so far, and the event that wakes it."""
+    """One pending wait: its steps, and the steps signalled so far."""
 
-    __slots__ = ("event", "hits", "steps")
+    __slots__ = ("_woken", "hits", "steps")
 
     def __init__(self, steps: frozenset[str]) -> None:
         self.steps = steps
         self.hits: set[str] = set()
-        self.event = asyncio.Event()
+        self._woken: asyncio.Future[None] | None = None
+
+    def wake(self, steps: Iterable[str]) -> None:
+        """Note ``steps`` as signalled and wake the wait."""
+        self.hits.update(steps)
+        woken = self._woken
+        if woken is not None and not woken.done():
+            woken.set_result(None)
 
     async def wait(self, timeout_s: float) -> set[str]:
         """The steps signalled since registration, waiting up to ``timeout_s`` for the first one
-        (``set()`` on timeout)."""
+        (``set()`` on timeout). A future and a timer, not a task: a wake-up costs one loop turn."""
         if not self.hits and timeout_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.event.wait(), timeout_s)
+            loop = asyncio.get_running_loop()
+            woken = self._woken = loop.create_future()
+            timer = loop.call_later(timeout_s, _resolve, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                self._woken = None
         return set(self.hits)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Wakeups:
@@ -87,15 +105,13 @@ class Wakeups:
             return
         for s in steps:
             for waiter in by_step.get(s, ()):
-                waiter.hits.add(s)
-                waiter.event.set()
+                waiter.wake((s,))
 
     def signal_all(self) -> None:
         """Wake every pending wait with all of its steps (after a lost connection, a clock change)."""
         for waiters in list(self._by_step.values()):
             for waiter in waiters:
-                waiter.hits.update(waiter.steps)
-                waiter.event.set()
+                waiter.wake(waiter.steps)
 
 
 class StepEvent(asyncio.Event):
