@@ -57,7 +57,12 @@ def _where(url: str) -> str:
 
 
 class Batcher(Generic[T, R]):
-    """Group commit: the calls submitted during one event-loop iteration run as one batch."""
+    """Group commit: the calls submitted during one event-loop iteration run as one batch.
+
+    The first call of an iteration starts the task that runs the batch; that task takes the calls
+    when it first runs, at the next iteration, so every call of this one is in its batch and the
+    batch goes out one loop turn after the first call (not two, as through a ``call_soon`` first).
+    """
 
     def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
         self._run = run
@@ -68,23 +73,33 @@ class Batcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self.flush)
+            self._start(None)
         self._pending.append((item, future))
         return future
 
+    def _start(self, batch: list[tuple[T, asyncio.Future[R]]] | None) -> None:
+        task = asyncio.ensure_future(self._execute(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def flush(self) -> None:
+        """Send what is pending now (in batches of at most ``_MAX_BATCH`` calls)."""
         while self._pending:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            task = asyncio.ensure_future(self._execute(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(batch)
 
     async def drain(self) -> None:
         self.flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _execute(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _execute(self, batch: list[tuple[T, asyncio.Future[R]]] | None) -> None:
+        if batch is None:  # started by the first call of an iteration: take every call of it
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            if self._pending:
+                self.flush()
+            if not batch:
+                return
         try:
             results = await self._run([item for item, _ in batch])
         except BaseException as exc:  # every caller of the batch gets the failure

@@ -44,11 +44,11 @@ from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQ
 from .redis_base import Batcher, RedisConnection
 from .redis_keys import CONSUMER
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
-from .redis_wake import StreamWatch
-from .wakeups import Wakeups
+from .redis_wake import ActivityHub, StreamWatch
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
 _CONNECT_TIMEOUT_S: Final = 5.0
+_DUE_TRUSTED_S: Final = 1.0  # how long a step's due time read by wait_any is reused while nothing happens
 _SCAN: Final = 1000  # stream entries (dead letters) read per round trip by step_stats
 
 
@@ -58,7 +58,8 @@ class RedisQueue(RedisConnection):
     def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
                  identity: str | None = None) -> None:
         super().__init__(url, prefix, clock, identity)
-        self._hub = Wakeups()
+        self._hub = ActivityHub()
+        self._due: dict[str, tuple[float | None, float, tuple[int, int]]] = {}  # see _trusted_due
         self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
         self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
@@ -208,37 +209,70 @@ class RedisQueue(RedisConnection):
     async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
         """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
 
-        One script reads every step's next due time and newest stream ids; then the process's one
-        blocking read (:mod:`.redis_wake`) wakes the call when a publish by any process reaches one of
-        the steps, or the earliest due time passes.
+        One script reads the due times and newest stream ids of the steps whose due time is not known
+        already; then the process's one blocking read (:mod:`.redis_wake`) wakes the call when a publish
+        by any process reaches one of the steps, or the earliest due time passes. A due time read here is
+        reused for up to ``_DUE_TRUSTED_S`` while the blocking read sees nothing of its step, so a wait
+        that starts again at once (a worker's consumers come and go) costs no round trip.
         """
         order = list(dict.fromkeys(steps))
         started = time.monotonic()
         with self._hub.waiting(order) as waiter:
-            keys: list[str] = []
-            for step in order:
-                sk = self.keys.step(step)
-                keys += (*queue_keys(sk), sk.wake)
-            with self._translate():
-                flat = await self._s.queue.next_due(keys=keys, args=[self._now()]) if order else []
-            due: set[str] = set()
             later: dict[str, float] = {}
-            streams: dict[str, tuple[str, str]] = {}
-            for i, step in enumerate(order):
-                due_in, stream_id, wake_id = flat[3 * i:3 * i + 3]
-                sk = self.keys.step(step)
-                streams[sk.stream], streams[sk.wake] = (step, stream_id), (step, wake_id)
-                if due_in != "" and float(due_in) <= 0:
-                    due.add(step)
-                elif due_in != "":
-                    later[step] = float(due_in)
-            if due:
-                return due
-            self._watch.watch(streams)
+            unknown: list[str] = []
+            for step in order:
+                known = self._trusted_due(step, started)
+                if known is None:
+                    unknown.append(step)
+                elif known[0] is not None:
+                    later[step] = known[0] - started
+            due = await self._read_due(unknown, later, started)
+            if due or waiter.hits:
+                return due | waiter.hits
             timeout_s = min([timeout_s, *later.values()])
             hits = await waiter.wait(timeout_s - (time.monotonic() - started))
         elapsed = time.monotonic() - started
         return hits or {step for step, due_in in later.items() if due_in <= elapsed}
+
+    def _trusted_due(self, step: str, now: float) -> tuple[float | None] | None:
+        """The step's next due time (monotonic; None: nothing scheduled) when it was read less than
+        ``_DUE_TRUSTED_S`` ago, nothing was seen on its streams since, and it has not passed; else None."""
+        known = self._due.get(step)
+        if known is None:
+            return None
+        at, read_at, generation = known
+        if now - read_at > _DUE_TRUSTED_S or generation != self._hub.generation(step) or (at is not None and at <= now):
+            del self._due[step]
+            return None
+        return (at,)
+
+    async def _read_due(self, steps: list[str], later: dict[str, float], now: float) -> set[str]:
+        """Read the due times of ``steps`` (one script): return the due ones, note the others in
+        ``later`` and remember them, and have the blocking read watch their streams."""
+        if not steps:
+            return set()
+        generations = {s: self._hub.generation(s) for s in steps}
+        keys: list[str] = []
+        for step in steps:
+            sk = self.keys.step(step)
+            keys += (*queue_keys(sk), sk.wake)
+        with self._translate():
+            flat = await self._s.queue.next_due(keys=keys, args=[self._now()])
+        due: set[str] = set()
+        streams: dict[str, tuple[str, str]] = {}
+        for i, step in enumerate(steps):
+            due_in, stream_id, wake_id = flat[3 * i:3 * i + 3]
+            sk = self.keys.step(step)
+            streams[sk.stream], streams[sk.wake] = (step, stream_id), (step, wake_id)
+            if due_in != "" and float(due_in) <= 0:
+                due.add(step)
+                continue
+            if due_in != "":
+                later[step] = float(due_in)
+            if self._hub.generation(step) == generations[step]:  # nothing happened while reading
+                self._due[step] = (None if due_in == "" else now + float(due_in), now, generations[step])
+        self._watch.watch(streams)
+        return due
 
     async def stats(self) -> QueueStats:
         """Counts of ready, delayed, leased and dead deliveries across every step."""

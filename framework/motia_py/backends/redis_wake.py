@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
@@ -28,6 +28,32 @@ from .wakeups import Wakeups
 
 _BLOCK_MS: Final = 30_000  # one read's longest block; it is read again at once
 _RETRY_S: Final = (0.05, 0.2, 1.0)  # pauses after a failed read, growing, the last one repeated
+
+
+class ActivityHub(Wakeups):
+    """The waits of a Redis backend object, counting each step's activity: ``generation(step)`` grows
+    whenever the step is signalled (its streams grew), so a due time read before can be known stale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._generations: dict[str, int] = {}
+        self.epoch = 0  # grows on signal_all: every due time read before is stale
+
+    def generation(self, step: str) -> tuple[int, int]:
+        """(epoch, the step's activity count): equal before and after a read means nothing happened."""
+        return self.epoch, self._generations.get(step, 0)
+
+    def signal(self, steps: Iterable[str]) -> None:
+        """Count the steps' activity and wake their waits."""
+        steps = list(steps)
+        for s in steps:
+            self._generations[s] = self._generations.get(s, 0) + 1
+        super().signal(steps)
+
+    def signal_all(self) -> None:
+        """Make every due time read so far stale and wake every wait."""
+        self.epoch += 1
+        super().signal_all()
 
 
 def _newer(a: str, b: str) -> bool:
