@@ -45,3 +45,12 @@ def local_tcp_ports(pid: int) -> set[int]:
             if len(cols) > 9 and cols[9] in inodes:
                 ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(x) for x in path.read_text().split()]
+    except OSError:
+        return []
