@@ -2,7 +2,8 @@
 
 ``motia-py start --no-http`` on a SQLite project loads no Redis client, no HTTP server, no networkx,
 no croniter (no cron step), no jsonschema (no JSON-schema dict) and no prometheus_client (metrics off);
-``motia-py validate`` loads networkx but none of the others. A step's handler writes ``sys.modules``
+``motia-py validate`` loads none of them on a project without loops (networkx enumerates loops, when
+there are some). A step's handler writes ``sys.modules``
 out once the worker has booted and claimed it, then stops the worker.
 """
 
@@ -63,7 +64,8 @@ async def test_start_without_http_on_sqlite_loads_no_heavy_module_it_does_not_us
     assert sorted(set(HEAVY) & loaded(out)) == []
 
 
-def test_validate_loads_networkx_and_no_other_heavy_module(make_project: ProjectFactory, tmp_path: Path) -> None:
+def test_validate_of_a_project_without_loops_loads_no_heavy_module(make_project: ProjectFactory,
+                                                                    tmp_path: Path) -> None:
     root = make_project(PROJECT)
     (tmp_path / "probe.py").write_text(PROBE)
     out = tmp_path / "validate-modules.json"
@@ -72,13 +74,14 @@ def test_validate_loads_networkx_and_no_other_heavy_module(make_project: Project
                           capture_output=True, text=True, timeout=60, cwd=root)
 
     assert proc.returncode == 0, proc.stderr
-    assert sorted(set(HEAVY) & loaded(out)) == ["networkx"]
+    assert sorted(set(HEAVY) & loaded(out)) == []
     assert "motia_py.backends.sqlite" not in json.loads(out.read_text())  # validate never opens the backend
 
 
-def test_a_json_schema_input_is_what_brings_jsonschema(make_project: ProjectFactory, tmp_path: Path) -> None:
+def test_a_json_schema_input_brings_jsonschema_and_a_loop_networkx(make_project: ProjectFactory,
+                                                                    tmp_path: Path) -> None:
     root = make_project({**PROJECT, "steps/work.step.py": PROJECT["steps/work.step.py"].replace(
-        '"flows": ["f"]}', '"flows": ["f"], "input": {"type": "object"}}')})
+        '"emits": [], "flows": ["f"]}', '"emits": ["work"], "flows": ["f"], "input": {"type": "object"}}')})
     (tmp_path / "probe.py").write_text(PROBE)
     out = tmp_path / "validate-modules.json"
 
@@ -86,4 +89,5 @@ def test_a_json_schema_input_is_what_brings_jsonschema(make_project: ProjectFact
                           capture_output=True, text=True, timeout=60, cwd=root)
 
     assert proc.returncode == 0, proc.stderr
-    assert "jsonschema" in loaded(out)
+    assert {"jsonschema", "networkx"} <= loaded(out)
+    assert "cycle" in proc.stdout

@@ -145,8 +145,34 @@ class TopicGraph:
                     todo.append(nxt)
         return seen
 
+    def has_cycle(self) -> bool:
+        """Whether any loop exists (a depth-first search, without networkx)."""
+        after: dict[str, set[str]] = defaultdict(set)
+        for e in self.edges:
+            after[e.source].add(e.target)
+        done: set[str] = set()
+        for root in list(after):
+            if root in done:
+                continue
+            path, stack = {root}, [(root, iter(after[root]))]
+            while stack:
+                node, nexts = stack[-1]
+                nxt = next(nexts, None)
+                if nxt is None:
+                    stack.pop()
+                    path.discard(node)
+                    done.add(node)
+                elif nxt in path:
+                    return True
+                elif nxt not in done:
+                    path.add(nxt)
+                    stack.append((nxt, iter(after[nxt])))
+        return False
+
     def cycles(self) -> list[tuple[tuple[str, str], ...]]:
         """Each simple loop once, as ``((step, topic it emits), ...)`` from its smallest step name."""
+        if not self.has_cycle():
+            return []  # the usual case, found without loading networkx
         import networkx as nx
 
         found: set[tuple[tuple[str, str], ...]] = set()
