@@ -1,7 +1,7 @@
 """The ``motia-py`` command line (thin: parse arguments, call the library, map errors to exit codes).
 
 This module only assembles the command group. The commands live in one module per noun (``cli_project``,
-``cli_run``, ``cli_emit``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``, ``cli_queue``), what they share in
+``cli_run``, ``cli_emit``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``, ``cli_queue``, ``cli_rules``), what they share in
 ``cli_common`` (exit codes included); imports flow downward only, and nothing imports this module.
 """
 
@@ -14,6 +14,7 @@ from .cli_dlq import dlq
 from .cli_emit import emit
 from .cli_project import create, graph, openapi, steps, validate
 from .cli_queue import queue
+from .cli_rules import rules
 from .cli_run import dev, start
 from .cli_state import state
 from .cli_trace import trace
@@ -25,7 +26,7 @@ def cli() -> None:
     """motia-py: event-driven Python backends from small step files."""
 
 
-for _command in (validate, graph, steps, create, openapi, start, dev, emit, state, trace, cron, dlq, queue):
+for _command in (validate, graph, steps, create, openapi, start, dev, emit, state, trace, cron, dlq, queue, rules):
     cli.add_command(_command)
 
 

@@ -96,12 +96,13 @@ def steps(as_json: bool, project: Path) -> None:
 @handle_errors
 def create(directory: Path, force: bool) -> None:
     """Scaffold a new project in DIRECTORY (settings, an event, a cron and an API step, a test)."""
-    from .scaffold import scaffold
+    from .scaffold import next_commands, scaffold
 
     written = scaffold(directory, force=force)
     for path in written:
         click.echo(f"  created {path}", err=True)
-    click.echo(f"\nnext: cd {directory} && motia-py validate && python -m pytest", err=True)
+    click.echo("\nset it up in a fresh virtualenv and run its test:\n"
+               + "\n".join(f"  {c}" for c in next_commands(directory)), err=True)
 
 
 @click.command("openapi")
