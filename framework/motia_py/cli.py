@@ -1,8 +1,9 @@
 """The ``motia-py`` command line (thin: parse arguments, call the library, map errors to exit codes).
 
 This module only assembles the command group. The commands live in one module per noun (``cli_project``,
-``cli_run``, ``cli_emit``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``, ``cli_queue``, ``cli_rules``), what they share in
-``cli_common`` (exit codes included); imports flow downward only, and nothing imports this module.
+``cli_run``, ``cli_emit``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``, ``cli_queue``,
+``cli_rules``), what they share in ``cli_common`` (exit codes included); imports flow downward only, and
+nothing imports this module.
 """
 
 from __future__ import annotations
