@@ -8,6 +8,8 @@ nothing imports this module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .cli_cron import cron
@@ -23,8 +25,19 @@ from .cli_trace import trace
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="motia-py", prog_name="motia-py")
-def cli() -> None:
-    """motia-py: event-driven Python backends from small step files."""
+@click.option("--project", "project", default=None, metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="The project directory for the subcommand (default: .).")
+@click.option("--backend", "backend_url", default=None, metavar="URL", help="Backend URL for the subcommand.")
+def cli(project: Path | None, backend_url: str | None) -> None:
+    """motia-py: event-driven Python backends from small step files.
+
+    \b
+    Examples:
+      motia-py validate
+      motia-py --project myapp dev
+      motia-py emit job.enqueued --data '{"type": "email"}'
+    Shell completion: eval "$(_MOTIA_PY_COMPLETE=bash_source motia-py)" (zsh_source, fish_source).
+    """
 
 
 for _command in (validate, graph, steps, create, openapi, start, dev, emit, state, trace, cron, dlq, queue, rules):

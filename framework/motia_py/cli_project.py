@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .cli_common import echo_json, handle_errors, project_option, settings_from
+from .cli_common import echo_json, handle_errors, project_option, require_project, settings_from
 
 
 @click.command("validate")
@@ -18,12 +18,19 @@ from .cli_common import echo_json, handle_errors, project_option, settings_from
 @project_option
 @handle_errors
 def validate(as_json: bool, strict: bool, project: Path) -> None:
-    """Check every step file and the topic graph; print every problem with file, step and hint."""
+    """Check every step file and the topic graph; print every problem with file, step and hint.
+
+    \b
+    Example:
+      motia-py validate --strict --project myapp
+    """
     from .findings import Severity
     from .graph import exit_code
     from .runtime import load_project
 
-    proj, findings = load_project(settings_from(project))
+    settings = settings_from(project)
+    require_project(settings)
+    proj, findings = load_project(settings)
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     code = exit_code(findings, strict)
     if as_json:
