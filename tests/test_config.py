@@ -11,7 +11,7 @@ import pydantic
 import pytest
 
 from motia_py import ApiConfig, CronConfig, EventConfig, NoopConfig
-from motia_py.config import BackoffSpec, QueueSpec, StepType, build_step
+from motia_py.config import BackoffSpec, QueryParam, QueueSpec, StepType, build_step
 from motia_py.errors import CronExpressionError, MotiaError, StepConfigError
 
 FILE = Path("steps/example.step.py")
@@ -93,7 +93,7 @@ def test_api_body_and_response_schema_accept_both_spellings() -> None:
                        api_handler, FILE, 1)
     assert fields_of(camel) == fields_of(snake)
     assert camel.api is not None
-    assert camel.api.query_params == ({"name": "q"},)
+    assert camel.api.query_params == (QueryParam(name="q"),)
 
 
 def test_same_key_given_in_both_spellings_is_rejected() -> None:
@@ -589,7 +589,7 @@ def test_api_query_params_and_middleware_are_checked() -> None:
     spec = build_step(api(queryParams=["page", {"name": "size", "description": "page size"}], middleware=[mw]),
                       api_handler, FILE)
     assert spec.api is not None
-    assert spec.api.query_params == ({"name": "page"}, {"name": "size", "description": "page size"})
+    assert spec.api.query_params == (QueryParam("page"), QueryParam("size", description="page size"))
     assert spec.api.middleware == (mw,)
     assert config_error(api(queryParams=[5]), api_handler).field == "queryParams[0]"
     assert config_error(api(queryParams="page"), api_handler).field == "queryParams"

@@ -1,22 +1,29 @@
 """Find step files, import each by path inside its folder's package tree, and collect every problem.
 
 A file ``steps/jobs/process.step.py`` is imported as module ``steps.jobs.process_step`` whose package is
-``steps.jobs``, so relative imports (``from .services import x``) work, and the project root is put on
-``sys.path`` so that absolute imports (``from services.email import send``) work too. Every discovery
-starts from fresh modules: whatever was imported from the project before is dropped from
-``sys.modules``, so the new code always runs (hot reload never keeps stale helpers).
+``steps.jobs``, so relative imports (``from .services import x``) work, and absolute imports of the
+project's own packages (``from services.email import send``) resolve from the project root first when
+project code (a step file or a module of the project) makes them. The framework and every installed
+package keep their own imports: a project folder named like a dependency (``redis/``) never replaces
+the real one for them, and is a validation warning. Every discovery starts from fresh modules: whatever
+was imported from the project before is dropped from ``sys.modules``, so the new code always runs (hot
+reload never keeps stale helpers).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 import traceback
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +106,7 @@ def discover(settings: Settings) -> Project:
         if problem is not None:
             problems.append(problem)
     _record_project_modules(before, root)
+    problems.extend(shadowed_packages(root))
     flows, flow_problems = load_flows(settings.flows_dir)
     problems.extend(flow_problems)
     return Project(settings=settings, steps=tuple(steps), flows=flows, problems=tuple(problems), files=tuple(files))
@@ -125,18 +133,21 @@ def _module_stem(path: Path) -> str:
 
 
 def _reset_import_state(root: Path) -> None:
-    """Put ``root`` first on sys.path and drop every module an earlier discovery imported from a project.
+    """Put ``root`` last on sys.path and drop every module an earlier discovery imported from a project.
 
-    Only modules that a discovery itself brought in (step files, their helpers, their packages) are
-    dropped; modules of installed packages and modules imported by other code are left alone.
+    Last, not first: the project's own imports go through :class:`_ProjectFinder` (first on
+    ``sys.meta_path``), and a project folder named like an installed package must not replace that
+    package for anybody else. Only modules that a discovery itself brought in (step files, their
+    helpers, their packages) are dropped; modules of installed packages and of other code stay.
     """
     root_s = str(root)
     for old in _inserted_root:
         while old in sys.path:
             sys.path.remove(old)
     _inserted_root.clear()
-    sys.path.insert(0, root_s)
-    _inserted_root.append(root_s)
+    if root_s not in sys.path:
+        sys.path.append(root_s)
+        _inserted_root.append(root_s)
     _FINDER.root = root
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
@@ -169,11 +180,13 @@ def _under(path: Path, root: Path) -> bool:
 
 
 class _ProjectFinder(importlib.abc.MetaPathFinder):
-    """Resolve top-level imports from the project root first.
+    """Resolve the project's own top-level packages from the project root, for project code only.
 
     Without it, a namespace folder of the project (``services/`` without ``__init__.py``) loses to a
     regular package of the same name anywhere else on ``sys.path``, which is how Python ranks them.
-    Standard-library names are never shadowed.
+    Only imports made by project code (a file under the root) are redirected; the standard library,
+    motia-py and its dependencies are never taken from the project, whoever imports them, even when
+    the project root is the working directory of ``python -m motia_py`` (first on ``sys.path`` then).
     """
 
     root: Path | None = None
@@ -183,9 +196,12 @@ class _ProjectFinder(importlib.abc.MetaPathFinder):
         if root is None:
             return None
         if path is None:
-            if fullname in sys.stdlib_module_names:
-                return None
             if not ((root / fullname).is_dir() or (root / f"{fullname}.py").is_file()):
+                return None
+            if fullname in sys.stdlib_module_names or fullname in framework_packages():
+                # the real one, from anywhere but the project root
+                return importlib.machinery.PathFinder.find_spec(fullname, _paths_outside(root))
+            if not _imported_by_project_code(root):
                 return None
             spec = importlib.machinery.PathFinder.find_spec(fullname, [str(root)])
         else:
@@ -196,6 +212,127 @@ class _ProjectFinder(importlib.abc.MetaPathFinder):
             # helpers are compiled from source too, never from a .pyc (see _FreshLoader)
             spec.loader = _FreshLoader(fullname, spec.origin)
         return spec
+
+
+def _paths_outside(root: Path) -> list[str]:
+    """``sys.path`` without the entries that are the project root (``""`` is the working directory)."""
+    return [p for p in sys.path if _entry_dir(p) != root]
+
+
+def _entry_dir(entry: str) -> Path | None:
+    try:
+        return Path(entry or os.getcwd()).resolve()
+    except (OSError, ValueError):
+        return None
+
+
+_IMPORT_MACHINERY = ("<frozen importlib", os.path.dirname(importlib.__file__))
+
+
+def _imported_by_project_code(root: Path) -> bool:
+    """Whether the code running the current ``import`` statement is a file of the project."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_IMPORT_MACHINERY):
+        frame = frame.f_back  # type: ignore[assignment]  # f_back is None only past the outermost frame
+    return frame is not None and _is_project_file(frame.f_code.co_filename, root)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_project_file(filename: str, root: Path) -> bool:
+    return bool(filename) and not filename.startswith("<") and _under(Path(filename), root)
+
+
+_FALLBACK_REQUIREMENTS = ("pydantic", "croniter", "networkx", "jsonschema", "watchfiles", "redis", "uvicorn",
+                          "starlette", "click", "tzdata")
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def _owners() -> Mapping[str, list[str]]:
+    """Top-level import name -> the installed distributions that provide it (read once per process)."""
+    return importlib.metadata.packages_distributions()
+
+
+@functools.cache
+def framework_packages() -> frozenset[str]:
+    """The top-level import names of motia-py and of everything it depends on (never taken from a project)."""
+    by_dist: dict[str, set[str]] = {}
+    for top, dists in _owners().items():
+        for d in dists:
+            by_dist.setdefault(_dist_key(d), set()).add(top)
+    names: set[str] = {"motia_py"}
+    todo = [_dist_key(n) for n in ("motia-py", *_FALLBACK_REQUIREMENTS)]
+    seen: set[str] = set()
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        names |= by_dist.get(dist, set())
+        try:
+            requires = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            m = _REQUIREMENT_NAME.match(req)
+            if m and "extra" not in req.partition(";")[2]:  # optional extras are not dependencies
+                todo.append(_dist_key(m.group(1)))
+    return frozenset(names)
+
+
+def _project_top_level(root: Path) -> list[tuple[str, str]]:
+    """(import name, shown path) of every importable module and package at the project root."""
+    out: list[tuple[str, str]] = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        name = entry.name
+        try:
+            if entry.is_dir() and name.isidentifier() and name not in _SKIP_DIRS:
+                if any(p.suffix == ".py" for p in entry.iterdir()):
+                    out.append((name, f"{name}/"))
+            elif entry.suffix == ".py" and entry.stem.isidentifier() and entry.is_file():
+                out.append((entry.stem, name))
+        except OSError:
+            continue
+    return out
+
+
+def _found_outside(name: str, paths: list[str]) -> bool:
+    """Whether ``name`` is importable from ``paths`` (an editable install of the project itself is not)."""
+    try:
+        return importlib.machinery.PathFinder.find_spec(name, paths) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def shadowed_packages(root: Path) -> list[Finding]:
+    """A warning per project package or module named like an installed one (a distribution or the
+    standard library): project code importing that name gets the project's (or, for motia-py's own
+    dependencies and the standard library, the installed one), other code the installed one."""
+    findings: list[Finding] = []
+    outside = _paths_outside(root)
+    for name, shown in _project_top_level(root):
+        if name in sys.stdlib_module_names:
+            installed = f"the standard library module '{name}'"
+        elif _found_outside(name, outside) and name in _owners():
+            installed = f"the installed distribution '{_owners()[name][0]}'"
+        else:
+            continue
+        protected = name in sys.stdlib_module_names or name in framework_packages()
+        who = ("every import of it, step files' included, gets the installed one (motia-py depends on it)"
+               if protected else "step files importing it get the project's, other code the installed one")
+        findings.append(Finding("shadowed-package", Severity.WARNING,
+                                f"the project's package '{name}' ({shown}) has the name of {installed}: {who}",
+                                file=root / shown.rstrip("/"), field=name,
+                                hint=f"rename '{shown}' so that it shadows nothing"))
+    return findings
 
 
 _FINDER = _ProjectFinder()
@@ -247,7 +384,9 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
         return None, Finding("import-error", Severity.ERROR, f"cannot read file: {exc}", file=path)
     try:
         compile(source, str(path), "exec")
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
+        if not isinstance(exc, SyntaxError):
+            return None, Finding("syntax-error", Severity.ERROR, f"syntax error: {exc}", file=path)
         msg = f"syntax error: {exc.msg}"
         return None, Finding("syntax-error", Severity.ERROR, msg, file=path, line=exc.lineno,
                              hint=(exc.text or "").strip() or None)
@@ -256,9 +395,17 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
     except StepConfigError as exc:  # a typed config (EventConfig(...)) rejected while the file ran
         return None, Finding("invalid-config", Severity.ERROR, str(exc), file=path, line=_error_line(exc, path),
                              field=exc.field, hint=exc.hint)
-    except Exception as exc:
-        return None, Finding("import-error", Severity.ERROR, f"{type(exc).__name__}: {exc}", file=path,
+    except BaseException as exc:  # sys.exit() or KeyboardInterrupt in a step file is that file's error
+        return None, Finding("import-error", Severity.ERROR, _describe(exc), file=path,
                              line=_error_line(exc, path), hint=_import_hint(exc))
+    try:
+        return _spec_of(module, source, path)
+    except Exception as exc:  # a config object whose attributes raise: still that file's finding
+        return None, Finding("invalid-config", Severity.ERROR, f"the config cannot be read: {_describe(exc)}",
+                             file=path, line=_line_of(source, "config"))
+
+
+def _spec_of(module: types.ModuleType, source: str, path: Path) -> tuple[StepSpec | None, Finding | None]:
     config_line = _line_of(source, "config")
     if not hasattr(module, "config"):
         return None, Finding("missing-config", Severity.ERROR, "the module has no 'config'", file=path,
@@ -275,6 +422,22 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
         return None, Finding(code, Severity.ERROR, str(exc), file=path, step=name, line=line, field=exc.field,
                              hint=exc.hint)
     return spec, None
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, saying what a ``sys.exit()`` or an interrupt at import time means."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    if len(text) > 500:
+        text = text[:497] + "..."
+    out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        out += " (the file called sys.exit() while it was imported)"
+    elif not isinstance(exc, Exception):
+        out += " (raised while the file was imported)"
+    return out
 
 
 def _import(path: Path, root: Path, used: set[str]) -> types.ModuleType:
@@ -312,7 +475,10 @@ def _line_of(source: str, name: str) -> int | None:
 
 
 def _config_name(config: Any) -> str | None:
-    name = config.get("name") if isinstance(config, dict) else getattr(config, "name", None)
+    try:
+        name = config.get("name") if isinstance(config, dict) else getattr(config, "name", None)
+    except Exception:  # a config object whose attribute raises: the finding has no step name then
+        return None
     return name if isinstance(name, str) else None
 
 

@@ -60,11 +60,8 @@ def openapi_document(project: Project, title: str | None = None) -> dict[str, An
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in _PARAM.findall(api.path)
         ]
-        for q in api.query_params:
-            param = {"name": str(q["name"]), "in": "query", "required": False, "schema": {"type": "string"}}
-            if q.get("description"):
-                param["description"] = str(q["description"])
-            params.append(param)
+        params.extend({**q, "schema": _hoist(q["schema"], components, s.name)}
+                      for q in (p.openapi() for p in api.query_params))
         if params:
             op["parameters"] = params
         if api.body_schema is not None:
