@@ -112,6 +112,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_SERVER_PORT": "1",
         "MOTIA_PY_SERVER_BODY_LIMIT": "20",
         "MOTIA_PY_WORKBENCH_TOKEN": "tok",
+        "MOTIA_PY_SERVER_ALLOWED_HOSTS": "dev.example, Other.Local.",
         "MOTIA_PY_GRACE_PERIOD": "1.5",
         "MOTIA_PY_LOG_FORMAT": "text",
         "MOTIA_PY_LOG_LEVEL": "error",
@@ -126,6 +127,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert s.flows_dir == tmp_path.resolve() / "f"
     assert (s.redis_prefix, s.max_payload_bytes, s.host, s.port) == ("p", 10, "h", 1)
     assert (s.body_limit_bytes, s.workbench_token, s.grace_period_s) == (20, "tok", 1.5)
+    assert s.allowed_hosts == ("dev.example", "other.local")
     assert (s.log_format, s.log_level) == ("text", "error")
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
 
