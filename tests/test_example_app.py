@@ -289,3 +289,13 @@ async def test_jobs_enter_over_http_and_their_status_and_failures_are_served() -
         assert (await h.request("GET", "/jobs/nope"))[0] == 404
         status, body = await h.request("GET", "/jobs/failed", query={"limit": "10"})
         assert status == 200 and body["count"] == 1 and body["jobs"][0]["payload"]["to"] == "nobody"
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "1001", "2.5"])
+async def test_failed_jobs_limit_must_be_an_integer_from_1_to_1000(limit: str) -> None:
+    async with Harness(ROOT) as h:
+        status, body = await h.request("GET", "/jobs/failed", query={"limit": limit})
+        assert status == 422, body
+        assert body["error"] == "validation" and [f["loc"] for f in body["fields"]] == [["query", "limit"]]
+        status, body = await h.request("GET", "/jobs/failed")  # the default, 50
+        assert status == 200 and body == {"jobs": [], "count": 0}

@@ -327,7 +327,8 @@ def shadowed_packages(root: Path) -> list[Finding]:
             continue
         protected = name in sys.stdlib_module_names or name in framework_packages()
         who = ("every import of it, step files' included, gets the installed one (motia-py depends on it)"
-               if protected else "step files importing it get the project's, other code the installed one")
+               if protected else "step files importing it get the project's, and so does any code that imports "
+               "it after them")
         findings.append(Finding("shadowed-package", Severity.WARNING,
                                 f"the project's package '{name}' ({shown}) has the name of {installed}: {who}",
                                 file=root / shown.rstrip("/"), field=name,
