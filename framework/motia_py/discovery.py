@@ -385,9 +385,11 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
         return None, Finding("import-error", Severity.ERROR, f"cannot read file: {exc}", file=path)
     try:
         compile(source, str(path), "exec")
-    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        # ValueError: a NUL byte; MemoryError and RecursionError: expressions nested too deeply to compile
         if not isinstance(exc, SyntaxError):
-            return None, Finding("syntax-error", Severity.ERROR, f"syntax error: {exc}", file=path)
+            why = "nested too deeply to compile" if isinstance(exc, MemoryError | RecursionError) else str(exc)
+            return None, Finding("syntax-error", Severity.ERROR, f"syntax error: {why}", file=path)
         msg = f"syntax error: {exc.msg}"
         return None, Finding("syntax-error", Severity.ERROR, msg, file=path, line=exc.lineno,
                              hint=(exc.text or "").strip() or None)
