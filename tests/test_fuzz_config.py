@@ -158,7 +158,7 @@ def test_a_settings_file_loads_or_is_a_project_error(text: str) -> None:
             str(exc).encode("utf-8", "backslashreplace")
             return
         assert isinstance(s, Settings)
-        project, findings = load_project(s)
+        _, findings = load_project(s)
         assert_printable(findings, root)
 
 
