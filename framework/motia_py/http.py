@@ -78,7 +78,7 @@ def compile_path(path: str) -> re.Pattern[str]:
     for m in _PARAM.finditer(path):
         out += re.escape(path[pos:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
         pos = m.end()
-    return re.compile("^" + out + re.escape(path[pos:]) + "/?$")
+    return re.compile("^" + out + re.escape(path[pos:]) + r"/?\Z")  # \Z: "$" would also match before a "\n"
 
 
 def _error(status: int, error: str, **extra: Any) -> ApiResponse:
@@ -274,9 +274,10 @@ class ApiApp:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        extra = self.extra_routes.get((request.method, request.url.path))
+        # the decoded path as the server gave it: request.url re-parses it, and urlsplit drops \t, \r and \n
+        path = scope["path"]
+        extra = self.extra_routes.get((request.method, path))
         if extra is None:
-            path = request.url.path
             extra = next((fn for prefix, fn in self.prefix_routes if path == prefix or path.startswith(prefix + "/")),
                          None)
         if extra is not None:
@@ -295,10 +296,10 @@ class ApiApp:
             else:
                 query = {k: (v[0] if len(v) == 1 else v) for k, v in _multi(request).items()}
                 try:
-                    result = await self.handle(request.method, request.url.path, headers=dict(request.headers),
+                    result = await self.handle(request.method, path, headers=dict(request.headers),
                                                query=query, raw_body=raw)
                 except Exception as exc:  # a bug (ours, or in a user's validator): still a JSON answer
-                    result = self._failed(f"{request.method} {request.url.path} failed", exc)
+                    result = self._failed(f"{request.method} {path} failed", exc)
         await self._render(result)(scope, receive, send)
 
     def _failed(self, what: str, exc: BaseException, trace_id: str | None = None) -> ApiResponse:

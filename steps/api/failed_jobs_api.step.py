@@ -13,6 +13,10 @@ config = {
     "method": "GET",
     "queryParams": [{"name": "limit", "description": "at most this many (default 50)",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000}, "default": 50}],
+    "responseSchema": {
+        200: {"type": "object", "properties": {"jobs": {"type": "array"}, "count": {"type": "integer"}},
+              "required": ["jobs", "count"]},
+    },
     "emits": [],
     "flows": ["job-monitoring"],
 }
