@@ -486,7 +486,25 @@ async def handler(req, ctx):
     return {"status": 200, "body": req.queryParams}
 """
 
-HOSTILE = {"steps/echo.step.py": ECHO, "steps/unsendable.step.py": UNSENDABLE, "steps/paged.step.py": PAGED}
+BUGGY_VALIDATOR = """
+from pydantic import BaseModel, field_validator
+
+class Body(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def check(cls, value):
+        raise TypeError("a bug in the validator")  # pydantic passes TypeError through
+
+config = {"type": "api", "name": "Buggy", "path": "/buggy", "method": "POST", "bodySchema": Body, "flows": ["f"]}
+
+async def handler(req, ctx):
+    return {"status": 200, "body": {}}
+"""
+
+HOSTILE = {"steps/echo.step.py": ECHO, "steps/unsendable.step.py": UNSENDABLE, "steps/paged.step.py": PAGED,
+           "steps/buggy.step.py": BUGGY_VALIDATOR}
 
 
 @pytest_asyncio.fixture
@@ -570,3 +588,20 @@ async def test_405_names_the_allowed_methods(hostile: Served) -> None:
     r = await hostile.client.delete("/paged")
     assert_json_error(r, 405, "method_not_allowed")
     assert r.headers["allow"] == "GET, HEAD"
+
+
+async def test_a_failure_outside_the_handler_still_answers_json_with_a_trace_id(
+    hostile: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = await hostile.client.post("/buggy", json={"name": "x"})
+    body = assert_json_error(r, 500, "internal")
+    assert r.headers["x-trace-id"] == body["traceId"]
+    logged = [rec.motia for rec in caplog.records if getattr(rec, "motia", {}).get("trace_id") == body["traceId"]]
+    assert logged and "TypeError: a bug in the validator" in logged[0]["msg"]
+
+    async def broken_route(request: Any) -> Any:
+        raise RuntimeError("an extra route's bug")
+
+    hostile.server.app.extra_routes[("GET", "/extra")] = broken_route
+    r = await hostile.client.get("/extra")
+    assert_json_error(r, 500, "internal")

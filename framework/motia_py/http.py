@@ -281,7 +281,11 @@ class ApiApp:
             extra = next((fn for prefix, fn in self.prefix_routes if path == prefix or path.startswith(prefix + "/")),
                          None)
         if extra is not None:
-            await (await extra(request))(scope, receive, send)
+            try:
+                extra_response = await extra(request)
+            except Exception as exc:  # a bug in an admin route: still a JSON answer with a trace id
+                extra_response = self._render(self._failed(f"{request.method} {path} failed", exc))
+            await extra_response(scope, receive, send)
             return
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.body_limit_bytes:
