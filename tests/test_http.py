@@ -605,3 +605,18 @@ async def test_a_failure_outside_the_handler_still_answers_json_with_a_trace_id(
     hostile.server.app.extra_routes[("GET", "/extra")] = broken_route
     r = await hostile.client.get("/extra")
     assert_json_error(r, 500, "internal")
+
+
+async def test_in_dev_an_exception_message_with_a_lone_surrogate_still_answers_json(
+    serve: Serve, make_project: ProjectFactory
+) -> None:
+    root = make_project({"steps/odd.step.py": """
+        config = {"type": "api", "name": "Odd", "path": "/odd", "method": "GET", "flows": ["f"]}
+
+        async def handler(req, ctx):
+            raise ValueError("bad \\udcff byte")
+    """})
+    served = await serve(root, dev=True)
+    r = await served.client.get("/odd")
+    body = assert_json_error(r, 500, "internal")
+    assert body["traceId"] == r.headers["x-trace-id"]

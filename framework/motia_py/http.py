@@ -311,8 +311,8 @@ class ApiApp:
         trace_id = trace_id or new_id()
         self.router.log.error(f"{what}: {type(exc).__name__}: {exc}", trace_id=trace_id,
                               traceback="".join(traceback.format_exception(exc)))
-        extra = {"message": f"{type(exc).__name__}: {exc}"} if self.dev else {}
-        body = {"error": "internal", "traceId": trace_id, **extra}
+        message = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode("utf-8")
+        body = {"error": "internal", "traceId": trace_id, **({"message": message} if self.dev else {})}
         return ApiResponse(500, body, {"x-trace-id": trace_id}, encode_json(body))
 
     def _render(self, result: ApiResponse) -> Response:
