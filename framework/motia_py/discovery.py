@@ -110,7 +110,7 @@ def discover(settings: Settings) -> Project:
         if problem is not None:
             problems.append(problem)
     _record_project_modules(before, root)
-    problems.extend(shadowed_packages(root, _SKIP_DIRS))
+    problems.extend(shadowed_packages(root, IGNORED_DIRS))
     flows, flow_problems = load_flows(settings.flows_dir)
     problems.extend(flow_problems)
     return Project(settings=settings, steps=tuple(steps), flows=flows, problems=tuple(problems), files=tuple(files))

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import json
 import re
 import socket
+import traceback
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from .backends.base import new_id
 from .config import StepSpec, StepType
 from .errors import InputValidationError, InvalidJsonError, InvalidResponseError, MotiaError
 from .query import parse_query
