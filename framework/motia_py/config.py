@@ -20,16 +20,22 @@ from pydantic.alias_generators import to_camel
 from .cron import CronSchedule, parse_cron
 from .errors import StepConfigError
 from .schema import Schema, to_schema
+from .state_watch import WATCH_KEYS, StateWatch, parse_watch
 from .suggest import did_you_mean, suggest
 
 
 class StepType(str, enum.Enum):
-    """The four kinds of step."""
+    """The kinds of step (``state``: runs when watched state changes, see :mod:`.state_watch`)."""
 
     EVENT = "event"
     CRON = "cron"
     API = "api"
     NOOP = "noop"
+    STATE = "state"
+
+
+QUEUED_TYPES = (StepType.EVENT, StepType.CRON, StepType.STATE)
+"""The step types that consume a queue (workers claim their deliveries)."""
 
 
 class QueueType(str, enum.Enum):
@@ -70,6 +76,7 @@ _KEYS: dict[StepType, set[str]] = {
     StepType.CRON: _COMMON | {"cron", "timezone", "infrastructure"},
     StepType.API: _COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware"},
     StepType.NOOP: _COMMON,
+    StepType.STATE: _COMMON | {"watch", "condition", "infrastructure"},
 }
 _INFRA_KEYS = {"handler", "queue", "cron"}
 _HANDLER_KEYS = {"timeout"}
@@ -204,6 +211,7 @@ class StepSpec:
     cron_policy: CronPolicy = field(default_factory=CronPolicy)
     is_async: bool = True
     line: int | None = None
+    watch: StateWatch | None = None  # state steps only
 
     @property
     def emit_topics(self) -> frozenset[str]:
@@ -326,11 +334,11 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
         )
     raw_type = raw.get("type")
     if raw_type is None:
-        raise StepConfigError("config has no 'type'", field="type", hint="one of event, cron, api, noop")
+        raise StepConfigError("config has no 'type'", field="type", hint="one of event, cron, api, noop, state")
     try:
         step_type = StepType(raw_type)
     except ValueError:
-        hint = did_you_mean(str(raw_type), [t.value for t in StepType]) or "one of event, cron, api, noop"
+        hint = did_you_mean(str(raw_type), [t.value for t in StepType]) or "one of event, cron, api, noop, state"
         raise StepConfigError(f"unknown step type '{raw_type}'", field="type", hint=hint) from None
     cfg = _normalise_keys(raw, _KEYS[step_type], _IGNORED, "")
 
@@ -366,6 +374,10 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
         kw.update(_infrastructure(cfg.get("infrastructure"), cron=True))
     elif step_type is StepType.API:
         kw["api"] = _api(cfg)
+    elif step_type is StepType.STATE:
+        watch = _normalise_keys(_mapping(cfg.get("watch"), "watch"), set(WATCH_KEYS), set(), "watch")
+        kw["watch"] = parse_watch(watch, cfg.get("condition"))
+        kw.update(_infrastructure(cfg.get("infrastructure"), cron=False))
     else:
         if not kw["virtual_emits"] and not kw["virtual_subscribes"]:
             raise StepConfigError("a noop step needs 'virtualEmits' or 'virtualSubscribes'",
@@ -378,7 +390,8 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
     return StepSpec(**kw)
 
 
-_ARITY = {StepType.EVENT: ("input", "ctx"), StepType.CRON: ("ctx",), StepType.API: ("req", "ctx")}
+_ARITY = {StepType.EVENT: ("input", "ctx"), StepType.CRON: ("ctx",), StepType.API: ("req", "ctx"),
+          StepType.STATE: ("input", "ctx")}
 
 
 def _check_handler(handler: Any, step_type: StepType) -> bool:

@@ -31,7 +31,7 @@ from .suggest import did_you_mean
 _CYCLE_LENGTH_BOUND = 24
 _MAX_CYCLES = 100
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
-_ENTRY_TYPES = (StepType.CRON, StepType.API)
+_ENTRY_TYPES = (StepType.CRON, StepType.API, StepType.STATE)
 
 
 def step_node(name: str) -> str:
@@ -353,6 +353,8 @@ def _detail(step: StepSpec) -> str:
         return f"{step.type.value} {step.api.method} {step.api.path}"
     if step.cron is not None:
         return f"{step.type.value} {step.cron.expression}"
+    if step.watch is not None:
+        return f"{step.type.value} {step.watch.namespace or '(flow)'}/{step.watch.group or '*'}"
     return step.type.value
 
 

@@ -88,4 +88,4 @@ def pubsub_of(backend: Any) -> PubSubStore:
 def state_changes_of(backend: Any) -> StateChangeStore:
     """The backend's state changes, or ones built on its ``state_cas`` (see the module docstring)."""
     own = _part(backend, StateChangeStore)
-    return own if own is not None else CasStateChanges(backend)  # type: ignore[no-any-return]
+    return own if own is not None else CasStateChanges(backend)
