@@ -177,7 +177,12 @@ class DevServer:
             http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
             install_workbench(http.app, runtime, self.settings, dev=True)
             install_metrics(http.app, runtime, self.settings, dev=True)
-            await install_streams(http.app, runtime, self.settings)
+            try:
+                await install_streams(http.app, runtime, self.settings)
+            except BaseException:
+                await http.stop()
+                await runtime.stop(self.settings.grace_period_s)
+                raise
             click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend "
                                    f"{self.settings.backend_url}, http://{self.settings.host}:{http.port}  "
                                    f"(watching {self.settings.root})\n"

@@ -105,7 +105,11 @@ async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
     server = await start_server(runtime.router, settings, dev=False)
     install_workbench(server.app, runtime, settings, dev=False)
     install_metrics(server.app, runtime, settings, dev=False)
-    await install_streams(server.app, runtime, settings)
+    try:
+        await install_streams(server.app, runtime, settings)
+    except BaseException:
+        await server.stop()
+        raise
     framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
     return server
 
