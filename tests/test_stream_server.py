@@ -83,7 +83,7 @@ async def test_clients_see_sync_then_create_update_delete_and_events(make_projec
 
         kinds = [(await group.next())["event"]["type"] for _ in range(4)]
         assert kinds == ["create", "update", "delete", "event"]
-        assert [(await item.next())["event"]["type"] for _ in range(3)] == ["create", "update", "delete"]
+        assert [(await item.next())["event"]["type"] for _ in range(4)] == ["sync", "create", "update", "delete"]
         assert group.events == [{"type": "typing", "data": {"who": "bob"}}]
         assert group.messages[2]["event"]["data"] == {"text": "hello again", "id": "n1"}
         assert group.messages[1]["streamName"] == "notes" and group.messages[1]["groupId"] == "public"
@@ -93,10 +93,12 @@ async def test_a_client_in_both_the_group_and_the_item_gets_each_message_once(ma
     async with serving(make_project(FILES)) as (ws, http), StreamClient(ws) as client:
         group = await client.subscribe_group("notes", "public")
         await group.next()
-        await client.subscribe_item("notes", "public", "n1")
+        item = await client.subscribe_item("notes", "public", "n1")
+        await item.next()
         await http.post("/notes/public/n1", json={"text": "once"})
         await group.wait_for(lambda m: m["event"]["type"] == "create")
-        assert client.received == 2  # the group's sync and one create (routed to both subscriptions)
+        assert client.received == 3  # two syncs and one create (routed to both subscriptions)
+        assert [m["event"]["type"] for m in item.messages] == ["sync", "create"]
 
 
 async def test_authenticate_and_can_access_decide_who_joins(make_project: ProjectFactory) -> None:

@@ -3,7 +3,8 @@
 It speaks the protocol of Motia's stream clients (``@motiadev/stream-client*``). A client sends
 ``{"type": "join" | "leave", "data": {"streamName", "groupId", "id"?, "subscriptionId"}}``; on a join the
 hub asks the stream's ``canAccess(subscription, auth_context)`` (when it has one), answers with a
-``sync`` message (the item, or the group's items) and from then on forwards every message of the backend's
+``sync`` message (the item, or the group's items; unlike Motia, an absent item's sync is sent too, with
+``null``, so a client knows its join was served) and from then on forwards every message of the backend's
 stream channel (:data:`motia_py.streams.CHANNEL`) about that item or group:
 
 - a message with an ``id`` goes to clients that joined that item or its group;
@@ -176,10 +177,10 @@ class StreamHub:
             sync = await self._read(stream, group, item)
         except BackendError as exc:
             self.log.error(f"stream join could not read its data: {exc}", stream=stream, group=group)
-            sync = None
-        held = state.syncing.pop(room, [])
-        if sync is not None:
+            client.send(_error(stream, group, item, f"stream '{stream}' is unavailable: {exc}"))
+        else:
             client.send(_message(stream, group, item, stamp, {"type": "sync", "data": sync}))
+        held = state.syncing.pop(room, [])
         for text in held:
             client.send(text)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -44,6 +45,7 @@ class Subscription:
         self.item_id = item_id
         self.subscription_id = uuid.uuid4().hex
         self.messages: list[Message] = []
+        self.arrived_at: list[float] = []  # when each message of ``messages`` arrived (epoch seconds)
         self.events: list[Mapping[str, Any]] = []  # custom events ({"type", "data"}), errors included
         self.state: Any = None if item_id is not None else []
         self._arrived = asyncio.Event()
@@ -69,6 +71,7 @@ class Subscription:
     def feed(self, msg: Message) -> None:
         """Take one message routed to this subscription."""
         self._apply(msg.get("event") or {})
+        self.arrived_at.append(time.time())
         self.messages.append(msg)
         self._arrived.set()
 
