@@ -132,7 +132,7 @@ async def test_an_authenticate_hook_that_cannot_be_imported_fails_the_start(make
 
 
 async def test_malformed_client_messages_are_ignored_and_the_connection_stays(make_project: ProjectFactory) -> None:
-    async with serving(make_project(FILES)) as (ws, http), StreamClient(ws) as client:
+    async with serving(make_project(FILES)) as (ws, _http), StreamClient(ws) as client:
         await client._send("not json")
         await client._send('{"type": "dance"}')
         await client._send('{"type": "join", "data": {"groupId": "public"}}')

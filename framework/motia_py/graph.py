@@ -420,7 +420,8 @@ def to_dot(project: Project, flow: str | None = None) -> str:
 
 
 def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
-    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics`` and step-to-step ``edges``.
+    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics``, step-to-step ``edges`` and the
+    project's ``streams`` (``{"name", "file", "line", "schema"}``).
 
     An edge ``{"from", "to", "topic", "virtual", "label", "conditional"}`` goes from a step emitting
     ``topic`` to a step subscribed to it; it is virtual when either side is.
@@ -454,5 +455,7 @@ def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
             edge = {"from": e.step, "to": sub.step, "topic": e.topic, "virtual": e.virtual or sub.virtual,
                     "label": e.label, "conditional": e.conditional}
             edges.setdefault(tuple(edge.values()), edge)
+    streams = [{"name": s.name, "file": _rel(project, s.file), "line": s.line,
+                "schema": s.schema.json if s.schema is not None else None} for s in project.streams]
     return {"flows": list(view.flows), "steps": steps, "topics": list(view.topics),
-            "edges": list(edges.values())}
+            "edges": list(edges.values()), "streams": streams}
