@@ -223,3 +223,17 @@ def test_duplicate_stream_names_are_an_error(make_project: ProjectFactory) -> No
                          "steps/c_stream.py": "config = {'name': \n"})
     codes = [code for code, _, _ in findings_of(root)]
     assert codes.count("duplicate-stream") == 1 and "syntax-error" in codes
+
+
+async def test_a_stream_added_by_a_reload_can_be_joined_and_written(project: Path) -> None:
+    from motia_py.runtime import load_project
+
+    async with Harness(project) as h:
+        assert "chat" not in h.streams
+        (project / "steps" / "chat_stream.py").write_text('config = {"name": "chat"}\n')
+        reloaded, _ = load_project(h.project.settings)
+        await h.runtime.reload(reloaded)
+        room = await h.subscribe("chat", "lobby")
+        await room.next()
+        await h.streams.chat.set("lobby", "m1", {"text": "hi"})
+        assert (await room.next())["event"]["data"] == {"text": "hi", "id": "m1"}
