@@ -426,6 +426,7 @@ class Browser:
         self._replies: dict[int, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stash: list[dict[str, Any]] = []  # events read while waiting for another one
         threading.Thread(target=self._reader, daemon=True).start()
         try:
             target = self.call("Target.createTarget", url="about:blank")["targetId"]
@@ -480,11 +481,23 @@ class Browser:
             raise AssertionError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def wait_event(self, method: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next CDP event named ``method`` (other events are kept for :meth:`page_errors`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ev = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {method} event within {timeout} s") from None
+            if ev.get("method") == method:
+                return ev
+            self._stash.append(ev)
+
     def page_errors(self) -> list[str]:
         """Uncaught exceptions and console errors seen so far."""
         out = []
-        while not self.events.empty():
-            ev = self.events.get()
+        while self._stash or not self.events.empty():
+            ev = self._stash.pop(0) if self._stash else self.events.get()
             if ev.get("method") == "Runtime.exceptionThrown":
                 out.append(json.dumps(ev["params"]["exceptionDetails"])[:500])
             elif ev.get("method") == "Runtime.consoleAPICalled" and ev["params"]["type"] == "error":

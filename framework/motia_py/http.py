@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import re
 import socket
@@ -294,7 +295,11 @@ def _bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise MotiaError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from exc
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (f"; another process is using port {port}: pick another with --port, MOTIA_PY_SERVER_PORT or "
+                    "[server] port in motia_py.toml")
+        raise MotiaError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}{hint}") from exc
     sock.set_inheritable(True)
     return sock
 

@@ -9,7 +9,7 @@ The page (``static/workbench.html``) is one self-contained file, inline CSS and 
 nothing from the network. It reads the API below and follows ``api/events`` (server-sent events)::
 
     GET  graph[?flow=]          the topic graph (graph.to_json) + every flow, emittable topics, routes
-    GET  traces?limit=&step=&status=   trace summaries, newest first
+    GET  traces?limit=&step=&status=&cron=hide   trace summaries, newest first (cron=hide: no cron ticks)
     GET  traces/{id}            {"trace_id", "summary", "tree"}
     GET  dlq                    dead letters;   POST dlq/{id}/replay
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
@@ -40,6 +40,7 @@ from .discovery import Project
 from .errors import BackendError, GraphError, MotiaError, UnknownTopicError
 from .graph import to_json
 from .http import ApiApp
+from .publisher import CRON_TOPIC_PREFIX
 from .runtime import Runtime
 from .settings import Settings
 from .tracing import build_tree, summarize
@@ -279,15 +280,19 @@ class Workbench:
         return out
 
     async def traces(self, request: Request, _: dict[str, str]) -> Response:
-        """Trace summaries, newest first, optionally only those that ran ``step`` or have ``status``."""
+        """Trace summaries, newest first, optionally only those that ran ``step`` or have ``status``, and
+        without the traces of cron ticks with ``cron=hide``."""
         q = request.query_params
         limit = _int(q.get("limit"), 50, 1, 1000)
         step, status = q.get("step") or None, q.get("status") or None
+        hide_cron = q.get("cron") == "hide"
         await self._flush()
         out: list[dict[str, Any]] = []
         for trace_id in await self.app.router.backend.traces_recent(max(limit * 10, 200)):
             runs = await self._runs(trace_id)
             summary = summarize(trace_id, runs)
+            if hide_cron and str(summary["entry"] or "").startswith(CRON_TOPIC_PREFIX):
+                continue
             if runs and (step is None or step in summary["steps"]) and (status is None or summary["status"] == status):
                 out.append(summary)
                 if len(out) >= limit:
