@@ -49,6 +49,7 @@ from .errors import StepConfigError
 from .query import QueryParam
 from .schema import to_schema
 from .spec import (
+    QUEUED_TYPES,
     ApiSpec,
     BackoffSpec,
     BackoffType,
@@ -56,7 +57,6 @@ from .spec import (
     CronOverlap,
     CronPolicy,
     EmitSpec,
-    QUEUED_TYPES,
     QueueSpec,
     QueueType,
     StepSpec,
@@ -67,6 +67,7 @@ from .suggest import did_you_mean
 
 __all__ = [
     "HTTP_METHODS",
+    "QUEUED_TYPES",
     "ApiConfig",
     "ApiSpec",
     "BackoffSpec",
@@ -78,7 +79,6 @@ __all__ = [
     "EmitSpec",
     "EventConfig",
     "NoopConfig",
-    "QUEUED_TYPES",
     "QueryParam",
     "QueueSpec",
     "QueueType",

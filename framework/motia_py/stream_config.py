@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .config import _normalise_keys
+from .config_keys import normalise_keys
 from .errors import StepConfigError
 from .schema import Schema, to_schema
 
@@ -63,14 +63,14 @@ def build_stream(config: Any, file: Path, line: int | None = None) -> StreamSpec
         raise StepConfigError(f"a stream's 'config' must be a dict, not {type(config).__name__}", field="config",
                               hint="config = {'name': 'todo', 'schema': Todo, 'baseConfig': {'storageType': "
                                    "'default'}}")
-    cfg = _normalise_keys(config, set(_KEYS), set(), "")
+    cfg = normalise_keys(config, set(_KEYS), set(), "")
     name = cfg.get("name")
     if not isinstance(name, str) or not name.strip():
         raise StepConfigError("a stream needs a non-empty 'name'", field="name")
     base = cfg.get("base_config") or {}
     if not isinstance(base, Mapping):
         raise StepConfigError("'baseConfig' must be a dict such as {'storageType': 'default'}", field="baseConfig")
-    base = _normalise_keys(base, set(_BASE_KEYS), set(), "baseConfig")
+    base = normalise_keys(base, set(_BASE_KEYS), set(), "baseConfig")
     storage = base.get("storage_type", "default")
     if storage != "default":
         raise StepConfigError(f"'baseConfig.storageType' {storage!r} is not supported", field="baseConfig.storageType",
