@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,10 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
+from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
+from .topology import has_cycle, reachable, successors
 
 if TYPE_CHECKING:
     import networkx as nx  # imported by the queries that need it (cycles, the exports), not by validation's
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 _CYCLE_LENGTH_BOUND = 24
 _MAX_CYCLES = 100
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
-_ENTRY_TYPES = (StepType.CRON, StepType.API)
+_ENTRY_TYPES = (StepType.CRON, StepType.API, StepType.STATE)
 
 
 def step_node(name: str) -> str:
@@ -133,41 +135,11 @@ class TopicGraph:
 
     def reachable(self) -> set[str]:
         """Every node some entry point leads to, the entry points included."""
-        after: dict[str, list[str]] = defaultdict(list)
-        for e in self.edges:
-            after[e.source].append(e.target)
-        seen = set(self.entry_points())
-        todo = deque(seen)
-        while todo:
-            for nxt in after[todo.popleft()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
+        return reachable(successors((e.source, e.target) for e in self.edges), self.entry_points())
 
     def has_cycle(self) -> bool:
-        """Whether any loop exists (a depth-first search, without networkx)."""
-        after: dict[str, set[str]] = defaultdict(set)
-        for e in self.edges:
-            after[e.source].add(e.target)
-        done: set[str] = set()
-        for root in list(after):
-            if root in done:
-                continue
-            path, stack = {root}, [(root, iter(after[root]))]
-            while stack:
-                node, nexts = stack[-1]
-                nxt = next(nexts, None)
-                if nxt is None:
-                    stack.pop()
-                    path.discard(node)
-                    done.add(node)
-                elif nxt in path:
-                    return True
-                elif nxt not in done:
-                    path.add(nxt)
-                    stack.append((nxt, iter(after[nxt])))
-        return False
+        """Whether any loop exists (without networkx)."""
+        return has_cycle(successors((e.source, e.target) for e in self.edges))
 
     def cycles(self) -> list[tuple[tuple[str, str], ...]]:
         """Each simple loop once, as ``((step, topic it emits), ...)`` from its smallest step name."""
@@ -214,6 +186,7 @@ def validate(project: Project, *, cycles: bool = True) -> list[Finding]:
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *(_cycles(graph) if cycles else ()),
+        *realtime_findings(project),
     ]
     return sorted(findings, key=lambda f: _RANK[f.severity])
 
@@ -402,6 +375,8 @@ def _detail(step: StepSpec) -> str:
         return f"{step.type.value} {step.api.method} {step.api.path}"
     if step.cron is not None:
         return f"{step.type.value} {step.cron.expression}"
+    if step.watch is not None:
+        return f"{step.type.value} {step.watch.namespace or '(flow)'}/{step.watch.group or '*'}"
     return step.type.value
 
 
@@ -465,7 +440,8 @@ def to_dot(project: Project, flow: str | None = None) -> str:
 
 
 def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
-    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics`` and step-to-step ``edges``.
+    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics``, step-to-step ``edges`` and the
+    project's ``streams`` (``{"name", "file", "line", "schema"}``).
 
     An edge ``{"from", "to", "topic", "virtual", "label", "conditional"}`` goes from a step emitting
     ``topic`` to a step subscribed to it; it is virtual when either side is.
@@ -499,5 +475,7 @@ def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
             edge = {"from": e.step, "to": sub.step, "topic": e.topic, "virtual": e.virtual or sub.virtual,
                     "label": e.label, "conditional": e.conditional}
             edges.setdefault(tuple(edge.values()), edge)
+    streams = [{"name": s.name, "file": _rel(project, s.file), "line": s.line,
+                "schema": s.schema.json if s.schema is not None else None} for s in project.streams]
     return {"flows": list(view.flows), "steps": steps, "topics": list(view.topics),
-            "edges": list(edges.values())}
+            "edges": list(edges.values()), "streams": streams}

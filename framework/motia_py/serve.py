@@ -104,11 +104,17 @@ async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
     """Serve API steps and ``/openapi.json``."""
     from .http import start_server
     from .metrics import install_metrics
+    from .stream_ws import install_streams
     from .workbench import install_workbench
 
     server = await start_server(runtime.router, settings, dev=False)
     install_workbench(server.app, runtime, settings, dev=False)
     install_metrics(server.app, runtime, settings, dev=False)
+    try:
+        await install_streams(server.app, runtime, settings)
+    except BaseException:
+        await server.stop()
+        raise
     framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
     return server
 

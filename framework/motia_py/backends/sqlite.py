@@ -34,6 +34,7 @@ from . import sqlite_queue as q
 from ._sqlite_thread import Connection, Op, Row, each
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
 from .registry import BackendOptions
+from .sqlite_realtime import SqliteRealtime
 from .sqlite_schema import connect, resolve_path
 from .sqlite_watch import WalWatch
 from .wakeups import Wakeups
@@ -107,8 +108,9 @@ def _meta_cas(conn: sqlite3.Connection, arg: tuple[str, str | None, str]) -> boo
     return True
 
 
-class SqliteBackend:
+class SqliteBackend(SqliteRealtime):
     """Durable backend on one SQLite file in WAL mode, shared by the worker processes of one machine.
+    Its pub/sub and state changes are in :class:`.sqlite_realtime.SqliteRealtime`.
 
     Args:
         url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
@@ -176,6 +178,7 @@ class SqliteBackend:
 
     async def close(self) -> None:
         """Finish the queued calls and close the file; deliveries stay queued."""
+        await self._close_realtime()
         self._watch.stop()
         if self._due_timer is not None:
             self._due_timer.cancel()
