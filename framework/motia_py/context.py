@@ -18,6 +18,9 @@ OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "s
 """(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent) -> Outgoing"""
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode  # built once
+
+
 def encode_payload(data: Any, max_bytes: int) -> str:
     """Encode event data as JSON and enforce the payload limit.
 
@@ -29,7 +32,7 @@ def encode_payload(data: Any, max_bytes: int) -> str:
     if callable(dump):
         data = dump(mode="json")
     try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _encode(data)
     except (TypeError, ValueError) as exc:
         raise EmitSchemaError(f"event data must be JSON: {exc}") from exc
     if len(text) > max_bytes and len(text.encode()) > max_bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
-from .backends.base import Outgoing
+from .backends.base import Outgoing, new_id
 from .context import encode_payload
 from .errors import InvalidEmitError
 from .publisher import Publisher
@@ -29,6 +29,8 @@ def parse_item(item: EmitItem) -> tuple[str, Any, str | None, float]:
     Raises:
         InvalidEmitError: an unknown key, no topic, or a delay that is not a number of seconds >= 0.
     """
+    if type(item) is tuple and len(item) == 2 and type(item[0]) is str and item[0]:
+        return item[0], item[1], None, 0.0  # the common shape, checked first
     if isinstance(item, Mapping):
         unknown = set(item) - _KEYS
         if unknown:
@@ -60,6 +62,8 @@ async def emit_items(publisher: Publisher, items: Iterable[EmitItem]) -> list[st
     """
     checked: set[str] = set()
     limit = publisher.max_payload_bytes
+    spans = publisher.spans if publisher.spans.enabled else None  # without OpenTelemetry: no span per item
+    outgoing = publisher.outgoing
     batch: list[Outgoing] = []
     ids: list[str] = []
     for item in items:
@@ -68,9 +72,13 @@ async def emit_items(publisher: Publisher, items: Iterable[EmitItem]) -> list[st
             publisher.check_external_topic(topic)
             checked.add(topic)
         text = encode_payload(data, limit)
-        with publisher.spans.span(f"publish {topic}", "producer",
-                                  attributes={"messaging.destination.name": topic}) as (tid, tp, _):
-            batch.append(publisher.outgoing(topic, text, tid, group, delay_s, None, tp))
+        if spans is None:
+            tid = new_id()
+            batch.append(outgoing(topic, text, tid, group, delay_s, None, None))
+        else:
+            with spans.span(f"publish {topic}", "producer",
+                            attributes={"messaging.destination.name": topic}) as (tid, tp, _):
+                batch.append(outgoing(topic, text, tid, group, delay_s, None, tp))
         ids.append(tid)
     if batch:
         await publisher.backend.publish(batch)

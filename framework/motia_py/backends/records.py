@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
@@ -44,12 +45,10 @@ class Envelope:
 
     def to_json(self) -> str:
         """The envelope as one JSON document (for backends that store it as text)."""
-        return json.dumps(
+        return _encode(
             {"id": self.id, "topic": self.topic, "data": self.data_json, "trace_id": self.trace_id,
              "emitted_at": self.emitted_at, "group_id": self.group_id, "source": self.source,
-             "traceparent": self.traceparent},
-            separators=(",", ":"),
-        )
+             "traceparent": self.traceparent})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Envelope:

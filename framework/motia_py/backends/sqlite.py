@@ -161,7 +161,7 @@ class SqliteBackend(SqliteRealtime):
 
     def _wake(self, steps: Iterable[str]) -> None:
         """A change made through this object: the steps' due times are read again, their waits woken."""
-        steps = list(steps)
+        steps = set(steps)
         self._dirty.update(steps)
         self._hub.signal(steps)
 
