@@ -44,7 +44,7 @@ from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQ
 from .redis_base import Batcher, RedisConnection
 from .redis_keys import CONSUMER
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
-from .redis_wake import ActivityHub, StreamWatch
+from .redis_wake import ActivityHub, Generation, StreamWatch
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
 _CONNECT_TIMEOUT_S: Final = 5.0
@@ -59,7 +59,8 @@ class RedisQueue(RedisConnection):
                  identity: str | None = None) -> None:
         super().__init__(url, prefix, clock, identity)
         self._hub = ActivityHub()
-        self._due: dict[str, tuple[float | None, float, tuple[int, int]]] = {}  # see _trusted_due
+        self._due: dict[str, tuple[float | None, float, Generation]] = {}  # see _trusted_due
+        self._drained: dict[str, Generation] = {}  # a claim found nothing more due, at this generation
         self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
         self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
@@ -104,6 +105,7 @@ class RedisQueue(RedisConnection):
             return []
         sk = self.keys.step(step)
         self._require_open()
+        before = self._hub.generation(step)
         with self._translate():
             flat = await self._claims.submit((
                 [*queue_keys(sk), sk.owner, self.keys.steps],
@@ -111,7 +113,10 @@ class RedisQueue(RedisConnection):
                  sk.fifo_prefix, step, str(MOVE_MAX), self.identity]))
             if isinstance(flat, Exception):
                 raise flat
+        if len(flat) < 4 * min(limit, _MAX_CLAIM):  # nothing else was due: a wait need not read this step again (_trusted_due)
+            self._drained[step] = before
         if len(flat) == 6:  # an expired lease, claimed alone: 4 fields, then '1' and its last owner
+            self._drained.pop(step, None)
             return [Delivery(id=flat[0], step=step, envelope=Envelope.from_json(flat[1]), attempt=int(flat[2]),
                              first_delivered_at=float(flat[3]), expired=True, last_owner=flat[5] or None)]
         # due deliveries: 4 fields each (never 6 in all: one delivery is 4, two are 8)
@@ -239,13 +244,18 @@ class RedisQueue(RedisConnection):
 
     def _trusted_due(self, step: str, now: float) -> tuple[float | None] | None:
         """The step's next due time (monotonic; None: nothing scheduled) when it was read less than
-        ``_DUE_TRUSTED_S`` ago, nothing was seen on its streams since, and it has not passed; else None."""
+        ``_DUE_TRUSTED_S`` ago and has not passed, and nothing was seen on its streams since, or only
+        standard deliveries that a claim then took all of (nothing else was due after it); else None.
+
+        Delayed, retried and FIFO deliveries bump the wake stream, which always makes the time stale;
+        leases taken since by other processes are not seen, hence the time limit."""
         known = self._due.get(step)
         if known is None:
             return None
-        at, read_at, generation = known
-        if now - read_at > _DUE_TRUSTED_S or generation != self._hub.generation(step) or (at is not None and at <= now):
-            del self._due[step]
+        at, read_at, (epoch, streams, wakes) = known
+        now_epoch, now_streams, now_wakes = generation = self._hub.generation(step)
+        if (now - read_at > _DUE_TRUSTED_S or (at is not None and at <= now) or epoch != now_epoch
+                or wakes != now_wakes or (streams != now_streams and self._drained.get(step) != generation)):
             return None
         return (at,)
 
@@ -262,11 +272,11 @@ class RedisQueue(RedisConnection):
         with self._translate():
             flat = await self._s.queue.next_due(keys=keys, args=[self._now()])
         due: set[str] = set()
-        streams: dict[str, tuple[str, str]] = {}
+        streams: dict[str, tuple[str, str, bool]] = {}
         for i, step in enumerate(steps):
             due_in, stream_id, wake_id = flat[3 * i:3 * i + 3]
             sk = self.keys.step(step)
-            streams[sk.stream], streams[sk.wake] = (step, stream_id), (step, wake_id)
+            streams[sk.stream], streams[sk.wake] = (step, stream_id, False), (step, wake_id, True)
             if due_in != "" and float(due_in) <= 0:
                 due.add(step)
                 continue

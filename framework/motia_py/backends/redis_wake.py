@@ -7,9 +7,9 @@ entry newer than the last id read". One ``XREAD BLOCK`` over all of them, on one
 own, replaces a blocking read (and a connection) per step: a worker with 200 steps holds two
 connections to Redis, this one and the command connection.
 
-After a read returns, the watch signals the steps at once, then reads the newest ids of the streams
-that grew (one script) and signals again when entries arrived in between, so a burst of publishes
-costs two round trips, not one per entry, and no wake-up is lost. Steps added while the read blocks
+A read takes at most two entries per stream: one entry means the stream is quiet again and the next
+read starts after it; two mean a burst, and the newest ids are read at once (one script) so that the
+burst costs two round trips, not one per entry. Either way no wake-up is lost. Steps added while the read blocks
 are taken in by ``CLIENT UNBLOCK`` (or, if that misses, by dropping the read's connection).
 """
 
@@ -30,25 +30,38 @@ _BLOCK_MS: Final = 30_000  # one read's longest block; it is read again at once
 _RETRY_S: Final = (0.05, 0.2, 1.0)  # pauses after a failed read, growing, the last one repeated
 
 
+Generation = tuple[int, int, int]
+"""(epoch, stream growths, wake-stream growths) of a step: equal before and after a read means that
+nothing was seen on its streams meanwhile."""
+
+
 class ActivityHub(Wakeups):
-    """The waits of a Redis backend object, counting each step's activity: ``generation(step)`` grows
-    whenever the step is signalled (its streams grew), so a due time read before can be known stale."""
+    """The waits of a Redis backend object, counting what is seen on each step's two streams, so that a
+    due time read before can be known stale (see :meth:`.redis_queue.RedisQueue.wait_any`)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._generations: dict[str, int] = {}
+        self._streams: dict[str, int] = {}
+        self._wakes: dict[str, int] = {}
         self.epoch = 0  # grows on signal_all: every due time read before is stale
 
-    def generation(self, step: str) -> tuple[int, int]:
-        """(epoch, the step's activity count): equal before and after a read means nothing happened."""
-        return self.epoch, self._generations.get(step, 0)
+    def generation(self, step: str) -> Generation:
+        """The step's :data:`Generation` now."""
+        return self.epoch, self._streams.get(step, 0), self._wakes.get(step, 0)
+
+    def grew(self, streams: Iterable[str], wakes: Iterable[str]) -> None:
+        """Steps whose stream (standard deliveries) or wake stream (delayed, retried, FIFO) grew."""
+        streams, wakes = list(streams), list(wakes)
+        for s in streams:
+            self._streams[s] = self._streams.get(s, 0) + 1
+        for s in wakes:
+            self._wakes[s] = self._wakes.get(s, 0) + 1
+        super().signal([*streams, *wakes])
 
     def signal(self, steps: Iterable[str]) -> None:
-        """Count the steps' activity and wake their waits."""
+        """Count activity of either kind on the steps and wake their waits."""
         steps = list(steps)
-        for s in steps:
-            self._generations[s] = self._generations.get(s, 0) + 1
-        super().signal(steps)
+        self.grew(steps, steps)
 
     def signal_all(self) -> None:
         """Make every due time read so far stale and wake every wait."""
@@ -72,26 +85,30 @@ class StreamWatch:
         hub: the waits to wake.
     """
 
-    def __init__(self, connect: Callable[[], Redis], commands: Callable[[], Redis], hub: Wakeups) -> None:
+    def __init__(self, connect: Callable[[], Redis], commands: Callable[[], Redis], hub: ActivityHub) -> None:
         self._connect = connect
         self._commands = commands
         self._hub = hub
         self._ids: dict[str, str] = {}  # stream key -> the newest id seen
         self._step_of: dict[str, str] = {}  # stream key -> its step
+        self._wake_keys: set[str] = set()  # the keys that are wake streams
         self._task: asyncio.Task[None] | None = None
         self._reader: Redis | None = None
         self._reader_id: int | None = None  # CLIENT ID of the reading connection, when known
         self._blocked = False
         self._restart = False  # the read was cancelled to take in new streams, not to stop
 
-    def watch(self, streams: dict[str, tuple[str, str]]) -> None:
-        """Watch ``{stream key: (step, newest id seen)}`` too (streams already watched keep their place)."""
+    def watch(self, streams: dict[str, tuple[str, str, bool]]) -> None:
+        """Watch ``{stream key: (step, newest id seen, is a wake stream)}`` too (streams already watched
+        keep their place)."""
         new = {k: v for k, v in streams.items() if k not in self._ids}
         if not new:
             return
-        for key, (step, last) in new.items():
+        for key, (step, last, wake) in new.items():
             self._ids[key] = last
             self._step_of[key] = step
+            if wake:
+                self._wake_keys.add(key)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="motia-redis-watch")
         elif self._blocked:
@@ -145,25 +162,31 @@ class StreamWatch:
             self._reader_id = int(await reader.client_id())
         ids = dict(self._ids)
         self._blocked = True
-        try:
-            got = await reader.xread(cast(Any, ids), count=1, block=_BLOCK_MS)
+        try:  # two entries per stream at most: a second one says a burst is under way
+            got = await reader.xread(cast(Any, ids), count=2, block=_BLOCK_MS)
         finally:
             self._blocked = False
         if not got:
             return
-        first = {str(key): str(entries[-1][0]) for key, entries in _pairs(got)}
-        self._hub.signal(self._step_of[k] for k in first)
-        keys = list(first)
-        newest = await reader.eval(LAST_IDS, len(keys), *keys)  # a short script: its text each time
-        again: list[str] = []
-        for key, last in zip(keys, cast(list[str], newest), strict=True):
-            seen = first[key]
-            if _newer(last, seen):  # more entries came after the one read: they may be unclaimed
-                again.append(self._step_of[key])
-                seen = last
-            if _newer(seen, self._ids[key]):
-                self._ids[key] = seen
-        self._hub.signal(again)
+        read = {str(key): [str(e[0]) for e in entries] for key, entries in _pairs(got)}
+        self._grew(read)
+        for key, seen in read.items():
+            if _newer(seen[-1], self._ids[key]):
+                self._ids[key] = seen[-1]
+        burst = [key for key, seen in read.items() if len(seen) > 1]
+        if not burst:  # the next read starts after the entry read: a later one wakes it at once
+            return
+        newest = await reader.eval(LAST_IDS, len(burst), *burst)  # skip the rest of the burst: one round trip
+        again: dict[str, list[str]] = {}
+        for key, last in zip(burst, cast(list[str], newest), strict=True):
+            if _newer(last, self._ids[key]):  # more entries came after those read: they may be unclaimed
+                again[key] = [last]
+                self._ids[key] = last
+        self._grew(again)
+
+    def _grew(self, read: dict[str, list[str]]) -> None:
+        self._hub.grew((self._step_of[k] for k in read if k not in self._wake_keys),
+                       (self._step_of[k] for k in read if k in self._wake_keys))
 
 
 def _pairs(reply: Any) -> list[tuple[Any, Any]]:
