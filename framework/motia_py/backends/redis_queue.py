@@ -113,7 +113,7 @@ class RedisQueue(RedisConnection):
                  sk.fifo_prefix, step, str(MOVE_MAX), self.identity]))
             if isinstance(flat, Exception):
                 raise flat
-        if len(flat) < 4 * min(limit, _MAX_CLAIM):  # nothing else was due: a wait need not read this step again (_trusted_due)
+        if len(flat) < 4 * min(limit, _MAX_CLAIM):  # nothing else due: waits may trust its due time
             self._drained[step] = before
         if len(flat) == 6:  # an expired lease, claimed alone: 4 fields, then '1' and its last owner
             self._drained.pop(step, None)
