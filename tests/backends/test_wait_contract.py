@@ -118,6 +118,19 @@ async def test_a_cancelled_wait_leaves_the_backend_waiting_as_before(backend: Ba
     assert took < 1.5
 
 
+async def test_a_wait_cancelled_while_it_looks_does_not_hide_what_is_due(backend: Backend) -> None:
+    assert await backend.wait_any(["a"], 0.01) == set()  # the step's due time is known (nothing)
+    await publish(backend, "a")
+    looking = asyncio.ensure_future(backend.wait_any(["a"], 5.0))
+    await asyncio.sleep(0)  # it has started to read the due times
+    looking.cancel()  # as a worker's waker does when another consumer goes idle
+
+    got, took = await timed(backend.wait_any(["a"], 5.0))
+
+    assert got == {"a"}
+    assert took < 1.0
+
+
 async def test_concurrent_waits_are_each_woken_by_their_own_steps(backend: Backend) -> None:
     on_a = await started(backend.wait_any(["a"], 5.0))
     on_b = asyncio.ensure_future(timed(backend.wait_any(["b"], 0.4)))

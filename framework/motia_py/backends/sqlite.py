@@ -276,7 +276,11 @@ class SqliteBackend(SqliteRealtime):
         """Bring the due times of ``steps`` up to date: all of them when another process committed since
         they were read (and the others are forgotten), else those of ``need`` (changed here, or unknown)."""
         self._dirty.difference_update(need)  # a change from now on marks them again
-        seen, dues = await self._run(q.due_times, (self._version, steps, need), write=False)
+        try:
+            seen, dues = await self._run(q.due_times, (self._version, steps, need), write=False)
+        except BaseException:  # cancelled (a waker asks again) or failed: they are still to be read
+            self._dirty.update(need)
+            raise
         if seen != self._version:
             self._due.clear()
             self._version = seen
