@@ -62,12 +62,34 @@ class Batcher(Generic[T, R]):
     The first call of an iteration starts the task that runs the batch; that task takes the calls
     when it first runs, at the next iteration, so every call of this one is in its batch and the
     batch goes out one loop turn after the first call (not two, as through a ``call_soon`` first).
+
+    :meth:`call` goes further when the batcher is idle (nothing queued, nothing running): the call
+    runs at once in the caller's own task, a batch of one, with no hand-off at all. One call at a
+    time (a chain of steps, a producer awaiting each emit) then pays no batching; concurrent calls
+    still share batches.
     """
 
     def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
         self._run = run
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._direct = 0  # calls running in their callers' tasks
+        self._direct_done = asyncio.Event()  # set while none is
+        self._direct_done.set()
+
+    async def call(self, item: T) -> R:
+        """Run one call: at once in the caller's task when the batcher is idle, else in a batch."""
+        if self._pending or self._tasks or self._direct:
+            return await self.submit(item)
+        self._direct += 1
+        self._direct_done.clear()
+        try:
+            [result] = await self._run([item])
+        finally:
+            self._direct -= 1
+            if not self._direct:
+                self._direct_done.set()
+        return result
 
     def submit(self, item: T) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
@@ -89,9 +111,11 @@ class Batcher(Generic[T, R]):
             self._start(batch)
 
     async def drain(self) -> None:
+        """Wait for every call made so far, batched or direct."""
         self.flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._direct_done.wait()
 
     async def _execute(self, batch: list[tuple[T, asyncio.Future[R]]] | None) -> None:
         if batch is None:  # started by the first call of an iteration: take every call of it

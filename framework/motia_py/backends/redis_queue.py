@@ -87,7 +87,7 @@ class RedisQueue(RedisConnection):
         """Enqueue one delivery per target of every item, atomically."""
         if any(out.targets for out in items):
             self._require_open()
-            await self._publishes.submit(items)
+            await self._publishes.call(items)
 
     async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[None]:
         items = [out for call in calls for out in call]
@@ -107,7 +107,7 @@ class RedisQueue(RedisConnection):
         self._require_open()
         before = self._hub.generation(step)
         with self._translate():
-            flat = await self._claims.submit((
+            flat = await self._claims.call((
                 [*queue_keys(sk), sk.owner, self.keys.steps],
                 [self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
                  sk.fifo_prefix, step, str(MOVE_MAX), self.identity]))
@@ -163,7 +163,7 @@ class RedisQueue(RedisConnection):
         """Acknowledge and publish ``outgoing`` in one script; False (nothing published) when the lease was
         lost."""
         self._require_open()
-        return await self._completes.submit((delivery, outgoing))
+        return await self._completes.call((delivery, outgoing))
 
     async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing]]]) -> list[bool]:
         await self._ensure_steps(t.step for _, outgoing in calls for out in outgoing for t in out.targets)
