@@ -5,7 +5,9 @@ worker in separate processes as well).
 
 Per backend: enqueue/s (``Client.emit`` one at a time; concurrent emits; ``emit_many``), drain events/s
 with one worker (boot excluded: (N-1)/(t_N - t_1)), live end-to-end events/s (the worker idle, then N
-emits), three-step chain p50/p99 with the first hop across processes, and worker boot to first claim.
+emits), three-step chain p50/p99 with the first hop across processes (chains back to back, as the peer
+harness sends them, and "cold" ones after a pause, whose first hop finds the worker idle: the
+cross-process wake-up itself), and worker boot to first claim.
 Then idle CPU, memory and Redis connections of workers with 10 and 200 steps, the example app's boot,
 memory and ``validate`` time, and the drain rate with 1, 2 and 4 worker processes (with Redis's own
 CPU time per event). Every figure is the median of ``--trials`` runs with its min and max.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -41,6 +44,7 @@ BACKENDS: dict[str, Callable[[Path], str | None]] = {
 
 EMIT_MANY_BATCH = 1000
 CONCURRENCY = 64  # coroutines emitting at once, for the concurrent-emit figure
+COLD_GAP_S = (0.03, 0.08)  # the pause before each "cold" chain, random: no phase lock with a polling worker
 
 
 class Marks:
@@ -153,6 +157,13 @@ async def motia_trial(name: str, url: str, n: int, chains: int, root: Path) -> d
             lat.append(await asyncio.wait_for(m.latencies.get(), 30))
         res["chain_p50_ms"] = percentile(lat, 50) * 1000
         res["chain_p99_ms"] = percentile(lat, 99) * 1000
+        cold = []  # each chain after a pause: its first hop finds the worker idle, waiting on another process
+        for _ in range(max(20, chains // 5)):
+            await asyncio.sleep(random.uniform(*COLD_GAP_S))
+            await client.emit("ca", {"t0": time.time()})
+            cold.append(await asyncio.wait_for(m.latencies.get(), 30))
+        res["cold_chain_p50_ms"] = percentile(cold, 50) * 1000
+        res["cold_chain_p99_ms"] = percentile(cold, 99) * 1000
     except BaseException:
         if worker is not None:
             print(f"motia-py {name} worker's log:\n{worker.log_tail()}")
@@ -199,7 +210,7 @@ def _summarise(trials: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]
 
 
 PATH_COLUMNS = ["enqueue_per_s", "enqueue_concurrent_per_s", "emit_many_per_s", "drain_per_s", "e2e_live_per_s",
-                "chain_p50_ms", "chain_p99_ms", "worker_boot_s"]
+                "chain_p50_ms", "chain_p99_ms", "cold_chain_p50_ms", "cold_chain_p99_ms", "worker_boot_s"]
 
 
 def _print(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -5,6 +5,7 @@ claim, idle memory, ``validate``), and the drain with several worker processes."
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,13 @@ async def raw_streams_trial(url: str, n: int, chains: int, m: Marks) -> dict[str
             lat.append(await asyncio.wait_for(m.latencies.get(), 30))
         res["chain_p50_ms"] = percentile(lat, 50) * 1000
         res["chain_p99_ms"] = percentile(lat, 99) * 1000
+        cold = []
+        for _ in range(max(20, chains // 5)):
+            await asyncio.sleep(random.uniform(0.03, 0.08))
+            await raw_streams.send_chain(r, prefix, time.time())
+            cold.append(await asyncio.wait_for(m.latencies.get(), 30))
+        res["cold_chain_p50_ms"] = percentile(cold, 50) * 1000
+        res["cold_chain_p99_ms"] = percentile(cold, 99) * 1000
     finally:
         if proc is not None:
             proc.terminate()

@@ -60,10 +60,10 @@ class WalWatch:
         last, ticks, loop = signature(self._path), 0, self._loop
         assert loop is not None  # set by watch() before the thread starts
         while not self._stopped.is_set():
-            if not self._active.is_set():
+            if not self._active.is_set():  # paused: look at once when resumed, not an interval later
                 self._active.wait()
-                continue
-            time.sleep(self._interval_s)  # cheaper per tick than Event.wait (no Condition, no lock per call)
+            else:
+                time.sleep(self._interval_s)  # cheaper per tick than Event.wait (no Condition, no lock per call)
             if self._stopped.is_set():
                 return
             ticks += 1
