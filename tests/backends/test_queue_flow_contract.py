@@ -306,3 +306,12 @@ async def test_wait_returns_promptly_when_a_limited_delivery_ends(backend: Backe
     assert await backend.complete(d)
     assert await asyncio.wait_for(waiter, 5.0) < 2.0
     assert data(await backend.claim("a", 10, LEASE_S, control=control)) == ["a2"]
+
+
+async def test_keys_are_compared_as_text_whatever_they_contain(backend: Backend) -> None:
+    control = FlowControl(key_concurrency=1, rate_limit=5, rate_period_s=60.0, rate_keyed=True)
+    odd = ["a|b", "a:b", "{a}", "%7C", "", "a%b", "é"]
+    await send(backend, "a", *[(k, 0, k, k) for k in odd], *[(k + "-2", 0, k, k) for k in odd])
+    got = await backend.claim("a", 20, LEASE_S, control=control)
+    assert data(got) == odd
+    assert [(d.rate_key, d.concurrency_key) for d in got] == [(k, k) for k in odd]
