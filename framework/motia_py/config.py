@@ -19,6 +19,8 @@ from pydantic.alias_generators import to_camel
 
 from .cron import CronSchedule, parse_cron
 from .errors import StepConfigError
+from .flow_control import QUEUE_KEYS as _FLOW_KEYS
+from .flow_control import FlowSpec, parse_flow
 from .schema import Schema, to_schema
 from .suggest import did_you_mean, suggest
 
@@ -74,7 +76,7 @@ _KEYS: dict[StepType, set[str]] = {
 _INFRA_KEYS = {"handler", "queue", "cron"}
 _HANDLER_KEYS = {"timeout"}
 _HANDLER_IGNORED = {"ram", "cpu"}  # Motia cloud only
-_QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff"}
+_QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff"} | _FLOW_KEYS
 _BACKOFF_KEYS = {"type", "delay", "max_delay", "jitter"}
 _CRON_POLICY_KEYS = {"overlap", "missed"}
 _EMIT_KEYS = {"topic", "label", "conditional", "schema"}
@@ -155,6 +157,7 @@ class QueueSpec:
     delay_s: float = 0.0
     concurrency: int = 20
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    flow: FlowSpec = field(default_factory=FlowSpec)  # fleet-wide limits and default priority (flow_control)
 
     @property
     def fifo(self) -> bool:
@@ -518,6 +521,7 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         delay_s=float(_number(q.get("delay_seconds", 0), f"{w}.delaySeconds", minimum=0)),
         concurrency=int(_number(q.get("concurrency", 20), f"{w}.concurrency", minimum=1, integer=True)),
         backoff=backoff,
+        flow=parse_flow(q, w),
     )
     if cron:
         c = _normalise_keys(_mapping(infra.get("cron"), "infrastructure.cron"), _CRON_POLICY_KEYS, set(),

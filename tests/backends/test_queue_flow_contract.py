@@ -9,7 +9,7 @@ import asyncio
 from motia_py.backends.base import Backend, FlowControl, Outgoing, Target
 from motia_py.testing import VirtualClock
 
-from .helpers import LEASE_S, claim_one, data, envelope, set_identity, to
+from .helpers import LEASE_S, claim_one, data, envelope, set_identity
 from .test_queue_contract import timed
 
 

@@ -112,10 +112,9 @@ class MemoryBackend:
 
     def _ready(self, q: _StepQueue, item: _Item) -> None:
         """Due now: at the end of its priority's order."""
-        if item.priority:
-            heapq.heappush(q.prio, (-item.priority, next(self._seq), item))
-        else:
-            q.ready.append(item)
+        if not item.priority:
+            return q.ready.append(item)
+        heapq.heappush(q.prio, (-item.priority, next(self._seq), item))
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Enqueue one delivery per target."""
@@ -157,17 +156,14 @@ class MemoryBackend:
         limited = control is not None and control.limits_concurrency
         expired = self._oldest_expired(q, now) if q.leased else None
         if expired is not None:  # its worker probably died running it: alone, so it takes nothing with it
-            if control is not None:
-                flow.record_starts(control, self._starts.setdefault(step, {}), now, [expired])
+            flow.record_starts(control or FlowControl(), self._starts.setdefault(step, {}), now, [expired])
             return [self._lease(q, expired, now, lease_s, expired=True, limited=limited)]
         while q.delayed and q.delayed[0][0] <= now:
             self._ready(q, heapq.heappop(q.delayed)[2])
         if control is not None or q.prio:
             starts = self._starts.setdefault(step, {})
-            checks = None if control is None else flow.admission(control, now, q, starts)
-            chosen: list[_Item] = flow.take(q, limit, now, checks)
-            if control is not None:
-                flow.record_starts(control, starts, now, chosen)
+            chosen: list[_Item] = flow.take(q, limit, now, flow.admission(control, now, q, starts) if control else None)
+            flow.record_starts(control or FlowControl(), starts, now, chosen)
             return [self._lease(q, item, now, lease_s, limited=limited) for item in chosen]
         picked: list[_Item] = []
         while q.ready and len(picked) < limit:
@@ -296,7 +292,7 @@ class MemoryBackend:
         if q.wakeup is None:
             q.wakeup = asyncio.Event()
         if control is not None or q.prio:
-            due = flow.next_due(q, self.clock(), control, self._starts.get(step, {}))
+            due = self.next_claimable(step, control)
         elif q.ready:  # published before anyone waited: no wake-up was set for it
             q.wakeup.clear()
             return
@@ -307,6 +303,10 @@ class MemoryBackend:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(q.wakeup.wait(), timeout_s)
         q.wakeup.clear()
+
+    def next_claimable(self, step: str, control: FlowControl | None) -> float | None:
+        """When a claim of ``step`` with ``control`` may hand something out (None: nothing scheduled)."""
+        return flow.next_due(self._queue(step), self.clock(), control, self._starts.get(step, {}))
 
     def notify_all(self) -> None:
         """Wake every waiting consumer (after an injected clock moved forward)."""
@@ -356,7 +356,7 @@ class MemoryBackend:
         out: dict[str, StepQueueStats] = {}
         for step, q in self._queues.items():
             control = (controls or {}).get(step)
-            throttled = {} if control is None else flow.throttled(q, now, control, self._starts.get(step, {}))
+            throttled = flow.throttled(q, now, control, self._starts.get(step, {})) if control else {}
             ready = [i.available_at for i in q.ready] + [e[2].available_at for e in q.prio]
             ready += [at for at, _, _ in q.delayed if at <= now]
             delayed = sum(1 for at, _, _ in q.delayed if at > now)
