@@ -262,3 +262,17 @@ def test_expression_that_can_never_fire_is_rejected_at_parse_time() -> None:
 )
 def test_describe_gives_words_for_common_schedules(expression: str, tz: str, words: str) -> None:
     assert describe(parse_cron(expression, tz)) == words
+
+
+@pytest.mark.parametrize("zone", ["America", "A" * 300, "Europe/Paris\x00", "../../etc/passwd", ""])
+def test_a_zone_that_is_a_folder_too_long_or_a_path_is_an_error_on_the_timezone_field(zone: str) -> None:
+    with pytest.raises(CronExpressionError, match="unknown time zone") as info:
+        parse_cron("* * * * *", zone)
+    assert info.value.field == "timezone"
+
+
+@pytest.mark.parametrize("expr", ["99999999999999999999 * * * *", "*/0 * * * *", "1-99999999 * * * *"])
+def test_hostile_expressions_are_errors_on_the_cron_field(expr: str) -> None:
+    with pytest.raises(CronExpressionError) as info:
+        parse_cron(expr)
+    assert info.value.field == "cron"

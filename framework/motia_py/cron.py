@@ -50,20 +50,36 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
             field="cron",
             hint="'*/10 * * * * *' fires every 10 s; '0 * * * *' fires every hour",
         )
-    if not croniter.is_valid(expr, second_at_beginning=True):
+    try:
+        valid = croniter.is_valid(expr, second_at_beginning=True)
+    except Exception:  # croniter raises more than its own errors on hostile input (huge numbers)
+        valid = False
+    if not valid:
         raise CronExpressionError(f"cron expression '{expression}' is invalid", field="cron")
+    zone = _zone(timezone)
     try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise CronExpressionError(
-            f"unknown time zone '{timezone}'", field="timezone", hint="use an IANA name such as 'Europe/Paris'"
-        ) from exc
-    try:
-        croniter(expr, datetime(2026, 1, 1, tzinfo=ZoneInfo(timezone)), second_at_beginning=True).get_next(datetime)
+        croniter(expr, datetime(2026, 1, 1, tzinfo=zone), second_at_beginning=True).get_next(datetime)
     except CroniterBadDateError as exc:
         raise CronExpressionError(f"cron expression '{expression}' never fires", field="cron",
                                   hint="check the day and month fields (e.g. February has no 31st)") from exc
+    except Exception as exc:
+        raise CronExpressionError(f"cron expression '{expression}' is invalid: {exc}", field="cron") from exc
     return CronSchedule(expression=expr, timezone=timezone)
+
+
+def _zone(timezone: str) -> ZoneInfo:
+    """The time zone named ``timezone``; anything else is a :class:`CronExpressionError` on ``timezone``.
+
+    ``ZoneInfo`` reads a file named after the key, so a folder of the zone database (``America``), an
+    over-long name or a NUL byte raise ``OSError``/``ValueError`` rather than ``ZoneInfoNotFoundError``.
+    """
+    shown = timezone if len(timezone) <= 60 else timezone[:57] + "..."
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise CronExpressionError(
+            f"unknown time zone {shown!r}", field="timezone", hint="use an IANA name such as 'Europe/Paris'"
+        ) from exc
 
 
 def next_fire(schedule: CronSchedule, after: datetime) -> datetime:

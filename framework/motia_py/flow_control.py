@@ -2,9 +2,9 @@
 ``globalConcurrency``, ``concurrencyKey`` + ``concurrencyLimit`` and ``priority`` -> a frozen
 :class:`FlowSpec`; and the keys and priority of one event, computed when it is published.
 
-The backend enforces the limits when it claims (:class:`~motia_py.backends.records.FlowControl`, see
-``QueueStore``); it never runs user code: a delivery's keys are computed here, by the process that
-publishes the event, and stored with it.
+:mod:`.flow_config` parses the keys. The backend enforces the limits when it claims
+(:class:`~motia_py.backends.records.FlowControl`, see ``QueueStore``); it never runs user code: a
+delivery's keys are computed here, by the process that publishes the event, and stored with it.
 
 A key is a dotted field path into the event data (``"customerId"``, ``"customer.id"``) or a function
 ``key(data)`` called with the event data (the decoded JSON, before input validation) in the process that
@@ -15,21 +15,18 @@ share a limit.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .backends.records import FlowControl
-from .errors import InvalidEmitError, StepConfigError
-from .suggest import did_you_mean
+from .errors import InvalidEmitError
 
 PRIORITY_MIN: Final = -1000
 PRIORITY_MAX: Final = 1000
 QUEUE_KEYS: Final = frozenset({"rate_limit", "global_concurrency", "concurrency_key", "concurrency_limit", "priority"})
 """The ``infrastructure.queue`` keys of this module (snake_case; camelCase is accepted too)."""
-_RATE_KEYS: Final = ("limit", "period", "key")
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity equality: may hold a function
@@ -114,74 +111,3 @@ def check_priority(value: Any, where: str = "priority") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not PRIORITY_MIN <= value <= PRIORITY_MAX:
         raise InvalidEmitError(f"{where} must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {value!r}")
     return value
-
-
-def _int(value: Any, where: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None
-                                                                                     and value > maximum):
-        top = f" and <= {maximum}" if maximum is not None else ""
-        raise StepConfigError(f"'{where}' must be an integer >= {minimum}{top}, got {value!r}", field=where)
-    return value
-
-
-def _key(value: Any, where: str) -> FlowKey:
-    if isinstance(value, str):
-        if not value or any(not part for part in value.split(".")):
-            raise StepConfigError(f"'{where}' must be a field path such as 'customerId' or 'customer.id', "
-                                  f"got {value!r}", field=where)
-        return FlowKey(path=value)
-    if callable(value):
-        try:
-            inspect.signature(value).bind(None)
-        except TypeError:
-            raise StepConfigError(f"'{where}' must take one argument (the event data)", field=where) from None
-        except ValueError:
-            pass  # a builtin without a signature: trust it
-        return FlowKey(fn=value)
-    raise StepConfigError(f"'{where}' must be a field path (a string) or a function of the event data, "
-                          f"got {value!r}", field=where)
-
-
-def _rate(value: Any, where: str) -> RateLimitSpec:
-    if not isinstance(value, Mapping):
-        raise StepConfigError(f"'{where}' must be a table/dict {{limit, period, key?}}", field=where)
-    for k in value:
-        if k not in _RATE_KEYS:
-            raise StepConfigError(f"unknown key '{k}' in '{where}'", field=f"{where}.{k}",
-                                  hint=did_you_mean(str(k), list(_RATE_KEYS)) or "valid keys: limit, period, key")
-    for k in ("limit", "period"):
-        if k not in value:
-            raise StepConfigError(f"'{where}' needs '{k}'", field=f"{where}.{k}",
-                                  hint="e.g. {'limit': 10, 'period': 1} allows 10 starts per second")
-    period = value["period"]
-    if isinstance(period, bool) or not isinstance(period, int | float) or not 0 < period <= 86_400 * 366:
-        raise StepConfigError(f"'{where}.period' must be a number of seconds > 0, got {period!r}",
-                              field=f"{where}.period")
-    key = value.get("key")
-    return RateLimitSpec(limit=_int(value["limit"], f"{where}.limit", 1, 1_000_000), period_s=float(period),
-                         key=None if key is None else _key(key, f"{where}.key"))
-
-
-def parse_flow(queue: Mapping[str, Any], where: str = "infrastructure.queue") -> FlowSpec:
-    """The :class:`FlowSpec` of an ``infrastructure.queue`` table (its keys already snake_case).
-
-    Raises:
-        StepConfigError: a value of the wrong type or out of range, naming the field.
-    """
-    rate = queue.get("rate_limit")
-    conc_key = queue.get("concurrency_key")
-    if "concurrency_limit" in queue and conc_key is None:
-        raise StepConfigError(f"'{where}.concurrencyLimit' needs 'concurrencyKey'", field=f"{where}.concurrencyLimit",
-                              hint="use 'globalConcurrency' to limit the step's running handlers as a whole")
-    priority = queue.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise StepConfigError(f"'{where}.priority' must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, "
-                              f"got {priority!r}", field=f"{where}.priority")
-    return FlowSpec(
-        priority=priority,
-        rate_limit=None if rate is None else _rate(rate, f"{where}.rateLimit"),
-        global_concurrency=0 if queue.get("global_concurrency") is None else _int(
-            queue["global_concurrency"], f"{where}.globalConcurrency", 1),
-        concurrency_key=None if conc_key is None else _key(conc_key, f"{where}.concurrencyKey"),
-        concurrency_limit=_int(queue.get("concurrency_limit", 1), f"{where}.concurrencyLimit", 1),
-    )

@@ -27,14 +27,18 @@ class RedisFlow(RedisConnection):
     """The flow path of :class:`.redis_queue.RedisQueue` (see :mod:`.redis_scripts_flow`)."""
 
     def _deliveries(self, flat: Sequence[Any], step: str, limited: bool) -> list[Delivery]:
-        """The deliveries of a claim script's flat answer (envelopes untagged, see :mod:`.redis_tags`)."""
+        """The deliveries of a claim script's flat answer (envelopes untagged, see :mod:`.redis_tags`): an
+        expired lease alone as 6 fields (the 5th '1', then its last owner), else 4 fields each (never 6 in
+        all: one delivery is 4, two are 8)."""
+        expired = len(flat) == 6
+        size = 6 if expired else 4
         out = []
-        for i in range(0, len(flat), 6):
+        for i in range(0, len(flat), size):
             text, priority, rate_key, conc_key = untag(flat[i + 1])
             out.append(Delivery(id=flat[i], step=step, envelope=Envelope.from_json(text), attempt=int(flat[i + 2]),
-                                first_delivered_at=float(flat[i + 3]), expired=flat[i + 4] == "1",
-                                last_owner=flat[i + 5] or None, priority=priority, rate_key=rate_key,
-                                concurrency_key=conc_key, limited=limited))
+                                first_delivered_at=float(flat[i + 3]), expired=expired,
+                                last_owner=(flat[i + 5] or None) if expired else None, priority=priority,
+                                rate_key=rate_key, concurrency_key=conc_key, limited=limited))
         return out
 
     async def _flow_claim(self, step: str, limit: int, lease_s: float, control: FlowControl | None) -> list[Any]:

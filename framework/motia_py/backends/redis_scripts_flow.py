@@ -25,7 +25,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from .redis_scripts_queue import PRELUDE
+from .redis_scripts_queue import _PRELUDE as PRELUDE  # the queue scripts' helpers
 
 SWEEP_MAX: Final = 1000  # stream entries moved into the flow queue per claim (bounds the script's run time)
 
@@ -118,7 +118,7 @@ end
 # KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flag fq fw fd held seq
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner part_prefix rate_prefix rate_limit
 #       rate_period rate_keyed global_concurrency key_concurrency controlled sweep_max
-# Returns what the plain claim script returns (never {'~flow'}).
+# Returns what the plain claim script returns: an expired lease alone (6 fields), else 4 fields each.
 CLAIM: Final = _LIMITS + r"""
 local now, now_s = clock(ARGV[1])
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -130,8 +130,8 @@ local L = limits({rate = tonumber(ARGV[12]), period = tonumber(ARGV[13]), keyed 
                   global = tonumber(ARGV[15]), klimit = tonumber(ARGV[16]), rate_prefix = ARGV[11], now = now,
                   write = true})
 local out = {}
-local function emit(uid, env, attempt, first, expired, last)
-  for _, v in ipairs({uid, env, attempt, first, expired, last}) do out[#out + 1] = v end
+local function emit(uid, env, attempt, first)
+  for _, v in ipairs({uid, env, attempt, first}) do out[#out + 1] = v end
 end
 local function hold(uid, ck, g)
   if L.klimit > 0 then redis.call('HSET', held, uid, norm(ck) .. '|' .. g) end
@@ -283,7 +283,7 @@ if #picked > 0 then  -- back into the stream, read at once: ordinary standard le
     redis.call('HSET', inflight, d.uid, e[1] .. '|' .. (d.att + 1) .. '|' .. first)
     redis.call('HSET', owners, d.uid, me)
     hold(d.uid, d.ck, '')
-    emit(d.uid, d.env, d.att + 1, first, '', '')
+    emit(d.uid, d.env, d.att + 1, first)
   end
 end
 -- 6. the heads of free FIFO groups the limits let through, best head first
@@ -309,7 +309,7 @@ if not more and left > 0 and not L.closed() and redis.call('EXISTS', ready, wait
         redis.call('HSET', owners, uid, me)
         L.admit(rk, ck, uid .. '/' .. (att + 1), true)
         hold(uid, ck, g)
-        emit(uid, env, att + 1, first, '', '')
+        emit(uid, env, att + 1, first)
         done[#done + 1] = g
         left = left - 1
       elseif why == 'rate' and L.keyed then

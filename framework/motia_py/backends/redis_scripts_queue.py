@@ -39,11 +39,9 @@ local function fifo_parse(item)
   local seq, at, att, first, uid, p = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|()')
   return seq, at, tonumber(att), first, uid, string.sub(item, p)
 end
--- a group's rank in fifo-ready: its head's seq, ahead by the head's priority (a flow tag: redis_tags)
-local function fifo_rank(head, seq)
+local function fifo_rank(head, seq)  -- in fifo-ready: the head's seq, ahead by its priority (see redis_tags)
   local pr = string.match(head, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|#(%-?%d+)|')
-  if pr then return fmt(tonumber(seq) - tonumber(pr) * 1e12) end
-  return seq
+  return pr and fmt(tonumber(seq) - tonumber(pr) * 1e12) or seq
 end
 -- put a group whose head is free into fifo-ready (due) or fifo-wait (not yet); true when it has a head
 local function fifo_schedule(list, ready, waiting, group, now)
@@ -184,9 +182,9 @@ return out
 
 # KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flow_flag
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
-# Returns flat (id, envelope, attempt, first delivered at, expired ('1' or ''), last owner) per delivery:
-# a delivery whose lease expired alone, else the due ones; {'~flow'} when the step takes the flow path
-# (redis_scripts_flow.CLAIM).
+# Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
+# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at); {'~flow'} when the
+# step takes the flow path (redis_scripts_flow.CLAIM).
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
 if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 1 then return {'~flow'} end
@@ -252,8 +250,6 @@ local function emit(uid, env, attempt, first)
   out[#out + 1] = env
   out[#out + 1] = attempt
   out[#out + 1] = first
-  out[#out + 1] = ''
-  out[#out + 1] = ''
   left = left - 1
 end
 local zadd, hset, own = {}, {}, {}  -- written with one ZADD and two HSETs at the end
@@ -433,10 +429,6 @@ return 1
 """
 
 
-PRELUDE: Final = _PRELUDE
-"""The helpers every queue script shares (the flow scripts too)."""
-
-
 class QueueScripts:
     """The queue store's scripts, registered on one client."""
 
@@ -459,11 +451,11 @@ class QueueScripts:
 def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: list[str]) -> None:
     """Append one publish block for ``items`` to ``ks`` (KEYS) and ``args`` (ARGV).
 
-    ARGV: envelope count, the envelopes' JSON (each once, however many targets; plus the tagged text of
-    each target with a priority or keys, see :mod:`.redis_tags`), target count, then per target ``kind,
-    envelope index, new delivery id, delay_s, escaped FIFO group``; kind ``s`` (ready now; KEYS: stream),
-    ``d`` (delayed; KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list, ready, wait, wake); in upper case for
-    a tagged target, whose KEYS start with its step's flow flag.
+    ARGV: envelope count, the envelopes' JSON (each once, then the tagged text of each target with a
+    priority or keys, see :mod:`.redis_tags`), target count, then per target ``kind, envelope index, new
+    delivery id, delay_s, escaped FIFO group``; kind ``s`` (ready now; KEYS: stream), ``d`` (delayed;
+    KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list, ready, wait, wake); upper case: tagged, KEYS first
+    its step's flow flag.
     """
     envs = [out.envelope.to_json() for out in items]
     targets: list[str] = []
