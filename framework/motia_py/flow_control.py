@@ -95,6 +95,20 @@ class FlowSpec:
         """Whether an event's keys must be computed for this step."""
         return self.concurrency_key is not None or (self.rate_limit is not None and self.rate_limit.key is not None)
 
+    def describe(self) -> list[str]:
+        """The limits and default priority in words, one line each (for the Workbench)."""
+        out = []
+        if self.rate_limit is not None:
+            rate, key = self.rate_limit, self.rate_limit.key
+            out.append(f"rateLimit: {rate.limit} per {rate.period_s:g} s" + (f" per {key.describe()}" if key else ""))
+        if self.global_concurrency:
+            out.append(f"globalConcurrency: {self.global_concurrency}")
+        if self.concurrency_key is not None:
+            out.append(f"concurrencyKey: {self.concurrency_key.describe()} ({self.concurrency_limit} each)")
+        if self.priority:
+            out.append(f"priority: {self.priority}")
+        return out
+
     def keys(self, data: Any) -> tuple[str | None, str | None]:
         """(rate key, concurrency key) of an event's data for this step (None: no such keyed limit)."""
         rate = self.rate_limit.key if self.rate_limit is not None else None
