@@ -107,7 +107,7 @@ def test_keys_come_from_a_function_of_the_event_data() -> None:
 
 def test_a_failing_key_function_fails_the_emit() -> None:
     flow = flow_of({"concurrencyKey": lambda data: data["missing"]})
-    with pytest.raises(InvalidEmitError, match="concurrencyKey function failed.*KeyError"):
+    with pytest.raises(InvalidEmitError, match=r"concurrencyKey function failed.*KeyError"):
         flow.keys({})
 
 

@@ -7,7 +7,10 @@ from typing import Any
 
 from tests.conftest import ProjectFactory
 
-from .test_workbench import Serve, Served, serve  # noqa: F401  (the fixture)
+from . import test_workbench
+from .test_workbench import Serve, Served
+
+serve = test_workbench.serve  # the fixture: a runtime, a real server and the Workbench
 
 BILL = """
 import asyncio
@@ -58,6 +61,7 @@ async def test_the_emit_form_takes_a_priority(serve: Serve, make_project: Projec
     bad = await wb.client.post("/__workbench/api/emit", json={"topic": "order.placed", "data": {"i": 2},
                                                               "priority": "urgent"})
     assert ok.status_code == 200 and "traceId" in ok.json()
-    assert bad.status_code == 400 and bad.json()["error"] == "invalid_event" and "-1000 to 1000" in bad.json()["message"]
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_event"
+    assert "-1000 to 1000" in bad.json()["message"]
     page = (await wb.client.get("/__workbench")).text
     assert 'id="emit-priority"' in page and 'id="queues-list"' in page
