@@ -41,8 +41,8 @@ def test_every_key_in_camel_case_becomes_the_backends_control() -> None:
     flow = flow_of({"rateLimit": {"limit": 10, "period": 1, "key": "customerId"}, "globalConcurrency": 5,
                     "concurrencyKey": "customer.id", "concurrencyLimit": 2, "priority": 7})
     assert flow.priority == 7
-    assert flow.control == FlowControl(rate_limit=10, rate_period_s=1.0, rate_keyed=True, global_concurrency=5,
-                                       key_concurrency=2)
+    assert flow.control == FlowControl(rate_limit=10, rate_period_s=1.025, rate_keyed=True, global_concurrency=5,
+                                       key_concurrency=2)  # windows last 25 ms longer: handlers start late
     assert flow.keyed
 
 
@@ -50,7 +50,7 @@ def test_snake_case_keys_and_a_typed_config_give_the_same_flow() -> None:
     typed = EventConfig(name="Limited", subscribes=["t"],
                         infrastructure={"queue": {"rate_limit": {"limit": 3, "period": 60}, "concurrency_key": "a"}})
     flow = build_step(typed, handler, FILE, 1).queue.flow
-    assert flow.control == FlowControl(rate_limit=3, rate_period_s=60.0, key_concurrency=1)
+    assert flow.control == FlowControl(rate_limit=3, rate_period_s=60.025, key_concurrency=1)
 
 
 def test_a_concurrency_key_alone_allows_one_running_per_key() -> None:
@@ -116,3 +116,8 @@ def test_an_emit_priority_is_an_integer_from_minus_1000_to_1000(bad: Any) -> Non
     with pytest.raises(InvalidEmitError, match="-1000 to 1000"):
         check_priority(bad)
     assert check_priority(-1000) == -1000 and check_priority(1000) == 1000
+
+
+def test_short_rate_periods_get_a_margin_of_5_percent() -> None:
+    control = flow_of({"rateLimit": {"limit": 1, "period": 0.1}}).control
+    assert control is not None and control.rate_period_s == pytest.approx(0.105)
