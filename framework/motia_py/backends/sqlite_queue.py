@@ -67,19 +67,25 @@ DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, fi
 
 
 def delivery_rows(items: Sequence[Outgoing], now: float) -> list[Row]:
-    """The ``deliveries`` rows (without the columns that start empty) of publishing ``items`` at ``now``."""
-    return [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id, e.source,
-             e.traceparent, (e.group_id or "") if t.fifo else None, now + t.delay_s, t.priority, t.rate_key,
-             t.concurrency_key)
-            for out in items for e in (out.envelope,) for t in out.targets]
+    """The ``deliveries`` rows (without the columns that start empty) of publishing ``items`` at ``now``; the
+    row of a target with a priority or keys has the :data:`_FLOW` columns too."""
+    rows: list[Row] = [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id,
+                        e.source, e.traceparent, (e.group_id or "") if t.fifo else None, now + t.delay_s)
+                       for out in items for e in (out.envelope,) for t in out.targets]
+    if any(t.priority or t.rate_key is not None or t.concurrency_key is not None for o in items for t in o.targets):
+        flows = [(t.priority, t.rate_key, t.concurrency_key) for out in items for t in out.targets]
+        rows = [row + flow if flow != (0, None, None) else row for row, flow in zip(rows, flows, strict=True)]
+    return rows
 
 
-def _insert_sql(n: int) -> str:
-    return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at, {_FLOW}) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+def _insert_sql(n: int, flow: bool = False) -> str:
+    columns, marks = (f", {_FLOW}", ", ?, ?, ?") if flow else ("", "")
+    return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at{columns}) VALUES "
+            + ", ".join([f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})"] * n))
 
 
 _INSERTS: Final = {n: _insert_sql(n) for n in (CHUNK, 16, 4, 1)}
+_FLOW_INSERTS: Final = {n: _insert_sql(n, flow=True) for n in (CHUNK, 16, 4, 1)}
 
 
 
@@ -89,11 +95,18 @@ def _padded(values: list[Any]) -> Iterator[list[Any]]:
         yield chunk + [None] * (CHUNK - len(chunk))
 
 
-def _insert(conn: sqlite3.Connection, rows: list[Row]) -> None:
+def _insert(conn: sqlite3.Connection, rows: list[Row], inserts: dict[int, str] = _INSERTS) -> None:
+    if inserts is _INSERTS and any(len(row) != 12 for row in rows):  # with flow columns: runs of one width
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or len(rows[end]) != len(rows[start]):
+                _insert(conn, rows[start:end], _INSERTS if len(rows[start]) == 12 else _FLOW_INSERTS)
+                start = end
+        return
     i = 0
-    for n in _INSERTS:  # whole chunks of 64, 16, 4 and 1 rows: a few cached statements, few steps
+    for n in inserts:  # whole chunks of 64, 16, 4 and 1 rows: a few cached statements, few steps
         while len(rows) - i >= n:
-            conn.execute(_INSERTS[n], [v for row in rows[i:i + n] for v in row])
+            conn.execute(inserts[n], [v for row in rows[i:i + n] for v in row])
             i += n
 
 
@@ -284,7 +297,7 @@ def dlq_replay(conn: sqlite3.Connection, arg: tuple[str, float]) -> str | None:
     row = conn.execute(f"SELECT step, {_ENV}, {_FLOW} FROM dead_letters WHERE id = ?", (dead_id,)).fetchone()
     if row is None:
         return None
-    conn.execute(_INSERTS[1], (new_id(), *row[:9], None, now, *row[9:]))
+    conn.execute(_FLOW_INSERTS[1], (new_id(), *row[:9], None, now, *row[9:]))
     conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
     return str(row[0])
 
