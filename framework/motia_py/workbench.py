@@ -18,6 +18,8 @@ nothing from the network. It reads the API below and follows ``api/events`` (ser
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
     GET  queue                  per event/cron step: ready, scheduled, running, dead, its flow-control limits
                                 and the ready events each limit holds back (``heldBy``)
+    GET  streams                [{"name", "schema", "groups"}] (the page then joins a group over the
+                                stream WebSocket at ``/``, as any stream client does)
     POST emit {"topic", "data", "priority"?} -> {"traceId"};  POST call {"method", "path", "body"} -> the response
     GET  events                 SSE: ``trace`` (a summary) when a trace appears or changes, ``ping``
 """
@@ -203,6 +205,7 @@ class Workbench:
                 ("GET", r"/api/namespaces", self.namespaces),
                 ("GET", r"/api/state/(?P<namespace>[^/]+)", self.state),
                 ("GET", r"/api/queue", self.queue),
+                ("GET", r"/api/streams", self.streams),
                 ("POST", r"/api/emit", self.emit),
                 ("POST", r"/api/call", self.call),
                 ("GET", r"/api/events", self.events),
@@ -420,6 +423,13 @@ class Workbench:
         backend, ns = self.app.router.backend, params["namespace"]
         return _json({g: {k: json.loads(v) for k, v in sorted((await backend.state_items(ns, g)).items())}
                       for g in sorted(await backend.state_groups(ns))})
+
+    async def streams(self, request: Request, _: dict[str, str]) -> Response:
+        """The project's streams, each with its groups that hold items (the page follows one live over the
+        stream WebSocket itself)."""
+        backend = self.app.router.backend
+        return _json([{"name": s.name, "schema": s.schema.json if s.schema is not None else None,
+                       "groups": await backend.state_groups(s.namespace)} for s in self.app.router.project.streams])
 
     # -- actions ----------------------------------------------------------------------------------
     async def emit(self, request: Request, _: dict[str, str]) -> Response:

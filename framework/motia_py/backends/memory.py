@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..types import Clock
 from . import memory_flow as flow
+from .memory_realtime import MemoryRealtime
 from .records import (
     DeadLetter,
     Delivery,
@@ -60,8 +61,9 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend:
-    """In-process backend (``memory://``). Not shared between processes; lost on exit.
+class MemoryBackend(MemoryRealtime):
+    """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
+    state changes are in :class:`.memory_realtime.MemoryRealtime`.
 
     Args:
         url: ``memory://``.
@@ -104,17 +106,11 @@ class MemoryBackend:
             items.append(item)
             # keep group order by seq (a retried head stays the head because it is never removed)
         elif item.available_at <= self.clock():
-            self._ready(q, item)
+            flow.ready(q, self._seq, item)
         else:
             heapq.heappush(q.delayed, (item.available_at, item.seq, item))
         if q.wakeup is not None:
             q.wakeup.set()
-
-    def _ready(self, q: _StepQueue, item: _Item) -> None:
-        """Due now: at the end of its priority's order."""
-        if not item.priority:
-            return q.ready.append(item)
-        heapq.heappush(q.prio, (-item.priority, next(self._seq), item))
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Enqueue one delivery per target."""
@@ -159,7 +155,7 @@ class MemoryBackend:
             flow.record_starts(control or FlowControl(), self._starts.setdefault(step, {}), now, [expired])
             return [self._lease(q, expired, now, lease_s, expired=True, limited=limited)]
         while q.delayed and q.delayed[0][0] <= now:
-            self._ready(q, heapq.heappop(q.delayed)[2])
+            flow.ready(q, self._seq, heapq.heappop(q.delayed)[2])
         if control is not None or q.prio:
             starts = self._starts.setdefault(step, {})
             chosen: list[_Item] = flow.take(q, limit, now, flow.admission(control, now, q, starts) if control else None)
@@ -203,7 +199,7 @@ class MemoryBackend:
                 if item.attempts == 1:
                     item.first_delivered_at = None
                 if not item.fifo:
-                    self._ready(q, item)
+                    flow.ready(q, self._seq, item)
             item.attempts -= 1
             if q.wakeup is not None:
                 q.wakeup.set()
@@ -255,7 +251,7 @@ class MemoryBackend:
             if q.wakeup is not None:
                 q.wakeup.set()  # stays the head of its group; due at available_at
         elif delay_s <= 0:
-            self._ready(q, item)
+            flow.ready(q, self._seq, item)
             if q.wakeup is not None:
                 q.wakeup.set()
         else:

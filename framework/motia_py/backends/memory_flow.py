@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from .flow import Admission, earliest, look_ahead
@@ -40,6 +40,14 @@ class Queue(Protocol):
     leased: dict[str, Any]
     fifo_groups: dict[str, deque[Any]]
     fifo_busy: set[str]
+
+
+def ready(q: Queue, order: Iterator[int], item: Item) -> None:
+    """Make ``item`` due now, at the end of its priority's order (``order``: the backend's counter)."""
+    if item.priority:
+        heapq.heappush(q.prio, (-item.priority, next(order), item))
+    else:
+        q.ready.append(item)
 
 
 def _standard(q: Queue, now: float) -> list[Item]:
