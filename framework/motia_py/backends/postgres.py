@@ -97,7 +97,7 @@ class PostgresBackend(PostgresQueue):
             f"INSERT INTO {t} AS l VALUES ($1, $2, {until}) ON CONFLICT (key) DO UPDATE "
             "SET owner = excluded.owner, expires_at = excluded.expires_at "
             f"WHERE l.owner = excluded.owner OR l.expires_at <= {self.sql.clock('$4')} RETURNING true",
-            key, owner, float(ttl_s), self._now())
+            key, owner, float(ttl_s), self.time_arg())
         return bool(got)
 
     async def release(self, key: str, owner: str) -> None:

@@ -179,7 +179,7 @@ class PostgresConnection:
             raise BackendError(f"postgres backend {self._where} is not open")
         return self._pool
 
-    def _now(self) -> float | None:
+    def time_arg(self) -> float | None:
         """The time argument of every statement: the injected clock, or None for the server's."""
         return None if self.clock is None else float(self.clock())
 

@@ -38,7 +38,7 @@ class PostgresQueue(PostgresConnection):
     # -- publish and acknowledge (group commit) ---------------------------------------------------
     async def _publish_many(self, calls: list[list[Row]]) -> list[None]:
         rows = [row for rows in calls for row in rows]
-        await self._fetchval(self.sql.publish, *publish_args(rows, self._now(), self.schema))
+        await self._fetchval(self.sql.publish, *publish_args(rows, self.time_arg(), self.schema))
         return [None] * len(calls)
 
     async def _complete_many(self, calls: list[tuple[Delivery, list[Row]]]) -> list[tuple[bool, bool]]:
@@ -51,7 +51,7 @@ class PostgresQueue(PostgresConnection):
                 seen.add((d.id, d.attempt))
                 unique.append(i)
         sent = [calls[i] for i in unique]
-        done = await self._fetch(self.sql.complete, *complete_args(sent, self._now(), self.schema))
+        done = await self._fetch(self.sql.complete, *complete_args(sent, self.time_arg(), self.schema))
         results = [(False, False)] * len(calls)
         for k, fifo, _ in done:
             results[unique[k - 1]] = (True, bool(fifo))
@@ -77,7 +77,7 @@ class PostgresQueue(PostgresConnection):
         """Lease up to ``limit`` due deliveries of ``step`` (an expired lease alone; see the protocol)."""
         if limit <= 0:
             return []
-        rows = await self._fetch(self.sql.claim, step, limit, float(lease_s), self._now(), self.identity)
+        rows = await self._fetch(self.sql.claim, step, limit, float(lease_s), self.time_arg(), self.identity)
         return [delivery_from(r, step) for r in rows]
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
@@ -86,13 +86,13 @@ class PostgresQueue(PostgresConnection):
         if not deliveries:
             return
         await self._fetchval(self.sql.hand_back, [d.id for d in deliveries], [d.attempt for d in deliveries],
-                             [d.expired for d in deliveries], [d.last_owner for d in deliveries], self._now(),
+                             [d.expired for d in deliveries], [d.last_owner for d in deliveries], self.time_arg(),
                              self.channel)
         self._wake({d.step for d in deliveries})
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Release the lease; the delivery is due again after ``delay_s``."""
-        await self._fetchval(self.sql.retry, delivery.id, delivery.attempt, self._now(), float(delay_s),
+        await self._fetchval(self.sql.retry, delivery.id, delivery.attempt, self.time_arg(), float(delay_s),
                              self.channel)
         self._wake([delivery.step])
 
@@ -100,14 +100,14 @@ class PostgresQueue(PostgresConnection):
                           ) -> None:
         """Move the delivery to the dead-letter table (nothing happens when the lease was lost)."""
         await self._fetchval(self.sql.dead_letter, delivery.id, delivery.attempt, attempts, error, traceback,
-                             self._now(), self.channel)
+                             self.time_arg(), self.channel)
         self._wake([delivery.step])  # the next event of its FIFO group may be free now
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future."""
         if deliveries:
             await self._count(self.sql.extend, [d.id for d in deliveries], [d.attempt for d in deliveries],
-                              self._now(), float(lease_s))
+                              self.time_arg(), float(lease_s))
 
     # -- waiting --------------------------------------------------------------------------------
     async def wait(self, step: str, timeout_s: float) -> None:
@@ -124,7 +124,7 @@ class PostgresQueue(PostgresConnection):
             await self._listen()
             if event.is_set():
                 return
-            due_in = await self._fetchval(self.sql.next_due, step, self._now())
+            due_in = await self._fetchval(self.sql.next_due, step, self.time_arg())
             if due_in is not None:
                 timeout_s = min(timeout_s, due_in)
             if timeout_s > 0 and not event.is_set():
@@ -136,7 +136,7 @@ class PostgresQueue(PostgresConnection):
     # -- counts ---------------------------------------------------------------------------------
     async def stats(self) -> QueueStats:
         """Counts of ready, delayed, leased and dead deliveries, and the next due time."""
-        now = self._now()
+        now = self.time_arg()
         async with self._translate_acquire() as conn:
             rows = await conn.fetch(self.sql.stats, now)
             fifo_due = await conn.fetchval(self.sql.stats_fifo_due, now)
@@ -149,7 +149,7 @@ class PostgresQueue(PostgresConnection):
     async def step_stats(self) -> dict[str, StepQueueStats]:
         """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time."""
         async with self._translate_acquire() as conn:
-            rows = await conn.fetch(self.sql.stats, self._now())
+            rows = await conn.fetch(self.sql.stats, self.time_arg())
             dead = dict(await conn.fetch(f"SELECT step, count(*) FROM {self.sql.table('dead_letters')} GROUP BY step"))
         out = {r[0]: StepQueueStats(ready=r[1], delayed=r[2], leased=r[3], dead=dead.pop(r[0], 0),
                                     oldest_ready_at=r[6]) for r in rows}
@@ -177,7 +177,7 @@ class PostgresQueue(PostgresConnection):
 
     async def dlq_replay(self, dead_id: str) -> bool:
         """Put a dead letter back on its step's queue as a new standard delivery; False when unknown."""
-        rows = await self._fetch(self.sql.dlq_replay, dead_id, new_id(), self._now(), self.channel)
+        rows = await self._fetch(self.sql.dlq_replay, dead_id, new_id(), self.time_arg(), self.channel)
         self._wake(r[0] for r in rows)
         return bool(rows)
 

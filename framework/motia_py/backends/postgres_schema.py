@@ -25,6 +25,8 @@ SCHEMA_VERSION: Final = 1
 DEFAULT_SCHEMA: Final = "motia"
 LOCK_CLASS: Final = 0x6D6F7469  # "moti": the first key of every advisory lock motia-py takes
 
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+"""A connection, or one lent by a pool."""
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,47}")
 
 
@@ -183,7 +185,7 @@ MIGRATIONS: Final = {1: _ddl_v1}
 """Version -> the DDL that brings the previous version to it (given the quoted schema and its name)."""
 
 
-async def migrate(conn: asyncpg.Connection, schema: str) -> None:
+async def migrate(conn: Conn, schema: str) -> None:
     """Create the schema or bring it to :data:`SCHEMA_VERSION` (a no-op when it is there already).
 
     Several processes may call this at once: the work is done under a transaction-level advisory lock,
@@ -209,7 +211,7 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> None:
             await conn.execute(f"INSERT INTO {s}.schema_version VALUES ($1)", SCHEMA_VERSION)
 
 
-async def _version(conn: asyncpg.Connection, schema: str) -> int | None:
+async def _version(conn: Conn, schema: str) -> int | None:
     """The schema's version; None when it has none yet.
 
     Raises:

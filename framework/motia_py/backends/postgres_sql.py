@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import asyncpg
+
 from .postgres_schema import quote
 from .records import DeadLetter, Delivery, Envelope, Outgoing, new_id
 
@@ -26,6 +28,7 @@ _PUBLISH_COLS: Final = f"id, step, {_ENV}, fifo_group"
 _ARRAYS: Final = ("text", "text", "text", "text", "text", "text", "float8", "text", "text", "text", "text", "float8")
 """The element types of the publish arrays: the columns of :data:`_PUBLISH_COLS`, then the delay."""
 DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at"
+_OF_DONE: Final = "WHERE r.parent IN (SELECT k FROM done) "  # the outbox rows of acknowledged deliveries
 _LEASED: Final = "d.id = x.id AND d.attempts = x.attempt AND d.lease_until IS NOT NULL"  # this attempt's lease
 
 
@@ -118,7 +121,7 @@ class Sql:
             "WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS x(id, attempt, k)), "
             f"done AS (DELETE FROM {d} d USING x WHERE {_LEASED} "
             "RETURNING x.k, d.step, d.fifo_group IS NOT NULL AS fifo), "
-            f"ins AS ({_insert(d, f'{s}.clock($16)', 3, parent=True, where='WHERE r.parent IN (SELECT k FROM done) ')}), "
+            f"ins AS ({_insert(d, f'{s}.clock($16)', 3, parent=True, where=_OF_DONE)}), "
             "woken AS (SELECT step FROM ins UNION SELECT step FROM done WHERE fifo), "
             "sent AS (SELECT count(pg_notify($17, step)) AS n FROM woken) "
             "SELECT k, fifo, (SELECT n FROM sent) FROM done")
@@ -187,13 +190,13 @@ def complete_args(calls: Sequence[tuple[Delivery, Sequence[tuple[Any, ...]]]], n
             now, channel(schema)]
 
 
-def delivery_from(row: Sequence[Any], step: str) -> Delivery:
+def delivery_from(row: asyncpg.Record, step: str) -> Delivery:
     """A :class:`Delivery` from a row of the ``claim`` function."""
     return Delivery(id=row[0], step=step, envelope=Envelope(*row[3:11]), attempt=row[1],
                     first_delivered_at=row[2], expired=row[11], last_owner=row[12])
 
 
-def dead_from(row: Sequence[Any]) -> DeadLetter:
+def dead_from(row: asyncpg.Record) -> DeadLetter:
     """A :class:`DeadLetter` from the columns :data:`DEAD_COLS`."""
     return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:10]), attempts=row[10], error=row[11],
                       traceback=row[12], failed_at=row[13], first_attempt_at=row[14])
