@@ -164,7 +164,7 @@ def private_postgres() -> Iterator[PrivateServer]:
         yield server
     finally:
         if server.proc is not None and server.proc.poll() is None:
-            os.killpg(server.proc.pid, signal.SIGTERM)  # a fast shutdown, then the kill if need be
+            os.killpg(server.proc.pid, signal.SIGINT)  # a fast shutdown (clients are cut), then the kill
             try:
                 server.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

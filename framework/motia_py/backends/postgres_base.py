@@ -33,7 +33,8 @@ _MAX_BATCH: Final = 256  # calls per group-committed statement
 _CONNECT_TIMEOUT_S: Final = 5.0
 _COMMAND_TIMEOUT_S: Final = 60.0
 _UNREACHABLE: Final = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                       asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InterfaceError)
+                       asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InterfaceError,
+                       asyncpg.InternalClientError)  # the last: a connection the server dropped mid-call
 
 
 def redact(url: str) -> str:
@@ -237,7 +238,7 @@ class PostgresConnection:
             self._identity = worker_identity()  # once, in the process that uses the pool
         try:
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self.pool_size, timeout=_CONNECT_TIMEOUT_S,
+                self._dsn, min_size=0, max_size=self.pool_size, timeout=_CONNECT_TIMEOUT_S,  # min 0: no retry noise
                 command_timeout=_COMMAND_TIMEOUT_S, max_inactive_connection_lifetime=300.0,
                 server_settings={"application_name": "motia-py",
                                  "default_transaction_isolation": "read committed"})
