@@ -240,7 +240,7 @@ async def test_a_connection_of_the_wrong_kind_is_refused(shop: Shop) -> None:
     conn = await asyncpg.connect(shop.dsn)
     sync_client = Client.from_project(shop.root)  # a client is used from sync code or from async code, not both
     try:
-        with pytest.raises(TypeError, match="await client.emit"):
+        with pytest.raises(TypeError, match=r"await client\.emit"):
             await asyncio.to_thread(sync_client.emit_sync, "order.placed", {"order": "x"}, connection=conn)
     finally:
         await asyncio.to_thread(sync_client.close)

@@ -247,7 +247,10 @@ class PostgresConnection:
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, self.schema)
-        except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+        except _UNREACHABLE as exc:
+            await pool.close()
+            raise BackendUnavailableError(f"cannot reach PostgreSQL at {self._where}: {exc}") from exc
+        except asyncpg.PostgresError as exc:
             await pool.close()
             raise BackendUnavailableError(
                 f"cannot create the schema {self.schema!r} on PostgreSQL at {self._where}: {exc}") from exc
