@@ -261,6 +261,7 @@ class PostgresConnection:
 
     async def close(self) -> None:
         """Close the listening connection and the pool (after the calls in flight)."""
+        self._wake(list(self._wakeups))  # pending waits return now, not at their timeout
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.remove_termination_listener(self._on_listener_lost)

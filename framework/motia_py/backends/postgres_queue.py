@@ -53,7 +53,7 @@ class PostgresQueue(PostgresConnection):
         sent = [calls[i] for i in unique]
         done = await self._fetch(self.sql.complete, *complete_args(sent, self.time_arg(), self.schema))
         results = [(False, False)] * len(calls)
-        for k, fifo, _ in done:
+        for k, fifo, *_ in done:
             results[unique[k - 1]] = (True, bool(fifo))
         return results
 

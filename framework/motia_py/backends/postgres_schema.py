@@ -123,6 +123,7 @@ BEGIN
     IF p_limit <= 0 THEN
         RETURN;
     END IF;
+    PERFORM set_config('synchronous_commit', 'off', true);  -- a lost claim only delivers again
     RETURN QUERY
     WITH e AS (
         SELECT d.seq, d.owner FROM {s}.deliveries d

@@ -9,6 +9,15 @@ commits (and never when it rolls back).
 
 Rows go in as arrays (``unnest``), so a publish or a batch of acknowledgements is one statement however
 many rows it carries.
+
+**Durability.** A publish (and a replay, and every state, lease and metadata write) commits as PostgreSQL
+is configured, by default once it is on disk. What a worker writes about the deliveries it holds (claims,
+acknowledgements with their outboxes, retries, dead letters, hand-backs, heartbeats) commits
+asynchronously (``synchronous_commit = off`` for that transaction): a crash of the server may forget the
+last fraction of a second of them, which puts those deliveries back as they were before (due again, or
+leased until their lease runs out) and so delivers them again. At-least-once delivery holds and nothing
+published is lost; in exchange a worker never waits for the disk. (PostgreSQL writes its log in order:
+an asynchronous commit is durable once any later commit is.)
 """
 
 from __future__ import annotations
@@ -64,9 +73,16 @@ def format_style(sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
     return _PLACEHOLDER.sub("%s", sql), [args[i] for i in order]
 
 
-def _notify(ch: str, source: str) -> str:
-    """A SELECT that sends one notification on ``ch`` per distinct step of ``source``."""
-    return f"SELECT count(pg_notify({ch}, w.step)) FROM (SELECT DISTINCT step FROM {source}) w"
+ASYNC_COMMIT: Final = "set_config('synchronous_commit', 'off', true)"
+"""Evaluated inside a statement, its transaction commits without waiting for the disk (see the module
+docstring for which statements do)."""
+
+
+def _notify(ch: str, source: str, *, durable: bool = True) -> str:
+    """A SELECT that sends one notification on ``ch`` per distinct step of ``source`` (and, unless
+    ``durable``, makes the statement's commit asynchronous)."""
+    also = "" if durable else f", {ASYNC_COMMIT}"
+    return f"SELECT count(pg_notify({ch}, w.step)){also} FROM (SELECT DISTINCT step FROM {source}) w"
 
 
 def _insert(table: str, now: str, first: int, *, parent: bool = False, where: str = "") -> str:
@@ -124,7 +140,7 @@ class Sql:
             f"ins AS ({_insert(d, f'{s}.clock($16)', 3, parent=True, where=_OF_DONE)}), "
             "woken AS (SELECT step FROM ins UNION SELECT step FROM done WHERE fifo), "
             "sent AS (SELECT count(pg_notify($17, step)) AS n FROM woken) "
-            "SELECT k, fifo, (SELECT n FROM sent) FROM done")
+            f"SELECT k, fifo, (SELECT n FROM sent), {ASYNC_COMMIT} FROM done")
         hand_back = (
             "WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[], $3::boolean[], $4::text[]) "
             "AS x(id, attempt, expired, last_owner)), "
@@ -132,18 +148,19 @@ class Sql:
             f"lease_until = CASE WHEN x.expired THEN {s}.clock($5) END, available_at = {s}.clock($5), "
             "owner = CASE WHEN x.expired THEN x.last_owner ELSE d.owner END, "
             "first_delivered_at = CASE WHEN NOT x.expired AND d.attempts = 1 THEN NULL "
-            f"ELSE d.first_delivered_at END FROM x WHERE {_LEASED} RETURNING d.step) " + _notify("$6", "u"))
+            f"ELSE d.first_delivered_at END FROM x WHERE {_LEASED} RETURNING d.step) "
+            + _notify("$6", "u", durable=False))
         one = "WITH x AS (SELECT $1::text AS id, $2::integer AS attempt), "
         retry = (one + f"u AS (UPDATE {d} d SET lease_until = NULL, available_at = {s}.clock($3) + $4::float8 "
-                 f"FROM x WHERE {_LEASED} RETURNING d.step) " + _notify("$5", "u"))
+                 f"FROM x WHERE {_LEASED} RETURNING d.step) " + _notify("$5", "u", durable=False))
         dead_letter = (
             one + f"gone AS (DELETE FROM {d} d USING x WHERE {_LEASED} RETURNING d.*), "
             f"ins AS (INSERT INTO {s}.dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, "
             f"COALESCE($3::integer, attempts), $4::text, $5::text, {s}.clock($6), first_delivered_at FROM gone), "
-            "u AS (SELECT step FROM gone WHERE fifo_group IS NOT NULL) " + _notify("$7", "u"))
+            "u AS (SELECT step FROM gone WHERE fifo_group IS NOT NULL) " + _notify("$7", "u", durable=False))
         extend = (f"UPDATE {d} d SET lease_until = {s}.clock($3) + $4::float8, "
                   f"available_at = {s}.clock($3) + $4::float8 "
-                  f"FROM unnest($1::text[], $2::integer[]) AS x(id, attempt) WHERE {_LEASED}")
+                  f"FROM unnest($1::text[], $2::integer[]) AS x(id, attempt) WHERE {_LEASED} RETURNING {ASYNC_COMMIT}")
         next_due = (  # seconds until step $1 has something due (a due time, a lease expiry, a FIFO head)
             "SELECT LEAST("
             f"(SELECT min(available_at) FROM {d} WHERE step = $1 AND fifo_group IS NULL AND lease_until IS NULL), "
