@@ -1,12 +1,13 @@
 """Transactional enqueue on PostgreSQL: ``Client.emit(..., connection=conn)`` publishes inside the caller's
 own transaction. A rolled-back transaction enqueues nothing and a committed one enqueues the event once,
 which a running worker handles once, woken by the transaction's NOTIFY (its poll is far too slow to
-find it in time). Each kind of connection: asyncpg, SQLAlchemy async, psycopg (DB-API), SQLAlchemy sync,
-Django's ``connection``."""
+find it in time). Each kind of connection: asyncpg, SQLAlchemy async (connection and session), psycopg
+(DB-API), SQLAlchemy sync (connection and session), Django's ``connection``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import asyncpg
 import psycopg
 import pytest
 import sqlalchemy
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from motia_py.client import Client
 from motia_py.errors import BackendError
@@ -134,7 +136,7 @@ async def test_asyncpg_rolled_back_emit_never_runs_and_committed_one_runs_once(s
     assert await orders(shop.dsn) == ["o2"]
 
 
-async def test_sqlalchemy_async_session_enqueues_with_its_commit(shop: Shop) -> None:
+async def test_sqlalchemy_async_connection_enqueues_with_its_commit(shop: Shop) -> None:
     engine = create_async_engine(shop.dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.connect() as conn:
@@ -150,6 +152,25 @@ async def test_sqlalchemy_async_session_enqueues_with_its_commit(shop: Shop) -> 
     await shop.wait_handled("a2")
     assert shop.handled() == ["a2"]
     assert await orders(shop.dsn) == ["a2"]
+
+
+async def test_sqlalchemy_async_session_as_in_the_fastapi_example(shop: Shop) -> None:
+    engine = create_async_engine(shop.dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    sessions = async_sessionmaker(engine)
+    try:
+        for order, fail in (("f1", True), ("f2", False)):
+            async with sessions() as db:
+                with contextlib.suppress(Declined):
+                    async with db.begin():
+                        await db.execute(sqlalchemy.text("INSERT INTO orders VALUES (:id)"), {"id": order})
+                        await shop.client.emit("order.placed", {"order": order}, connection=db)
+                        if fail:
+                            raise Declined
+    finally:
+        await engine.dispose()
+    await shop.wait_handled("f2")
+    assert shop.handled() == ["f2"]
+    assert await orders(shop.dsn) == ["f2"]
 
 
 # the synchronous callers run in a thread, as a Django or Flask view would, while the worker runs on the loop
@@ -180,13 +201,21 @@ async def test_sqlalchemy_connection_rolled_back_and_committed(shop: Shop) -> No
                 with conn.begin():
                     conn.execute(sqlalchemy.text("INSERT INTO orders VALUES ('s2')"))
                     shop.client.emit_sync("order.placed", {"order": "s2"}, connection=conn)
+            with Session(engine) as session:
+                with contextlib.suppress(Declined), session.begin():
+                    session.execute(sqlalchemy.text("INSERT INTO orders VALUES ('s3')"))
+                    shop.client.emit_sync("order.placed", {"order": "s3"}, connection=session)
+                    raise Declined
+                with session.begin():
+                    session.execute(sqlalchemy.text("INSERT INTO orders VALUES ('s4')"))
+                    shop.client.emit_sync("order.placed", {"order": "s4"}, connection=session)
         finally:
             engine.dispose()
 
     await asyncio.to_thread(view)
-    await shop.wait_handled("s2")
-    assert shop.handled() == ["s2"]
-    assert await orders(shop.dsn) == ["s2"]
+    await shop.wait_handled("s4")
+    assert sorted(shop.handled()) == ["s2", "s4"]
+    assert await orders(shop.dsn) == ["s2", "s4"]
 
 
 DJANGO = """
