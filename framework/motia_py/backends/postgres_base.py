@@ -153,6 +153,7 @@ class PostgresConnection:
         self._listener: asyncpg.Connection | None = None
         self._listening = asyncio.Lock()
         self._wakeups: dict[str, asyncio.Event] = {}  # per waiting step: set by a notification or a local write
+        self._own_pids: set[int] = set()  # the server processes of the pool's connections
 
     @property
     def identity(self) -> str:
@@ -205,7 +206,14 @@ class PostgresConnection:
                 event.set()
 
     def _on_notify(self, conn: object, pid: int, chan: str, payload: object) -> None:
-        self._wake([str(payload)])
+        if pid not in self._own_pids:  # this process's own writes woke their steps already
+            self._wake([str(payload)])
+
+    async def _on_connect(self, conn: asyncpg.Connection) -> None:
+        """Each new pool connection: remember its server process, whose notifications are our own."""
+        pid = conn.get_server_pid()
+        self._own_pids.add(pid)
+        conn.add_termination_listener(lambda _: self._own_pids.discard(pid))
 
     def _on_listener_lost(self, conn: object) -> None:
         self._listener = None
@@ -241,7 +249,7 @@ class PostgresConnection:
                 self._dsn, min_size=0, max_size=self.pool_size, timeout=_CONNECT_TIMEOUT_S,  # min 0: no retry noise
                 command_timeout=_COMMAND_TIMEOUT_S, max_inactive_connection_lifetime=300.0,
                 server_settings={"application_name": "motia-py",
-                                 "default_transaction_isolation": "read committed"})
+                                 "default_transaction_isolation": "read committed"}, init=self._on_connect)
         except (*_UNREACHABLE, asyncpg.PostgresError, ValueError) as exc:
             raise BackendUnavailableError(f"cannot reach PostgreSQL at {self._where}: {exc}") from exc
         try:
