@@ -20,6 +20,7 @@ import pytest
 from motia_py.backends.base import Envelope, Outgoing, Target, new_id
 from motia_py.backends.postgres import PostgresBackend
 from motia_py.backends.postgres_base import parse_url, redact
+from motia_py.backends.postgres_realtime import Assembler, encode_message
 from motia_py.backends.postgres_schema import SCHEMA_VERSION, quote
 from motia_py.backends.postgres_sql import Sql, format_style
 from motia_py.backends.registry import BackendOptions, create_backend
@@ -275,6 +276,36 @@ async def test_a_lost_listening_connection_is_replaced(url: str, schema: str, op
     await publisher.publish([out("a")])
     await asyncio.wait_for(waiting, 5.0)
     assert time.monotonic() - start < 0.5
+
+
+# -- pub/sub over NOTIFY --------------------------------------------------------------------------
+def test_long_messages_are_cut_between_characters_and_joined_again() -> None:
+    message = "a" + "é☃" * 20_000
+    payloads = encode_message("ch:1", message)
+    assert len(payloads) > 1 and all(len(p.encode()) < 8000 for p in payloads)
+    assembler = Assembler()
+    assert [assembler.feed(p) for p in payloads][-1] == ("ch:1", message)
+    assert Assembler().feed(encode_message("c", "short")[0]) == ("c", "short")
+    broken = Assembler()  # a piece lost (the listener reconnected in between): the message is dropped
+    assert [broken.feed(p) for p in payloads[:1] + payloads[2:]] == [None] * (len(payloads) - 1)
+
+
+async def test_subscriptions_survive_a_lost_listening_connection(url: str, schema: str,
+                                                                 open_backend: OpenBackend) -> None:
+    subscriber, publisher = await open_backend(), await open_backend()
+    sub = await subscriber.pubsub_subscribe("news")
+    [pid] = await listening(url, schema)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + 10
+    while (pids := await listening(url, schema, timeout_s=0.1)) in ([], [pid]):  # nobody calls wait()
+        assert time.monotonic() < deadline, "the listening connection was not opened again"
+    await publisher.pubsub_publish("news", "after")
+    assert await asyncio.wait_for(sub.get(), 5.0) == "after"
+    assert pids != [pid]
 
 
 async def test_close_ends_a_pending_wait(open_backend: OpenBackend) -> None:

@@ -3,9 +3,10 @@
 Any number of ``start`` processes on any number of hosts share one database, as with Redis, with the
 same delivery semantics; an application that uses the same database can also publish inside its own
 transactions (:mod:`motia_py.transactional`, ``Client.emit(..., connection=...)``). The connections,
-listening and group commit are in :mod:`.postgres_base`, the queue store in :mod:`.postgres_queue`, every
-statement in :mod:`.postgres_sql` and the schema in :mod:`.postgres_schema`; the state, lease/metadata and
-trace stores are here, each call one statement (so one transaction).
+listening and group commit are in :mod:`.postgres_base`, the queue store in :mod:`.postgres_queue`, pub/sub
+and state changes in :mod:`.postgres_realtime`, every statement of the queue in :mod:`.postgres_sql` and
+the schema in :mod:`.postgres_schema`; the state, lease/metadata and trace stores are here, each call one
+statement (so one transaction).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .postgres_base import PostgresConnection
-from .postgres_queue import PostgresQueue
+from .postgres_realtime import PostgresRealtime
 from .records import TraceRun
 from .registry import BackendOptions
 
 __all__ = ["PostgresBackend", "PostgresConnection", "create_backend"]
 
 
-class PostgresBackend(PostgresQueue):
+class PostgresBackend(PostgresRealtime):
     """Backend on one PostgreSQL database (PostgreSQL 12 or newer), shared by any number of workers.
 
     Args:

@@ -215,6 +215,10 @@ class PostgresConnection:
         self._own_pids.add(pid)
         conn.add_termination_listener(lambda _: self._own_pids.discard(pid))
 
+    def _channels(self) -> list[tuple[str, Callable[[Any, int, str, Any], None]]]:
+        """What the listening connection listens to: the queue's wake-ups (and, in subclasses, more)."""
+        return [(self.channel, self._on_notify)]
+
     def _on_listener_lost(self, conn: object) -> None:
         self._listener = None
         self._wake(list(self._wakeups))  # notifications may be missed until it is back: look again
@@ -230,7 +234,8 @@ class PostgresConnection:
                 conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S,
                                              server_settings={"application_name": "motia-py listener"})
                 try:
-                    await conn.add_listener(self.channel, self._on_notify)
+                    for channel, callback in self._channels():
+                        await conn.add_listener(channel, callback)
                 except BaseException:
                     await conn.close()
                     raise

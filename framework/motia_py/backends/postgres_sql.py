@@ -42,8 +42,13 @@ _LEASED: Final = "d.id = x.id AND d.attempts = x.attempt AND d.lease_until IS NO
 
 
 def channel(schema: str) -> str:
-    """The ``LISTEN``/``NOTIFY`` channel of a schema: notifications carry a step name."""
+    """The ``LISTEN``/``NOTIFY`` channel of a schema's queue wake-ups: notifications carry a step name."""
     return f"motia_py.{schema}"
+
+
+def pubsub_channel(schema: str) -> str:
+    """The ``LISTEN``/``NOTIFY`` channel of a schema's pub/sub messages (see :mod:`.postgres_realtime`)."""
+    return f"motia_pubsub.{schema}"
 
 
 def publish_rows(items: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
