@@ -46,18 +46,18 @@ if [[ -z "${MOTIA_PY_TEST_POSTGRES_URL:-}" ]]; then
     mkdir "$dir/data"
     [[ -n "$owner" ]] && chown "$owner" "$dir" "$dir/data"
     cleanup() {
-      "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+      ${run[@]+"${run[@]}"} "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
       rm -rf "$dir"
     }
     trap cleanup EXIT
-    "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    ${run[@]+"${run[@]}"} "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
     # a test server: durable commits (restart tests kill servers of their own), more connections than
     # the default for the process tests, sockets in the temporary directory only
-    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+    ${run[@]+"${run[@]}"} "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
       -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir -c max_connections=300" \
       start >/dev/null || { cat "$dir/postgres.log" >&2; exit 1; }
-    "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres motia_test
+    ${run[@]+"${run[@]}"} "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres motia_test
     export MOTIA_PY_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/motia_test"
     export MOTIA_PY_TEST_POSTGRES_BIN="$bin"
     [[ -n "$owner" ]] && export MOTIA_PY_TEST_POSTGRES_USER="$owner"

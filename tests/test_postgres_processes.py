@@ -93,13 +93,13 @@ def test_a_sigkilled_workers_events_are_finished_by_the_others(make_project: Pro
     try:
         for w in workers:
             wait_started(w)
-        emit_all(root, postgres_env, 120)
+        emit_all(root, postgres_env, 600)  # about 5 s of work for the three: the kill lands mid-run
         victim = workers[0]
         victim_starts = root / "out" / f"start-{victim.pid}"
         wait_until(lambda: len(lines(victim_starts)) >= 3, 30, "the victim to be mid-handler")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        wait_until(lambda: set(collected(root, "done")) >= {str(i) for i in range(120)}, 60, "every event")
+        wait_until(lambda: set(collected(root, "done")) >= {str(i) for i in range(600)}, 60, "every event")
     finally:
         for w in workers[1:]:
             assert stop(w) == 0
