@@ -230,6 +230,8 @@ class PostgresConnection:
         async with self._listening:
             if self._listener is not None and not self._listener.is_closed():
                 return
+            if self._pool is None:
+                raise BackendError(f"postgres backend {self._where} is not open")
             with self._translate():
                 conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S,
                                              server_settings={"application_name": "motia-py listener"})
@@ -239,6 +241,9 @@ class PostgresConnection:
                 except BaseException:
                     await conn.close()
                     raise
+            if self._pool is None:  # closed while connecting
+                await conn.close()
+                return
             conn.add_termination_listener(self._on_listener_lost)
             self._listener = conn
 
