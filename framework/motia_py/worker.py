@@ -134,6 +134,7 @@ class Worker:
                     continue
                 if len(batch) == 1 and batch[0].expired:  # backends hand out a suspect alone
                     self._run_alone(c, batch[0])
+                    await asyncio.sleep(0)  # its task closes the gate before this loop claims again
                     continue
                 if batch:
                     c.pending.extend(batch)
