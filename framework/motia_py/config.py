@@ -66,9 +66,10 @@ class CronMissed(str, enum.Enum):
 _COMMON = {"type", "name", "description", "flows", "emits", "virtual_emits", "virtual_subscribes"}
 _IGNORED = {"include_files"}  # Motia cloud only
 _KEYS: dict[StepType, set[str]] = {
-    StepType.EVENT: _COMMON | {"subscribes", "input", "infrastructure"},
-    StepType.CRON: _COMMON | {"cron", "timezone", "infrastructure"},
-    StepType.API: _COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware"},
+    StepType.EVENT: _COMMON | {"subscribes", "input", "infrastructure", "transactional"},
+    StepType.CRON: _COMMON | {"cron", "timezone", "infrastructure", "transactional"},
+    StepType.API: _COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware",
+                             "transactional"},
     StepType.NOOP: _COMMON,
 }
 _INFRA_KEYS = {"handler", "queue", "cron"}
@@ -204,6 +205,7 @@ class StepSpec:
     cron_policy: CronPolicy = field(default_factory=CronPolicy)
     is_async: bool = True
     line: int | None = None
+    transactional: bool | None = None  # None: the project's default ([project] transactional)
 
     @property
     def emit_topics(self) -> frozenset[str]:
@@ -273,6 +275,7 @@ class EventConfig(_BaseConfig):
     subscribes: list[str]
     input: Any = None
     infrastructure: dict[str, Any] | None = None
+    transactional: bool | None = None
 
 
 class CronConfig(_BaseConfig):
@@ -282,6 +285,7 @@ class CronConfig(_BaseConfig):
     cron: str
     timezone: str = "UTC"
     infrastructure: dict[str, Any] | None = None
+    transactional: bool | None = None
 
 
 class ApiConfig(_BaseConfig):
@@ -294,6 +298,7 @@ class ApiConfig(_BaseConfig):
     response_schema: dict[Any, Any] | None = None
     query_params: list[Any] = []
     middleware: list[Any] = []
+    transactional: bool | None = None
 
 
 class NoopConfig(_BaseConfig):
@@ -371,6 +376,7 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
             raise StepConfigError("a noop step needs 'virtualEmits' or 'virtualSubscribes'",
                                   field="virtualSubscribes")
     if step_type is not StepType.NOOP:
+        kw.update(_transactional(cfg))
         kw["is_async"] = _check_handler(handler, step_type)
         kw["handler"] = handler
     else:
@@ -408,6 +414,14 @@ def _check_handler(handler: Any, step_type: StepType) -> bool:
         )
     fn = handler if inspect.isroutine(handler) else type(handler).__call__
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(fn)
+
+
+def _transactional(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``transactional``: commit the attempt's state writes and emits with its acknowledgement (absent: the
+    project's default)."""
+    if cfg.get("transactional") is None:
+        return {}
+    return {"transactional": _bool(cfg["transactional"], "transactional")}
 
 
 def _article(word: str) -> str:

@@ -12,13 +12,16 @@ from .records import (
     Envelope,
     Outgoing,
     QueueStats,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     Target,
     TraceRun,
+    TxResult,
     new_id,
     worker_identity,
 )
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore
 
 __all__ = [
     "Backend",
@@ -30,11 +33,15 @@ __all__ = [
     "Outgoing",
     "QueueStats",
     "QueueStore",
+    "StateRead",
     "StateStore",
+    "StateWrite",
     "StepQueueStats",
     "Target",
     "TraceRun",
     "TraceStore",
+    "TxResult",
+    "TxStore",
     "new_id",
     "worker_identity",
 ]

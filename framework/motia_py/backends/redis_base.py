@@ -26,6 +26,7 @@ from .redis_keys import Keys
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
+from .redis_scripts_tx import TxScripts
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -107,11 +108,12 @@ class Scripts:
     queue: QueueScripts
     state: StateScripts
     lease: LeaseScripts
+    tx: TxScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
-        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client))
+        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), TxScripts(client))
 
 
 class RedisConnection:

@@ -31,8 +31,20 @@ from typing import Any, Final, TypeVar
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from . import sqlite_queue as q
+from . import sqlite_tx
 from ._sqlite_thread import Connection, Op, Row, each
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
+from .records import (
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueStats,
+    StateRead,
+    StateWrite,
+    StepQueueStats,
+    TraceRun,
+    TxResult,
+    worker_identity,
+)
 from .registry import BackendOptions
 from .sqlite_schema import connect, resolve_path
 
@@ -377,6 +389,19 @@ class SqliteBackend:
     async def traces_prune(self, before: float, keep: int) -> int:
         """Retention by age and count."""
         return await self._run(_traces_prune, (before, keep))
+
+
+    # -- transactional commits ------------------------------------------------------------------
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """Check the lease and the reads, apply the writes, acknowledge and publish, in one transaction
+        committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`)."""
+        rows = q.delivery_rows(outgoing, self.clock()) if outgoing else []
+        result, fifo = await self._run(sqlite_tx.complete_tx, (delivery, rows, list(writes), list(reads)),
+                                       urgent=True)
+        if result == "ok":
+            self._wake([r[1] for r in rows] + ([delivery.step] if fifo and delivery is not None else []))
+        return result
 
 
 def create_backend(url: str, options: BackendOptions) -> SqliteBackend:
