@@ -25,6 +25,7 @@ from .errors import GraphError
 from .findings import Finding, Severity
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
+from .transactions import unsupported_transactions
 
 # simple_cycles can list exponentially many loops; a loop of more than 12 steps is reported as part of
 # the shorter ones it contains, if any, and the list itself is capped.
@@ -165,6 +166,7 @@ def validate(project: Project) -> list[Finding]:
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
+        *unsupported_transactions(project),
     ]
     return sorted(findings, key=lambda f: _RANK[f.severity])
 

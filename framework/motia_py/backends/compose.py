@@ -8,8 +8,9 @@ leases, metadata and traces from :mod:`.derived`, kept in its own state store::
 
 The registry does this on its own for a factory result that lacks the lease or the trace methods
 (:func:`complete_backend`). A backend without transactional commits (:class:`~.stores.TxStore`) gets the
-stand-in of :mod:`.derived_tx`, which is not atomic: :func:`atomic_transactions` tells them apart. The built-in backends implement every store themselves and are used as
-they are, so the hot path pays nothing for the seam.
+stand-in of :mod:`.derived_tx`, which is not atomic: :func:`atomic_transactions` tells them apart. The
+built-in backends implement every store themselves and are used as they are, so the hot path pays
+nothing for the seam.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import json
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 _ID_PREFIX = uuid.uuid4().hex[:12]

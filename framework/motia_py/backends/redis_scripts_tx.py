@@ -18,8 +18,12 @@ from redis.commands.core import AsyncScript
 
 from .records import Delivery, Outgoing, StateRead, StateWrite
 from .redis_keys import Keys
-from .redis_scripts_queue import _PRELUDE  # the queue scripts' helpers: leased, drop_*, publish
-from .redis_scripts_queue import delivery_keys, encode_outgoing, fifo_group
+from .redis_scripts_queue import (
+    _PRELUDE,  # the queue scripts' helpers: leased, drop_*, publish
+    delivery_keys,
+    encode_outgoing,
+    fifo_group,
+)
 
 # KEYS: seq; with a delivery its 9 keys (stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake
 # owners); one state hash per read; per write its state hash and its namespace's group set; the publish block.
