@@ -3,6 +3,12 @@
 Retries happen in user land, as in Motia's background-job example: on a retryable error the
 handler stores ``retry_scheduled`` with a ``retryAt`` (exponential backoff with full jitter) and
 returns normally; the JobScheduler cron step re-queues the job when that time comes.
+
+The step is transactional: the job's record and the ``job.completed`` / ``job.failed`` event commit
+together with the acknowledgement of ``job.enqueued``, exactly once. A worker that dies mid-job, or stalls
+until its lease goes to another worker, leaves the record as it was; only the run that commits writes it,
+so a late result never overwrites a newer one. (The ``running`` record is therefore never seen from
+outside: the record goes from ``queued`` to its outcome.)
 """
 
 from datetime import timedelta
@@ -40,6 +46,7 @@ config = {
     # Errors the handler does not catch (bugs, a lost database) are retried by the queue up to
     # 3 times, then dead-lettered; an attempt running past 30 s is cancelled.
     "infrastructure": {"handler": {"timeout": 30}, "queue": {"maxRetries": 3}},
+    "transactional": True,  # the record and the emit commit with the acknowledgement, exactly once
 }
 
 

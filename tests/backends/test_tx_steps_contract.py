@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,6 +21,7 @@ from motia_py.settings import load_settings
 from motia_py.testing import VirtualClock
 
 from ..conftest import ProjectFactory
+from ..probes import step_globals
 from .helpers import LEASE_S, claim_one
 
 FLOW = 'entry_topics = ["go"]\n'
@@ -45,10 +44,6 @@ def tx_project(make_project: ProjectFactory, body: str, timeout: float = 30, ret
     return make_project({"flows/f.toml": FLOW, "steps/t.step.py": step, "steps/sink.step.py": SINK})
 
 
-def step_module() -> ModuleType:
-    return sys.modules["steps.t_step"]
-
-
 class Rig:
     """A runtime without workers on the contract's backend: the test claims and the router runs."""
 
@@ -57,6 +52,7 @@ class Rig:
         self.backend = backend
         self.runs: list[RunRecord] = []
         runtime.router.observers.append(self.runs.append)
+        self.handler = step_globals(runtime.project, "T")  # the step module's GATE and SEEN
 
     async def publish(self, data: Any = None) -> Delivery:
         await self.runtime.router.emit("go", data)
@@ -80,7 +76,7 @@ MakeRig = Callable[..., Awaitable[Rig]]
 
 @pytest.fixture
 async def make_rig(backend: Backend, make_project: ProjectFactory) -> AsyncIterator[MakeRig]:
-    """``await make_rig(body, timeout=..., retries=...)``: the project of :func:`tx_project` on the contract's backend."""
+    """``await make_rig(body, timeout=..., retries=...)``: :func:`tx_project` on the contract's backend."""
     runtimes: list[Runtime] = []
 
     async def make(body: str, timeout: float = 30, retries: int = 0) -> Rig:
@@ -140,7 +136,7 @@ SEEN.append("started")
 await asyncio.sleep(30)
 """)
     task = asyncio.ensure_future(rig.run(await rig.publish("x")))
-    while not step_module().SEEN:
+    while not rig.handler["SEEN"]:
         await asyncio.sleep(0.001)
     task.cancel()  # what a shutdown past its grace period does
     with pytest.raises(asyncio.CancelledError):
@@ -167,7 +163,7 @@ if ctx.attempt == 1:
     assert second.attempt == 2
 
     assert await rig.run(second) is Outcome.OK
-    step_module().GATE.set()
+    rig.handler["GATE"].set()
     assert await stalled is Outcome.LOST
 
     assert await rig.state() == {"n": 1}
@@ -186,12 +182,12 @@ await ctx.state.delete("g", "k")
 SEEN.append((await ctx.state.get("g", "k"), await ctx.state.get_group("g")))
 """)
     task = asyncio.ensure_future(rig.run(await rig.publish()))
-    seen = step_module().SEEN
+    seen = rig.handler["SEEN"]
     while not seen:
         await asyncio.sleep(0.001)
     assert seen[0] == (None, {"v": 1}, 5, {"k": {"v": 1}, "n": 5})
     assert await rig.state() == {}  # buffered: not in the store yet
-    step_module().GATE.set()
+    rig.handler["GATE"].set()
     assert await task is Outcome.OK
     assert seen[1] == (None, [5])
     assert await rig.state() == {"n": 5}
@@ -206,11 +202,11 @@ if len(SEEN) == 1:
 await ctx.emit("done", {"n": n})
 """)
     task = asyncio.ensure_future(rig.run(await rig.publish()))
-    seen = step_module().SEEN
+    seen = rig.handler["SEEN"]
     while not seen:
         await asyncio.sleep(0.001)
     await rig.backend.state_set("f", "g", "n", "10")  # another writer, after the run read the counter
-    step_module().GATE.set()
+    rig.handler["GATE"].set()
 
     assert await task is Outcome.OK
     assert seen == [1, 11]  # the second run read the new value
