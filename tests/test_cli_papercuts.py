@@ -73,3 +73,16 @@ def test_dlq_show_prints_times_as_dlq_list_does(root: Path, capsys: pytest.Captu
     shown = json.loads(out)
     assert code == 0 and shown["failed_at"] == listed_time
     assert shown["failed_at"].endswith("+00:00") and shown["emitted_at"].endswith("+00:00")
+
+
+def test_a_port_in_use_suggests_how_to_pick_another(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _out, err = run(["start", "--port", str(port), "--project", str(root)], capsys)
+    assert code == 1
+    assert f"cannot serve HTTP on 127.0.0.1:{port}" in err
+    assert "--port" in err and "MOTIA_PY_SERVER_PORT" in err

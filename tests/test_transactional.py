@@ -4,12 +4,14 @@ own rules (the backend contracts are in ``tests/backends/test_tx_*_contract.py``
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from motia_py import EventConfig
+from motia_py.backends.base import Envelope, Outgoing, Target, new_id
 from motia_py.backends.memory import MemoryBackend
 from motia_py.config import build_step
 from motia_py.errors import StepConfigError
@@ -19,10 +21,34 @@ from motia_py.testing import Harness
 from motia_py.transactions import is_transactional
 from motia_py.tx_state import Transaction, TxState
 
-from .backends.test_registry import install_queue_and_state_backend
 from .conftest import ProjectFactory
 
 FLOW = 'entry_topics = ["go"]\n'
+
+
+def install_backend_without_transactions(site: Path) -> None:
+    """A separate distribution registering ``txless://``: the memory backend's stores except ``complete_tx``."""
+    (site / "txlessbackend.py").write_text(textwrap.dedent("""
+        from motia_py.backends.memory import MemoryBackend
+        from motia_py.backends.stores import CoreBackend, LeaseStore, TraceStore
+        from motia_py.backends.compose import members
+
+        class TxlessBackend:
+            def __init__(self, url, clock):
+                self.url = url
+                self.inner = MemoryBackend(url, clock=clock)
+                for protocol in (CoreBackend, LeaseStore, TraceStore):
+                    for name in members(protocol):
+                        if name != "url":
+                            setattr(self, name, getattr(self.inner, name))
+
+        def create_backend(url, options):
+            return TxlessBackend(url, options.clock)
+    """))
+    dist = site / "motia_py_txless_backend-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: motia-py-txless-backend\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[motia_py.backends]\ntxless = txlessbackend:create_backend\n")
 
 
 async def _handler(input: Any, ctx: Any) -> None:
@@ -68,7 +94,7 @@ def test_validate_reports_transactional_steps_on_a_backend_without_atomic_commit
         tmp_path: Path, make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     site = tmp_path / "site"
     site.mkdir()
-    install_queue_and_state_backend(site)  # a plug-in with the queue and state stores only
+    install_backend_without_transactions(site)
     monkeypatch.syspath_prepend(str(site))
     files = {
         "flows/f.toml": FLOW,
@@ -79,11 +105,11 @@ def test_validate_reports_transactional_steps_on_a_backend_without_atomic_commit
                 pass
         """,
     }
-    root = make_project({**files, "motia_py.toml": '[backend]\nurl = "qs://anything"\n'})
+    root = make_project({**files, "motia_py.toml": '[backend]\nurl = "txless://anything"\n'})
     _, findings = load_project(load_settings(root, env={}))
     [finding] = [f for f in findings if f.code == "transactional-unsupported"]
     assert (finding.severity.value, finding.step, finding.field) == ("error", "A", "transactional")
-    assert "qs:// backend cannot commit" in finding.message
+    assert "txless:// backend cannot commit" in finding.message
 
     for url in ("memory://", f"sqlite:///{tmp_path / 'm.db'}"):
         _, findings = load_project(load_settings(root, env={"MOTIA_PY_BACKEND_URL": url}))
@@ -172,3 +198,26 @@ async def test_a_key_read_twice_answers_the_first_value_read() -> None:
     assert await state.items("g") == {"k": 2}  # a group listing reads the group as it is now
     tx = state.tx
     assert await backend.complete_tx(None, [], tx.writes(), tx.reads()) == "conflict"
+
+
+async def test_clearing_a_watched_group_commits_one_change_event_per_key_it_held() -> None:
+    backend = MemoryBackend()
+    await backend.state_set("ns", "g", "a", "1")
+    await backend.state_set("ns", "g", "b", "2")
+
+    def notify(group: str, key: str) -> Outgoing:
+        env = Envelope(id=new_id(), topic="state:ns", data_json="null", trace_id="t", emitted_at=0.0)
+        return Outgoing(env, (Target("Watcher"),))
+
+    tx = Transaction()
+    await TxState(backend, "ns", tx, notify).clear("g")
+    await backend.state_set("ns", "g", "c", "3")  # another writer adds a key: the clear must not miss it
+    assert await backend.complete_tx(None, [], tx.writes(), tx.reads()) == "conflict"
+
+    tx = Transaction()
+    await TxState(backend, "ns", tx, notify).clear("g")
+    assert await backend.complete_tx(None, [], tx.writes(), tx.reads()) == "ok"
+    assert await backend.state_items("ns", "g") == {}
+    events = [d.envelope.data for d in await backend.claim("Watcher", 10, 30.0)]
+    assert sorted((e["item_id"], e["old_value"], e["new_value"]) for e in events) == [
+        ("a", 1, None), ("b", 2, None), ("c", 3, None)]

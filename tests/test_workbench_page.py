@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from motia_py.tracing import TraceSettings
 from motia_py.workbench import install_workbench
 from tests import test_workbench
 from tests.conftest import ProjectFactory
-from tests.test_workbench import FILES, REPO, Browser, Serve, _get_json, eventually
+from tests.test_workbench import FILES, REPO, Browser, Serve, _get_json
 
 # the fixtures of test_workbench.py: a server with the Workbench, and a headless Chromium
 serve, chromium, browser = test_workbench.serve, test_workbench.chromium, test_workbench.browser
@@ -33,6 +34,18 @@ async def handler(ctx):
 """
 # namespace "alpha" (empty) sorts before "shop" (where Consumer stores jobs)
 PAGE_FILES = {**FILES, "steps/tick.step.py": TICK, "flows/beat.toml": 'state_namespace = "alpha"\n'}
+
+
+async def eventually(fetch: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    """Poll ``fetch`` (an HTTP read of another task's work) until ``ok`` holds for its result, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; last value: {value!r}")
+        await asyncio.sleep(0.05)
 
 
 class Page:

@@ -62,6 +62,9 @@ def dev(host: str | None, port: int | None, backend_url: str | None, project: Pa
 
     settings = settings_from(project, backend_url=backend_url, host=host, port=port)
     require_project(settings)
+    from .workbench import check_dev_exposure
+
+    check_dev_exposure(settings)  # before anything starts: a dev server on the network needs a token
     configure_logging("text" if settings.log_format == "auto" else settings.log_format, settings.log_level)
     code = run_async(run_dev(settings))
     exit_now_if_threads_linger(code)

@@ -71,12 +71,13 @@ class Context:
         state: the flow namespace's state.
         logger: structured logger.
         scheduled_at: the tick's time (cron steps only).
+        streams: the project's streams (``ctx.streams.<name>``, see :mod:`motia_py.streams`).
         idempotency_key: stable across the retries of one delivery, different per step: pass it to
             outside APIs that take one (Stripe's ``Idempotency-Key``).
     """
 
     __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_source_id", "_spec", "attempt", "outbox",
-                 "scheduled_at", "state", "step", "topic", "trace_id", "traceparent")
+                 "scheduled_at", "state", "step", "streams", "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -92,6 +93,7 @@ class Context:
         max_payload_bytes: int,
         scheduled_at: datetime | None = None,
         traceparent: str | None = None,
+        streams: Any = None,
         source_id: str | None = None,
     ) -> None:
         self._spec = spec
@@ -107,6 +109,7 @@ class Context:
         self._log_sink = log_sink
         self.scheduled_at = scheduled_at
         self.outbox: list[Outgoing] = []
+        self.streams = streams
         self.traceparent = traceparent  # W3C context of this run's span (OpenTelemetry), given to emits
 
     @property

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import Backend, StateRead, StateWrite
-from .state import State, _jsonable, dumps
+from .backends.base import Backend, Outgoing, StateRead, StateWrite
+from .state import Notify, State, _jsonable, dumps
 
 _Group = tuple[str, str]  # (namespace, group)
 _Key = tuple[str, str, str]  # (namespace, group, key)
@@ -28,10 +28,12 @@ _Key = tuple[str, str, str]  # (namespace, group, key)
 
 @dataclass(slots=True)
 class _Buffer:
-    """The buffered writes of one group: cleared first (when ``cleared``), then ``values`` (None: deleted)."""
+    """The buffered writes of one group: cleared first (when ``cleared``), then ``values`` (None: deleted),
+    each with the change event to queue with it (``notify``, for the keys a state step watches)."""
 
     cleared: bool = False
     values: dict[str, str | None] = field(default_factory=dict)
+    notify: dict[str, Outgoing] = field(default_factory=dict)
 
 
 class Transaction:
@@ -96,11 +98,15 @@ class Transaction:
                 found.discard(group)
         return sorted(found)
 
-    def write(self, namespace: str, group: str, key: str, value_json: str | None) -> None:
-        """Buffer a write (``value_json`` None: delete the key)."""
+    def write(self, namespace: str, group: str, key: str, value_json: str | None, notify: Outgoing | None = None
+              ) -> None:
+        """Buffer a write (``value_json`` None: delete the key), with the change event to queue with it
+        when it changes the key's value at commit (state-triggered steps)."""
         buf = self._buffers.setdefault((namespace, group), _Buffer())
         buf.values.pop(key, None)  # keep the order of the last writes
         buf.values[key] = value_json
+        if notify is not None:
+            buf.notify[key] = notify
 
     def clear(self, namespace: str, group: str) -> None:
         """Buffer the deletion of every key of a group (writes buffered before it are dropped)."""
@@ -112,8 +118,8 @@ class Transaction:
         for (namespace, group), buf in self._buffers.items():
             if buf.cleared:
                 out.append(StateWrite(namespace, group, None, None))
-            out += [StateWrite(namespace, group, key, value) for key, value in buf.values.items()
-                    if value is not None or not buf.cleared]
+            out += [StateWrite(namespace, group, key, value, buf.notify.get(key))
+                    for key, value in buf.values.items() if value is not None or not buf.cleared]
         return out
 
     def reads(self) -> list[StateRead]:
@@ -132,14 +138,20 @@ class TxState(State):
 
     Writes are buffered in ``tx`` and take effect when the attempt commits; reads see them.
     ``update`` is a plain read-modify-write here: the commit checks that the value read is unchanged
-    (otherwise the attempt runs again), so ``fn`` runs once per run.
+    (otherwise the attempt runs again), so ``fn`` runs once per run. A write to a group that a state
+    step watches carries its change event (``notify``), queued by the commit, in the same transaction,
+    when the write changed the value.
     """
 
     __slots__ = ("tx",)
 
-    def __init__(self, backend: Backend, namespace: str, tx: Transaction) -> None:
-        super().__init__(backend, namespace)
+    def __init__(self, backend: Backend, namespace: str, tx: Transaction, notify: Notify | None = None) -> None:
+        super().__init__(backend, namespace, notify)
         self.tx = tx
+
+    def _write(self, group: str, key: str, value_json: str | None) -> None:
+        notify = self.notify(group, key) if self.notify is not None else None
+        self.tx.write(self.namespace, group, key, value_json, notify)
 
     async def get(self, group: str, key: str) -> Any:
         """The value as this attempt sees it (its own writes included), or None."""
@@ -148,14 +160,14 @@ class TxState(State):
     async def set(self, group: str, key: str, value: Any) -> Any:
         """Buffer ``value`` (JSON, or a pydantic model) for the commit and return it."""
         value = _jsonable(value)
-        self.tx.write(self.namespace, str(group), str(key), dumps(value))
+        self._write(str(group), str(key), dumps(value))
         return value
 
     async def delete(self, group: str, key: str) -> Any:
         """Buffer the deletion of a key; return the value it had (None when absent)."""
         g, k = str(group), str(key)
         old = await self.tx.read(self.backend, self.namespace, g, k)
-        self.tx.write(self.namespace, g, k, None)
+        self._write(g, k, None)
         return _loads(old)
 
     async def get_group(self, group: str) -> list[Any]:
@@ -171,13 +183,19 @@ class TxState(State):
         return await self.tx.groups(self.backend, self.namespace)
 
     async def clear(self, group: str) -> None:
-        """Buffer the deletion of every key of a group."""
-        self.tx.clear(self.namespace, str(group))
+        """Buffer the deletion of every key of a group (of each key it holds, checked at commit, when a
+        state step watches the group, so that each deletion queues its change event)."""
+        g = str(group)
+        if self.notify is not None and self.notify(g, "") is not None:
+            for key in await self.tx.items(self.backend, self.namespace, g):
+                self._write(g, key, None)
+            return
+        self.tx.clear(self.namespace, g)
 
     async def update(self, group: str, key: str, fn: Callable[[Any], Any]) -> Any:
         """Read, apply ``fn`` and buffer the result; the commit checks that the value read still holds.
         Returns the new value."""
         g, k = str(group), str(key)
         new = _jsonable(fn(_loads(await self.tx.read(self.backend, self.namespace, g, k))))
-        self.tx.write(self.namespace, g, k, dumps(new))
+        self._write(g, k, dumps(new))
         return new

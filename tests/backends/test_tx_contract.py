@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from motia_py.backends.base import Backend, StateRead, StateWrite
+from motia_py.backends.base import Backend, Outgoing, StateRead, StateWrite, Target
 from motia_py.testing import VirtualClock
 
 from .helpers import LEASE_S, claim_one, data, envelope, publish, to
@@ -175,3 +175,46 @@ async def test_of_concurrent_commits_that_read_one_counter_exactly_one_wins(back
     assert len(await backend.claim("b", 10, LEASE_S)) == 1
     assert len(await backend.claim("a", 10, LEASE_S)) == 0  # the losers are still leased, by their attempts
     assert (await backend.stats()).per_step["a"] == 7
+
+
+# -- change events of watched keys (state-triggered steps) ---------------------------------------
+def watched(group: str, key: str, value: str | None, *steps: str) -> StateWrite:
+    return StateWrite(NS, group, key, value, Outgoing(envelope(topic=f"state:{NS}"), tuple(Target(s) for s in steps)))
+
+
+async def change_events(backend: Backend, step: str) -> list[object]:
+    return [d.envelope.data for d in await backend.claim(step, 100, LEASE_S)]
+
+
+async def test_a_commit_queues_the_change_events_of_the_watched_keys_it_changed(backend: Backend) -> None:
+    await backend.state_set(NS, "g", "same", '"x"')
+    await backend.state_set(NS, "g", "old", '{"v":1}')
+    await publish(backend, "a")
+    d = await claim_one(backend, "a")
+    writes = [watched("g", "new", '{"v":2}', "w"), watched("g", "old", None, "w"), watched("g", "same", '"x"', "w"),
+              watched("g", "never", None, "w"), put("g", "plain", "1")]
+
+    assert await backend.complete_tx(d, [], writes, []) == "ok"
+
+    assert await change_events(backend, "w") == [  # in the order written; none for what did not change
+        {"group_id": "g", "item_id": "new", "old_value": None, "new_value": {"v": 2}},
+        {"group_id": "g", "item_id": "old", "old_value": {"v": 1}, "new_value": None}]
+    assert await backend.state_items(NS, "g") == {"new": '{"v":2}', "same": '"x"', "plain": "1"}
+
+
+async def test_a_change_event_sees_the_value_an_earlier_write_of_the_same_commit_left(backend: Backend) -> None:
+    writes = [watched("g", "k", '"a"', "w"), watched("g", "k", '"b"', "w")]
+    assert await backend.complete_tx(None, [], writes, []) == "ok"
+    assert [e["old_value"] for e in await change_events(backend, "w")] == [None, "a"]  # type: ignore[index]
+
+
+async def test_a_conflict_or_a_lost_lease_queues_no_change_event(backend: Backend, clock: VirtualClock) -> None:
+    await backend.state_set(NS, "g", "k", "1")
+    assert await backend.complete_tx(None, [], [watched("g", "k", "2", "w")], [read("g", "k", "0")]) == "conflict"
+    await publish(backend, "a")
+    old = await claim_one(backend, "a", lease_s=1.0)
+    clock.advance(2.0)
+    await claim_one(backend, "a")
+    assert await backend.complete_tx(old, [], [watched("g", "k", "2", "w")], []) == "lost"
+    assert await change_events(backend, "w") == []
+    assert await backend.state_get(NS, "g", "k") == "1"

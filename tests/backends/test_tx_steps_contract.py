@@ -259,3 +259,33 @@ async def test_an_api_request_commits_its_writes_and_emits_all_or_nothing(
         assert [d.envelope.data for d in await backend.claim("Sink", 10, LEASE_S)] == [{"key": "ok"}]
     finally:
         await runtime.router.aclose()
+
+
+WATCHER = """
+config = {"type": "state", "name": "Watcher", "flows": ["f"], "watch": {"group": "g"}}
+async def handler(input, ctx):
+    pass
+"""
+
+
+async def test_a_watched_write_starts_its_state_step_at_commit_and_a_failed_run_starts_none(
+        backend: Backend, make_project: ProjectFactory) -> None:
+    step = tx_project(make_project, """
+await ctx.state.set("g", "k", input)
+await ctx.state.update("g", "n", lambda n: (n or 0) + 1)
+if input == "fail":
+    raise ValueError("no")
+""")
+    (step / "steps" / "watcher.step.py").write_text(WATCHER)
+    project, _ = load_project(load_settings(step, env={}))
+    runtime = Runtime(project, backend, workers=False, cron=False)
+    try:
+        for data, outcome in (("a", Outcome.OK), ("fail", Outcome.DEAD), ("a", Outcome.OK)):
+            await runtime.router.emit("go", data)
+            assert await runtime.router.run_delivery(await claim_one(backend, "T")) is outcome
+        changes = [d.envelope.data for d in await backend.claim("Watcher", 10, LEASE_S)]
+        assert changes == [{"group_id": "g", "item_id": "k", "old_value": None, "new_value": "a"},
+                           {"group_id": "g", "item_id": "n", "old_value": None, "new_value": 1},
+                           {"group_id": "g", "item_id": "n", "old_value": 1, "new_value": 2}]  # "k" did not change
+    finally:
+        await runtime.router.aclose()

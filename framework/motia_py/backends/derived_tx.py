@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .realtime import state_changes_of
 from .records import Delivery, Outgoing, StateRead, StateWrite, TxResult
 from .stores import CoreBackend
 
@@ -44,6 +45,9 @@ class StateTxStore:
         for w in writes:
             if w.key is None:
                 await self.core.state_clear(w.namespace, w.group)
+            elif w.notify is not None:
+                await state_changes_of(self.core).state_change(w.namespace, w.group, w.key, w.value_json,
+                                                               notify=w.notify)
             elif w.value_json is None:
                 await self.core.state_delete(w.namespace, w.group, w.key)
             else:

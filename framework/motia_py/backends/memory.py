@@ -16,18 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
-from .memory_tx import apply_writes, reads_hold
+from .memory_realtime import MemoryRealtime
+from .memory_tx import MemoryTx
 from .records import (
     DeadLetter,
     Delivery,
     Envelope,
     Outgoing,
     QueueStats,
-    StateRead,
-    StateWrite,
     StepQueueStats,
     TraceRun,
-    TxResult,
     new_id,
     worker_identity,
 )
@@ -58,8 +56,10 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend:
-    """In-process backend (``memory://``). Not shared between processes; lost on exit.
+class MemoryBackend(MemoryRealtime, MemoryTx):
+    """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
+    state changes are in :class:`.memory_realtime.MemoryRealtime`, its transactional commits in
+    :class:`.memory_tx.MemoryTx`.
 
     Args:
         url: ``memory://``.
@@ -454,23 +454,6 @@ class MemoryBackend:
         for t in drop:
             del self._traces[t]
         return len(drop)
-
-
-    # -- transactional commits ------------------------------------------------------------------
-    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
-                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
-        """Check the lease and the reads, then apply the writes, acknowledge and publish, without yielding
-        to the event loop in between (see :class:`.stores.TxStore`)."""
-        if delivery is not None and self._held(delivery) is None:
-            return "lost"
-        if not reads_hold(self._state, reads):
-            return "conflict"
-        apply_writes(self._state, writes)
-        if delivery is not None:
-            await self.complete(delivery, outgoing)
-        elif outgoing:
-            await self.publish(outgoing)
-        return "ok"
 
 
 def create_backend(url: str, options: BackendOptions) -> MemoryBackend:

@@ -172,12 +172,16 @@ class StateWrite:
     """One buffered state change of a transactional attempt, applied at commit.
 
     ``value_json`` None deletes the key; ``key`` None clears the whole group (``value_json`` is None then).
+    ``notify`` (key writes only): the change event to queue with the write when it changes the value,
+    its payload replaced by the change document, as :meth:`~.stores.StateChangeStore.state_change` does
+    (state-triggered steps).
     """
 
     namespace: str
     group: str
     key: str | None
     value_json: str | None
+    notify: Outgoing | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,9 +98,12 @@ class RedisQueue(RedisConnection):
                 keys=[*queue_keys(sk), sk.owner, self.keys.steps],
                 args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
                       sk.fifo_prefix, step, str(MOVE_MAX), self.identity])
+        if len(flat) == 6:  # an expired lease, claimed alone: 4 fields, then '1' and its last owner
+            return [Delivery(id=flat[0], step=step, envelope=Envelope.from_json(flat[1]), attempt=int(flat[2]),
+                             first_delivered_at=float(flat[3]), expired=True, last_owner=flat[5] or None)]
+        # due deliveries: 4 fields each (never 6 in all: one delivery is 4, two are 8)
         return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
-                         first_delivered_at=float(flat[i + 3]), expired=flat[i + 4] == "1",
-                         last_owner=flat[i + 5] or None) for i in range(0, len(flat), 6)]
+                         first_delivered_at=float(flat[i + 3])) for i in range(0, len(flat), 4)]
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started, in one script: not counted, due at once (a

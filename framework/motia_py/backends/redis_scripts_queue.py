@@ -169,8 +169,8 @@ return out
 
 # KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
-# Returns flat (id, envelope, attempt, first delivered at, expired ('1' or ''), last owner) per delivery:
-# a delivery whose lease expired alone, else the due ones.
+# Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
+# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at).
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -235,8 +235,6 @@ local function emit(uid, env, attempt, first)
   out[#out + 1] = env
   out[#out + 1] = attempt
   out[#out + 1] = first
-  out[#out + 1] = ''
-  out[#out + 1] = ''
   left = left - 1
 end
 local zadd, hset, own = {}, {}, {}  -- written with one ZADD and two HSETs at the end

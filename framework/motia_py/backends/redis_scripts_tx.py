@@ -2,7 +2,8 @@
 argument layout.
 
 One script checks the lease (the fence: the same test as the complete script), checks every read, and
-only then writes the state, acknowledges the delivery and publishes the outbox, so a conflict or a lost
+only then writes the state (queueing the change event of each watched key whose value changed, as the
+state-change script does), acknowledges the delivery and publishes the outbox, so a conflict or a lost
 lease changes nothing. Redis runs a script alone, so no other writer gets in between. On Redis Cluster
 every key of one call must hash to one slot, the state hashes included: use a prefix with a hash tag
 (``{motia}``), which puts every key of the backend in one slot.
@@ -11,6 +12,7 @@ every key of one call must hash to one slot, the state hashes included: use a pr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Final
 
 from redis.asyncio import Redis
@@ -24,13 +26,23 @@ from .redis_scripts_queue import (
     encode_outgoing,
     fifo_group,
 )
+from .state_change import change_head
+
+_MARKER: Final = "__motia_py_state_change__"  # the payload of a change event's template, replaced in the script
 
 # KEYS: seq; with a delivery its 9 keys (stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake
-# owners); one state hash per read; per write its state hash and its namespace's group set; the publish block.
+# owners); one state hash per read; per write its state hash, its namespace's group set and, with a change
+# event, that event's publish block; the outbox's publish block.
 # ARGV: now, has delivery ('1' or ''), step, uid, attempt, fifo group; read count, per read 'k' key
-# has_value value | 'g' n key1 value1 ... keyn valuen; write count, per write 's' key value group | 'd' key
-# group | 'c' group; the publish block. Returns 'ok', 'lost' or 'conflict'.
-_COMPLETE_TX: Final = _PRELUDE + r"""
+# has_value value | 'g' n key1 value1 ... keyn valuen; write count, per write 's' key value group notify |
+# 'd' key group notify | 'c' group, where notify is '0', or '1' then the change document's head and the
+# event's publish block (its payload the quoted marker); the outbox's publish block.
+# Returns 'ok', 'lost' or 'conflict'.
+_COMPLETE_TX: Final = r"""
+local argv = {}
+for i = 1, #ARGV do argv[i] = ARGV[i] end
+local ARGV = argv  -- a copy: a change event's template is filled in place
+""" + _PRELUDE + r"""
 local now = clock(ARGV[1])
 local k, a = 2, 7
 local kind, eid = nil, nil
@@ -64,24 +76,41 @@ for _ = 1, tonumber(ARGV[a]) do
     a = a + 2 + 2 * n
   end
 end
+local marker = '"' .. '""" + _MARKER + r"""' .. '"'
 local writes = tonumber(ARGV[a + 1])
 a = a + 2
 for _ = 1, writes do
   local hash, groups, op = KEYS[k], KEYS[k + 1], ARGV[a]
   k = k + 2
-  if op == 's' then
-    redis.call('HSET', hash, ARGV[a + 1], ARGV[a + 2])
-    redis.call('SADD', groups, ARGV[a + 3])
-    a = a + 4
-  elseif op == 'd' then
-    if redis.call('HDEL', hash, ARGV[a + 1]) == 1 and redis.call('EXISTS', hash) == 0 then
-      redis.call('SREM', groups, ARGV[a + 2])
-    end
-    a = a + 3
-  else
+  if op == 'c' then
     redis.call('DEL', hash)
     redis.call('SREM', groups, ARGV[a + 1])
     a = a + 2
+  else
+    local key, new, group = ARGV[a + 1], nil, nil
+    if op == 's' then new, group, a = ARGV[a + 2], ARGV[a + 3], a + 4 else group, a = ARGV[a + 2], a + 3 end
+    local notify = ARGV[a] == '1'
+    local cur = nil
+    if notify then cur = redis.call('HGET', hash, key) or nil end
+    if new then
+      redis.call('HSET', hash, key, new)
+      redis.call('SADD', groups, group)
+    elseif redis.call('HDEL', hash, key) == 1 and redis.call('EXISTS', hash) == 0 then
+      redis.call('SREM', groups, group)
+    end
+    a = a + 1
+    if notify then
+      local head = ARGV[a]
+      a = a + 1
+      local changed = cur ~= new
+      if changed then
+        local change = head .. (cur or 'null') .. ',"new_value":' .. (new or 'null') .. '}'
+        local tmpl = ARGV[a + 1]
+        local i, j = string.find(tmpl, marker, 1, true)
+        ARGV[a + 1] = string.sub(tmpl, 1, i - 1) .. cjson.encode(change) .. string.sub(tmpl, j + 1)
+      end
+      k, a = publish(k, a, now, KEYS[1], changed)
+    end
   end
 end
 if kind == 's' then
@@ -127,9 +156,13 @@ def encode_tx(keys: Keys, now: str, delivery: Delivery | None, outgoing: Sequenc
         ks += (keys.state(w.namespace, w.group), keys.state_groups(w.namespace))
         if w.key is None:
             args += ("c", w.group)
-        elif w.value_json is None:
-            args += ("d", w.key, w.group)
-        else:
-            args += ("s", w.key, w.value_json, w.group)
+            continue
+        args += ("d", w.key, w.group) if w.value_json is None else ("s", w.key, w.value_json, w.group)
+        if w.notify is None or not w.notify.targets:
+            args.append("0")
+            continue
+        args += ("1", change_head(w.group, w.key))
+        template = Outgoing(envelope=replace(w.notify.envelope, data_json=_MARKER), targets=w.notify.targets)
+        encode_outgoing(keys, [template], ks, args)
     encode_outgoing(keys, outgoing, ks, args)
     return ks, args

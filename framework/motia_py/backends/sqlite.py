@@ -46,6 +46,7 @@ from .records import (
     worker_identity,
 )
 from .registry import BackendOptions
+from .sqlite_realtime import SqliteRealtime
 from .sqlite_schema import connect, resolve_path
 
 A = TypeVar("A")
@@ -116,8 +117,9 @@ def _meta_cas(conn: sqlite3.Connection, arg: tuple[str, str | None, str]) -> boo
     return True
 
 
-class SqliteBackend:
+class SqliteBackend(SqliteRealtime):
     """Durable backend on one SQLite file in WAL mode, shared by the worker processes of one machine.
+    Its pub/sub and state changes are in :class:`.sqlite_realtime.SqliteRealtime`.
 
     Args:
         url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
@@ -181,6 +183,7 @@ class SqliteBackend:
 
     async def close(self) -> None:
         """Finish the queued calls and close the file; deliveries stay queued."""
+        await self._close_realtime()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -396,11 +399,12 @@ class SqliteBackend:
                           writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
         """Check the lease and the reads, apply the writes, acknowledge and publish, in one transaction
         committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`)."""
-        rows = q.delivery_rows(outgoing, self.clock()) if outgoing else []
-        result, fifo = await self._run(sqlite_tx.complete_tx, (delivery, rows, list(writes), list(reads)),
-                                       urgent=True)
+        now = self.clock()
+        rows = q.delivery_rows(outgoing, now) if outgoing else []
+        result, fifo, notified = await self._run(
+            sqlite_tx.complete_tx, (delivery, rows, list(writes), list(reads), now), urgent=True)
         if result == "ok":
-            self._wake([r[1] for r in rows] + ([delivery.step] if fifo and delivery is not None else []))
+            self._wake([r[1] for r in rows] + notified + ([delivery.step] if fifo and delivery is not None else []))
         return result
 
 
