@@ -61,6 +61,8 @@ def test_transactional_is_a_checked_key_of_event_cron_and_api_steps(tmp_path: Pa
     assert build_step({**event, "transactional": None}, _handler, tmp_path / "e.step.py").transactional is None
     cron = {"type": "cron", "name": "C", "cron": "* * * * *", "transactional": False}
     assert build_step(cron, lambda ctx: None, tmp_path / "c.step.py").transactional is False
+    state = {"type": "state", "name": "S", "watch": {"group": "g"}, "transactional": True}
+    assert build_step(state, _handler, tmp_path / "s.step.py").transactional is True
     typed = EventConfig(name="T", subscribes=["go"], transactional=True)
     assert build_step(typed, _handler, tmp_path / "t.step.py").transactional is True
 

@@ -13,7 +13,7 @@ from .discovery import Project
 from .errors import MotiaError
 from .findings import Finding, Severity
 
-_RUN_TYPES = (StepType.EVENT, StepType.CRON, StepType.API)
+_RUN_TYPES = (StepType.EVENT, StepType.CRON, StepType.API, StepType.STATE)
 
 
 def is_transactional(project: Project, spec: StepSpec) -> bool:
