@@ -62,17 +62,19 @@ class Client:
                 self._opened = True
 
     async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
-                   delay: float | None = None, trace_id: str | None = None) -> str:
-        """Publish one event; return its trace id.
+                   delay: float | None = None, trace_id: str | None = None, priority: int | None = None) -> str:
+        """Publish one event; return its trace id. ``priority`` (-1000 to 1000, higher first) replaces the
+        subscribing steps' default priority.
 
         Raises:
             UnknownTopicError: nothing would handle the topic.
             PayloadTooLargeError: the data is over the payload limit.
+            InvalidEmitError: a bad priority, or a step's key function failed on the event.
             BackendError: the backend failed.
         """
         await self._ensure_open()
         return await self._router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                       delay_s=float(delay or 0.0))
+                                       delay_s=float(delay or 0.0), priority=priority)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop_thread is None:
@@ -84,9 +86,10 @@ class Client:
         return asyncio.run_coroutine_threadsafe(coro, self._loop_thread[0]).result()
 
     def emit_sync(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
-                  delay: float | None = None, trace_id: str | None = None) -> str:
+                  delay: float | None = None, trace_id: str | None = None, priority: int | None = None) -> str:
         """Blocking :meth:`emit` for synchronous code (Django views, scripts)."""
-        return self._run(self.emit(topic, data, message_group_id=message_group_id, delay=delay, trace_id=trace_id))
+        return self._run(self.emit(topic, data, message_group_id=message_group_id, delay=delay, trace_id=trace_id,
+                                   priority=priority))
 
     async def aclose(self) -> None:
         """Close the backend connection."""

@@ -46,6 +46,7 @@ from .config_keys import (
 )
 from .cron import parse_cron
 from .errors import StepConfigError
+from .flow_config import parse_flow
 from .query import QueryParam
 from .schema import to_schema
 from .spec import (
@@ -352,6 +353,7 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         delay_s=duration(q.get("delay_seconds", 0), f"{w}.delaySeconds", minimum=0),
         concurrency=count(q.get("concurrency", 20), f"{w}.concurrency", minimum=1),
         backoff=backoff,
+        flow=parse_flow(q, w),
     )
     if cron:
         c = normalise_keys(mapping(infra.get("cron"), "infrastructure.cron"), CRON_POLICY_KEYS, set(),

@@ -11,12 +11,13 @@ from typing import Any
 from .backends.base import Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
+from .flow_control import check_priority
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 from .suggest import did_you_mean
 
-OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "str | None"], Outgoing]
-"""(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent) -> Outgoing"""
+OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "str | None", "int | None"], Outgoing]
+"""(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent, priority) -> Outgoing"""
 
 
 def encode_payload(data: Any, max_bytes: int) -> str:
@@ -139,11 +140,13 @@ class Context:
         *,
         message_group_id: str | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> _Done:
         """Publish an event when the handler returns successfully (outbox).
 
-        Both ``await ctx.emit({"topic": t, "data": d, "messageGroupId"?: g, "delay"?: s})`` and
-        ``await ctx.emit(t, d)`` work.
+        Both ``await ctx.emit({"topic": t, "data": d, "messageGroupId"?: g, "delay"?: s, "priority"?: p})``
+        and ``await ctx.emit(t, d)`` work. ``priority`` (-1000 to 1000, higher first) replaces the
+        subscribing steps' default priority.
 
         Raises:
             UndeclaredEmitError: the topic is not in the step's ``emits``.
@@ -151,13 +154,15 @@ class Context:
             PayloadTooLargeError: the data is over the payload limit.
         """
         if isinstance(event, Mapping):
-            unknown = set(event) - {"topic", "data", "messageGroupId", "message_group_id", "delay"}
+            unknown = set(event) - {"topic", "data", "messageGroupId", "message_group_id", "delay", "priority"}
             if unknown:
-                raise InvalidEmitError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, delay")
+                raise InvalidEmitError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, "
+                                       "delay, priority")
             topic = event.get("topic")
             data = event.get("data")
             message_group_id = event.get("messageGroupId", event.get("message_group_id", message_group_id))
             delay = event.get("delay", delay)
+            priority = event.get("priority", priority)
         else:
             topic = event
         if not isinstance(topic, str) or not topic:
@@ -181,5 +186,6 @@ class Context:
             raise InvalidEmitError(f"emit delay must be a number of seconds >= 0, got {delay!r}")
         self.outbox.append(self._factory(topic, text, self.trace_id,
                                          None if message_group_id is None else str(message_group_id),
-                                         float(delay or 0.0), self.step, self.traceparent))
+                                         float(delay or 0.0), self.step, self.traceparent,
+                                         None if priority is None else check_priority(priority)))
         return _DONE

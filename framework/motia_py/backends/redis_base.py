@@ -23,6 +23,7 @@ from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from .records import worker_identity
 from .redis_keys import Keys
+from .redis_scripts_flow import FlowScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
@@ -108,12 +109,14 @@ class Scripts:
     queue: QueueScripts
     state: StateScripts
     lease: LeaseScripts
+    flow: FlowScripts
     tx: TxScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
-        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), TxScripts(client))
+        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
+                   TxScripts(client))
 
 
 class RedisConnection:

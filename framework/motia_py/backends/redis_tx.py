@@ -22,5 +22,7 @@ class RedisTx(RedisRealtime):
         await self._ensure_steps(t.step for out in (*outgoing, *notified) for t in out.targets)
         ks, args = encode_tx(self.keys, self._now(), delivery, outgoing, writes, reads)
         with self._translate():
-            result = await self._s.tx.complete_tx(keys=ks, args=args)
-        return cast(TxResult, result)
+            result = cast(TxResult, await self._s.tx.complete_tx(keys=ks, args=args))
+        if result == "ok" and delivery is not None:
+            await self._wake_limited([delivery])  # a flow-controlled step's slot is free
+        return result
