@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from motia_py.backends.base import Backend, Outgoing, StateRead, StateWrite, Target
+from motia_py.backends.records import FlowControl
 from motia_py.testing import VirtualClock
 
 from .helpers import LEASE_S, claim_one, data, envelope, publish, to
@@ -218,3 +219,15 @@ async def test_a_conflict_or_a_lost_lease_queues_no_change_event(backend: Backen
     assert await backend.complete_tx(old, [], [watched("g", "k", "2", "w")], []) == "lost"
     assert await change_events(backend, "w") == []
     assert await backend.state_get(NS, "g", "k") == "1"
+
+
+async def test_a_commit_frees_the_slot_of_a_flow_controlled_step(backend: Backend) -> None:
+    control = FlowControl(global_concurrency=1)
+    await publish(backend, "a", 2)
+    [first] = await backend.claim("a", 10, LEASE_S, control=control)
+    assert await backend.claim("a", 10, LEASE_S, control=control) == []  # its one slot is taken
+
+    assert await backend.complete_tx(first, [], [put("g", "k", "1")], []) == "ok"
+
+    [second] = await backend.claim("a", 10, LEASE_S, control=control)
+    assert data([first, second]) == [0, 1]
