@@ -90,9 +90,9 @@ def test_bad_schema_or_pool_size_is_backend_unavailable(bad: str) -> None:
 
 def test_the_publish_statement_converts_to_the_dbapi_style() -> None:
     sql = Sql.build("motia").publish
-    text, args = format_style(sql, [f"a{i}" for i in range(14)])
-    assert "%" not in sql and "$" not in text and text.count("%s") == 14
-    assert sorted(args) == sorted(f"a{i}" for i in range(14))  # each argument once
+    text, args = format_style(sql, [f"a{i}" for i in range(17)])
+    assert "%" not in sql and "$" not in text and text.count("%s") == 17
+    assert sorted(args) == sorted(f"a{i}" for i in range(17))  # each argument once
     assert format_style("SELECT $2, $1, $2", ["a", "b"]) == ("SELECT %s, %s, %s", ["b", "a", "b"])
 
 
