@@ -123,6 +123,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_DOTENV": "no",
         "MOTIA_PY_SERVER_METRICS": "yes",
         "MOTIA_PY_METRICS_TOKEN": "mtok",
+        "MOTIA_PY_TRANSACTIONAL": "on",
         "MOTIA_PY_STREAMS_AUTHENTICATE": "auth:check",
     }
     assert {s.env for s in SETTINGS} == set(env)
@@ -135,6 +136,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (s.log_format, s.log_level) == ("text", "error")
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
     assert (s.dotenv, s.metrics, s.metrics_token) == (False, True, "mtok")
+    assert s.transactional is True
     assert s.streams_authenticate == "auth:check"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
@@ -52,6 +53,13 @@ class _Done:
 _DONE = _Done()
 
 
+def idempotency_key(source_id: str, step: str) -> str:
+    """``ctx.idempotency_key``: 32 hex characters derived from what started the run (the event's id, or
+    the API request's trace id) and the step's name: the same for every attempt of one delivery, different
+    for every step."""
+    return hashlib.sha256(f"{source_id}\x00{step}".encode()).hexdigest()[:32]
+
+
 class Context:
     """The ``ctx`` of one handler call.
 
@@ -65,10 +73,12 @@ class Context:
         logger: structured logger.
         scheduled_at: the tick's time (cron steps only).
         streams: the project's streams (``ctx.streams.<name>``, see :mod:`motia_py.streams`).
+        idempotency_key: stable across the retries of one delivery, different per step: pass it to
+            outside APIs that take one (Stripe's ``Idempotency-Key``).
     """
 
-    __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_spec", "attempt", "outbox", "scheduled_at",
-                 "state", "step", "streams", "topic", "trace_id", "traceparent")
+    __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_source_id", "_spec", "attempt", "outbox",
+                 "scheduled_at", "state", "step", "streams", "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -85,8 +95,10 @@ class Context:
         scheduled_at: datetime | None = None,
         traceparent: str | None = None,
         streams: Any = None,
+        source_id: str | None = None,
     ) -> None:
         self._spec = spec
+        self._source_id = source_id  # the event's id (None: an API request, keyed by its trace id)
         self._factory = factory
         self._max_bytes = max_payload_bytes
         self.trace_id = trace_id
@@ -105,6 +117,11 @@ class Context:
     def flows(self) -> list[str]:
         """The step's flows."""
         return list(self._spec.flows)
+
+    @property
+    def idempotency_key(self) -> str:
+        """A key for outside effects: the same on every attempt of this delivery, different per step."""
+        return idempotency_key(self._source_id or self.trace_id, self.step)
 
     @property
     def logger(self) -> StepLogger:

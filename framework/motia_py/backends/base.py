@@ -13,13 +13,16 @@ from .records import (
     FlowControl,
     Outgoing,
     QueueStats,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     Target,
     TraceRun,
+    TxResult,
     new_id,
     worker_identity,
 )
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore
 
 __all__ = [
     "Backend",
@@ -32,11 +35,15 @@ __all__ = [
     "Outgoing",
     "QueueStats",
     "QueueStore",
+    "StateRead",
     "StateStore",
+    "StateWrite",
     "StepQueueStats",
     "Target",
     "TraceRun",
     "TraceStore",
+    "TxResult",
+    "TxStore",
     "new_id",
     "worker_identity",
 ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..types import Clock
 from . import memory_flow as flow
 from .memory_realtime import MemoryRealtime
+from .memory_tx import MemoryTx
 from .records import (
     DeadLetter,
     Delivery,
@@ -61,9 +62,10 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend(MemoryRealtime):
+class MemoryBackend(MemoryRealtime, MemoryTx):
     """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
-    state changes are in :class:`.memory_realtime.MemoryRealtime`.
+    state changes are in :class:`.memory_realtime.MemoryRealtime`, its transactional commits in
+    :class:`.memory_tx.MemoryTx`.
 
     Args:
         url: ``memory://``.

@@ -27,6 +27,7 @@ from .redis_scripts_flow import FlowScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
+from .redis_scripts_tx import TxScripts
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -109,11 +110,13 @@ class Scripts:
     state: StateScripts
     lease: LeaseScripts
     flow: FlowScripts
+    tx: TxScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
-        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client))
+        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
+                   TxScripts(client))
 
 
 class RedisConnection:

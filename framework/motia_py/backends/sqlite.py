@@ -32,6 +32,7 @@ from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from . import sqlite_flow as flow
 from . import sqlite_queue as q
+from . import sqlite_tx
 from ._sqlite_thread import Connection, Op, Row, each
 from .records import (
     DeadLetter,
@@ -39,8 +40,11 @@ from .records import (
     FlowControl,
     Outgoing,
     QueueStats,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     TraceRun,
+    TxResult,
     worker_identity,
 )
 from .registry import BackendOptions
@@ -403,6 +407,21 @@ class SqliteBackend(SqliteRealtime):
     async def traces_prune(self, before: float, keep: int) -> int:
         """Retention by age and count."""
         return await self._run(_traces_prune, (before, keep))
+
+
+    # -- transactional commits ------------------------------------------------------------------
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """Check the lease and the reads, apply the writes, acknowledge and publish, in one transaction
+        committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`)."""
+        now = self.clock()
+        rows = q.delivery_rows(outgoing, now) if outgoing else []
+        result, fifo, notified = await self._run(
+            sqlite_tx.complete_tx, (delivery, rows, list(writes), list(reads), now), urgent=True)
+        if result == "ok":
+            ended = delivery is not None and (fifo or delivery.limited)  # its FIFO group or a slot is free
+            self._wake([r[1] for r in rows] + notified + ([delivery.step] if ended and delivery else []))
+        return result
 
 
 def create_backend(url: str, options: BackendOptions) -> SqliteBackend:
