@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from .backends.base import Backend, Outgoing
+from .backends.compose import ComposedBackend
 from .backends.postgres import PostgresBackend
 from .backends.postgres_sql import format_style, publish_args, publish_rows
 from .context import encode_payload
@@ -41,10 +42,11 @@ def postgres_of(backend: Backend) -> PostgresBackend:
     Raises:
         BackendError: it is another backend (the event could not share the caller's transaction).
     """
-    if not isinstance(backend, PostgresBackend):
+    core = backend.core if isinstance(backend, ComposedBackend) else backend  # completed with a tx stand-in
+    if not isinstance(core, PostgresBackend):
         raise BackendError(f"emit(..., connection=...) publishes inside your PostgreSQL transaction, so it needs "
                            f"the postgres backend; this client's backend is {backend.url}")
-    return backend
+    return core
 
 
 @contextlib.contextmanager
