@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from motia_py.backends.base import Envelope, Outgoing, Target, new_id
+from motia_py.backends.compose import ComposedBackend
 from motia_py.backends.postgres import PostgresBackend
 from motia_py.backends.postgres_base import parse_url, redact
 from motia_py.backends.postgres_realtime import Assembler, encode_message
@@ -55,7 +56,8 @@ async def open_backend(url: str, schema: str) -> AsyncIterator[OpenBackend]:
     opened: list[PostgresBackend] = []
 
     async def make(clock: Clock | None = None, backend_url: str | None = None) -> PostgresBackend:
-        b = create_backend(backend_url or url, BackendOptions(root=Path("."), clock=clock, prefix=schema))
+        made = create_backend(backend_url or url, BackendOptions(root=Path("."), clock=clock, prefix=schema))
+        b = made.core if isinstance(made, ComposedBackend) else made  # completed with a transactional stand-in
         assert isinstance(b, PostgresBackend)
         await b.open()
         opened.append(b)

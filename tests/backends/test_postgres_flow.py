@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from motia_py.backends.base import Envelope, FlowControl, Outgoing, Target, new_id
+from motia_py.backends.compose import ComposedBackend
 from motia_py.backends.postgres import PostgresBackend
 from motia_py.backends.postgres_schema import MIGRATIONS, SCHEMA_VERSION, quote
 from motia_py.backends.postgres_sql import publish_args, publish_rows
@@ -47,7 +48,8 @@ async def open_backend(url: str, schema: str) -> AsyncIterator[OpenBackend]:
     opened: list[PostgresBackend] = []
 
     async def make() -> PostgresBackend:
-        b = create_backend(url, BackendOptions(root=Path("."), prefix=schema))
+        made = create_backend(url, BackendOptions(root=Path("."), prefix=schema))
+        b = made.core if isinstance(made, ComposedBackend) else made  # completed with a transactional stand-in
         assert isinstance(b, PostgresBackend)
         await b.open()
         opened.append(b)
