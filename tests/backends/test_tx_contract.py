@@ -5,18 +5,12 @@ together, fenced by the lease and checked against what was read; every backend p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from motia_py.backends.base import Backend, Outgoing, StateRead, StateWrite, Target
 from motia_py.backends.records import FlowControl
 from motia_py.testing import VirtualClock
 
-from .conftest import _params, opened
 from .helpers import LEASE_S, claim_one, data, envelope, publish, to
-from .test_queue_flow_contract import FLOW_BACKENDS
 
 NS = "flow"
 
@@ -245,15 +239,8 @@ async def test_a_conflict_or_a_lost_lease_queues_no_change_event(backend: Backen
     assert await backend.state_get(NS, "g", "k") == "1"
 
 
-@pytest.fixture(params=_params(FLOW_BACKENDS))
-async def flow_backend(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
-    """An opened backend that enforces flow control (see ``test_queue_flow_contract``)."""
-    async with opened(request.param, tmp_path, clock) as b:
-        yield b
-
-
-async def test_a_commit_frees_the_slot_of_a_flow_controlled_step(flow_backend: Backend) -> None:
-    backend = flow_backend
+async def test_a_commit_frees_the_slot_of_a_flow_controlled_step(backend: Backend) -> None:
+    backend = backend
     control = FlowControl(global_concurrency=1)
     await publish(backend, "a", 2)
     [first] = await backend.claim("a", 10, LEASE_S, control=control)
