@@ -9,6 +9,7 @@ callers get a :class:`TopicGraph`, :class:`~motia_py.findings.Finding` lists and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections import defaultdict
@@ -23,6 +24,7 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
+from .motia1_checks import motia1_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
 
@@ -165,8 +167,27 @@ def validate(project: Project) -> list[Finding]:
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
+        *motia1_findings(project),
     ]
-    return sorted(findings, key=lambda f: _RANK[f.severity])
+    return sorted(_collapsed(project, findings), key=lambda f: _RANK[f.severity])
+
+
+def _collapsed(project: Project, findings: list[Finding]) -> list[Finding]:
+    """One finding where the triggers of one Motia 1.0 step each gave the same one (``no-flow``, an
+    unconsumed enqueue), named after the step itself."""
+    display = {s.name: s.display_name for s in project.steps if s.origin is not None}
+    seen: dict[tuple[Any, ...], int] = {}
+    out: list[Finding] = []
+    for f in findings:
+        group = display.get(f.step or "")
+        key = (f.code, f.severity, f.message, f.file, f.field, f.hint, group)
+        if group is None or key not in seen:
+            if group is not None:
+                seen[key] = len(out)
+            out.append(f)
+        else:
+            out[seen[key]] = dataclasses.replace(out[seen[key]], step=group)
+    return out
 
 
 def exit_code(findings: Iterable[Finding], strict: bool = False) -> int:
@@ -195,15 +216,20 @@ def _about(code: str, severity: Severity, step: StepSpec, message: str, *, field
 
 
 def _duplicate_steps(project: Project) -> Iterator[Finding]:
-    by_name: dict[str, list[StepSpec]] = defaultdict(list)
+    """Two files defining a step of one name (a Motia 1.0 step's name covers all its triggers)."""
+    first: dict[str, StepSpec] = {}
+    reported: set[tuple[Path, str]] = set()
     for s in project.steps:
-        by_name[s.name].append(s)
-    for name, group in by_name.items():
-        first = _rel(project, group[0].file)
-        for dup in group[1:]:
-            yield _about("duplicate-step", Severity.ERROR, dup,
-                         f"two steps are named '{name}': {first} and {_rel(project, dup.file)}", field="name",
-                         hint="step names must be unique in a project; rename one of them")
+        for name in dict.fromkeys((s.display_name, s.name)):
+            owner = first.setdefault(name, s)
+            if owner is s or (owner.file == s.file and owner.origin is not None):
+                continue  # the triggers of one 1.0 step share its name
+            if (s.file, owner.display_name) in reported:
+                continue
+            reported.add((s.file, owner.display_name))
+            yield _about("duplicate-step", Severity.ERROR, s,
+                         f"two steps are named '{name}': {_rel(project, owner.file)} and {_rel(project, s.file)}",
+                         field="name", hint="step names must be unique in a project; rename one of them")
 
 
 def _unknown_topics(graph: TopicGraph) -> Iterator[Finding]:
@@ -349,11 +375,14 @@ def _unique(steps: Iterable[StepSpec]) -> list[StepSpec]:
 
 
 def _detail(step: StepSpec) -> str:
+    kind = step.origin.kind if step.origin is not None else step.type.value
     if step.api is not None:
-        return f"{step.type.value} {step.api.method} {step.api.path}"
+        return f"{kind} {step.api.method} {step.api.path}"
     if step.cron is not None:
-        return f"{step.type.value} {step.cron.expression}"
-    return step.type.value
+        return f"{kind} {step.cron.expression}"
+    if step.origin is not None and step.subscribes:
+        return f"{kind} {', '.join(step.subscribes)}"
+    return kind
 
 
 def _edge_label(e: GraphEdge) -> str:
@@ -428,6 +457,8 @@ def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
     steps = [{
         "name": s.name,
         "type": s.type.value,
+        "step": s.display_name,  # a Motia 1.0 step's own name (each of its triggers is one entry)
+        "trigger": s.origin.kind if s.origin is not None else None,
         "file": _rel(project, s.file),
         "line": s.line,
         "flows": list(s.flows),

@@ -25,7 +25,7 @@ class RequestRun:
         published: the events published when the request succeeded.
     """
 
-    __slots__ = ("_executor", "_publisher", "ctx", "error", "published", "spec", "status")
+    __slots__ = ("_executor", "_publisher", "ctx", "error", "published", "skipped", "spec", "status")
 
     def __init__(self, spec: StepSpec, ctx: Context, executor: Executor, publisher: Publisher) -> None:
         self.spec = spec
@@ -35,6 +35,7 @@ class RequestRun:
         self.status = 500
         self.error: str | None = None
         self.published: Sequence[Outgoing] = ()
+        self.skipped = False  # a Motia 1.0 trigger's condition said no
 
     @property
     def trace_id(self) -> str:
@@ -44,6 +45,8 @@ class RequestRun:
     @property
     def outcome(self) -> Outcome:
         """How the run ended, from the status answered."""
+        if self.skipped:
+            return Outcome.SKIPPED
         return Outcome.OK if self.status < 500 else Outcome.ERROR
 
     async def call(self, req: Any) -> Any:
@@ -57,8 +60,9 @@ class RequestRun:
                               traceback="".join(traceback.format_exception(exc)))
 
     async def commit(self) -> None:
-        """Publish the events the handler emitted (a request that answers 5xx publishes nothing)."""
-        outbox = self.ctx.outbox
-        if outbox:
-            await self._publisher.publish(outbox)
-            self.published = tuple(outbox)
+        """Publish the events the handler emitted (a request that answers 5xx publishes nothing); called
+        again (a streamed answer, when it ends), publish those emitted since."""
+        new = self.ctx.outbox[len(self.published):]
+        if new:
+            await self._publisher.publish(new)
+            self.published = (*self.published, *new)

@@ -23,6 +23,7 @@ from .config import CronOverlap, StepSpec, StepType
 from .context import Context
 from .cron_guard import CronGuard
 from .discovery import Project
+from .errors import ConditionSkipped
 from .executor import Executor
 from .logs import LogSink, framework_logger
 from .otel import NO_OTEL, Otel
@@ -151,6 +152,8 @@ class Router:
                 except asyncio.CancelledError:
                     await self._hand_back(d)
                     raise
+                except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: not run, not failed
+                    outcome = await self.settler.skip(spec, d, started)
                 except BaseException as exc:
                     outcome = await self.settler.fail(spec, d, exc, started)
                 else:
@@ -181,6 +184,8 @@ class Router:
         except asyncio.CancelledError:
             await self._hand_back(d)
             raise
+        except ConditionSkipped:
+            return await self.settler.skip(spec, d, started)
         except BaseException as exc:
             return await self.settler.fail(spec, d, exc, started)
         return await self.settler.ack(spec, d, started, ctx.outbox)

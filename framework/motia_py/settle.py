@@ -68,11 +68,11 @@ class Settler:
         return outcome
 
     async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
-        """Acknowledge a delivery that deliberately did not run (a skipped cron tick)."""
+        """Acknowledge a delivery that deliberately did not run (a skipped cron tick, a false condition)."""
         try:
             await self.backend.complete(d, ())
         except BackendError as exc:
-            self._unsettled(spec, d, "could not acknowledge the skipped tick", exc)
+            self._unsettled(spec, d, "could not acknowledge the skipped delivery", exc)
         self.recorder.delivery(spec, d, started, Outcome.SKIPPED, None)
         return Outcome.SKIPPED
 
