@@ -9,7 +9,6 @@ callers get a :class:`TopicGraph`, :class:`~motia_py.findings.Finding` lists and
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 from collections import defaultdict
@@ -24,7 +23,7 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
-from .motia1_checks import motia1_findings
+from .motia1_checks import collapse, motia1_findings, v1_field
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
 
@@ -169,25 +168,7 @@ def validate(project: Project) -> list[Finding]:
         *_cycles(graph),
         *motia1_findings(project),
     ]
-    return sorted(_collapsed(project, findings), key=lambda f: _RANK[f.severity])
-
-
-def _collapsed(project: Project, findings: list[Finding]) -> list[Finding]:
-    """One finding where the triggers of one Motia 1.0 step each gave the same one (``no-flow``, an
-    unconsumed enqueue), named after the step itself."""
-    display = {s.name: s.display_name for s in project.steps if s.origin is not None}
-    seen: dict[tuple[Any, ...], int] = {}
-    out: list[Finding] = []
-    for f in findings:
-        group = display.get(f.step or "")
-        key = (f.code, f.severity, f.message, f.file, f.field, f.hint, group)
-        if group is None or key not in seen:
-            if group is not None:
-                seen[key] = len(out)
-            out.append(f)
-        else:
-            out[seen[key]] = dataclasses.replace(out[seen[key]], step=group)
-    return out
+    return sorted(collapse(project, findings), key=lambda f: _RANK[f.severity])
 
 
 def exit_code(findings: Iterable[Finding], strict: bool = False) -> int:
@@ -242,7 +223,7 @@ def _unknown_topics(graph: TopicGraph) -> Iterator[Finding]:
                 if t not in known:
                     yield _about("unknown-topic", Severity.ERROR, s,
                                  f"{how} to '{t}', which no step emits and no flow lists in entry_topics",
-                                 field=field, hint=did_you_mean(t, known) or fallback)
+                                 field=v1_field(s, field), hint=did_you_mean(t, known) or fallback)
 
 
 def _schema_mismatches(project: Project) -> Iterator[Finding]:
@@ -285,7 +266,7 @@ def _unconsumed_topics(graph: TopicGraph) -> Iterator[Finding]:
             if t not in consumed:
                 yield _about("unconsumed-topic", Severity.WARNING, s,
                              f"emits '{t}', which no step subscribes to and no flow lists in exit_topics",
-                             field="emits", hint=did_you_mean(t, consumed) or fallback)
+                             field=v1_field(s, "emits"), hint=did_you_mean(t, consumed) or fallback)
 
 
 def _steps_without_flow(project: Project) -> Iterator[Finding]:

@@ -1,14 +1,18 @@
-"""Validation findings about Motia 1.0 step files that the topic graph does not cover: which ``motia``
-package they import (see :mod:`motia_py.motia_sdk`)."""
+"""Validation of Motia 1.0 step files beyond the topic graph: which ``motia`` package they import (see
+:mod:`motia_py.motia_sdk`), the config fields findings name as 1.0 files spell them, and one finding
+where every trigger of a step gave the same one."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 from . import motia_sdk
 from .discovery import Project
 from .findings import Finding, Severity
 from .settings import SETTINGS_FILE
+from .spec import StepSpec
 
 
 def motia1_findings(project: Project) -> Iterator[Finding]:
@@ -32,3 +36,29 @@ def motia1_findings(project: Project) -> Iterator[Finding]:
                       f"step files import motia-py's built-in Motia SDK; the installed motia package ({installed}) "
                       "is not used in this process", file=first.file, step=first.display_name, line=first.line,
                       hint=f"[project] motia_sdk = \"installed\" in {SETTINGS_FILE} would use it")
+
+
+def v1_field(step: StepSpec, field: str) -> str:
+    """The config field a finding names, as a Motia 1.0 step file spells it."""
+    if step.origin is None:
+        return field
+    return {"subscribes": f"triggers[{step.origin.index}].topic", "emits": "enqueues",
+            "virtualEmits": "virtualEnqueues"}.get(field, field)
+
+
+def collapse(project: Project, findings: list[Finding]) -> list[Finding]:
+    """One finding where the triggers of one Motia 1.0 step each gave the same one (``no-flow``, an
+    unconsumed enqueue), named after the step itself."""
+    display = {s.name: s.display_name for s in project.steps if s.origin is not None}
+    seen: dict[tuple[Any, ...], int] = {}
+    out: list[Finding] = []
+    for f in findings:
+        group = display.get(f.step or "")
+        key = (f.code, f.severity, f.message, f.file, f.field, f.hint, group)
+        if group is None or key not in seen:
+            if group is not None:
+                seen[key] = len(out)
+            out.append(f)
+        else:
+            out[seen[key]] = dataclasses.replace(out[seen[key]], step=group)
+    return out

@@ -6,11 +6,11 @@ from motia import ApiRequest, ApiResponse, FlowContext, cron, http, stateManager
 
 config = {
     "name": "GreetingsSummary",
-    "description": "Summarise greetings over HTTP, and every 5 seconds into state",
+    "description": "Summarise greetings over HTTP, and every 2 seconds into state",
     "flows": ["greetings"],
     "triggers": [
         http("GET", "/greetings/summary"),
-        cron("*/5 * * * * *"),
+        cron("*/2 * * * * *"),
     ],
     "enqueues": [],
 }
@@ -19,7 +19,8 @@ config = {
 def handler(input_data: Any, ctx: FlowContext[Any]) -> Any:
     def on_request(request: ApiRequest[Any]) -> ApiResponse[dict[str, Any]]:
         greetings = stateManager.list("greetings")
-        return ApiResponse(status=200, body={"count": len(greetings), "trigger": ctx.trigger.type})
+        latest = stateManager.get("summaries", "latest")  # what the cron trigger wrote last
+        return ApiResponse(status=200, body={"count": len(greetings), "trigger": ctx.trigger.type, "latest": latest})
 
     def on_tick() -> None:
         greetings = stateManager.list("greetings")

@@ -3,7 +3,7 @@ records it, and a nightly cron (7 fields: seconds first, a year last) clears the
 
 from typing import Any
 
-from motia import FlowContext, cron, http, queue, stateManager, step
+from motia import FlowContext, cron, stateManager, step
 
 
 def ping(input_data: Any, ctx: FlowContext[Any]) -> Any:

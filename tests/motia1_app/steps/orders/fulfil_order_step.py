@@ -1,6 +1,5 @@
 """Fulfils orders one at a time per customer (a FIFO queue); a flaky order fails once and is retried."""
 
-from typing import Any
 
 from motia import QueueConfig, enqueue, queue, stateManager
 
