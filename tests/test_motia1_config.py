@@ -10,7 +10,7 @@ import pytest
 
 from motia_py.cli import main
 from motia_py.discovery import Project, discover
-from motia_py.findings import Finding
+from motia_py.findings import Finding, Severity
 from motia_py.graph import to_json, validate
 from motia_py.openapi import openapi_document
 from motia_py.settings import load_settings
@@ -127,6 +127,7 @@ def test_a_misspelt_topic_or_config_key_gets_a_did_you_mean(make_project: Projec
     assert (key.step, key.field, key.hint) == ("B", "enqueue", "did you mean 'enqueues'?")
     topic = only(findings, "unknown-topic")
     assert (topic.step, topic.field, topic.hint) == ("C", "triggers[0].topic", "did you mean 'order.created'?")
+    assert topic.severity is Severity.WARNING  # 1.0 steps may take topics other workers enqueue
     unconsumed = only(findings, "unconsumed-topic")
     assert (unconsumed.step, unconsumed.field) == ("A", "enqueues")
 

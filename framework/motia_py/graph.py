@@ -221,7 +221,9 @@ def _unknown_topics(graph: TopicGraph) -> Iterator[Finding]:
             how = "subscribes" if field == "subscribes" else "virtually subscribes"
             for t in dict.fromkeys(topics):
                 if t not in known:
-                    yield _about("unknown-topic", Severity.ERROR, s,
+                    # Motia 1.0 steps take topics other workers enqueue (another language, `motia-py emit`)
+                    severity = Severity.WARNING if s.origin is not None else Severity.ERROR
+                    yield _about("unknown-topic", severity, s,
                                  f"{how} to '{t}', which no step emits and no flow lists in entry_topics",
                                  field=v1_field(s, field), hint=did_you_mean(t, known) or fallback)
 
