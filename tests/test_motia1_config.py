@@ -176,8 +176,8 @@ def test_queue_config_in_the_1_0_names_maps_onto_delivery_settings(make_project:
 def test_cron_triggers_take_six_and_seven_fields(make_project: ProjectFactory) -> None:
     root = make_project({"steps/a_step.py": """
         from motia import cron
-        config = {"name": "A", "flows": ["f"], "enqueues": [],
-                  "triggers": [cron("*/10 * * * * *"), cron("0 0 9 * * 1 *"), {"type": "cron", "expression": "0 9 * * *"}]}
+        config = {"name": "A", "flows": ["f"], "enqueues": [], "triggers": [
+            cron("*/10 * * * * *"), cron("0 0 9 * * 1 *"), {"type": "cron", "expression": "0 9 * * *"}]}
         def handler(input, ctx): pass
     """, "steps/b_step.py": """
         from motia import cron

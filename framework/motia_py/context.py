@@ -63,10 +63,11 @@ class Context:
         state: the flow namespace's state.
         logger: structured logger.
         scheduled_at: the tick's time (cron steps only).
+        streams: the project's streams (``ctx.streams.<name>``, see :mod:`motia_py.streams`).
     """
 
     __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_spec", "attempt", "outbox", "scheduled_at",
-                 "state", "step", "topic", "trace_id", "traceparent")
+                 "state", "step", "streams", "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class Context:
         max_payload_bytes: int,
         scheduled_at: datetime | None = None,
         traceparent: str | None = None,
+        streams: Any = None,
     ) -> None:
         self._spec = spec
         self._factory = factory
@@ -95,6 +97,7 @@ class Context:
         self._log_sink = log_sink
         self.scheduled_at = scheduled_at
         self.outbox: list[Outgoing] = []
+        self.streams = streams
         self.traceparent = traceparent  # W3C context of this run's span (OpenTelemetry), given to emits
 
     @property

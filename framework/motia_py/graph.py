@@ -24,6 +24,7 @@ from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
 from .motia1_checks import collapse, motia1_findings, v1_field
+from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
 
@@ -32,7 +33,7 @@ from .suggest import did_you_mean
 _CYCLE_LENGTH_BOUND = 24
 _MAX_CYCLES = 100
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
-_ENTRY_TYPES = (StepType.CRON, StepType.API)
+_ENTRY_TYPES = (StepType.CRON, StepType.API, StepType.STATE)
 
 
 def step_node(name: str) -> str:
@@ -167,6 +168,7 @@ def validate(project: Project) -> list[Finding]:
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
         *motia1_findings(project),
+        *realtime_findings(project),
     ]
     return sorted(collapse(project, findings), key=lambda f: _RANK[f.severity])
 
@@ -363,6 +365,8 @@ def _detail(step: StepSpec) -> str:
         return f"{kind} {step.api.method} {step.api.path}"
     if step.cron is not None:
         return f"{kind} {step.cron.expression}"
+    if step.watch is not None:
+        return f"{kind} {step.watch.namespace or '(flow)'}/{step.watch.group or '*'}"
     if step.origin is not None and step.subscribes:
         return f"{kind} {', '.join(step.subscribes)}"
     return kind
@@ -428,7 +432,8 @@ def to_dot(project: Project, flow: str | None = None) -> str:
 
 
 def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
-    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics`` and step-to-step ``edges``.
+    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics``, step-to-step ``edges`` and the
+    project's ``streams`` (``{"name", "file", "line", "schema"}``).
 
     An edge ``{"from", "to", "topic", "virtual", "label", "conditional"}`` goes from a step emitting
     ``topic`` to a step subscribed to it; it is virtual when either side is.
@@ -464,5 +469,7 @@ def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
             edge = {"from": e.step, "to": sub.step, "topic": e.topic, "virtual": e.virtual or sub.virtual,
                     "label": e.label, "conditional": e.conditional}
             edges.setdefault(tuple(edge.values()), edge)
+    streams = [{"name": s.name, "file": _rel(project, s.file), "line": s.line,
+                "schema": s.schema.json if s.schema is not None else None} for s in project.streams]
     return {"flows": list(view.flows), "steps": steps, "topics": list(view.topics),
-            "edges": list(edges.values())}
+            "edges": list(edges.values()), "streams": streams}

@@ -32,6 +32,8 @@ from .request_run import RequestRun
 from .runs import Observer, Outcome, Recorder
 from .settle import Settler
 from .state import State, SyncState
+from .state_triggers import StateTriggers, admits
+from .streams import Streams, project_streams
 from .types import Clock
 
 
@@ -88,6 +90,9 @@ class Router:
         self.steps: dict[str, StepSpec] = {s.name: s for s in project.steps}
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
         self.publisher.set_project(project)
+        self.streams = project_streams(project.streams, self.backend)
+        self.state_triggers = StateTriggers(project, self.clock)
+        self._blocking_streams: tuple[asyncio.AbstractEventLoop, Streams] | None = None
 
     # -- publishing (see publisher.py) --------------------------------------------------------------
     def check_external_topic(self, topic: str) -> None:
@@ -119,13 +124,22 @@ class Router:
     def _context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
                  scheduled_at: datetime | None = None, traceparent: str | None = None) -> Context:
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
-        async_state = State(self.backend, ns)
+        async_state = State(self.backend, ns, self.state_triggers.notifier(ns, trace_id, spec.name, traceparent))
         state: State | SyncState = async_state
+        streams = self.streams
         if not spec.is_async:
             state = SyncState(async_state, asyncio.get_running_loop())
+            streams = self._blocking(streams)
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.publisher.outgoing, max_payload_bytes=self.max_payload_bytes,
-                       scheduled_at=scheduled_at, traceparent=traceparent)
+                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams)
+
+    def _blocking(self, streams: Streams) -> Streams:
+        """``ctx.streams`` for plain ``def`` handlers, built once per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._blocking_streams is None or self._blocking_streams[0] is not loop:
+            self._blocking_streams = (loop, streams.blocking(loop))
+        return self._blocking_streams[1]
 
     async def run_delivery(self, d: Delivery) -> Outcome:
         """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter."""
@@ -144,9 +158,13 @@ class Router:
                 started = self.clock()
                 ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
                                     traceparent=span.traceparent)
+                skip = False
                 try:
                     data = env.data
-                    await self.executor.call(spec, spec.input.validate(data) if spec.input is not None else data, ctx)
+                    skip = spec.watch is not None and not await admits(spec, data, ctx)  # a state step's condition
+                    if not skip:
+                        await self.executor.call(spec, spec.input.validate(data) if spec.input is not None else data,
+                                                 ctx)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except asyncio.CancelledError:
@@ -157,7 +175,8 @@ class Router:
                 except BaseException as exc:
                     outcome = await self.settler.fail(spec, d, exc, started)
                 else:
-                    outcome = await self.settler.ack(spec, d, started, ctx.outbox)
+                    outcome = await (self.settler.skip(spec, d, started) if skip else
+                                     self.settler.ack(spec, d, started, ctx.outbox))
             span.finish(outcome, outcome is not Outcome.OK and (outcome.failed or outcome.retried))
         return outcome
 

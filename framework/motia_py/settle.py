@@ -68,7 +68,8 @@ class Settler:
         return outcome
 
     async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
-        """Acknowledge a delivery that deliberately did not run (a skipped cron tick, a false condition)."""
+        """Acknowledge a delivery that deliberately did not run (a skipped cron tick, a state change that a
+        state step's condition declined, a Motia 1.0 trigger whose condition was false)."""
         try:
             await self.backend.complete(d, ())
         except BackendError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
+from .memory_realtime import MemoryRealtime
 from .records import (
     DeadLetter,
     Delivery,
@@ -54,8 +55,9 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend:
-    """In-process backend (``memory://``). Not shared between processes; lost on exit.
+class MemoryBackend(MemoryRealtime):
+    """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
+    state changes are in :class:`.memory_realtime.MemoryRealtime`.
 
     Args:
         url: ``memory://``.
