@@ -286,3 +286,80 @@ def test_update_operations_refuse_what_they_cannot_apply() -> None:
 def test_the_sample_project_is_in_the_1_0_format() -> None:
     steps = Path(__file__).parent / "motia1_app" / "steps"
     assert all("from motia import" in p.read_text() for p in steps.rglob("*_step.py"))
+
+
+STATE_AND_STREAM = {
+    "steps/write_step.py": """
+        from motia import Stream, http, stateManager
+
+        notes = Stream("notes")  # declared here: no stream file needed
+
+        config = {"name": "Write", "flows": ["f"], "enqueues": [], "triggers": [http("POST", "/write")]}
+
+        def handler(request):
+            body = request.body
+            if body["kind"] == "state":
+                stateManager.set(body["group"], body["key"], body["value"])
+            elif body["value"] is None:
+                notes.delete("g", body["key"])
+            else:
+                notes.set("g", body["key"], body["value"])
+            return {"status": 200, "body": {}}
+    """,
+    "steps/on_state_step.py": """
+        from motia import StateTriggerInput, stateManager, state
+
+        config = {"name": "OnState", "flows": ["f"], "enqueues": [],
+                  "triggers": [state(condition=lambda input, ctx: input.group_id == "users")]}
+
+        def handler(input: StateTriggerInput):
+            stateManager.set("state-seen", input.item_id, {"old": input.old_value, "new": input.new_value,
+                                                           "type": type(input).__name__})
+    """,
+    "steps/on_note_step.py": """
+        from motia import StreamTriggerInput, stateManager, stream
+
+        config = {"name": "OnNote", "flows": ["f"], "enqueues": [],
+                  "triggers": [stream("notes", group_id="g", item_id="n1")]}
+
+        def handler(input: StreamTriggerInput, ctx):
+            seen = stateManager.get("stream-seen", "n1") or []
+            stateManager.set("stream-seen", "n1", [*seen, [input.event.type, input.event.data, input.stream_name,
+                                                          input.group_id, ctx.trigger.type]])
+    """,
+}
+
+
+async def test_state_and_stream_triggers_run_on_changes(make_project: ProjectFactory) -> None:
+    async with Harness(make_project(STATE_AND_STREAM), env={}) as h:
+        for body in ({"kind": "state", "group": "users", "key": "u1", "value": {"status": "on"}},
+                     {"kind": "state", "group": "users", "key": "u1", "value": {"status": "off"}},
+                     {"kind": "state", "group": "other", "key": "x", "value": 1},
+                     {"kind": "stream", "key": "n1", "value": {"text": "a"}},
+                     {"kind": "stream", "key": "n2", "value": {"text": "b"}},
+                     {"kind": "stream", "key": "n1", "value": {"text": "c"}},
+                     {"kind": "stream", "key": "n1", "value": None}):
+            assert (await h.request("POST", "/write", json=body))[0] == 200
+            await h.run_until_idle()
+        state_seen = await items(h, "f", "state-seen")
+        stream_seen = await h.state("f").get("stream-seen", "n1")
+    assert state_seen == {"u1": {"old": {"status": "on"}, "new": {"status": "off"}, "type": "StateTriggerInput"}}
+    assert [r.outcome for r in h.runs_of("OnState")].count(Outcome.SKIPPED) >= 1  # 'other' and its own writes
+    assert stream_seen == [["create", {"text": "a", "id": "n1"}, "notes", "g", "stream"],
+                           ["update", {"text": "c", "id": "n1"}, "notes", "g", "stream"],
+                           ["delete", {"text": "c", "id": "n1"}, "notes", "g", "stream"]]
+    assert Outcome.SKIPPED in [r.outcome for r in h.runs_of("OnNote")]  # n2: another item
+
+
+def test_a_stream_trigger_on_an_unknown_stream_is_an_error(make_project: ProjectFactory) -> None:
+    from motia_py.discovery import discover
+    from motia_py.graph import validate
+    from motia_py.settings import load_settings
+
+    root = make_project({**STATE_AND_STREAM, "steps/on_note_step.py": """
+        from motia import stream
+        config = {"name": "OnNote", "flows": ["f"], "enqueues": [], "triggers": [stream("note")]}
+        def handler(input): pass
+    """})
+    [found] = [f for f in validate(discover(load_settings(root, env={}))) if f.code == "unknown-stream"]
+    assert (found.step, found.field, found.hint) == ("OnNote", "triggers[0].streamName", "did you mean 'notes'?")

@@ -79,7 +79,8 @@ def steps(as_json: bool, project: Path) -> None:
     rows: list[dict[str, Any]] = []
     for s in proj.steps:
         trigger = (", ".join(s.subscribes) if s.subscribes else s.cron.expression if s.cron
-                   else f"{s.api.method} {s.api.path}" if s.api else ", ".join(s.virtual_subscribes))
+                   else f"{s.api.method} {s.api.path}" if s.api else _watched(s) if s.watch
+                   else ", ".join(s.virtual_subscribes))
         rows.append({"name": s.name, "type": s.origin.kind if s.origin else s.type.value, "trigger": trigger,
                      "step": s.display_name, "format": "1.0" if s.origin else "0.x",
                      "emits": [e.topic for e in s.emits], "flows": list(s.flows),
@@ -96,6 +97,16 @@ def steps(as_json: bool, project: Path) -> None:
                    + (f"  [{', '.join(r['flows'])}]" if r["flows"] else ""))
     for p in proj.problems:
         click.echo(p.render(proj.root), err=True)
+
+
+def _watched(s: Any) -> str:
+    """What a state step (or a Motia 1.0 stream trigger) watches: ``namespace/group``."""
+    from .stream_config import NAMESPACE_PREFIX
+
+    namespace = s.watch.namespace or "(flow)"
+    if namespace.startswith(NAMESPACE_PREFIX):
+        namespace = "stream " + namespace.removeprefix(NAMESPACE_PREFIX)
+    return f"{namespace}/{s.watch.group or '*'}"
 
 
 @click.command("create")

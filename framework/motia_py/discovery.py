@@ -131,6 +131,7 @@ def discover(settings: Settings) -> Project:
         if problem is not None:
             problems.append(problem)
     streams = _load_streams(settings.steps_dir, root, used_names, problems)
+    streams += motia_sdk.declared_streams({s.name for s in streams}, problems)  # Stream("x") in 1.0 steps
     _record_project_modules(before, root)
     problems.extend(shadowed_packages(root, IGNORED_DIRS))
     flows, flow_problems = load_flows(settings.flows_dir)

@@ -13,14 +13,18 @@ from .discovery import Project
 from .findings import Finding, Severity
 from .settings import SETTINGS_FILE
 from .spec import StepSpec
+from .stream_config import NAMESPACE_PREFIX
+from .suggest import did_you_mean
 
 
 def motia1_findings(project: Project) -> Iterator[Finding]:
-    """A warning when 1.0 steps import an installed ``motia`` (Motia's SDK, whose helpers need Motia's
-    engine), a note when motia-py's built-in SDK stands in for an installed one."""
+    """A stream trigger on a stream the project does not have (an error), a warning when 1.0 steps import
+    an installed ``motia`` (Motia's SDK, whose helpers need Motia's engine), a note when motia-py's
+    built-in SDK stands in for an installed one."""
     v1 = [s for s in project.steps if s.origin is not None]
     if not v1:
         return
+    yield from _unknown_streams(project, v1)
     installed = motia_sdk.installed_sdk(project.root)
     mode = motia_sdk.resolve(project.settings.motia_sdk, project.root)
     first = v1[0]
@@ -36,6 +40,20 @@ def motia1_findings(project: Project) -> Iterator[Finding]:
                       f"step files import motia-py's built-in Motia SDK; the installed motia package ({installed}) "
                       "is not used in this process", file=first.file, step=first.display_name, line=first.line,
                       hint=f"[project] motia_sdk = \"installed\" in {SETTINGS_FILE} would use it")
+
+
+def _unknown_streams(project: Project, steps: list[StepSpec]) -> Iterator[Finding]:
+    names = sorted({s.name for s in project.streams})
+    for s in steps:
+        if s.origin is None or s.origin.kind != "stream" or s.watch is None or s.watch.namespace is None:
+            continue
+        name = s.watch.namespace.removeprefix(NAMESPACE_PREFIX)
+        if name not in names:
+            yield Finding("unknown-stream", Severity.ERROR,
+                          f"its stream trigger watches stream '{name}', which no stream file defines and no step "
+                          "declares with Stream(...)", file=s.file, step=s.display_name, line=s.line,
+                          field=f"triggers[{s.origin.index}].streamName",
+                          hint=did_you_mean(name, names) or f"streams: {', '.join(names) or 'none'}")
 
 
 def v1_field(step: StepSpec, field: str) -> str:

@@ -2,7 +2,8 @@
 
 A 1.0 step has no ``type``: its triggers say how it runs (``queue``, ``http``, ``cron``, ``state``,
 ``stream``). Each trigger becomes one spec of the kind motia-py already runs (an event, API, cron or
-state step), all calling the step's handler through an adapter (:mod:`.motia1_run`); a step with one
+state step; a stream trigger is a state step watching the stream's items), all calling the step's
+handler through an adapter (:mod:`.motia1_run`); a step with one
 trigger keeps its name, a step with several gets ``<name>#<kind>`` per trigger (``#<kind><n>`` when it
 has several of one kind). :func:`build_steps` tells the two formats apart and explains a config that is
 in neither.
@@ -39,6 +40,8 @@ from .motia1_http import adapter as http_adapter
 from .motia1_run import TriggerPlan, adapter
 from .schema import to_schema
 from .spec import BackoffSpec, BackoffType, EmitSpec, QueueSpec, QueueType, StepSpec, StepType, TriggerOrigin
+from .state_watch import StateWatch
+from .stream_config import NAMESPACE_PREFIX
 from .suggest import did_you_mean, suggest
 
 STEP_KEYS = {"name", "triggers", "enqueues", "virtual_enqueues", "virtual_subscribes", "description", "flows",
@@ -308,8 +311,17 @@ def _trigger_fields(kind: str, t: Mapping[str, Any], i: int) -> tuple[dict[str, 
         except StepConfigError as exc:
             raise _prefixed(exc, where) from exc
         return {"type": StepType.CRON, "cron": schedule}, {"expression": schedule.expression}
-    raise StepConfigError(f"'{where}': {kind} triggers are not supported by this version of motia-py",
-                          field=f"{where}.type", hint="use queue, http or cron triggers")
+    if kind == "state":  # the state of the step's own namespace (its first flow's), as ctx.state writes it
+        return {"type": StepType.STATE, "watch": StateWatch()}, {}
+    name = check_name(t.get("stream_name"), f"{where}.streamName")
+    group = t.get("group_id")
+    if group is not None:
+        group = check_name(group, f"{where}.groupId")
+    item = t.get("item_id")
+    if item is not None:
+        item = check_name(item, f"{where}.itemId")
+    return ({"type": StepType.STATE, "watch": StateWatch(namespace=NAMESPACE_PREFIX + name, group=group)},
+            {"stream_name": name, "item_id": item})
 
 
 def build_v1_steps(raw: Mapping[str, Any], handler: Any, file: Path, line: int | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class TriggerPlan:
     path: str | None = None
     expression: str | None = None
     middleware: tuple[Callable[..., Any], ...] = ()
+    stream_name: str | None = None  # stream triggers
+    item_id: str | None = None  # stream triggers on one item
 
     def info(self, topic: str | None = None) -> TriggerInfo:
         """``ctx.trigger`` of a call."""
@@ -127,19 +130,25 @@ async def call_handler(plan: TriggerPlan, value: Any, flow: FlowContext[Any], *,
     return await result if inspect.isawaitable(result) else result
 
 
-def trigger_input(kind: str, data: Any) -> Any:
+def trigger_input(plan: TriggerPlan, data: Any, emitted_at: float) -> Any:
     """The handler's input for a delivery: a queue message as it is, ``StateTriggerInput`` and
-    ``StreamTriggerInput`` from motia-py's change events."""
-    if kind == "state" and isinstance(data, dict):
+    ``StreamTriggerInput`` from motia-py's change documents (``{group_id, item_id, old_value, new_value}``)."""
+    if plan.kind == "state" and isinstance(data, dict):
         return StateTriggerInput.model_validate(data)
-    if kind == "stream" and isinstance(data, dict):
-        return StreamTriggerInput.model_validate(data)
+    if plan.kind == "stream" and isinstance(data, dict):
+        old, new = data.get("old_value"), data.get("new_value")
+        kind = "create" if old is None else "delete" if new is None else "update"
+        return StreamTriggerInput.model_validate({
+            "timestamp": int(emitted_at * 1000), "stream_name": plan.stream_name, "group_id": data.get("group_id"),
+            "id": data.get("item_id"), "event": {"type": kind, "data": old if new is None else new}})
     return data
 
 
 async def run_trigger(plan: TriggerPlan, ctx: Any, data: Any) -> Any:
     """One delivery of a queue, cron, state or stream trigger (the handler's result is the run's)."""
-    value = None if plan.kind == "cron" else trigger_input(plan.kind, data)
+    value = None if plan.kind == "cron" else trigger_input(plan, data, time.time())
+    if plan.item_id is not None and getattr(value, "id", None) != plan.item_id:
+        raise ConditionSkipped(f"stream trigger {plan.index} of '{plan.step}' watches item '{plan.item_id}' only")
     flow: FlowContext[Any] = FlowContext(ctx.trace_id, plan.info(ctx.topic if plan.kind == "queue" else None),
                                          value)
     inv = invocation(plan, ctx, flow)

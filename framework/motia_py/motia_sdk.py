@@ -23,8 +23,11 @@ import types
 from pathlib import Path
 
 from . import motia_compat
+from .errors import StepConfigError
+from .findings import Finding, Severity
 from .motia_compat import helpers, steps, triggers, types_stream
 from .motia_compat import types as sdk_types
+from .stream_config import StreamSpec, build_stream
 
 MODULES: dict[str, types.ModuleType] = {
     "motia": motia_compat,
@@ -81,3 +84,19 @@ def prepare(mode: str, root: Path) -> str:
             del sys.modules[name]
     helpers.DECLARED_STREAMS.clear()
     return resolved
+
+
+def declared_streams(defined: set[str], problems: list[Finding]) -> tuple[StreamSpec, ...]:
+    """The streams step files declared with ``Stream("name")`` (Motia 1.0 declares streams where they are
+    used) that no stream file defines: each without a schema, or with its ``StreamConfig``'s. A broken
+    ``StreamConfig`` adds its finding to ``problems``."""
+    out = []
+    for name, (config, file, line) in helpers.DECLARED_STREAMS.items():
+        if name in defined:
+            continue
+        try:
+            out.append(build_stream(dict(config) if config is not None else {"name": name}, Path(file), line))
+        except StepConfigError as exc:
+            problems.append(Finding("invalid-stream", Severity.ERROR, str(exc), file=Path(file), line=line,
+                                    field=exc.field, hint=exc.hint, step=name))
+    return tuple(out)

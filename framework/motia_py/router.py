@@ -90,8 +90,9 @@ class Router:
         self.steps: dict[str, StepSpec] = {s.name: s for s in project.steps}
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
         self.publisher.set_project(project)
-        self.streams = project_streams(project.streams, self.backend)
         self.state_triggers = StateTriggers(project, self.clock)
+        self.streams = project_streams(project.streams, self.backend,
+                                       lambda ns: self.state_triggers.notifier(ns, None, None))
         self._blocking_streams: tuple[asyncio.AbstractEventLoop, Streams] | None = None
 
     # -- publishing (see publisher.py) --------------------------------------------------------------

@@ -10,6 +10,7 @@ State lives in the namespace of the step's first flow, as ``ctx.state`` of motia
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -176,8 +177,9 @@ stateManager = StateManager()
 state_manager = stateManager
 
 
-DECLARED_STREAMS: dict[str, Any] = {}
-"""Streams declared with ``Stream(name)`` since discovery last cleared it (name -> its config or None)."""
+DECLARED_STREAMS: dict[str, tuple[Any, str, int]] = {}
+"""Streams declared with ``Stream(...)`` since discovery last cleared it: name -> (its ``StreamConfig`` or
+None, the file and line that declared it)."""
 
 
 class Stream(Generic[T]):
@@ -195,7 +197,8 @@ class Stream(Generic[T]):
         self.stream_name = name
         self.config = None if isinstance(config, str) else config
         if name not in DECLARED_STREAMS or self.config is not None:
-            DECLARED_STREAMS[name] = self.config
+            caller = sys._getframe(1)
+            DECLARED_STREAMS[name] = (self.config, caller.f_code.co_filename, caller.f_lineno)
 
     def _call(self, what: str, op: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
         inv = _run.current(f"Stream({self.stream_name!r}).{what}()")
@@ -250,12 +253,14 @@ class Stream(Generic[T]):
 
 
 class Streams:
-    """``ctx.streams``: ``ctx.streams.todo`` (or ``ctx.streams["todo"]``) is ``Stream("todo")``."""
+    """``ctx.streams``: ``ctx.streams.todo`` (or ``ctx.streams["todo"]``) is the stream ``todo``."""
 
     def __getattr__(self, name: str) -> Stream[Any]:
         if name.startswith("__"):
             raise AttributeError(name)
-        return Stream(name)
+        return self[name]
 
     def __getitem__(self, name: str) -> Stream[Any]:
-        return Stream(name)
+        stream: Stream[Any] = Stream.__new__(Stream)  # not a declaration: the stream must exist already
+        stream.stream_name, stream.config = name, None
+        return stream

@@ -9,13 +9,20 @@ from typing import Any
 from pydantic import BaseModel
 
 
-class StreamConfig:
+class StreamConfig(dict[str, Any]):
     """A stream's config: ``name``, ``schema`` (a JSON schema or a pydantic model), ``base_config``
-    (``{"storageType": "default"}``) and the ``on_join``/``on_leave`` hooks (accepted, not called)."""
+    (``{"storageType": "default"}``) and the ``on_join``/``on_leave`` hooks (accepted, not called).
+
+    It is also the dict a stream file exports as ``config`` (``name``, ``schema``, ``baseConfig``)."""
 
     def __init__(self, name: str, description: str | None = None, schema: Any = None,
                  base_config: dict[str, Any] | None = None, on_join: Callable[..., Any] | None = None,
                  on_leave: Callable[..., Any] | None = None) -> None:
+        super().__init__(name=name)
+        if schema is not None:
+            self["schema"] = schema
+        if base_config is not None:
+            self["baseConfig"] = base_config
         self.name = name
         self.description = description
         self.schema = schema

@@ -2,7 +2,9 @@
 
 from typing import Any
 
-from motia import ApiRequest, ApiResponse, FlowContext, cron, http, stateManager
+from motia import ApiRequest, ApiResponse, FlowContext, Stream, cron, http, stateManager
+
+greetings: Stream[dict[str, Any]] = Stream("greetings")
 
 config = {
     "name": "GreetingsSummary",
@@ -18,12 +20,14 @@ config = {
 
 def handler(input_data: Any, ctx: FlowContext[Any]) -> Any:
     def on_request(request: ApiRequest[Any]) -> ApiResponse[dict[str, Any]]:
-        greetings = stateManager.list("greetings")
         latest = stateManager.get("summaries", "latest")  # what the cron trigger wrote last
-        return ApiResponse(status=200, body={"count": len(greetings), "trigger": ctx.trigger.type, "latest": latest})
+        count = len(greetings.get_group("default"))
+        streamed = len(stateManager.list("stream-events"))  # names the stream trigger has seen
+        return ApiResponse(status=200, body={"count": count, "trigger": ctx.trigger.type, "latest": latest,
+                                             "streamed": streamed})
 
     def on_tick() -> None:
-        greetings = stateManager.list("greetings")
-        stateManager.set("summaries", "latest", {"count": len(greetings), "expression": ctx.trigger.expression})
+        count = len(greetings.get_group("default"))
+        stateManager.set("summaries", "latest", {"count": count, "expression": ctx.trigger.expression})
 
     return ctx.match({"http": on_request, "cron": on_tick})

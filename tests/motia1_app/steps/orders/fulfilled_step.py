@@ -1,4 +1,5 @@
-"""GET /orders/:customer/fulfilled: the order ids fulfilled for a customer, in fulfilment order."""
+"""GET /orders/:customer/fulfilled: the order ids fulfilled for a customer, in fulfilment order, and the
+last notice the state trigger wrote."""
 
 from typing import Any
 
@@ -14,5 +15,7 @@ config = {
 
 
 def handler(request: ApiRequest[Any]) -> ApiResponse[dict[str, Any]]:
-    done = stateManager.get("fulfilled", request.path_params["customer"])
-    return ApiResponse(status=200, body={"ids": done["ids"] if done else []})
+    customer = request.path_params["customer"]
+    done = stateManager.get("fulfilled", customer)
+    return ApiResponse(status=200, body={"ids": done["ids"] if done else [],
+                                         "notice": stateManager.get("notices", customer)})
