@@ -141,3 +141,6 @@ def test_the_sample_project_runs_under_motia_py_dev(dev: Dev) -> None:
     assert dev.client.get("/builder?n=2").json() == {"ok": True}
     paths = dev.client.get("/openapi.json").json()["paths"]
     assert {"/greet", "/greetings/summary", "/orders", "/orders/premium", "/events", "/ping"} <= set(paths)
+    dev.write("steps/misc/env_step.py", (dev.root / "steps/misc/env_step.py").read_text().replace(
+        '"app": os.environ', '"edited": True, "app": os.environ'))  # hot reload of a 1.0 step
+    dev.until("/env", (200, {"prefix": "Howdy", "edited": True, "app": "SampleApp"}))

@@ -288,3 +288,20 @@ def test_steps_cli_shows_the_trigger_kind_and_the_step(make_project: ProjectFact
     assert [(r["name"], r["type"], r["step"], r["format"]) for r in rows] == [
         ("Dual#queue1", "queue", "Dual", "1.0"), ("Dual#http", "http", "Dual", "1.0"),
         ("Dual#cron", "cron", "Dual", "1.0"), ("Dual#queue2", "queue", "Dual", "1.0")]
+
+
+def test_conditions_and_middleware_of_the_wrong_shape_are_refused(make_project: ProjectFactory) -> None:
+    root = make_project({"steps/a_step.py": """
+        from motia import queue
+        config = {"name": "A", "flows": ["f"], "enqueues": [], "triggers": [queue("t", condition=lambda x, y, z: 1)]}
+        def handler(input): pass
+    """, "steps/b_step.py": """
+        from motia import http
+        config = {"name": "B", "flows": ["f"], "enqueues": [], "triggers": [http("GET", "/b", middleware=["auth"])]}
+        def handler(request): pass
+    """})
+    _, findings = load(root)
+    by_step = {f.step: f for f in findings if f.code == "invalid-config"}
+    assert by_step["A"].field == "triggers[0].condition"
+    assert by_step["A"].message == "condition takes (input, ctx), but it is condition(x, y, z)"
+    assert by_step["B"].field == "triggers[0].middleware[0]" and "must be a function" in by_step["B"].message

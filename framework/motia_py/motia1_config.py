@@ -83,6 +83,11 @@ def _fields(obj: Any) -> dict[str, Any]:
     return dict(vars(obj))
 
 
+def _as_mapping(value: Any) -> Any:
+    """A config model as a dict of its fields; anything else as it is."""
+    return _fields(value) if isinstance(getattr(type(value), "model_fields", None), Mapping) else value
+
+
 def unwrap(config: Any, handler: Any) -> tuple[Any, Any]:
     """``config`` as a dict when it is a 1.0 config object (``StepConfig``, ``step(...)``'s definition),
     and the handler (a definition's own when the module has none)."""
@@ -164,16 +169,16 @@ def _enqueues(cfg: Mapping[str, Any], key: str) -> tuple[EmitSpec, ...]:
         if isinstance(item, str):
             out.append(EmitSpec(topic=check_name(item, at)))
             continue
-        e = normalise_keys(_fields(item) if hasattr(item, "model_fields") else item, EMIT_KEYS, set(), at) \
-            if isinstance(item, Mapping) or hasattr(item, "model_fields") else None
-        if e is None:
+        raw = _as_mapping(item)
+        if not isinstance(raw, Mapping):
             raise StepConfigError(f"'{at}' must be a topic or {{topic, label?, conditional?}}", field=at)
+        e = normalise_keys(raw, EMIT_KEYS, set(), at)
         out.append(EmitSpec(topic=check_name(e.get("topic"), f"{at}.topic"), label=text(e, "label") or None,
                             conditional=boolean(e.get("conditional", False), f"{at}.conditional")))
     return tuple(out)
 
 
-def _arity(fn: Callable[..., Any], what: str, most: int, form: str) -> int:
+def _arity(fn: Callable[..., Any], what: str, most: int, form: str, field: str | None = None) -> int:
     """How many positional arguments ``fn`` takes (at most ``most``); more required is an error."""
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -184,7 +189,7 @@ def _arity(fn: Callable[..., Any], what: str, most: int, form: str) -> int:
     kwonly = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if len(required) > most or kwonly:
         got = ", ".join(p.name for p in params)
-        raise StepConfigError(f"{what} takes ({form}), but it is {what}({got})", field=what,
+        raise StepConfigError(f"{what} takes ({form}), but it is {what}({got})", field=field or what,
                               hint=f"define def {what}({form})")
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return most
@@ -196,13 +201,13 @@ def _callable(value: Any, where: str, form: str, most: int) -> Callable[..., Any
         return None
     if not callable(value):
         raise StepConfigError(f"'{where}' must be a function ({form}), not {type(value).__name__}", field=where)
-    _arity(value, where.rsplit(".", 1)[-1], most, form)
+    _arity(value, where.rsplit(".", 1)[-1].split("[")[0], most, form, field=where)
     return value  # type: ignore[no-any-return]
 
 
 def _trigger(value: Any, i: int) -> tuple[str, dict[str, Any]]:
     where = f"triggers[{i}]"
-    raw = _fields(value) if hasattr(type(value), "model_fields") else value
+    raw = _as_mapping(value)
     if not isinstance(raw, Mapping):
         raise StepConfigError(f"'{where}' must be a trigger such as queue('topic') or {{'type': 'queue', ...}}, "
                               f"not {type(value).__name__}", field=where)
@@ -220,7 +225,7 @@ def _trigger(value: Any, i: int) -> tuple[str, dict[str, Any]]:
 def _queue_spec(value: Any, where: str) -> QueueSpec:
     if value is None:
         return QueueSpec()
-    raw = _fields(value) if hasattr(type(value), "model_fields") else value
+    raw = _as_mapping(value)
     if not isinstance(raw, Mapping):
         raise StepConfigError(f"'{where}' must be a QueueConfig or a dict", field=where)
     q = normalise_keys({k: v for k, v in raw.items() if v is not None}, QUEUE_CONFIG_KEYS, set(), where)
@@ -277,7 +282,7 @@ def _handler(handler: Any) -> tuple[Callable[..., Any], int]:
 def _http(t: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(spec fields, plan fields) of an HTTP trigger."""
     responses = t.get("response_schema")
-    query = [_fields(q) if hasattr(type(q), "model_fields") else q for q in t.get("query_params") or []]
+    query = [_as_mapping(q) for q in t.get("query_params") or []]
     try:
         if isinstance(responses, Mapping):
             responses = {k: _json_schema(v, f"responseSchema.{k}") for k, v in responses.items()}
