@@ -74,12 +74,13 @@ def graph(fmt: str, flow: str | None, project: Path) -> None:
 def steps(as_json: bool, project: Path) -> None:
     """List steps with their triggers, emits and flows."""
     from .discovery import discover
+    from .motia1_checks import watch_label
 
     proj = discover(settings_from(project))
     rows: list[dict[str, Any]] = []
     for s in proj.steps:
         trigger = (", ".join(s.subscribes) if s.subscribes else s.cron.expression if s.cron
-                   else f"{s.api.method} {s.api.path}" if s.api else _watched(s) if s.watch
+                   else f"{s.api.method} {s.api.path}" if s.api else watch_label(s.watch) if s.watch
                    else ", ".join(s.virtual_subscribes))
         rows.append({"name": s.name, "type": s.origin.kind if s.origin else s.type.value, "trigger": trigger,
                      "step": s.display_name, "format": "1.0" if s.origin else "0.x",
@@ -97,16 +98,6 @@ def steps(as_json: bool, project: Path) -> None:
                    + (f"  [{', '.join(r['flows'])}]" if r["flows"] else ""))
     for p in proj.problems:
         click.echo(p.render(proj.root), err=True)
-
-
-def _watched(s: Any) -> str:
-    """What a state step (or a Motia 1.0 stream trigger) watches: ``namespace/group``."""
-    from .stream_config import NAMESPACE_PREFIX
-
-    namespace = s.watch.namespace or "(flow)"
-    if namespace.startswith(NAMESPACE_PREFIX):
-        namespace = "stream " + namespace.removeprefix(NAMESPACE_PREFIX)
-    return f"{namespace}/{s.watch.group or '*'}"
 
 
 @click.command("create")

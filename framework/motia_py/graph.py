@@ -23,7 +23,7 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
-from .motia1_checks import collapse, motia1_findings, v1_field
+from .motia1_checks import collapse, motia1_findings, v1_field, watch_label
 from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
@@ -366,7 +366,7 @@ def _detail(step: StepSpec) -> str:
     if step.cron is not None:
         return f"{kind} {step.cron.expression}"
     if step.watch is not None:
-        return f"{kind} {step.watch.namespace or '(flow)'}/{step.watch.group or '*'}"
+        return f"{kind} {watch_label(step.watch)}"
     if step.origin is not None and step.subscribes:
         return f"{kind} {', '.join(step.subscribes)}"
     return kind

@@ -13,6 +13,7 @@ from .discovery import Project
 from .findings import Finding, Severity
 from .settings import SETTINGS_FILE
 from .spec import StepSpec
+from .state_watch import StateWatch
 from .stream_config import NAMESPACE_PREFIX
 from .suggest import did_you_mean
 
@@ -54,6 +55,12 @@ def _unknown_streams(project: Project, steps: list[StepSpec]) -> Iterator[Findin
                           "declares with Stream(...)", file=s.file, step=s.display_name, line=s.line,
                           field=f"triggers[{s.origin.index}].streamName",
                           hint=did_you_mean(name, names) or f"streams: {', '.join(names) or 'none'}")
+
+
+def watch_label(watch: StateWatch) -> str:
+    """What a state step watches, as ``namespace/group`` (a Motia 1.0 stream trigger's: ``stream/group``)."""
+    namespace = (watch.namespace or "(flow)").removeprefix(NAMESPACE_PREFIX)
+    return f"{namespace}/{watch.group or '*'}"
 
 
 def v1_field(step: StepSpec, field: str) -> str:
