@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,43 @@ def test_a_stream_trigger_on_an_unknown_stream_is_an_error(make_project: Project
     """})
     [found] = [f for f in validate(discover(load_settings(root, env={}))) if f.code == "unknown-stream"]
     assert (found.step, found.field, found.hint) == ("OnNote", "triggers[0].streamName", "did you mean 'notes'?")
+
+
+@pytest.mark.parametrize("scheme", ["memory", "sqlite", "redis"])
+async def test_state_and_stream_triggers_on_every_backend(make_project: ProjectFactory, scheme: str) -> None:
+    from motia_py.http import ApiApp
+    from motia_py.runtime import Runtime, backend_for, load_project, require_valid
+    from motia_py.settings import load_settings
+    from motia_py.state import State
+
+    from .backends.redis_support import check_reachable, delete_prefix, new_prefix, redis_url
+    from .probes import until
+
+    root = make_project(STATE_AND_STREAM)
+    flags = {"backend_url": {"memory": "memory://", "sqlite": "sqlite:///.motia/motia.db"}.get(scheme, "")}
+    if scheme == "redis":
+        flags = {"backend_url": redis_url(), "redis_prefix": new_prefix()}
+        check_reachable(flags["backend_url"])
+    settings = load_settings(root, flags=flags, env={})
+    project, findings = load_project(settings)
+    require_valid(project, findings)
+    try:
+        async with Runtime(project, backend_for(settings), cron=False, poll_s=0.05) as rt:
+            app = ApiApp(rt.router)
+            for body in ({"kind": "state", "group": "users", "key": "u1", "value": {"status": "on"}},
+                         {"kind": "stream", "key": "n1", "value": {"text": "a"}}):
+                response = await app.handle("POST", "/write", headers={"content-type": "application/json"},
+                                            raw_body=json.dumps(body).encode())
+                assert response.status == 200
+            state = State(rt.backend, "f")
+
+            async def both_ran() -> bool:
+                return (await state.get("state-seen", "u1") is not None
+                        and await state.get("stream-seen", "n1") is not None)
+
+            await until(both_ran, "the state and the stream trigger")
+            assert await state.get("stream-seen", "n1") == [["create", {"text": "a", "id": "n1"}, "notes", "g",
+                                                              "stream"]]
+    finally:
+        if scheme == "redis":
+            await delete_prefix(flags["backend_url"], flags["redis_prefix"])
