@@ -1,18 +1,19 @@
-"""Run the benchmarks: ``python -m bench [delivery|reload|streams|all] [--backends memory,sqlite,redis]``."""
+"""Run the benchmarks: ``python -m bench [delivery|transactional|reload|streams|all] [--backends ...]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import delivery
+from . import delivery, transactional
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the selected benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "reload", "streams"])
-    parser.add_argument("--backends", default="memory,sqlite,redis")
+    parser.add_argument("which", nargs="?", default="all",
+                        choices=["all", "delivery", "transactional", "reload", "streams"])
+    parser.add_argument("--backends", default="memory,sqlite,redis,postgres")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--chain-runs", type=int, default=300)
     parser.add_argument("--clients", type=int, default=1000, help="streams: WebSocket clients on one group")
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.which in ("all", "delivery"):
         delivery.main(args.backends.split(","), args.events, args.chain_runs)
+    if args.which in ("all", "transactional"):
+        transactional.main(args.backends.split(","), args.events, args.chain_runs)
     if args.which in ("all", "streams"):
         from . import streams
 

@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 @click.option("--file", "file", default=None, help="One event per JSON line of FILE ('-' = stdin).")
 @click.option("--group", "group", default=None, help="messageGroupId (FIFO steps).")
 @click.option("--delay", default=None, type=float, help="Seconds before delivery.")
+@click.option("--priority", default=None, type=click.IntRange(-1000, 1000),
+              help="Claimed before lower priorities (-1000 to 1000; default: each step's own).")
 @backend_option
 @project_option
 @handle_errors
 def emit(topic: str, data: str | None, file: str | None, group: str | None, delay: float | None,
-         backend_url: str | None, project: Path) -> None:
+         priority: int | None, backend_url: str | None, project: Path) -> None:
     """Enqueue an event on TOPIC as if it came from outside; print its trace id."""
     from .router import Router
     from .runtime import load_project, require_valid
@@ -43,11 +45,13 @@ def emit(topic: str, data: str | None, file: str | None, group: str | None, dela
         router = Router(router_project, backend)
         router.check_external_topic(topic)
         if data is not None:
-            click.echo(await router.emit(topic, _parse_data(data), message_group_id=group, delay_s=delay or 0.0))
+            click.echo(await router.emit(topic, _parse_data(data), message_group_id=group, delay_s=delay or 0.0,
+                                         priority=priority))
             return
         progress = _Progress(enabled=sys.stderr.isatty())
         for batch in _batches(_iter_json_lines(file or "-"), EMIT_BATCH):  # constant memory, in file order
-            ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=delay or 0.0, check=False)
+            ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=delay or 0.0, check=False,
+                                         priority=priority)
             click.echo("\n".join(ids))
             progress.add(len(ids))
         progress.done()

@@ -24,9 +24,11 @@ from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
 from .motia1_checks import collapse, motia1_findings, v1_field, watch_label
+from .flow_findings import flow_findings
 from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
+from .transactions import unsupported_transactions
 
 # simple_cycles can list exponentially many loops; a loop of more than 12 steps is reported as part of
 # the shorter ones it contains, if any, and the list itself is capped.
@@ -168,7 +170,9 @@ def validate(project: Project) -> list[Finding]:
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
         *motia1_findings(project),
+        *flow_findings(project),
         *realtime_findings(project),
+        *unsupported_transactions(project),
     ]
     return sorted(collapse(project, findings), key=lambda f: _RANK[f.severity])
 

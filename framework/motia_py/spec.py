@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cron import CronSchedule
+from .flow_control import FlowSpec
 from .query import QueryParam
 from .schema import Schema
 from .state_watch import StateWatch
@@ -89,6 +90,7 @@ class QueueSpec:
     delay_s: float = 0.0
     concurrency: int = 20
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    flow: FlowSpec = field(default_factory=FlowSpec)  # fleet-wide limits and default priority (flow_control)
 
     @property
     def fifo(self) -> bool:
@@ -155,6 +157,7 @@ class StepSpec:
     cron_policy: CronPolicy = field(default_factory=CronPolicy)
     is_async: bool = True
     line: int | None = None
+    transactional: bool | None = None  # None: the project's default ([project] transactional)
     origin: TriggerOrigin | None = None  # set for steps of the Motia 1.0 format (``triggers``)
 
     @property

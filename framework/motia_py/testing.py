@@ -134,14 +134,14 @@ class Harness:
             await self._runtime.stop(grace_s=5.0)
 
     async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
-                   delay: float | None = None, trace_id: str | None = None) -> str:
+                   delay: float | None = None, trace_id: str | None = None, priority: int | None = None) -> str:
         """Send an event from outside (as the CLI or an API would); return its trace id.
 
         Raises:
             UnknownTopicError: no step subscribes to the topic and no flow lists it as an entry topic.
         """
         return await self.runtime.router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                              delay_s=float(delay or 0.0))
+                                              delay_s=float(delay or 0.0), priority=priority)
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:
         """Run until no event is queued, delayed or being handled (jumping the clock over delays).
@@ -166,6 +166,12 @@ class Harness:
                     self.clock.now = stats.next_due_at
                 self.backend.notify_all()
                 stalled = 0
+            elif worker.in_flight == 0 and stats.ready:  # held back by rate limits: on to the next window
+                opens = [t for s in self.runtime.router.steps.values() if s.queue.flow.control is not None
+                         and (t := self.backend.next_claimable(s.name, s.queue.flow.control)) is not None]
+                if opens and min(opens) > self.clock.now:
+                    self.clock.now = min(opens)
+                    self.backend.notify_all()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not idle after {timeout} s: {worker.in_flight} running, {stats}")
             await asyncio.sleep(0.001)

@@ -10,15 +10,19 @@ from .records import (
     DeadLetter,
     Delivery,
     Envelope,
+    FlowControl,
     Outgoing,
     QueueStats,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     Target,
     TraceRun,
+    TxResult,
     new_id,
     worker_identity,
 )
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore
 
 __all__ = [
     "Backend",
@@ -26,15 +30,20 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "FlowControl",
     "LeaseStore",
     "Outgoing",
     "QueueStats",
     "QueueStore",
+    "StateRead",
     "StateStore",
+    "StateWrite",
     "StepQueueStats",
     "Target",
     "TraceRun",
     "TraceStore",
+    "TxResult",
+    "TxStore",
     "new_id",
     "worker_identity",
 ]
