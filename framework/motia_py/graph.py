@@ -23,8 +23,8 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
-from .motia1_checks import collapse, motia1_findings, v1_field, watch_label
 from .flow_findings import flow_findings
+from .motia1_checks import collapse, motia1_findings, v1_field, watch_label
 from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
