@@ -1,4 +1,4 @@
-"""Exactly-once effects against real ``motia-py start`` processes, on SQLite and on Redis: three workers,
+"""Exactly-once effects against real ``motia-py start`` processes, on SQLite, Redis and PostgreSQL: three workers,
 3,000 events, one worker SIGKILLed and replaced every 2-3 s. Each run of ``Count`` increments a per-event
 counter and a global counter through ``ctx.state.update`` and emits one event that ``Tally`` counts.
 
@@ -23,6 +23,7 @@ import pytest
 
 from motia_py.backends.registry import BackendOptions, create_backend
 
+from .backends import postgres_support
 from .backends.test_redis import check_reachable, delete_prefix, new_prefix, redis_url
 from .conftest import ProjectFactory
 from .processes import start_process, stop, wait_started
@@ -51,11 +52,19 @@ async def handler(input, ctx):
 """
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment selecting a fresh backend: a SQLite file, or a private key prefix on Redis."""
+    """The environment selecting a fresh backend: a SQLite file, a private key prefix on Redis, or a
+    private schema on PostgreSQL."""
     if request.param == "sqlite":
         yield {"MOTIA_PY_BACKEND_URL": f"sqlite:///{tmp_path / 'motia.db'}"}
+        return
+    if request.param == "postgres":
+        pg = postgres_support.postgres_url()
+        postgres_support.check_reachable(pg)
+        schema = postgres_support.new_schema()
+        yield {"MOTIA_PY_BACKEND_URL": pg, "MOTIA_PY_BACKEND_PREFIX": schema}
+        asyncio.run(postgres_support.drop_schema(pg, schema))
         return
     url = redis_url()
     check_reachable(url)

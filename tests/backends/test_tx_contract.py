@@ -178,6 +178,24 @@ async def test_of_concurrent_commits_that_read_one_counter_exactly_one_wins(back
     assert (await backend.stats()).per_step["a"] == 7
 
 
+async def test_of_concurrent_commits_that_read_a_key_as_absent_and_create_it_exactly_one_wins(
+        backend: Backend) -> None:
+    results = await asyncio.gather(*(backend.complete_tx(None, [], [put("g", "n", str(i))], [read("g", "n", None)])
+                                     for i in range(8)))
+
+    assert sorted(results) == ["conflict"] * 7 + ["ok"]
+    assert [str(i) for i, r in enumerate(results) if r == "ok"] == [await backend.state_get(NS, "g", "n")]
+
+
+async def test_of_concurrent_commits_that_read_an_empty_group_and_add_to_it_exactly_one_wins(
+        backend: Backend) -> None:
+    results = await asyncio.gather(*(backend.complete_tx(None, [], [put("g", f"k{i}", "1")], [read_group("g", {})])
+                                     for i in range(8)))
+
+    assert sorted(results) == ["conflict"] * 7 + ["ok"]
+    assert len(await backend.state_items(NS, "g")) == 1
+
+
 # -- change events of watched keys (state-triggered steps) ---------------------------------------
 def watched(group: str, key: str, value: str | None, *steps: str) -> StateWrite:
     return StateWrite(NS, group, key, value, Outgoing(envelope(topic=f"state:{NS}"), tuple(Target(s) for s in steps)))
@@ -222,6 +240,7 @@ async def test_a_conflict_or_a_lost_lease_queues_no_change_event(backend: Backen
 
 
 async def test_a_commit_frees_the_slot_of_a_flow_controlled_step(backend: Backend) -> None:
+    backend = backend
     control = FlowControl(global_concurrency=1)
     await publish(backend, "a", 2)
     [first] = await backend.claim("a", 10, LEASE_S, control=control)

@@ -333,11 +333,12 @@ class TxStore(Protocol):
     SQLite runs the lease check, the read checks, the writes, the acknowledgement and the inserts of the
     outbox in one ``BEGIN IMMEDIATE`` transaction; Redis runs them in one Lua script whose lease test is
     the fence (on Redis Cluster every key of the script, the state hashes included, must hash to one
-    slot: use a prefix with a hash tag such as ``{motia}``). A SQL backend such as PostgreSQL would do it in
-    one transaction: lock the delivery row (``SELECT ... FOR UPDATE`` with the attempt as fence), read
-    the keys read with ``FOR UPDATE`` (group reads: lock the group's rows, or run the transaction
-    SERIALIZABLE so that an insert into the group aborts it) and compare, then write, delete the delivery
-    row and insert the outbox rows; a serialisation failure rolls back and answers ``"conflict"``.
+    slot: use a prefix with a hash tag such as ``{motia}``). PostgreSQL (:mod:`.postgres_tx`) does it in
+    one transaction, as a SQL backend would: lock the delivery row (with the attempt as fence), read the
+    keys read with ``FOR UPDATE`` (group reads: lock the group's rows, or run the transaction SERIALIZABLE
+    so that an insert into the group aborts it) and compare, then write, delete the delivery row and
+    insert the outbox rows; a serialisation failure rolls back (PostgreSQL tries again, then answers
+    ``"conflict"``).
 
     A backend without this store gets a non-atomic stand-in from :mod:`.derived_tx`, and ``motia-py
     validate`` reports transactional steps as unsupported on it.
