@@ -24,6 +24,7 @@ from .config import CronOverlap, StepSpec, StepType
 from .context import Context
 from .cron_guard import CronGuard
 from .discovery import Project
+from .errors import ConditionSkipped
 from .executor import Executor
 from .logs import LogSink, framework_logger
 from .otel import NO_OTEL, Otel
@@ -93,8 +94,9 @@ class Router:
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
         self._transactional = transactional_steps(project)
         self.publisher.set_project(project)
-        self.streams = project_streams(project.streams, self.backend)
         self.state_triggers = StateTriggers(project, self.clock)
+        self.streams = project_streams(project.streams, self.backend,
+                                       lambda ns: self.state_triggers.notifier(ns, None, None))
         self._blocking_streams: tuple[asyncio.AbstractEventLoop, Streams] | None = None
 
     # -- publishing (see publisher.py) --------------------------------------------------------------
@@ -196,6 +198,8 @@ class Router:
                 except asyncio.CancelledError:
                     await self._hand_back(d)
                     raise
+                except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: not run, not failed
+                    outcome = await self.settler.skip(spec, d, started)
                 except BaseException as exc:
                     outcome = await self.settler.fail(spec, d, exc, started)
                 else:
@@ -228,6 +232,8 @@ class Router:
         except asyncio.CancelledError:
             await self._hand_back(d)
             raise
+        except ConditionSkipped:
+            return await self.settler.skip(spec, d, started)
         except BaseException as exc:
             return await self.settler.fail(spec, d, exc, started)
         return await self.settler.ack(spec, d, started, ctx.outbox, tx)

@@ -93,6 +93,14 @@ def _otel(v: Any) -> str:
     return "on" if _bool(v) else "off"
 
 
+def _motia_sdk(v: Any) -> str:
+    """``auto``, ``builtin`` or ``installed``: which package ``import motia`` gives step files."""
+    s = str(v).strip().lower()
+    if s not in ("auto", "builtin", "installed"):
+        raise ValueError("must be auto, builtin or installed")
+    return s
+
+
 def _opt_str(v: Any) -> str | None:
     return None if v is None or v == "" else _text(v)
 
@@ -120,6 +128,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", _path),
     _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", _path),
     _Setting("dotenv", "project", "dotenv", "MOTIA_PY_DOTENV", True, _bool),
+    _Setting("motia_sdk", "project", "motia_sdk", "MOTIA_PY_MOTIA_SDK", "auto", _motia_sdk),
     _Setting("transactional", "project", "transactional", "MOTIA_PY_TRANSACTIONAL", False, _bool),
     _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, _text),
     _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", _text),
@@ -151,6 +160,7 @@ class Settings:
     steps_dir: Path
     flows_dir: Path
     dotenv: bool
+    motia_sdk: str  # auto | builtin | installed: what `import motia` gives step files (see motia_sdk.py)
     backend_url: str
     redis_prefix: str
     max_payload_bytes: int
