@@ -126,6 +126,11 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_MOTIA_SDK": "Builtin",
         "MOTIA_PY_TRANSACTIONAL": "on",
         "MOTIA_PY_STREAMS_AUTHENTICATE": "auth:check",
+        "MOTIA_PY_SERVER_MIDDLEWARE": "mw:one, mw:two",
+        "MOTIA_PY_CORS_ORIGINS": "https://a.example,https://b.example",
+        "MOTIA_PY_CORS_METHODS": "GET",
+        "MOTIA_PY_CORS_HEADERS": "*",
+        "MOTIA_PY_CORS_CREDENTIALS": "true",
     }
     assert {s.env for s in SETTINGS} == set(env)
     s = load_settings(tmp_path, env=env)
@@ -140,6 +145,9 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert s.motia_sdk == "builtin"
     assert s.transactional is True
     assert s.streams_authenticate == "auth:check"
+    assert s.middleware == ("mw:one", "mw:two")
+    assert (s.cors_origins, s.cors_methods, s.cors_headers, s.cors_credentials) == (
+        ("https://a.example", "https://b.example"), ("GET",), ("*",), True)
 
 
 def test_motia_sdk_is_auto_builtin_or_installed(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import re
 import socket
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .backends.base import new_id
 from .config import StepSpec, StepType
 from .errors import ConditionSkipped, InputValidationError, InvalidJsonError, InvalidResponseError, MotiaError
+from .http_extras import CorsPolicy, load_middleware
 from .query import parse_query
 from .request_run import RequestRun
 from .router import Router
@@ -118,6 +120,9 @@ class ApiApp:
         # literal segments beat parameters: /jobs/stats before /jobs/{id}
         routes.sort(key=lambda r: (r.spec.api.path.count("{") if r.spec.api else 0))
         self.routes = routes
+        settings = router.project.settings
+        self.cors = CorsPolicy.from_settings(settings)
+        self.middleware = load_middleware(settings)  # the project's global middleware, around every step's
 
     def match(self, method: str, path: str) -> tuple[StepSpec | None, dict[str, str], bool]:
         """The API step for ``method path``, its path parameters, and whether the path exists at all."""
@@ -194,7 +199,7 @@ class ApiApp:
         """Middleware, then the handler, then the response; a failure answers 500 with the trace id."""
         chain: Callable[[], Awaitable[Any]] = lambda: run.call(req)  # noqa: E731
         assert spec.api is not None
-        for mw in reversed(spec.api.middleware):
+        for mw in (*reversed(spec.api.middleware), *reversed(self.middleware)):  # global ones run first
             chain = _bind(mw, req, run.ctx, chain)
         trace_id = run.trace_id
         try:
@@ -290,6 +295,15 @@ class ApiApp:
                 extra_response = self._render(self._failed(f"{request.method} {path} failed", exc))
             await extra_response(scope, receive, send)
             return
+        started = time.perf_counter()
+        origin = request.headers.get("origin") if self.cors is not None else None
+        if (origin is not None and self.cors is not None and request.method == "OPTIONS"
+                and "access-control-request-method" in request.headers):  # a CORS preflight of an API step
+            allowed = self.cors.allows(origin) and self.match("OPTIONS", path)[2]
+            headers = self.cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
+            await Response(status_code=204 if allowed else 403, headers=headers if allowed else {})(
+                scope, receive, send)
+            return
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.body_limit_bytes:
             result = _error(413, "payload_too_large", limit=self.body_limit_bytes)
@@ -309,7 +323,12 @@ class ApiApp:
                     result = self._failed(f"{request.method} {path} failed", exc)
         if self.on_response is not None:
             self.on_response(request.method, path, result.status)
+        if origin is not None and self.cors is not None and self.cors.allows(origin):
+            result = dataclasses.replace(result, headers={**result.headers, **self.cors.response_headers(origin)})
         await self._render(result)(scope, receive, send)
+        if self.dev:  # the access log of `motia-py dev`
+            self.router.log.info(f"{request.method} {path} {result.status} "
+                                 f"{(time.perf_counter() - started) * 1000:.1f} ms", access=True)
 
     def _failed(self, what: str, exc: BaseException, trace_id: str | None = None) -> ApiResponse:
         """Log ``exc`` with its traceback and answer a 500 JSON body with the trace id to look for."""

@@ -120,6 +120,14 @@ def _hosts(v: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _names(v: Any) -> tuple[str, ...]:
+    """A list of strings in the file, comma-separated in the environment."""
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list | tuple):
+        raise ValueError("must be a list of strings")
+    return tuple(s for s in (_text(item).strip() for item in items) if s)
+
+
 _MAX_INT = 2**63 - 1  # what SQLite and Redis integers hold
 _MAX_SECONDS = 10 * 365 * 86_400.0
 
@@ -140,6 +148,12 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("metrics", "server", "metrics", "MOTIA_PY_SERVER_METRICS", False, _bool),
     _Setting("metrics_token", "server", "metrics_token", "MOTIA_PY_METRICS_TOKEN", None, _opt_str),
     _Setting("allowed_hosts", "server", "allowed_hosts", "MOTIA_PY_SERVER_ALLOWED_HOSTS", (), _hosts),
+    _Setting("middleware", "server", "middleware", "MOTIA_PY_SERVER_MIDDLEWARE", (), _names),
+    _Setting("cors_origins", "cors", "origins", "MOTIA_PY_CORS_ORIGINS", (), _names),
+    _Setting("cors_methods", "cors", "methods", "MOTIA_PY_CORS_METHODS",
+             ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"), _names),
+    _Setting("cors_headers", "cors", "headers", "MOTIA_PY_CORS_HEADERS", ("content-type", "authorization"), _names),
+    _Setting("cors_credentials", "cors", "credentials", "MOTIA_PY_CORS_CREDENTIALS", False, _bool),
     _Setting("streams_authenticate", "streams", "authenticate", "MOTIA_PY_STREAMS_AUTHENTICATE", None, _opt_str),
     _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, _seconds),
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
@@ -171,6 +185,11 @@ class Settings:
     metrics: bool
     metrics_token: str | None
     allowed_hosts: tuple[str, ...]
+    middleware: tuple[str, ...]  # "module:function" of the project: run around every API step
+    cors_origins: tuple[str, ...]  # empty: CORS off
+    cors_methods: tuple[str, ...]
+    cors_headers: tuple[str, ...]
+    cors_credentials: bool
     streams_authenticate: str | None  # "module:function" of the project: the stream clients' authenticate hook
     grace_period_s: float
     traces_enabled: bool
