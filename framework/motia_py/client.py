@@ -8,6 +8,9 @@ ids = client.emit_many_sync([("job.enqueued", {"jobId": "j2"}), ("job.enqueued",
 
 Concurrent ``emit`` calls share round trips: the calls made in one event-loop iteration reach the backend
 as one batch (one transaction on SQLite, one script on Redis), each still atomic on its own.
+
+On the PostgreSQL backend, ``connection=`` publishes inside the caller's own open transaction (see
+:mod:`motia_py.transactional`): the event is enqueued if and only if that transaction commits.
 """
 
 from __future__ import annotations
@@ -69,17 +72,32 @@ class Client:
                 self._opened = True
 
     async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
-                   delay: float | None = None, trace_id: str | None = None) -> str:
-        """Publish one event; return its trace id.
+                   delay: float | None = None, trace_id: str | None = None, priority: int | None = None,
+                   connection: Any = None) -> str:
+        """Publish one event; return its trace id. ``priority`` (-1000 to 1000, higher first) replaces the
+        subscribing steps' default priority.
+
+        Args:
+            connection: (PostgreSQL backend) publish through this connection, inside its open
+                transaction: an asyncpg connection, a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``,
+                or a psycopg ``AsyncConnection``. Nothing is enqueued unless that transaction commits.
 
         Raises:
             UnknownTopicError: nothing would handle the topic.
             PayloadTooLargeError: the data is over the payload limit.
-            BackendError: the backend failed.
+            InvalidEmitError: a bad priority, or a step's key function failed on the event.
+            BackendError: the backend failed (or, with ``connection``, is not PostgreSQL).
+            TypeError: ``connection`` is not one of the kinds above.
         """
         await self._ensure_open()
+        if connection is not None:
+            from . import transactional  # imports the PostgreSQL driver: only when asked for
+
+            return await transactional.emit_async(
+                self._router.publisher, self.backend, connection, topic, data, trace_id=trace_id,
+                message_group_id=message_group_id, delay_s=float(delay or 0.0), priority=priority)
         return await self._router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                       delay_s=float(delay or 0.0))
+                                       delay_s=float(delay or 0.0), priority=priority)
 
     async def emit_many(self, items: Iterable[EmitItem]) -> list[str]:
         """Publish many events in one round trip (one transaction: all or none); return their trace ids
@@ -113,9 +131,25 @@ class Client:
         return asyncio.run_coroutine_threadsafe(coro, self._loop_thread[0]).result()
 
     def emit_sync(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
-                  delay: float | None = None, trace_id: str | None = None) -> str:
-        """Blocking :meth:`emit` for synchronous code (Django views, scripts)."""
-        return self._run(self.emit(topic, data, message_group_id=message_group_id, delay=delay, trace_id=trace_id))
+                  delay: float | None = None, trace_id: str | None = None, priority: int | None = None,
+                  connection: Any = None) -> str:
+        """Blocking :meth:`emit` for synchronous code (Django views, scripts).
+
+        Args:
+            connection: (PostgreSQL backend) publish through this connection, inside its open
+                transaction, in the calling thread: a DB-API connection (Django's
+                ``django.db.connection``, psycopg 2 or 3) or a SQLAlchemy ``Connection`` or ``Session``.
+                Nothing is enqueued unless that transaction commits.
+        """
+        if connection is not None:
+            from . import transactional
+
+            self._run(self._ensure_open())  # the schema exists before the caller's statement needs it
+            return transactional.emit_sync(
+                self._router.publisher, self.backend, connection, topic, data, trace_id=trace_id,
+                message_group_id=message_group_id, delay_s=float(delay or 0.0), priority=priority)
+        return self._run(self.emit(topic, data, message_group_id=message_group_id, delay=delay, trace_id=trace_id,
+                                   priority=priority))
 
     async def aclose(self) -> None:
         """Close the backend connection."""

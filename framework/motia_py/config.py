@@ -46,6 +46,7 @@ from .config_keys import (
 )
 from .cron import parse_cron
 from .errors import StepConfigError
+from .flow_config import parse_flow
 from .query import QueryParam
 from .schema import to_schema
 from .spec import (
@@ -147,6 +148,7 @@ class EventConfig(_BaseConfig):
     subscribes: list[str]
     input: Any = None
     infrastructure: dict[str, Any] | None = None
+    transactional: bool | None = None
 
 
 class CronConfig(_BaseConfig):
@@ -156,6 +158,7 @@ class CronConfig(_BaseConfig):
     cron: str
     timezone: str = "UTC"
     infrastructure: dict[str, Any] | None = None
+    transactional: bool | None = None
 
 
 class ApiConfig(_BaseConfig):
@@ -168,6 +171,7 @@ class ApiConfig(_BaseConfig):
     response_schema: dict[Any, Any] | None = None
     query_params: list[Any] = []
     middleware: list[Any] = []
+    transactional: bool | None = None
 
 
 class NoopConfig(_BaseConfig):
@@ -236,11 +240,20 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
     elif not kw["virtual_emits"] and not kw["virtual_subscribes"]:
         raise StepConfigError("a noop step needs 'virtualEmits' or 'virtualSubscribes'", field="virtualSubscribes")
     if step_type is not StepType.NOOP:
+        kw.update(_transactional(cfg))
         kw["is_async"] = _check_handler(handler, step_type)
         kw["handler"] = handler
     else:
         kw["handler"] = None
     return StepSpec(**kw)
+
+
+def _transactional(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``transactional``: commit the run's state writes and emits with its acknowledgement (absent: the
+    project's default)."""
+    if cfg.get("transactional") is None:
+        return {}
+    return {"transactional": boolean(cfg["transactional"], "transactional")}
 
 
 def _step_type(raw_type: Any) -> StepType:
@@ -340,6 +353,7 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         delay_s=duration(q.get("delay_seconds", 0), f"{w}.delaySeconds", minimum=0),
         concurrency=count(q.get("concurrency", 20), f"{w}.concurrency", minimum=1),
         backoff=backoff,
+        flow=parse_flow(q, w),
     )
     if cron:
         c = normalise_keys(mapping(infra.get("cron"), "infrastructure.cron"), CRON_POLICY_KEYS, set(),

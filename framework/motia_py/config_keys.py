@@ -14,22 +14,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import StepConfigError
+from .flow_control import QUEUE_KEYS as FLOW_KEYS
 from .spec import StepType
 from .suggest import did_you_mean, suggest
 
 COMMON = {"type", "name", "description", "flows", "emits", "virtual_emits", "virtual_subscribes"}
 IGNORED = {"include_files"}  # Motia cloud only
 KEYS: dict[StepType, set[str]] = {
-    StepType.EVENT: COMMON | {"subscribes", "input", "infrastructure"},
-    StepType.CRON: COMMON | {"cron", "timezone", "infrastructure"},
-    StepType.API: COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware"},
+    StepType.EVENT: COMMON | {"subscribes", "input", "infrastructure", "transactional"},
+    StepType.CRON: COMMON | {"cron", "timezone", "infrastructure", "transactional"},
+    StepType.API: COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware",
+                            "transactional"},
     StepType.NOOP: COMMON,
-    StepType.STATE: COMMON | {"watch", "condition", "infrastructure"},
+    StepType.STATE: COMMON | {"watch", "condition", "infrastructure", "transactional"},
 }
 INFRA_KEYS = {"handler", "queue", "cron"}
 HANDLER_KEYS = {"timeout"}
 HANDLER_IGNORED = {"ram", "cpu"}  # Motia cloud only
-QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff"}
+QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff"} | FLOW_KEYS
 BACKOFF_KEYS = {"type", "delay", "max_delay", "jitter"}
 CRON_POLICY_KEYS = {"overlap", "missed"}
 EMIT_KEYS = {"topic", "label", "conditional", "schema"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
@@ -10,12 +11,13 @@ from typing import Any
 from .backends.base import Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
+from .flow_control import check_priority
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 from .suggest import did_you_mean
 
-OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "str | None"], Outgoing]
-"""(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent) -> Outgoing"""
+OutgoingFactory = Callable[[str, str, str, "str | None", float, "str | None", "str | None", "int | None"], Outgoing]
+"""(topic, data_json, trace_id, group_id, delay_s, source_step, traceparent, priority) -> Outgoing"""
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode  # built once
@@ -54,6 +56,13 @@ class _Done:
 _DONE = _Done()
 
 
+def idempotency_key(source_id: str, step: str) -> str:
+    """``ctx.idempotency_key``: 32 hex characters derived from what started the run (the event's id, or
+    the API request's trace id) and the step's name: the same for every attempt of one delivery, different
+    for every step."""
+    return hashlib.sha256(f"{source_id}\x00{step}".encode()).hexdigest()[:32]
+
+
 class Context:
     """The ``ctx`` of one handler call.
 
@@ -67,10 +76,12 @@ class Context:
         logger: structured logger.
         scheduled_at: the tick's time (cron steps only).
         streams: the project's streams (``ctx.streams.<name>``, see :mod:`motia_py.streams`).
+        idempotency_key: stable across the retries of one delivery, different per step: pass it to
+            outside APIs that take one (Stripe's ``Idempotency-Key``).
     """
 
-    __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_spec", "attempt", "outbox", "scheduled_at",
-                 "state", "step", "streams", "topic", "trace_id", "traceparent")
+    __slots__ = ("_factory", "_log_sink", "_logger", "_max_bytes", "_source_id", "_spec", "attempt", "outbox",
+                 "scheduled_at", "state", "step", "streams", "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -87,8 +98,10 @@ class Context:
         scheduled_at: datetime | None = None,
         traceparent: str | None = None,
         streams: Any = None,
+        source_id: str | None = None,
     ) -> None:
         self._spec = spec
+        self._source_id = source_id  # the event's id (None: an API request, keyed by its trace id)
         self._factory = factory
         self._max_bytes = max_payload_bytes
         self.trace_id = trace_id
@@ -109,6 +122,11 @@ class Context:
         return list(self._spec.flows)
 
     @property
+    def idempotency_key(self) -> str:
+        """A key for outside effects: the same on every attempt of this delivery, different per step."""
+        return idempotency_key(self._source_id or self.trace_id, self.step)
+
+    @property
     def logger(self) -> StepLogger:
         """Structured logger; every line carries trace id, step, flow, topic and attempt."""
         if self._logger is None:  # built on first use: most handlers of a hot path never log
@@ -125,11 +143,13 @@ class Context:
         *,
         message_group_id: str | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> _Done:
         """Publish an event when the handler returns successfully (outbox).
 
-        Both ``await ctx.emit({"topic": t, "data": d, "messageGroupId"?: g, "delay"?: s})`` and
-        ``await ctx.emit(t, d)`` work.
+        Both ``await ctx.emit({"topic": t, "data": d, "messageGroupId"?: g, "delay"?: s, "priority"?: p})``
+        and ``await ctx.emit(t, d)`` work. ``priority`` (-1000 to 1000, higher first) replaces the
+        subscribing steps' default priority.
 
         Raises:
             UndeclaredEmitError: the topic is not in the step's ``emits``.
@@ -137,13 +157,15 @@ class Context:
             PayloadTooLargeError: the data is over the payload limit.
         """
         if isinstance(event, Mapping):
-            unknown = set(event) - {"topic", "data", "messageGroupId", "message_group_id", "delay"}
+            unknown = set(event) - {"topic", "data", "messageGroupId", "message_group_id", "delay", "priority"}
             if unknown:
-                raise InvalidEmitError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, delay")
+                raise InvalidEmitError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, "
+                                       "delay, priority")
             topic = event.get("topic")
             data = event.get("data")
             message_group_id = event.get("messageGroupId", event.get("message_group_id", message_group_id))
             delay = event.get("delay", delay)
+            priority = event.get("priority", priority)
         else:
             topic = event
         if not isinstance(topic, str) or not topic:
@@ -167,5 +189,6 @@ class Context:
             raise InvalidEmitError(f"emit delay must be a number of seconds >= 0, got {delay!r}")
         self.outbox.append(self._factory(topic, text, self.trace_id,
                                          None if message_group_id is None else str(message_group_id),
-                                         float(delay or 0.0), self.step, self.traceparent))
+                                         float(delay or 0.0), self.step, self.traceparent,
+                                         None if priority is None else check_priority(priority)))
         return _DONE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections import Counter
@@ -23,16 +24,19 @@ from .config import CronOverlap, StepSpec, StepType
 from .context import Context
 from .cron_guard import CronGuard
 from .discovery import Project
+from .errors import ConditionSkipped
 from .executor import Executor
 from .logs import LogSink, framework_logger
 from .otel import NO_OTEL, Otel
 from .publisher import Publisher
 from .request_run import RequestRun
 from .runs import Observer, Outcome, Recorder
-from .settle import Settler
+from .settle import CONFLICT_ERROR, Settler, conflict_delay
 from .state import State, SyncState
 from .state_triggers import StateTriggers, admits
 from .streams import Streams, project_streams
+from .transactions import transactional_steps
+from .tx_state import Transaction, TxState
 from .types import Clock
 
 
@@ -88,9 +92,11 @@ class Router:
         self.project = project
         self.steps: dict[str, StepSpec] = {s.name: s for s in project.steps}
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
+        self._transactional = transactional_steps(project)
         self.publisher.set_project(project)
-        self.streams = project_streams(project.streams, self.backend)
         self.state_triggers = StateTriggers(project, self.clock)
+        self.streams = project_streams(project.streams, self.backend,
+                                       lambda ns: self.state_triggers.notifier(ns, None, None))
         self._blocking_streams: tuple[asyncio.AbstractEventLoop, Streams] | None = None
 
     # -- publishing (see publisher.py) --------------------------------------------------------------
@@ -99,21 +105,21 @@ class Router:
         self.publisher.check_external_topic(topic)
 
     def outgoing(self, topic: str, data_json: str, trace_id: str, group_id: str | None = None, delay_s: float = 0.0,
-                 source: str | None = None, traceparent: str | None = None) -> Outgoing:
+                 source: str | None = None, traceparent: str | None = None, priority: int | None = None) -> Outgoing:
         """Build the fan-out of one event without publishing it."""
-        return self.publisher.outgoing(topic, data_json, trace_id, group_id, delay_s, source, traceparent)
+        return self.publisher.outgoing(topic, data_json, trace_id, group_id, delay_s, source, traceparent, priority)
 
     async def emit(self, topic: str, data: Any, *, trace_id: str | None = None, message_group_id: str | None = None,
-                   delay_s: float = 0.0, check: bool = True) -> str:
+                   delay_s: float = 0.0, check: bool = True, priority: int | None = None) -> str:
         """Publish an event from outside any step; return its trace id (see :meth:`Publisher.emit`)."""
         return await self.publisher.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                         delay_s=delay_s, check=check)
+                                         delay_s=delay_s, check=check, priority=priority)
 
     async def emit_many(self, topic: str, items: Iterable[Any], *, message_group_id: str | None = None,
-                        delay_s: float = 0.0, check: bool = True) -> list[str]:
+                        delay_s: float = 0.0, check: bool = True, priority: int | None = None) -> list[str]:
         """Publish many events on one topic atomically; return their trace ids (see :meth:`Publisher.emit_many`)."""
         return await self.publisher.emit_many(topic, items, message_group_id=message_group_id, delay_s=delay_s,
-                                              check=check)
+                                              check=check, priority=priority)
 
     async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
         """Enqueue one tick of a cron step; return its trace id."""
@@ -121,9 +127,11 @@ class Router:
 
     # -- running ------------------------------------------------------------------------------------
     def _context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
-                 scheduled_at: datetime | None = None, traceparent: str | None = None) -> Context:
+                 scheduled_at: datetime | None = None, traceparent: str | None = None,
+                 tx: Transaction | None = None, source_id: str | None = None) -> Context:
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
-        async_state = State(self.backend, ns, self.state_triggers.notifier(ns, trace_id, spec.name, traceparent))
+        notify = self.state_triggers.notifier(ns, trace_id, spec.name, traceparent)
+        async_state = State(self.backend, ns, notify) if tx is None else TxState(self.backend, ns, tx, notify)
         state: State | SyncState = async_state
         streams = self.streams
         if not spec.is_async:
@@ -131,7 +139,11 @@ class Router:
             streams = self._blocking(streams)
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.publisher.outgoing, max_payload_bytes=self.max_payload_bytes,
-                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams)
+                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams, source_id=source_id)
+
+    def _tx(self, spec: StepSpec) -> Transaction | None:
+        """A fresh transaction for a run of a transactional step; None for the others."""
+        return Transaction() if spec.name in self._transactional else None
 
     def _blocking(self, streams: Streams) -> Streams:
         """``ctx.streams`` for plain ``def`` handlers, built once per event loop."""
@@ -141,7 +153,23 @@ class Router:
         return self._blocking_streams[1]
 
     async def run_delivery(self, d: Delivery) -> Outcome:
-        """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter."""
+        """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter.
+
+        A transactional run whose reads changed before it committed (``Outcome.CONFLICT``) is run again
+        at once, as the same attempt (its lease is still held); when that happens again and again, after
+        short jittered waits (:func:`~motia_py.settle.conflict_delay`). Conflicts are not failures.
+        """
+        conflicts = 0
+        while (outcome := await self._deliver(d)) is Outcome.CONFLICT:
+            conflicts += 1
+            if conflicts % 100 == 0:
+                self.log.warning(f"'{d.step}': {conflicts} transactional conflicts in a row; the state it reads "
+                                 "is written by many runs at once", step=d.step, trace_id=d.envelope.trace_id)
+            await asyncio.sleep(conflict_delay(conflicts, self.settler.rand))
+        return outcome
+
+    async def _deliver(self, d: Delivery) -> Outcome:
+        """One run of a delivery (see :meth:`run_delivery`)."""
         spec = self.steps.get(d.step)
         if spec is None or spec.handler is None:
             return Outcome.LOST  # the step was removed by a reload; the lease expires and it stays queued
@@ -151,12 +179,13 @@ class Router:
         with self.spans.delivery(d.step, env.topic, d.attempt, env.traceparent, env.trace_id) as span:
             if spec.type is StepType.CRON:
                 outcome = await self._run_tick(spec, d, span.traceparent)
-                if outcome is not Outcome.DEFERRED and outcome is not Outcome.LOST:
+                if outcome not in (Outcome.DEFERRED, Outcome.LOST, Outcome.CONFLICT):
                     await self.cron.record_last(spec, d, outcome)
             else:  # an event, inline: the hot path
                 started = self.clock()
+                tx = self._tx(spec)
                 ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
-                                    traceparent=span.traceparent)
+                                    traceparent=span.traceparent, tx=tx, source_id=env.id)
                 skip = False
                 try:
                     data = env.data
@@ -169,11 +198,13 @@ class Router:
                 except asyncio.CancelledError:
                     await self._hand_back(d)
                     raise
+                except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: not run, not failed
+                    outcome = await self.settler.skip(spec, d, started)
                 except BaseException as exc:
                     outcome = await self.settler.fail(spec, d, exc, started)
                 else:
                     outcome = await (self.settler.skip(spec, d, started) if skip else
-                                     self.settler.ack(spec, d, started, ctx.outbox))
+                                     self.settler.ack(spec, d, started, ctx.outbox, tx))
             span.finish(outcome, outcome is not Outcome.OK and (outcome.failed or outcome.retried))
         return outcome
 
@@ -181,8 +212,9 @@ class Router:
         started = self.clock()
         payload = d.envelope.data
         scheduled = datetime.fromisoformat(payload["scheduled_at"]) if payload else datetime.now(UTC)
+        tx = self._tx(spec)
         ctx = self._context(spec, trace_id=d.envelope.trace_id, topic=None, attempt=d.attempt,
-                            scheduled_at=scheduled, traceparent=traceparent)
+                            scheduled_at=scheduled, traceparent=traceparent, tx=tx, source_id=d.envelope.id)
         exclusive = spec.cron_policy.overlap is CronOverlap.SKIP
         if exclusive:
             refused = await self.cron.admit(spec, d, scheduled, started)
@@ -200,14 +232,21 @@ class Router:
         except asyncio.CancelledError:
             await self._hand_back(d)
             raise
+        except ConditionSkipped:
+            return await self.settler.skip(spec, d, started)
         except BaseException as exc:
             return await self.settler.fail(spec, d, exc, started)
-        return await self.settler.ack(spec, d, started, ctx.outbox)
+        return await self.settler.ack(spec, d, started, ctx.outbox, tx)
 
     async def _hand_back(self, d: Delivery) -> None:
         """Shutdown past the grace period: hand the delivery back at once rather than wait for its lease."""
         with contextlib.suppress(Exception):  # the lease expiry redelivers it anyway
             await asyncio.shield(self.backend.retry(d, 0.0))
+
+    def _api_run(self, spec: StepSpec, trace_id: str, traceparent: str | None) -> tuple[Context, Transaction | None]:
+        """The ctx of one run of an API request, and its transaction when the step is transactional."""
+        tx = self._tx(spec)
+        return self._context(spec, trace_id=trace_id, topic=None, attempt=1, traceparent=traceparent, tx=tx), tx
 
     async def aclose(self) -> None:
         """Stop the executor's timeout watchdog and handler threads."""
@@ -223,8 +262,11 @@ class Router:
         with self.spans.span(route, "server", traceparent=traceparent, trace_id=trace_id,
                              attributes={"http.request.method": method, "url.path": path, "motia.step": spec.name}
                              ) as (tid, tp, span):
-            ctx = self._context(spec, trace_id=tid, topic=None, attempt=1, traceparent=tp)
-            run = RequestRun(spec, ctx, self.executor, self.publisher)
+            restart = functools.partial(self._api_run, spec, tid, tp)
+            ctx, tx = restart()
+            run = RequestRun(spec, ctx, self.executor, self.publisher, tx=tx, restart=restart,
+                             on_conflict=lambda: self.recorder.request(spec.name, tid, route, started,
+                                                                       Outcome.CONFLICT, CONFLICT_ERROR))
             try:
                 yield run
             finally:

@@ -23,10 +23,11 @@ class Outcome(str, enum.Enum):
     DEAD = "dead"  # failed for good; moved to the dead-letter queue
     TIMEOUT_RETRIED = "timeout-retried"
     TIMEOUT_DEAD = "timeout-dead"
-    SKIPPED = "skipped"  # a cron tick skipped because the previous run still ran (overlap: skip)
+    SKIPPED = "skipped"  # a cron tick skipped (the previous run still ran), or a 1.0 trigger's condition said no
     DEFERRED = "deferred"  # a late cron tick handed back until the run before it ends
     LOST = "lost"  # the lease was lost (another worker owns the delivery) or the step was removed
     ERROR = "error"  # an API run that answered 5xx
+    CONFLICT = "conflict"  # a transactional run whose reads changed before it committed: run again at once
 
     @property
     def failed(self) -> bool:
@@ -48,7 +49,7 @@ _FAILED = frozenset({Outcome.DEAD, Outcome.TIMEOUT_DEAD, Outcome.ERROR})
 _RETRIED = frozenset({Outcome.RETRIED, Outcome.TIMEOUT_RETRIED})
 _MARKS = {Outcome.OK: "ok", Outcome.RETRIED: "RETRY", Outcome.DEAD: "DEAD", Outcome.TIMEOUT_RETRIED: "TIMEOUT/RETRY",
           Outcome.TIMEOUT_DEAD: "TIMEOUT/DEAD", Outcome.SKIPPED: "skipped", Outcome.DEFERRED: "deferred",
-          Outcome.LOST: "lost", Outcome.ERROR: "ERROR"}
+          Outcome.LOST: "lost", Outcome.ERROR: "ERROR", Outcome.CONFLICT: "conflict"}
 
 
 class RunKind(str, enum.Enum):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cron import CronSchedule
+from .flow_control import FlowSpec
 from .query import QueryParam
 from .schema import Schema
 from .state_watch import StateWatch
@@ -89,6 +90,7 @@ class QueueSpec:
     delay_s: float = 0.0
     concurrency: int = 20
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    flow: FlowSpec = field(default_factory=FlowSpec)  # fleet-wide limits and default priority (flow_control)
 
     @property
     def fifo(self) -> bool:
@@ -114,6 +116,22 @@ class ApiSpec:
     response_schema: Mapping[int, Schema] = field(default_factory=dict)
     query_params: tuple[QueryParam, ...] = ()
     middleware: tuple[Callable[..., Any], ...] = ()
+    raw_body: bool = False  # Motia 1.0: a body whose content type is not JSON reaches the handler unparsed
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerOrigin:
+    """Where a step of the Motia 1.0 format came from: one trigger of a step file's ``triggers``.
+
+    A 1.0 step with several triggers becomes one :class:`StepSpec` per trigger, all calling the same
+    handler; each is named ``<step>#<kind>`` (``#<kind><n>`` when the step has several of that kind),
+    and a step with a single trigger keeps its own name.
+    """
+
+    step: str  # the step's own name (config["name"])
+    kind: str  # "queue" | "http" | "cron" | "state" | "stream"
+    index: int  # position in the step's triggers
+    count: int  # how many triggers the step has
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity equality: specs hold dicts and callables
@@ -139,6 +157,13 @@ class StepSpec:
     cron_policy: CronPolicy = field(default_factory=CronPolicy)
     is_async: bool = True
     line: int | None = None
+    transactional: bool | None = None  # None: the project's default ([project] transactional)
+    origin: TriggerOrigin | None = None  # set for steps of the Motia 1.0 format (``triggers``)
+
+    @property
+    def display_name(self) -> str:
+        """The name users gave the step (a Motia 1.0 step's own name, without its trigger suffix)."""
+        return self.origin.step if self.origin is not None else self.name
 
     @property
     def emit_topics(self) -> frozenset[str]:

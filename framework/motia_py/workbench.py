@@ -16,9 +16,11 @@ nothing from the network. It reads the API below and follows ``api/events`` (ser
     GET  traces/{id}            {"trace_id", "summary", "tree"}
     GET  dlq                    dead letters;   POST dlq/{id}/replay
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
+    GET  queue                  per event/cron step: ready, scheduled, running, dead, its flow-control limits
+                                and the ready events each limit holds back (``heldBy``)
     GET  streams                [{"name", "schema", "groups"}] (the page then joins a group over the
                                 stream WebSocket at ``/``, as any stream client does)
-    POST emit {"topic", "data"} -> {"traceId"};  POST call {"method", "path", "body"} -> the response
+    POST emit {"topic", "data", "priority"?} -> {"traceId"};  POST call {"method", "path", "body"} -> the response
     GET  events                 SSE: ``trace`` (a summary) when a trace appears or changes, ``ping``
 """
 
@@ -38,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .backends.records import StepQueueStats
 from .config import StepType
 from .discovery import Project
 from .errors import BackendError, ExposedWorkbenchError, GraphError, InvalidJsonError, MotiaError, UnknownTopicError
@@ -201,6 +204,7 @@ class Workbench:
                 ("POST", r"/api/dlq/(?P<id>[^/]+)/replay", self.replay),
                 ("GET", r"/api/namespaces", self.namespaces),
                 ("GET", r"/api/state/(?P<namespace>[^/]+)", self.state),
+                ("GET", r"/api/queue", self.queue),
                 ("GET", r"/api/streams", self.streams),
                 ("POST", r"/api/emit", self.emit),
                 ("POST", r"/api/call", self.call),
@@ -397,6 +401,18 @@ class Workbench:
             return _error(404, "unknown_dead_letter", f"no dead letter '{params['id']}'")
         return _json({"replayed": True, "id": params["id"]})
 
+    async def queue(self, request: Request, _: dict[str, str]) -> Response:
+        """Each event and cron step's queue, its flow-control limits and what they hold back now."""
+        steps = [s for s in self.app.router.steps.values() if s.type in (StepType.EVENT, StepType.CRON)]
+        controls = {s.name: c for s in steps if (c := s.queue.flow.control) is not None}
+        stats = await self.app.router.backend.step_stats(controls)
+        now = time.time()
+        return _json([{"step": s.name, "limits": s.queue.flow.describe(), "ready": st.ready, "scheduled": st.delayed,
+                       "running": st.leased, "dead": st.dead, "heldBy": st.throttled,
+                       "oldestReadyAgeS": None if st.oldest_ready_at is None else max(0.0, now - st.oldest_ready_at)}
+                      for s in sorted(steps, key=lambda s: s.name)
+                      for st in (stats.get(s.name) or StepQueueStats(),)])
+
     # -- state ------------------------------------------------------------------------------------
     async def namespaces(self, request: Request, _: dict[str, str]) -> Response:
         """The project's state namespaces."""
@@ -424,8 +440,9 @@ class Workbench:
         topic = body.get("topic")
         if not isinstance(topic, str) or not topic.strip():
             return _error(400, "invalid_request", "'topic' must be a non-empty string")
+        priority = body.get("priority")
         try:
-            trace_id = await self.app.router.emit(topic.strip(), body.get("data", {}))
+            trace_id = await self.app.router.emit(topic.strip(), body.get("data", {}), priority=priority)
         except BackendError:
             raise  # a 503, not the caller's fault
         except UnknownTopicError as exc:

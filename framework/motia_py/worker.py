@@ -121,8 +121,10 @@ class Worker:
                     await asyncio.wait({asyncio.ensure_future(c.slot_free.wait()), stop_wait},
                                        return_when=asyncio.FIRST_COMPLETED)
                     continue
+                control = spec.queue.flow.control  # fleet-wide limits, enforced by the backend's claim
                 try:
-                    batch = await backend.claim(c.step, free, spec.queue.visibility_timeout_s)
+                    batch = await (backend.claim(c.step, free, spec.queue.visibility_timeout_s) if control is None
+                                   else backend.claim(c.step, free, spec.queue.visibility_timeout_s, control=control))
                     if self._backend_down:
                         self._backend_down = False
                         router.log.info("backend reachable again", backend=backend.url)
@@ -134,6 +136,7 @@ class Worker:
                     continue
                 if len(batch) == 1 and batch[0].expired:  # backends hand out a suspect alone
                     self._run_alone(c, batch[0])
+                    await asyncio.sleep(0)  # its task closes the gate before this loop claims again
                     continue
                 if batch:
                     c.pending.extend(batch)
@@ -147,7 +150,16 @@ class Worker:
                         c.slot_free.clear()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(c.slot_free.wait(), _HEAD_START_S)
-                    await self._waker.idle(c.step, stop_wait)
+                    if control is None:  # one wait for every idle consumer of the worker
+                        await self._waker.idle(c.step, stop_wait)
+                        continue
+                    # a step under flow control waits on its own: "due" depends on its limits
+                    waiter = asyncio.ensure_future(backend.wait(c.step, self.poll_s, control=control))
+                    await asyncio.wait({waiter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if not waiter.done():
+                        waiter.cancel()
+                    elif not waiter.cancelled() and isinstance(waiter.exception(), BackendError):
+                        await asyncio.wait({stop_wait}, timeout=min(1.0, self.poll_s))  # the claim reports it
         finally:
             stop_wait.cancel()
 

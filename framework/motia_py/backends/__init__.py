@@ -3,9 +3,9 @@ them (:mod:`.records`), found by URL scheme through the ``motia_py.backends`` en
 """
 
 from .compose import compose
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, Target, TraceRun
+from .records import DeadLetter, Delivery, Envelope, FlowControl, Outgoing, QueueStats, Target, TraceRun
 from .registry import available_schemes, open_backend
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, WaitStore
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore, WaitStore
 
 __all__ = [
     "Backend",
@@ -13,6 +13,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "FlowControl",
     "LeaseStore",
     "Outgoing",
     "QueueStats",
@@ -21,6 +22,7 @@ __all__ = [
     "Target",
     "TraceRun",
     "TraceStore",
+    "TxStore",
     "WaitStore",
     "available_schemes",
     "compose",

@@ -8,20 +8,34 @@ leases, metadata and traces from :mod:`.derived`, kept in its own state store (a
     backend = compose(core, traces=MyTraceStore(...))  # or bring your own store for a part
 
 The registry does this on its own for a factory result that lacks the lease or the trace methods
-(:func:`complete_backend`). The built-in backends implement every store themselves and are used as
-they are, so the hot path pays nothing for the seam.
+(:func:`complete_backend`). A backend without transactional commits (:class:`~.stores.TxStore`) gets the
+stand-in of :mod:`.derived_tx`, which is not atomic: :func:`atomic_transactions` tells them apart. The
+built-in backends implement every store themselves and are used as they are, so the hot path pays
+nothing for the seam.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ..errors import UnknownBackendError
 from ..types import Clock
 from .derived import StateLeaseStore, StateTraceStore, wait_any_by_step
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, WaitStore
+from .derived_tx import StateTxStore
+from .records import (
+    DeadLetter,
+    Delivery,
+    FlowControl,
+    Outgoing,
+    QueueStats,
+    StateRead,
+    StateWrite,
+    StepQueueStats,
+    TraceRun,
+    TxResult,
+)
+from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore, WaitStore
 
 _C = Coroutine[Any, Any, Any]
 
@@ -43,18 +57,21 @@ def missing(obj: object, protocol: type) -> list[str]:
 
 
 class ComposedBackend:
-    """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases and traces
-    come from the given stores. ``open`` and ``close`` open and close ``core`` only: stores passed in
-    must share its connection or manage their own."""
+    """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases, traces and
+    transactional commits come from the given stores. ``open`` and ``close`` open and close ``core`` only:
+    stores passed in must share its connection or manage their own."""
 
-    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore) -> None:
+    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore, tx: TxStore | None = None
+                 ) -> None:
         self.core = core
         self.leases = leases
         self.traces = traces
+        self.tx: TxStore = tx if tx is not None else StateTxStore(core)
         self.url = core.url
 
     def __repr__(self) -> str:
-        return f"ComposedBackend({self.core!r}, leases={self.leases!r}, traces={self.traces!r})"
+        return (f"ComposedBackend({self.core!r}, leases={self.leases!r}, traces={self.traces!r}, "
+                f"tx={self.tx!r})")
 
     # The methods return the part's coroutine instead of awaiting it: no extra frame per call.
     def open(self) -> Coroutine[Any, Any, None]:
@@ -70,9 +87,12 @@ class ComposedBackend:
         """See :meth:`.QueueStore.publish`."""
         return self.core.publish(items)
 
-    def claim(self, step: str, limit: int, lease_s: float) -> Coroutine[Any, Any, list[Delivery]]:
-        """See :meth:`.QueueStore.claim`."""
-        return self.core.claim(step, limit, lease_s)
+    def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+              ) -> Coroutine[Any, Any, list[Delivery]]:
+        """See :meth:`.QueueStore.claim` (a core without flow control works for steps without limits)."""
+        if control is None:
+            return self.core.claim(step, limit, lease_s)
+        return self.core.claim(step, limit, lease_s, control=control)
 
     def hand_back(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.hand_back`."""
@@ -95,9 +115,12 @@ class ComposedBackend:
         """See :meth:`.QueueStore.extend`."""
         return self.core.extend(deliveries, lease_s)
 
-    def wait(self, step: str, timeout_s: float) -> Coroutine[Any, Any, None]:
+    def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None
+             ) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.wait`."""
-        return self.core.wait(step, timeout_s)
+        if control is None:
+            return self.core.wait(step, timeout_s)
+        return self.core.wait(step, timeout_s, control=control)
 
     def wait_any(self, steps: Collection[str], timeout_s: float) -> Coroutine[Any, Any, set[str]]:
         """See :meth:`.WaitStore.wait_any` (the core's own, or one ``wait`` per step)."""
@@ -109,9 +132,12 @@ class ComposedBackend:
         """See :meth:`.QueueStore.stats`."""
         return self.core.stats()
 
-    def step_stats(self) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
+    def step_stats(self, controls: Mapping[str, FlowControl] | None = None
+                   ) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
         """See :meth:`.QueueStore.step_stats`."""
-        return self.core.step_stats()
+        if controls is None:
+            return self.core.step_stats()
+        return self.core.step_stats(controls)
 
     def dlq_list(self, limit: int = 100) -> Coroutine[Any, Any, list[DeadLetter]]:
         """See :meth:`.QueueStore.dlq_list`."""
@@ -197,25 +223,42 @@ class ComposedBackend:
         """See :meth:`.TraceStore.traces_prune`."""
         return self.traces.traces_prune(before, keep)
 
+    # -- transactional commits ------------------------------------------------------------------
+    def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing], writes: Sequence[StateWrite],
+                    reads: Sequence[StateRead]) -> Coroutine[Any, Any, TxResult]:
+        """See :meth:`.TxStore.complete_tx`."""
+        return self.tx.complete_tx(delivery, outgoing, writes, reads)
+
 
 def compose(core: CoreBackend, *, leases: LeaseStore | None = None, traces: TraceStore | None = None,
-            clock: Clock | None = None) -> Backend:
-    """A full backend from a queue-and-state backend and, optionally, its own lease and trace stores.
+            clock: Clock | None = None, tx: TxStore | None = None) -> Backend:
+    """A full backend from a queue-and-state backend and, optionally, its own lease, trace and
+    transactional stores.
 
     Args:
         core: the queue and state stores, with ``url``, ``open`` and ``close``.
         leases: the lease/metadata store; by default :class:`.derived.StateLeaseStore` on ``core``.
         traces: the trace store; by default :class:`.derived.StateTraceStore` on ``core``.
         clock: epoch seconds for the default lease store's expiry (``time.time`` when None).
+        tx: the transactional store; by default the non-atomic :class:`.derived_tx.StateTxStore` on ``core``
+            (``motia-py validate`` then reports transactional steps as unsupported).
     """
     return ComposedBackend(core, leases if leases is not None else StateLeaseStore(core, clock),
-                           traces if traces is not None else StateTraceStore(core))
+                           traces if traces is not None else StateTraceStore(core), tx)
+
+
+def atomic_transactions(backend: object) -> bool:
+    """True when ``backend`` commits transactional attempts atomically and fenced (a
+    :class:`~.stores.TxStore` of its own), False when it has only the stand-in of :mod:`.derived_tx`."""
+    tx = backend.tx if isinstance(backend, ComposedBackend) else backend
+    return isinstance(tx, TxStore) and not isinstance(tx, StateTxStore)
 
 
 def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
     """``obj`` itself when it implements every store; else ``obj`` completed with the derived lease
     store (when it lacks any lease or metadata method), trace store (when it lacks any trace method) and
-    multi-step wait (when it lacks ``wait_any``).
+    multi-step wait (when it lacks ``wait_any``) and the non-atomic transactional stand-in (when it lacks
+    ``complete_tx``).
 
     A store is replaced whole, never method by method, so that e.g. ``meta_cas`` and ``meta_get`` always
     read the same records.
@@ -233,4 +276,4 @@ def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
             "with url, open and close)")
     leases = obj if isinstance(obj, LeaseStore) else None
     traces = obj if isinstance(obj, TraceStore) else None
-    return compose(obj, leases=leases, traces=traces, clock=clock)
+    return compose(obj, leases=leases, traces=traces, clock=clock, tx=obj if isinstance(obj, TxStore) else None)

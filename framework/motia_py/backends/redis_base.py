@@ -23,9 +23,11 @@ from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from .records import worker_identity
 from .redis_keys import Keys
+from .redis_scripts_flow import FlowScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
+from .redis_scripts_tx import TxScripts
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -147,11 +149,14 @@ class Scripts:
     queue: QueueScripts
     state: StateScripts
     lease: LeaseScripts
+    flow: FlowScripts
+    tx: TxScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
-        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client))
+        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
+                   TxScripts(client))
 
 
 class RedisConnection:

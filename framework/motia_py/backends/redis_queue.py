@@ -24,7 +24,8 @@ list per message group whose head alone is ever out. Every multi-key change is o
 falls due and the newest ids of its stream and of its one-entry "wake" stream (which FIFO and delayed
 changes bump); then one blocking ``XREAD`` per process, over every waited-for step's two streams
 (:mod:`.redis_wake`), wakes it when any of them grows, so a publish by any process wakes it at once, a
-crash while waiting cannot strand an entry, and a worker holds two connections whatever its steps.
+crash while waiting cannot strand an entry, and a worker holds at most three connections whatever its
+steps. Claims made in one event-loop iteration go out in one pipeline.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
@@ -40,10 +42,23 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from ..types import Clock
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
-from .redis_base import Batcher, RedisConnection
-from .redis_keys import CONSUMER
+from .handle_records import finish_json_open
+from .records import (
+    DeadLetter,
+    Delivery,
+    Envelope,
+    FlowControl,
+    HandleState,
+    Outgoing,
+    QueueStats,
+    StepQueueStats,
+    new_id,
+)
+from .redis_base import Batcher
+from .redis_flow import RedisFlow
+from .redis_keys import CONSUMER, flow_keys
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
+from .redis_tags import tag, untag
 from .redis_wake import ActivityHub, Generation, StreamWatch
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
@@ -52,19 +67,20 @@ _DUE_TRUSTED_S: Final = 1.0  # how long a step's due time read by wait_any is re
 _SCAN: Final = 1000  # stream entries (dead letters) read per round trip by step_stats
 
 
-class RedisQueue(RedisConnection):
+class RedisQueue(RedisFlow):
     """The queue store and dead-letter queue of :class:`.redis.RedisBackend` (see the module docstring)."""
 
     def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
                  identity: str | None = None) -> None:
         super().__init__(url, prefix, clock, identity)
         self._hub = ActivityHub()
+        self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._due: dict[str, tuple[float | None, float, Generation]] = {}  # see _trusted_due
         self._drained: dict[str, Generation] = {}  # a claim found nothing more due, at this generation
-        self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
-        self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
-        self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
         self._claims: Batcher[tuple[list[str], list[str]], Any] = Batcher(self._claim_batch)
+        self._publishes: Batcher[Sequence[Outgoing], dict[str, str]] = Batcher(self._publish_batch)
+        self._completes: Batcher[tuple[Delivery, Sequence[Outgoing], str | None], bool] = Batcher(
+            self._complete_batch)
 
     async def close(self) -> None:
         """Finish the batched calls, stop blocking reads and disconnect; deliveries stay queued."""
@@ -72,6 +88,7 @@ class RedisQueue(RedisConnection):
             return
         await self._publishes.drain()
         await self._completes.drain()
+        await self._claims.drain()
         await self._watch.close()
         self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._hub.signal_all()  # pending waits return now rather than at their timeout
@@ -84,44 +101,55 @@ class RedisQueue(RedisConnection):
                               health_check_interval=30, single_connection_client=True, client_name="motia-py")
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        """Enqueue one delivery per target of every item, atomically."""
+        """Enqueue one delivery per target of every item (but those whose key is held), atomically."""
+        await self.publish_deduped(items)
+
+    async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
+        """:meth:`publish`; per item the id of the event that holds its key (its own when published)."""
+        held: dict[str, str] = {}
         if any(out.targets for out in items):
             self._require_open()
-            await self._publishes.call(items)
+            held = await self._publishes.call(items)
+        return [held.get(out.envelope.id, out.envelope.id) for out in items]
 
-    async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[None]:
+    async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[dict[str, str]]:
         items = [out for call in calls for out in call]
         await self._ensure_steps(t.step for out in items for t in out.targets)
         ks, args = [self.keys.seq], [self._now()]
         encode_outgoing(self.keys, items, ks, args)
         with self._translate():
-            await self._s.queue.publish(keys=ks, args=args)
-        return [None] * len(calls)
+            dups = await self._s.queue.publish(keys=ks, args=args)
+        held = {items[int(dups[i]) - 1].envelope.id: dups[i + 1] for i in range(0, len(dups), 2)}
+        return [held] * len(calls)
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of ``step``: an expired lease alone, else the stream in
-        order, then the heads of free FIFO groups (oldest first)."""
+        order, then the heads of free FIFO groups (oldest first); with ``control``, or while the step has
+        prioritised deliveries, through the flow path (:mod:`.redis_scripts_flow`)."""
         if limit <= 0:
             return []
+        if control is not None:
+            flat = await self._flow_claim(step, min(limit, _MAX_CLAIM), lease_s, control)
+            return await self._screened(self._deliveries(flat, step, control.limits_concurrency))
         sk = self.keys.step(step)
         self._require_open()
         before = self._hub.generation(step)
         with self._translate():
             flat = await self._claims.call((
-                [*queue_keys(sk), sk.owner, self.keys.steps],
+                [*queue_keys(sk), sk.owner, self.keys.steps, flow_keys(self.keys.prefix, step).flag, self.keys.cancels],
                 [self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
                  sk.fifo_prefix, step, str(MOVE_MAX), self.identity]))
             if isinstance(flat, Exception):
                 raise flat
-        if len(flat) < 4 * min(limit, _MAX_CLAIM):  # nothing else due: waits may trust its due time
-            self._drained[step] = before
-        if len(flat) == 6:  # an expired lease, claimed alone: 4 fields, then '1' and its last owner
-            self._drained.pop(step, None)
-            return [Delivery(id=flat[0], step=step, envelope=Envelope.from_json(flat[1]), attempt=int(flat[2]),
-                             first_delivered_at=float(flat[3]), expired=True, last_owner=flat[5] or None)]
-        # due deliveries: 4 fields each (never 6 in all: one delivery is 4, two are 8)
-        return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
-                         first_delivered_at=float(flat[i + 3])) for i in range(0, len(flat), 4)]
+        if flat[:1] == ["~flow"]:
+            return await self._screened(self._deliveries(
+                await self._flow_claim(step, min(limit, _MAX_CLAIM), lease_s, None), step, False))
+        gone: set[str] = set(flat.pop()) if flat and isinstance(flat[-1], list) else set()  # cancelled events
+        got = self._deliveries(flat, step, False)
+        if len(got) < min(limit, _MAX_CLAIM) and not (got and got[0].expired):
+            self._drained[step] = before  # nothing else was due: waits may trust the step's due time
+        return [replace(d, cancelled=True) if d.id in gone else d for d in got] if gone else got
 
     async def _claim_batch(self, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
         """The claims of one event-loop iteration (of many steps' consumers) in one pipeline: one round
@@ -144,6 +172,17 @@ class RedisQueue(RedisConnection):
                 results[i] = await script(keys=keys, args=args)
         return list(results)
 
+    async def _screened(self, got: list[Delivery]) -> list[Delivery]:
+        """Flag the deliveries of cancelled events in a claim of the flow path (whose script does not look at
+        cancellations; the plain claim script flags them itself)."""
+        if not got:
+            return got
+        events = list({d.envelope.id for d in got})
+        with self._translate():
+            scores = await self._c.zmscore(self.keys.cancels, events)
+        gone = {e for e, score in zip(events, scores, strict=True) if score is not None}
+        return [replace(d, cancelled=True) if d.envelope.id in gone else d for d in got] if gone else got
+
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started, in one script: not counted, due at once (a
         standard one at the end of its stream, a FIFO head still its group's head); one claimed for an
@@ -158,22 +197,32 @@ class RedisQueue(RedisConnection):
             args += (d.step, d.id, str(d.attempt), fifo_group(d), "1" if d.expired else "", d.last_owner or "")
         with self._translate():
             await self._s.queue.hand_back(keys=ks, args=args)
+        await self._wake_limited(deliveries)
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge and publish ``outgoing`` in one script; False (nothing published) when the lease was
         lost."""
-        self._require_open()
-        return await self._completes.call((delivery, outgoing))
+        return await self.complete_with_result(delivery, outgoing, None)
 
-    async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing]]]) -> list[bool]:
-        await self._ensure_steps(t.step for _, outgoing in calls for out in outgoing for t in out.targets)
-        ks, args = [self.keys.seq], [self._now(), str(len(calls))]
-        for d, outgoing in calls:
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """:meth:`complete`, recording ``result_json`` in the delivery's finished record."""
+        self._require_open()
+        return await self._completes.call((delivery, outgoing, result_json))
+
+    async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing], str | None]]) -> list[bool]:
+        await self._ensure_steps(t.step for _, outgoing, _ in calls for out in outgoing for t in out.targets)
+        ks, args = [self.keys.seq, self.keys.handles], [self._now(), str(len(calls))]
+        for d, outgoing, result in calls:
             ks += delivery_keys(self.keys.step(d.step), d)
-            args += (d.step, d.id, str(d.attempt), fifo_group(d))
+            ks.append(self.keys.handle(d.envelope.id))
+            args += (d.step, d.id, str(d.attempt), fifo_group(d), d.envelope.id,
+                     finish_json_open(HandleState.SUCCEEDED, delivery_id=d.id, attempts=d.attempt,
+                                      started_at=d.first_delivered_at, result_json=result))
             encode_outgoing(self.keys, outgoing, ks, args)
         with self._translate():
             done = await self._s.queue.complete(keys=ks, args=args)
+        await self._wake_limited(d for (d, _, _), ok in zip(calls, done, strict=True) if ok)
         return [bool(x) for x in done]
 
     def _single(self, d: Delivery) -> tuple[list[str], list[str]]:
@@ -186,16 +235,23 @@ class RedisQueue(RedisConnection):
         with self._translate():
             await self._s.queue.retry(keys=[*ks, self.keys.step(delivery.step).delayed],
                                 args=[*args, repr(max(0.0, float(delay_s)))])
+        await self._wake_limited([delivery])
 
     async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                           ) -> None:
         """Move a delivery to the dead-letter queue (a no-op if the lease was lost)."""
         ks, args = self._single(delivery)
-        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(),
-                             "attempts": delivery.attempt if attempts is None else attempts,
+        made = delivery.attempt if attempts is None else attempts
+        env = tag(delivery.priority, delivery.rate_key, delivery.concurrency_key) + delivery.envelope.to_json()
+        record = json.dumps({"step": delivery.step, "env": env, "attempts": made,
                              "error": error, "traceback": traceback, "first": delivery.first_delivered_at})
+        finished = finish_json_open(HandleState.DEAD, delivery_id=delivery.id, attempts=made,
+                                    started_at=delivery.first_delivered_at, error=error)
         with self._translate():
-            await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index], args=[*args, record])
+            await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index,
+                                           self.keys.handle(delivery.envelope.id), self.keys.handles],
+                                     args=[*args, record, delivery.envelope.id, finished])
+        await self._wake_limited([delivery])
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future (lost ones are skipped)."""
@@ -210,9 +266,24 @@ class RedisQueue(RedisConnection):
             with self._translate():
                 await self._s.queue.extend(keys=[sk.inflight, sk.lease, sk.fifo_lease], args=args)
 
-    async def wait(self, step: str, timeout_s: float) -> None:
-        """Return when ``step`` may have a due delivery, or after ``timeout_s`` (see :meth:`wait_any`)."""
-        await self.wait_any((step,), timeout_s)
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
+        """Return when ``step`` may have a due delivery (with ``control``: one a claim with it would hand
+        out), or after ``timeout_s`` (see :meth:`wait_any`).
+
+        Returns at once when something is due; otherwise the process's one blocking read wakes it on a
+        publish by any process or the end of a limited delivery, else the next due time or the timeout.
+        """
+        if control is None:
+            await self.wait_any((step,), timeout_s)
+            return
+        started = time.monotonic()
+        with self._hub.waiting((step,)) as waiter:
+            due_in, stream_id, wake_id = await self._flow_next_due(step, control)
+            sk = self.keys.step(step)
+            self._watch.watch({sk.stream: (step, stream_id, False), sk.wake: (step, wake_id, True)})
+            if due_in != "":
+                timeout_s = min(timeout_s, float(due_in))
+            await waiter.wait(timeout_s - (time.monotonic() - started))
 
     async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
         """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
@@ -268,7 +339,7 @@ class RedisQueue(RedisConnection):
         keys: list[str] = []
         for step in steps:
             sk = self.keys.step(step)
-            keys += (*queue_keys(sk), sk.wake)
+            keys += (*queue_keys(sk), sk.wake, flow_keys(self.keys.prefix, step).data)
         with self._translate():
             flat = await self._s.queue.next_due(keys=keys, args=[self._now()])
         due: set[str] = set()
@@ -298,10 +369,12 @@ class RedisQueue(RedisConnection):
                 if isinstance(row, Exception):
                     raise row
             dead = int(await c.hlen(self.keys.dlq))
+        flowing = await self._flow_size(steps)
         ready = delayed = leased = 0
         per_step: dict[str, int] = {}
         due: list[float] = []
-        for step, (n_ready, n_delayed, n_leased, next_due, _) in zip(steps, rows, strict=True):
+        for step, (n_ready, n_delayed, n_leased, next_due, _), n_flow in zip(steps, rows, flowing, strict=True):
+            n_ready += n_flow
             ready, delayed, leased = ready + n_ready, delayed + n_delayed, leased + n_leased
             per_step[step] = n_ready + n_delayed + n_leased
             if next_due != "":
@@ -309,8 +382,9 @@ class RedisQueue(RedisConnection):
         return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=dead,
                           next_due_at=min(due) if due else None, per_step=per_step)
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
-        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time.
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts, the oldest ready delivery's due time, and (with
+        its control) the ready ones held back by a limit.
 
         Reads every ready stream entry and every dead letter (in pages, on the server), so its cost grows
         with the queues: it is for ``motia-py queue``, not for the hot path.
@@ -325,9 +399,12 @@ class RedisQueue(RedisConnection):
                 n_ready, n_delayed, n_leased, _, oldest = await self._s.queue.stats(
                     keys=queue_keys(sk), args=[now, sk.fifo_prefix])
                 times = [float(t) for t in (oldest, await self._stream_oldest(sk.stream, sk.inflight)) if t != ""]
+                n_flow, flow_oldest, throttled = await self._flow_stats(step, (controls or {}).get(step))
+                n_ready += n_flow
+                times += [flow_oldest] if flow_oldest is not None else []
                 if n_ready or n_delayed or n_leased or dead[step]:
                     out[step] = StepQueueStats(ready=n_ready, delayed=n_delayed, leased=n_leased, dead=dead[step],
-                                               oldest_ready_at=min(times, default=None))
+                                               oldest_ready_at=min(times, default=None), throttled=throttled)
         return out
 
     async def _stream_oldest(self, stream: str, inflight: str) -> str:
@@ -345,9 +422,11 @@ class RedisQueue(RedisConnection):
     @staticmethod
     def _dead(dead_id: str, record: str, failed_at: float) -> DeadLetter:
         r = json.loads(record)
-        return DeadLetter(id=dead_id, step=r["step"], envelope=Envelope.from_json(r["env"]), attempts=r["attempts"],
+        env, priority, rate_key, conc_key = untag(r["env"])
+        return DeadLetter(id=dead_id, step=r["step"], envelope=Envelope.from_json(env), attempts=r["attempts"],
                           error=r["error"], traceback=r["traceback"], failed_at=failed_at,
-                          first_attempt_at=r["first"])
+                          first_attempt_at=r["first"], priority=priority, rate_key=rate_key,
+                          concurrency_key=conc_key)
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         """Dead letters, newest first."""
@@ -380,10 +459,13 @@ class RedisQueue(RedisConnection):
             return False
         r = json.loads(record)
         await self._ensure_steps([r["step"]])
+        if r["env"].startswith("#"):  # prioritised or keyed: its step's claims must sort it in
+            await self._mark_flow(r["step"])
+        event_id = Envelope.from_json(untag(r["env"])[0]).id
         with self._translate():
             return bool(await self._s.queue.replay(
-                keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream],
-                args=[self._now(), dead_id, new_id(), r["env"]]))
+                keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream, self.keys.handle(event_id)],
+                args=[self._now(), dead_id, new_id(), r["env"], r["step"]]))
 
     async def dlq_purge(self, dead_id: str) -> bool:
         """Delete a dead letter; False when unknown."""

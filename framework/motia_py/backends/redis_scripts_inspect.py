@@ -20,7 +20,7 @@ local function fields(flat)
 end
 """
 
-# KEYS: per step, stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake. ARGV: now.
+# KEYS: per step, stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake flow_data. ARGV: now.
 # Returns per step {seconds until something is due ('' = nothing scheduled; <= 0 = due now), last stream
 # id, last wake id}, flat.
 NEXT_DUE: Final = _PRELUDE + r"""
@@ -31,10 +31,11 @@ local function last_id(key)
   return '0-0'
 end
 local out = {}
-for k = 0, #KEYS - 1, 8 do
+for k = 0, #KEYS - 1, 9 do
   local sid, wid = last_id(KEYS[k + 1]), last_id(KEYS[k + 8])
   local due = ''
-  if redis.call('XLEN', KEYS[k + 1]) > redis.call('HLEN', KEYS[k + 2]) or redis.call('ZCARD', KEYS[k + 5]) > 0 then
+  if redis.call('XLEN', KEYS[k + 1]) > redis.call('HLEN', KEYS[k + 2]) or redis.call('ZCARD', KEYS[k + 5]) > 0
+      or redis.call('HLEN', KEYS[k + 9]) > 0 then  -- the flow queue (no limits: all of it is due)
     due = '0'
   else
     local best = nil

@@ -13,8 +13,9 @@ from redis.commands.core import AsyncScript
 
 from . import redis_scripts_inspect as inspect
 from .records import Delivery, Outgoing, new_id
-from .redis_keys import Keys, StepKeys, escape
+from .redis_keys import Keys, StepKeys, escape, flow_keys
 from .redis_scripts import CLOCK
+from .redis_tags import tag
 
 MOVE_MAX: Final = 500  # delayed deliveries moved into a stream per claim (bounds the script's run time)
 
@@ -38,12 +39,20 @@ local function fifo_parse(item)
   local seq, at, att, first, uid, p = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|()')
   return seq, at, tonumber(att), first, uid, string.sub(item, p)
 end
+local function fifo_rank(head, seq)  -- in fifo-ready: the head's seq, ahead by its priority (see redis_tags)
+  local pr = string.match(head, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|#(%-?%d+)|')
+  return pr and fmt(tonumber(seq) - tonumber(pr) * 1e12) or seq
+end
 -- put a group whose head is free into fifo-ready (due) or fifo-wait (not yet); true when it has a head
 local function fifo_schedule(list, ready, waiting, group, now)
   local head = redis.call('LINDEX', list, 0)
   if not head then return false end
   local seq, at = string.match(head, '^([^|]*)|([^|]*)|')
-  if tonumber(at) <= now then redis.call('ZADD', ready, seq, group) else redis.call('ZADD', waiting, at, group) end
+  if tonumber(at) <= now then
+    redis.call('ZADD', ready, fifo_rank(head, seq), group)
+  else
+    redis.call('ZADD', waiting, at, group)
+  end
   return true
 end
 local function ensure_group(stream, grp, steps, step)
@@ -97,6 +106,10 @@ local function publish(k, a, now, seq_key, apply)
     local kind, env, uid = ARGV[a], ARGV[env0 + tonumber(ARGV[a + 1])], ARGV[a + 2]
     local delay, group = tonumber(ARGV[a + 3]), ARGV[a + 4]
     a = a + 5
+    if string.byte(kind) < 97 then  -- a tagged target (upper case): its step's claims take the flow path
+      if apply then redis.call('SET', KEYS[k], '1') end
+      k, kind = k + 1, string.lower(kind)
+    end
     if kind == 's' then
       if apply then
         redis.call('XADD', KEYS[k], '*', 'id', uid, 'env', env, 'attempts', '0', 'first', '', 'due', now_s)
@@ -167,12 +180,14 @@ end
 return out
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flow_flag
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
 # Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
-# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at).
+# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at); {'~flow'} when the
+# step takes the flow path (redis_scripts_flow.CLAIM).
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
+if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 1 then return {'~flow'} end
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ready, waiting, fleases, owners = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local grp, consumer, left = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -436,26 +451,34 @@ class QueueScripts:
 def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: list[str]) -> None:
     """Append one publish block for ``items`` to ``ks`` (KEYS) and ``args`` (ARGV).
 
-    ARGV: envelope count, the envelopes' JSON (each once, however many targets), target count, then per
-    target ``kind, envelope index, new delivery id, delay_s, escaped FIFO group``; kind ``s`` (ready now;
-    KEYS: stream), ``d`` (delayed; KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list, ready, wait, wake).
+    ARGV: envelope count, the envelopes' JSON (each once, then the tagged text of each target with a
+    priority or keys, see :mod:`.redis_tags`), target count, then per target ``kind, envelope index, new
+    delivery id, delay_s, escaped FIFO group``; kind ``s`` (ready now; KEYS: stream), ``d`` (delayed;
+    KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list, ready, wait, wake); upper case: tagged, KEYS first
+    its step's flow flag.
     """
-    args.append(str(len(items)))
-    args.extend(out.envelope.to_json() for out in items)
+    envs = [out.envelope.to_json() for out in items]
     targets: list[str] = []
     for i, out in enumerate(items, 1):
         for t in out.targets:
-            sk = keys.step(t.step)
+            sk, index = keys.step(t.step), str(i)
+            prefix = tag(t.priority, t.rate_key, t.concurrency_key)
+            if prefix:
+                envs.append(prefix + envs[i - 1])
+                index = str(len(envs))
+                ks.append(flow_keys(keys.prefix, t.step).flag)
             if t.fifo:
                 group = out.envelope.group_id or ""
                 ks += (sk.fifo_list(group), sk.fifo_ready, sk.fifo_wait, sk.wake)
-                targets += ("f", str(i), new_id(), repr(max(0.0, float(t.delay_s))), escape(group))
+                targets += ("F" if prefix else "f", index, new_id(), repr(max(0.0, float(t.delay_s))), escape(group))
             elif t.delay_s > 0:
                 ks += (sk.delayed, sk.wake)
-                targets += ("d", str(i), new_id(), repr(float(t.delay_s)), "")
+                targets += ("D" if prefix else "d", index, new_id(), repr(float(t.delay_s)), "")
             else:
                 ks.append(sk.stream)
-                targets += ("s", str(i), new_id(), "0", "")
+                targets += ("S" if prefix else "s", index, new_id(), "0", "")
+    args.append(str(len(envs)))
+    args += envs
     args.append(str(len(targets) // 5))
     args += targets
 

@@ -24,15 +24,29 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
+from . import sqlite_flow as flow
 from . import sqlite_queue as q
+from . import sqlite_tx
 from ._sqlite_thread import Connection, Op, Row, each
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
+from .records import (
+    DeadLetter,
+    Delivery,
+    FlowControl,
+    Outgoing,
+    QueueStats,
+    StateRead,
+    StateWrite,
+    StepQueueStats,
+    TraceRun,
+    TxResult,
+    worker_identity,
+)
 from .registry import BackendOptions
 from .sqlite_realtime import SqliteRealtime
 from .sqlite_schema import connect, resolve_path
@@ -134,6 +148,7 @@ class SqliteBackend(SqliteRealtime):
         self._check_again = False
         self._version: int | None = None  # PRAGMA data_version when the due times were last read
         self._due_timer: asyncio.TimerHandle | None = None
+        self._controls: dict[str, FlowControl] = {}  # the flow control of the waiting steps that have one
 
     async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
         """Run ``op`` on the connection's thread. ``urgent`` calls (the end of an attempt, lease renewals)
@@ -196,11 +211,16 @@ class SqliteBackend(SqliteRealtime):
             await self._run(q.publish_run, rows)
             self._wake(r[1] for r in rows)
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries of ``step``, oldest first (FIFO groups: their head only)."""
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of ``step``, highest priority then oldest first (FIFO groups:
+        their head only), within ``control`` (see :mod:`.sqlite_flow`)."""
         if limit <= 0:
             return []
-        got = await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
+        if control is not None:
+            got = await self._run(flow.claim, (step, limit, lease_s, self.clock, self.identity, control))
+        else:
+            got = await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
         if got:
             self._dirty.add(step)  # its leases are due times now
         return got
@@ -211,6 +231,7 @@ class SqliteBackend(SqliteRealtime):
             return
         if await self._run(q.hand_back, (list(deliveries), self.clock()), urgent=True):
             self._wake({d.step for d in deliveries})
+        self._wake({d.step for d in deliveries if d.limited})
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Delete the delivery and publish ``outgoing`` in one transaction; False when the lease was lost."""
@@ -218,19 +239,20 @@ class SqliteBackend(SqliteRealtime):
         ok, fifo = await self._run(q.complete_run, (delivery, rows), urgent=True)
         self._dirty.add(delivery.step)
         if ok:
-            self._wake([r[1] for r in rows] + ([delivery.step] if fifo else []))
+            self._wake([r[1] for r in rows] + ([delivery.step] if fifo or delivery.limited else []))
         return ok
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Release the lease; the delivery is due again after ``delay_s``."""
         if await self._run(q.retry, (delivery, self.clock() + delay_s), urgent=True):
-            self._wake([delivery.step])
+            self._wake([delivery.step])  # due again, or (limited) a slot freed
 
     async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                           ) -> None:
         """Move the delivery to the dead-letter table (nothing happens when the lease was lost)."""
-        if await self._run(q.dead_letter, (delivery, error, traceback, self.clock(), attempts), urgent=True):
-            self._wake([delivery.step])  # the next event of its FIFO group is free now
+        if await self._run(q.dead_letter, (delivery, error, traceback, self.clock(), attempts), urgent=True
+                           ) or delivery.limited:
+            self._wake([delivery.step])  # the next event of its FIFO group is free now, or a slot
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future."""
@@ -238,9 +260,18 @@ class SqliteBackend(SqliteRealtime):
             await self._run(q.extend, (self.clock() + lease_s, list(deliveries)), urgent=True)
             self._dirty.update(d.step for d in deliveries)
 
-    async def wait(self, step: str, timeout_s: float) -> None:
-        """Return when ``step`` may have a due delivery, or after ``timeout_s`` (see :meth:`wait_any`)."""
-        await self.wait_any((step,), timeout_s)
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
+        """Return when ``step`` may have a due delivery (with ``control``: one a claim with it would hand
+        out), or after ``timeout_s`` (see :meth:`wait_any`)."""
+        if control is None:
+            await self.wait_any((step,), timeout_s)
+            return
+        self._controls[step] = control  # its due times are read under its limits, and always afresh
+        try:
+            await self.wait_any((step,), timeout_s)
+        finally:
+            if not self._hub.waiters_of(step):
+                self._controls.pop(step, None)
 
     async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
         """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
@@ -253,7 +284,7 @@ class SqliteBackend(SqliteRealtime):
         with self._hub.waiting(steps) as waiter:
             try:
                 await self._read_due_times(tuple(waiter.steps), tuple(
-                    s for s in waiter.steps if s in self._dirty or s not in self._due))
+                    s for s in waiter.steps if s in self._dirty or s not in self._due or s in self._controls))
                 now = self.clock()
                 later = {s: t - now for s in waiter.steps if (t := self._due.get(s)) is not None}
                 due = {s for s, wait_s in later.items() if wait_s <= 0}
@@ -276,8 +307,10 @@ class SqliteBackend(SqliteRealtime):
         """Bring the due times of ``steps`` up to date: all of them when another process committed since
         they were read (and the others are forgotten), else those of ``need`` (changed here, or unknown)."""
         self._dirty.difference_update(need)  # a change from now on marks them again
+        controls = tuple(self._controls.get(s) for s in steps)
         try:
-            seen, dues = await self._run(q.due_times, (self._version, steps, need), write=False)
+            seen, dues = await self._run(flow.due_times, (self._version, steps, need, controls, self.clock()),
+                                         write=False)
         except BaseException:  # cancelled (a waker asks again) or failed: they are still to be read
             self._dirty.update(need)
             raise
@@ -301,7 +334,8 @@ class SqliteBackend(SqliteRealtime):
             while again and self._hub:
                 self._check_again = False
                 steps = tuple(self._hub.steps)
-                await self._read_due_times(steps, tuple(s for s in steps if s in self._dirty or s not in self._due))
+                await self._read_due_times(steps, tuple(
+                    s for s in steps if s in self._dirty or s not in self._due or s in self._controls))
                 self._hub.signal(self._due_now(steps))
                 again = self._check_again
             self._time_next_due()
@@ -325,9 +359,10 @@ class SqliteBackend(SqliteRealtime):
         """Counts of ready, delayed, leased and dead deliveries."""
         return await self._run(q.stats, self.clock(), write=False)
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
-        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time."""
-        return await self._run(q.step_stats, self.clock(), write=False)
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts, the oldest ready delivery's due time, and (with
+        its control) the ready ones held back by a limit."""
+        return await self._run(flow.step_stats, (self.clock(), dict(controls or {})), write=False)
 
     # -- dead letters ---------------------------------------------------------------------------
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
@@ -429,6 +464,23 @@ class SqliteBackend(SqliteRealtime):
     async def traces_prune(self, before: float, keep: int) -> int:
         """Retention by age and count."""
         return await self._run(_traces_prune, (before, keep))
+
+
+    # -- transactional commits ------------------------------------------------------------------
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """Check the lease and the reads, apply the writes, acknowledge and publish, in one transaction
+        committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`)."""
+        now = self.clock()
+        rows = q.delivery_rows(outgoing, now) if outgoing else []
+        result, fifo, notified = await self._run(
+            sqlite_tx.complete_tx, (delivery, rows, list(writes), list(reads), now), urgent=True)
+        if delivery is not None:
+            self._dirty.add(delivery.step)
+        if result == "ok":
+            ended = delivery is not None and (fifo or delivery.limited)  # its FIFO group or a slot is free
+            self._wake([r[1] for r in rows] + notified + ([delivery.step] if ended and delivery else []))
+        return result
 
 
 def create_backend(url: str, options: BackendOptions) -> SqliteBackend:

@@ -1,4 +1,4 @@
-"""The backend protocols: four small stores, and the backends that bundle them.
+"""The backend protocols: small stores, and the backends that bundle them.
 
 - :class:`QueueStore`: deliveries (publish, claim, complete, retry, dead letter, heartbeat, wait,
   counts) and the dead-letter queue.
@@ -6,11 +6,14 @@
 - :class:`LeaseStore`: leases (cron overlap locks) and small framework metadata (cron records).
 - :class:`TraceStore`: run records grouped by trace id, with retention.
 - :class:`WaitStore`: one wait for work on many steps at once (what a worker's idle consumers share).
+- :class:`TxStore`: the commit of a transactional step's attempt: its state writes, its emits and its
+  acknowledgement together, fenced by the lease (exactly-once effects).
 
-A :class:`Backend` is all five plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
-CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
+A :class:`Backend` is the first six plus ``url``, ``open`` and ``close``; the router, workers, scheduler
+and CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
 :func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
-trace stores built on its state store, and with a ``wait_any`` built on its per-step ``wait``.
+trace stores built on its state store, a ``wait_any`` built on its per-step ``wait``, and a
+transactional store that is not atomic (:mod:`.derived_tx`).
 
 Rules every implementation keeps (the contract suite in ``tests/backends`` checks each of them):
 
@@ -24,11 +27,22 @@ Rules every implementation keeps (the contract suite in ``tests/backends`` check
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .pubsub import Subscription
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
+from .records import (
+    DeadLetter,
+    Delivery,
+    FlowControl,
+    Outgoing,
+    QueueStats,
+    StateRead,
+    StateWrite,
+    StepQueueStats,
+    TraceRun,
+    TxResult,
+)
 from .state_change import ANY, Expected, StateChange
 
 
@@ -63,6 +77,36 @@ class QueueStore(Protocol):
     group is leased. A retried head stays the head (the group waits for it, through its delay); a
     dead-lettered head frees the group. A FIFO dead letter that is *replayed* comes back as a standard
     delivery with fresh attempts: it does not wait behind (or block) the group it left.
+
+    **Priorities.** Every delivery has the ``priority`` of its target (an integer, default 0; higher is
+    claimed first), kept through retries, hand backs, lease expiry and dead-letter replays. Among due
+    standard deliveries a claim takes the highest priority first, and within one priority the order
+    above (due time, then publish order). FIFO heads are taken highest head priority first, then oldest
+    head first; a group's own order never changes (priorities only choose *between* groups).
+
+    **Flow control** (``claim(..., control=)``, see :class:`~.records.FlowControl`): with a control, the
+    claim checks every candidate, in the order above, atomically with the claim (every worker of every
+    host shares the limits):
+
+    - ``global_concurrency``: the step's *running* deliveries, i.e. leased with an unexpired lease (a
+      delivery whose lease expired frees its slot, so a worker killed while holding one blocks nothing
+      past its lease), plus the ones admitted by this claim, stay at or under it; once reached the claim
+      stops.
+    - ``key_concurrency``: the same count per ``concurrency_key`` value (``None`` counts as ``""``). A
+      candidate whose key is at its limit is skipped and the claim goes on with the next one: a busy key
+      never blocks other keys (no head-of-line blocking).
+    - ``rate_limit``: at most ``rate_limit`` starts (claims) in any window of ``rate_period_s`` seconds
+      (a sliding window, ending at the claim's *now*, read inside the claim's transaction), per step, or
+      per ``rate_key`` value (``None`` counts as ``""``) when ``rate_keyed``. Every delivery the claim
+      hands out counts as a start at the claim's *now*. Over the limit, an unkeyed claim stops; a keyed
+      one skips the candidate and goes on.
+
+    A candidate held back stays ready and keeps its place: it is not failed, retried or dead-lettered,
+    and its attempt count does not change. Deliveries whose lease expired are still claimed first and
+    alone, *without* the checks (they held a slot already, which their expiry freed), but their start is
+    counted in the rate window. Every delivery handed out by a claim with a concurrency limit has
+    ``limited=True``; ``complete``, ``retry``, ``dead_letter`` and ``hand_back`` of such a delivery wake
+    the step's waiters (of every process), since a slot may have freed.
     """
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
@@ -71,9 +115,11 @@ class QueueStore(Protocol):
         A target's ``delay_s`` counts from now, by the backend's clock.
         """
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of ``step`` for ``lease_s`` seconds (see the class for the
-        order); ``[]`` for an unknown step or a limit of 0. Two claimers never lease one delivery.
+        order, the priorities and the flow ``control``); ``[]`` for an unknown step or a limit of 0. Two
+        claimers never lease one delivery.
 
         A delivery whose previous lease expired is claimed **alone** (a batch of one, nothing else), with
         ``expired=True`` and ``last_owner`` = the :func:`worker_identity` that held that lease, so the
@@ -110,12 +156,17 @@ class QueueStore(Protocol):
         """Heartbeat: the leases of running deliveries expire ``lease_s`` seconds from now (lost
         attempts are skipped)."""
 
-    async def wait(self, step: str, timeout_s: float) -> None:
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
         """Return when ``step`` may have a due delivery, or after ``timeout_s``.
 
         Consumes nothing and may return early. Returns at once when a delivery is already due, promptly
         after a publish for ``step`` (through any connection, other processes included), and when the
         next delayed delivery or lease expiry of the step falls due.
+
+        With a flow ``control`` (the one the claims use), "due" means "a claim with that control would
+        hand it out": deliveries held back by a limit do not make it return at once. It returns when the
+        next rate window opens for a waiting delivery, when a lease expires, and promptly (other
+        processes included) after a delivery claimed with ``limited=True`` ended.
         """
 
     async def stats(self) -> QueueStats:
@@ -123,9 +174,15 @@ class QueueStore(Protocol):
         busy head count by their own due time), leased, dead; ``next_due_at`` is the earliest future
         due time or lease expiry; ``per_step`` counts each step's ready, delayed and leased ones."""
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
         """Per step that has any delivery or dead letter: ready, delayed, leased and dead counts and the
-        time the oldest ready delivery became due (for ``motia-py queue``; not on the hot path)."""
+        time the oldest ready delivery became due (for ``motia-py queue``; not on the hot path).
+
+        With ``controls`` (step -> its flow control), ``throttled`` counts, per limit (a name of
+        :data:`~.records.THROTTLE_REASONS`), the ready deliveries that a claim with that control and no
+        ``limit`` of its own would hold back now, each under the first limit it fails in the order
+        global concurrency, key concurrency, rate (FIFO events behind their group's head are not counted:
+        they wait for their group, not for a limit)."""
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters, newest (latest ``failed_at``) first."""
@@ -241,7 +298,7 @@ class WaitStore(Protocol):
 
     A worker's idle consumers share one ``wait_any`` call (see :mod:`motia_py.waker`) instead of one
     :meth:`QueueStore.wait` each: on Redis one blocking read covers every step (one connection), on
-    SQLite one poller per process watches other processes' commits, and a publish through the backend
+    SQLite one watcher per process notices other processes' commits, and a publish through the backend
     object wakes the waits of its steps directly.
     """
 
@@ -257,6 +314,66 @@ class WaitStore(Protocol):
         connections, and in work while it waits) does not grow with the number of steps beyond reading
         their due times once.
         """
+
+
+@runtime_checkable
+class TxStore(Protocol):
+    """Transactional commits: an attempt's state writes, its emits and its acknowledgement, all or nothing.
+
+    A transactional step's attempt buffers its ``ctx.state`` writes and records what it read; when its
+    handler returns, :meth:`complete_tx` commits everything at once. The rules (the contract suite
+    ``tests/backends/test_tx_contract.py`` checks each of them):
+
+    - **Atomic.** Either every effect happens (the delivery is acknowledged as by ``complete``, the
+      ``outgoing`` events are published as by ``publish``, every write is applied) or none does. A crash
+      at any point leaves one or the other, never a part. Other readers never see a part either.
+    - **Fenced.** With a ``delivery``, the commit happens only while the lease of *that attempt* is held,
+      by the very test ``complete`` uses (same ``delivery.id`` and ``delivery.attempt``, not yet
+      completed, retried or dead-lettered; a lease past its expiry that nobody claimed again still
+      counts as held). Otherwise the result is ``"lost"`` and nothing changes: a worker whose lease went
+      to another worker commits nothing. The lease is checked first: a lost lease is ``"lost"`` even when
+      a read also changed.
+    - **Validated.** Every read must still hold when the commit happens: a key read must hold the same
+      text (``StateRead.value_json``, None: still absent); a group read (``key`` None) must hold exactly
+      the same keys with the same texts (``StateRead.items``). Values are compared as text, byte for
+      byte. If any differs the result is ``"conflict"`` and nothing changes; the delivery stays leased
+      by the same attempt (the caller runs the attempt again, then commits, retries or dead-letters it).
+    - **Serialisable.** The check and the changes are one step against every other writer of the
+      backend, in this process or any other: ``state_set``, ``state_cas``, ``state_delete``,
+      ``state_clear`` and other ``complete_tx`` calls never interleave with it. Two commits that read
+      a key and both write it: one commits, the other gets ``"conflict"``.
+    - **Order of writes.** ``writes`` are applied in the order given: a group clear (``key`` None)
+      removes every key of the group, including ones written earlier in the same list, and the later
+      writes apply after it. A write with ``value_json`` None deletes the key (absent already: no
+      error). Any namespace may be written, the reserved ones included.
+    - **Without a delivery** (``delivery`` None: an API request, which has nothing to acknowledge) the
+      commit is the same, without the fence and the acknowledgement; the result is ``"ok"`` or
+      ``"conflict"``.
+    - ``complete_tx(d, outgoing, (), ())`` is ``complete(d, outgoing)`` (``"ok"`` for True, ``"lost"``
+      for False).
+    - **Changes published with the commit.** A backend that tells others about state changes (state
+      triggers, streams) publishes those of a transactional write with the commit, in the same
+      transaction, and never for a commit that ended ``"lost"`` or ``"conflict"``.
+
+    How the built-in backends keep these rules: memory checks and applies in one event-loop step;
+    SQLite runs the lease check, the read checks, the writes, the acknowledgement and the inserts of the
+    outbox in one ``BEGIN IMMEDIATE`` transaction; Redis runs them in one Lua script whose lease test is
+    the fence (on Redis Cluster every key of the script, the state hashes included, must hash to one
+    slot: use a prefix with a hash tag such as ``{motia}``). PostgreSQL (:mod:`.postgres_tx`) does it in
+    one transaction, as a SQL backend would: lock the delivery row (with the attempt as fence), read the
+    keys read with ``FOR UPDATE`` (group reads: lock the group's rows, or run the transaction SERIALIZABLE
+    so that an insert into the group aborts it) and compare, then write, delete the delivery row and
+    insert the outbox rows; a serialisation failure rolls back (PostgreSQL tries again, then answers
+    ``"conflict"``).
+
+    A backend without this store gets a non-atomic stand-in from :mod:`.derived_tx`, and ``motia-py
+    validate`` reports transactional steps as unsupported on it.
+    """
+
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """Commit an attempt: validate ``reads``, apply ``writes``, acknowledge ``delivery`` (when given)
+        and publish ``outgoing``, atomically; ``"ok"``, ``"lost"`` or ``"conflict"`` (see the class)."""
 
 
 @runtime_checkable
@@ -277,9 +394,9 @@ class CoreBackend(QueueStore, StateStore, Protocol):
 
 
 @runtime_checkable
-class Backend(CoreBackend, LeaseStore, TraceStore, WaitStore, Protocol):
-    """Queue, state, leases with metadata, traces and the multi-step wait behind one object: what
-    motia-py runs on."""
+class Backend(CoreBackend, LeaseStore, TraceStore, TxStore, WaitStore, Protocol):
+    """Queue, state, leases with metadata, traces, transactional commits and the multi-step wait behind
+    one object: what motia-py runs on."""
 
 
 @runtime_checkable

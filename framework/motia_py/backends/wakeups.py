@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Iterable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 
 class Waiter:
@@ -126,3 +127,18 @@ class StepEvent(asyncio.Event):
         """Set the event and signal the step."""
         super().set()
         self._hub.signal((self._step,))
+
+
+async def wait_due(hub: Wakeups, steps: Collection[str], timeout_s: float,
+                   due_in: Callable[[str], float | None]) -> set[str]:
+    """``wait_any`` for a backend that knows its due times in its own process (memory): ``due_in(step)``
+    is the seconds until the step has something due (<= 0: now; None: nothing scheduled)."""
+    started = time.monotonic()
+    with hub.waiting(steps) as waiter:
+        later = {s: d for s in steps if (d := due_in(s)) is not None}
+        due = {s for s, d in later.items() if d <= 0}
+        if due:
+            return due
+        hits = await waiter.wait(min([timeout_s, *later.values()]))
+    elapsed = time.monotonic() - started
+    return hits or {s for s, d in later.items() if d <= elapsed}
