@@ -1,11 +1,11 @@
-"""Backends: four store protocols bundled into a :class:`Backend` (:mod:`.stores`), the records that cross
+"""Backends: five store protocols bundled into a :class:`Backend` (:mod:`.stores`), the records that cross
 them (:mod:`.records`), found by URL scheme through the ``motia_py.backends`` entry points (:mod:`.registry`).
 """
 
 from .compose import compose
 from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, Target, TraceRun
 from .registry import available_schemes, open_backend
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
 
 __all__ = [
     "Backend",
@@ -13,6 +13,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "HandleStore",
     "LeaseStore",
     "Outgoing",
     "QueueStats",

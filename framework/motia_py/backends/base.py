@@ -7,30 +7,41 @@ both so that ``from motia_py.backends.base import Backend, Delivery, ...`` keeps
 from __future__ import annotations
 
 from .records import (
+    CancelResult,
     DeadLetter,
     Delivery,
     Envelope,
+    EventHandle,
+    HandleState,
     Outgoing,
     QueueStats,
+    ScheduledDelivery,
+    StepHandle,
     StepQueueStats,
     Target,
     TraceRun,
     new_id,
     worker_identity,
 )
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
 
 __all__ = [
     "Backend",
+    "CancelResult",
     "CoreBackend",
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "EventHandle",
+    "HandleState",
+    "HandleStore",
     "LeaseStore",
     "Outgoing",
     "QueueStats",
     "QueueStore",
+    "ScheduledDelivery",
     "StateStore",
+    "StepHandle",
     "StepQueueStats",
     "Target",
     "TraceRun",

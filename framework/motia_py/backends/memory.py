@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
+from .memory_handles import MemoryHandles
 from .records import (
     DeadLetter,
     Delivery,
     Envelope,
+    HandleState,
     Outgoing,
     QueueStats,
     StepQueueStats,
@@ -54,7 +56,7 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend:
+class MemoryBackend(MemoryHandles):
     """In-process backend (``memory://``). Not shared between processes; lost on exit.
 
     Args:
@@ -75,6 +77,7 @@ class MemoryBackend:
         self._leases: dict[str, tuple[str, float]] = {}
         self._meta: dict[str, str] = {}
         self._traces: dict[str, tuple[float, list[str]]] = {}  # trace id -> (latest run start, runs)
+        self._init_handles()
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -107,6 +110,8 @@ class MemoryBackend:
         """Enqueue one delivery per target."""
         now = self.clock()
         for out in items:
+            if out.key is not None and self._key_holder(out, now) is not None:
+                continue  # the key is taken: an event was published with it within its window
             for t in out.targets:
                 self._enqueue(_Item(id=new_id(), step=t.step, envelope=out.envelope, seq=next(self._seq),
                                     available_at=now + t.delay_s, fifo=t.fifo))
@@ -127,7 +132,8 @@ class MemoryBackend:
         q.leased[item.id] = item
         return Delivery(id=item.id, step=item.step, envelope=item.envelope, attempt=item.attempts,
                         first_delivered_at=item.first_delivered_at, expired=expired,
-                        last_owner=last_owner if expired else None)
+                        last_owner=last_owner if expired else None,
+                        cancelled=bool(self._cancels) and item.envelope.id in self._cancels)
 
     async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries, oldest first; an expired lease alone."""
@@ -208,11 +214,17 @@ class MemoryBackend:
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge and publish the outbox; False when the lease was lost."""
+        return await self.complete_with_result(delivery, outgoing, None)
+
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """Acknowledge (recording ``result_json``) and publish the outbox; False when the lease was lost."""
         item = self._take(delivery)
         if item is None:
             return False
         if item.fifo:
             self._drop_fifo_head(item)
+        self._finish(item, HandleState.SUCCEEDED, result_json=result_json)
         if outgoing:
             await self.publish(outgoing)
         return True
@@ -246,6 +258,7 @@ class MemoryBackend:
                                          attempts=item.attempts if attempts is None else attempts,
                                          error=error, traceback=traceback,
                                          failed_at=self.clock(), first_attempt_at=item.first_delivered_at)
+        self._finish(item, HandleState.DEAD, error=error, attempts=attempts)
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Heartbeat: push leases forward."""

@@ -1,7 +1,8 @@
 """The Redis backend (``redis://host:port/db``): every store on one Redis server, for many hosts.
 
 The queue store (streams, leases, delays, FIFO groups, dead letters) is :class:`.redis_queue.RedisQueue`,
-on the connection of :class:`.redis_base.RedisConnection`; the state, lease/metadata and trace stores
+on the connection of :class:`.redis_base.RedisConnection`, and the job-handle store
+:class:`.redis_handles.RedisHandles` extends it; the state, lease/metadata and trace stores
 are here. Every key is built in :mod:`.redis_keys`, every atomic change is a Lua script of its store
 (:mod:`.redis_scripts`); payloads are JSON text, never pickle.
 
@@ -17,13 +18,13 @@ from typing import cast
 
 from .records import TraceRun
 from .redis_base import MIN_VERSION, redact
-from .redis_queue import RedisQueue
+from .redis_handles import RedisHandles
 from .registry import BackendOptions
 
 __all__ = ["MIN_VERSION", "RedisBackend", "create_backend", "redact"]
 
 
-class RedisBackend(RedisQueue):
+class RedisBackend(RedisHandles):
     """Backend on one Redis server (6.2 or newer), shared by any number of workers on any hosts.
 
     Args:

@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any, Final, cast
 
 from ..types import Clock
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
+from .handle_records import finish_json_open
+from .records import DeadLetter, Delivery, Envelope, HandleState, Outgoing, QueueStats, StepQueueStats, new_id
 from .redis_base import Batcher, RedisConnection
 from .redis_keys import CONSUMER
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
@@ -57,8 +58,9 @@ class RedisQueue(RedisConnection):
                  identity: str | None = None) -> None:
         super().__init__(url, prefix, clock, identity)
         self._reads: set[asyncio.Future[Any]] = set()
-        self._publishes: Batcher[Sequence[Outgoing], None] = Batcher(self._publish_batch)
-        self._completes: Batcher[tuple[Delivery, Sequence[Outgoing]], bool] = Batcher(self._complete_batch)
+        self._publishes: Batcher[Sequence[Outgoing], dict[str, str]] = Batcher(self._publish_batch)
+        self._completes: Batcher[tuple[Delivery, Sequence[Outgoing], str | None], bool] = Batcher(
+            self._complete_batch)
 
     async def close(self) -> None:
         """Finish the batched calls, stop blocking reads and disconnect; deliveries stay queued."""
@@ -73,19 +75,26 @@ class RedisQueue(RedisConnection):
         await super().close()
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        """Enqueue one delivery per target of every item, atomically."""
+        """Enqueue one delivery per target of every item (but those whose key is held), atomically."""
+        await self.publish_deduped(items)
+
+    async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
+        """:meth:`publish`; per item the id of the event that holds its key (its own when published)."""
+        held: dict[str, str] = {}
         if any(out.targets for out in items):
             self._require_open()
-            await self._publishes.submit(items)
+            held = await self._publishes.submit(items)
+        return [held.get(out.envelope.id, out.envelope.id) for out in items]
 
-    async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[None]:
+    async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[dict[str, str]]:
         items = [out for call in calls for out in call]
         await self._ensure_steps(t.step for out in items for t in out.targets)
         ks, args = [self.keys.seq], [self._now()]
         encode_outgoing(self.keys, items, ks, args)
         with self._translate():
-            await self._s.queue.publish(keys=ks, args=args)
-        return [None] * len(calls)
+            dups = await self._s.queue.publish(keys=ks, args=args)
+        held = {items[int(dups[i]) - 1].envelope.id: dups[i + 1] for i in range(0, len(dups), 2)}
+        return [held] * len(calls)
 
     async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of ``step``: an expired lease alone, else the stream in
@@ -95,12 +104,13 @@ class RedisQueue(RedisConnection):
         sk = self.keys.step(step)
         with self._translate():
             flat = await self._s.queue.claim(
-                keys=[*queue_keys(sk), sk.owner, self.keys.steps],
+                keys=[*queue_keys(sk), sk.owner, self.keys.steps, self.keys.cancels],
                 args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
                       sk.fifo_prefix, step, str(MOVE_MAX), self.identity])
         return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
-                         first_delivered_at=float(flat[i + 3]), expired=flat[i + 4] == "1",
-                         last_owner=flat[i + 5] or None) for i in range(0, len(flat), 6)]
+                         first_delivered_at=float(flat[i + 3]), expired=flat[i + 4].endswith("1"),
+                         last_owner=flat[i + 5] or None, cancelled=flat[i + 4].startswith("c"))
+                for i in range(0, len(flat), 6)]
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started, in one script: not counted, due at once (a
@@ -120,15 +130,23 @@ class RedisQueue(RedisConnection):
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge and publish ``outgoing`` in one script; False (nothing published) when the lease was
         lost."""
-        self._require_open()
-        return await self._completes.submit((delivery, outgoing))
+        return await self.complete_with_result(delivery, outgoing, None)
 
-    async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing]]]) -> list[bool]:
-        await self._ensure_steps(t.step for _, outgoing in calls for out in outgoing for t in out.targets)
-        ks, args = [self.keys.seq], [self._now(), str(len(calls))]
-        for d, outgoing in calls:
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """:meth:`complete`, recording ``result_json`` in the delivery's finished record."""
+        self._require_open()
+        return await self._completes.submit((delivery, outgoing, result_json))
+
+    async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing], str | None]]) -> list[bool]:
+        await self._ensure_steps(t.step for _, outgoing, _ in calls for out in outgoing for t in out.targets)
+        ks, args = [self.keys.seq, self.keys.handles], [self._now(), str(len(calls))]
+        for d, outgoing, result in calls:
             ks += delivery_keys(self.keys.step(d.step), d)
-            args += (d.step, d.id, str(d.attempt), fifo_group(d))
+            ks.append(self.keys.handle(d.envelope.id))
+            args += (d.step, d.id, str(d.attempt), fifo_group(d), d.envelope.id,
+                     finish_json_open(HandleState.SUCCEEDED, delivery_id=d.id, attempts=d.attempt,
+                                      started_at=d.first_delivered_at, result_json=result))
             encode_outgoing(self.keys, outgoing, ks, args)
         with self._translate():
             done = await self._s.queue.complete(keys=ks, args=args)
@@ -149,11 +167,15 @@ class RedisQueue(RedisConnection):
                           ) -> None:
         """Move a delivery to the dead-letter queue (a no-op if the lease was lost)."""
         ks, args = self._single(delivery)
-        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(),
-                             "attempts": delivery.attempt if attempts is None else attempts,
+        made = delivery.attempt if attempts is None else attempts
+        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(), "attempts": made,
                              "error": error, "traceback": traceback, "first": delivery.first_delivered_at})
+        finished = finish_json_open(HandleState.DEAD, delivery_id=delivery.id, attempts=made,
+                                    started_at=delivery.first_delivered_at, error=error)
         with self._translate():
-            await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index], args=[*args, record])
+            await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index,
+                                           self.keys.handle(delivery.envelope.id), self.keys.handles],
+                                     args=[*args, record, delivery.envelope.id, finished])
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future (lost ones are skipped)."""
@@ -288,10 +310,11 @@ class RedisQueue(RedisConnection):
             return False
         r = json.loads(record)
         await self._ensure_steps([r["step"]])
+        event_id = Envelope.from_json(r["env"]).id
         with self._translate():
             return bool(await self._s.queue.replay(
-                keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream],
-                args=[self._now(), dead_id, new_id(), r["env"]]))
+                keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream, self.keys.handle(event_id)],
+                args=[self._now(), dead_id, new_id(), r["env"], r["step"]]))
 
     async def dlq_purge(self, dead_id: str) -> bool:
         """Delete a dead letter; False when unknown."""

@@ -30,10 +30,12 @@ from typing import Any, Final, TypeVar
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
+from . import sqlite_handles as sh
 from . import sqlite_queue as q
 from ._sqlite_thread import Connection, Op, Row, each
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
 from .registry import BackendOptions
+from .sqlite_handle_store import SqliteHandles
 from .sqlite_schema import connect, resolve_path
 
 A = TypeVar("A")
@@ -104,7 +106,7 @@ def _meta_cas(conn: sqlite3.Connection, arg: tuple[str, str | None, str]) -> boo
     return True
 
 
-class SqliteBackend:
+class SqliteBackend(SqliteHandles):
     """Durable backend on one SQLite file in WAL mode, shared by the worker processes of one machine.
 
     Args:
@@ -177,10 +179,15 @@ class SqliteBackend:
 
     # -- queue ----------------------------------------------------------------------------------
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        """Enqueue one delivery per target of every item, in one transaction."""
-        rows = q.delivery_rows(items, self.clock())
+        """Enqueue one delivery per target of every item (but of those whose key is held), in one transaction."""
+        now = self.clock()
+        rows = q.delivery_rows(items, now)
         if rows:
-            await self._run(q.publish_run, rows)
+            keys = q.key_rows(items, now)
+            if keys:
+                rows = sh.without(rows, await self._run(q.publish_keyed, (rows, keys, now)))
+            else:
+                await self._run(q.publish_run, rows)
             self._wake(r[1] for r in rows)
 
     async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
@@ -198,8 +205,15 @@ class SqliteBackend:
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Delete the delivery and publish ``outgoing`` in one transaction; False when the lease was lost."""
-        rows = q.delivery_rows(outgoing, self.clock()) if outgoing else []
-        ok, fifo = await self._run(q.complete_run, (delivery, rows), urgent=True)
+        return await self.complete_with_result(delivery, outgoing, None)
+
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """:meth:`complete`, recording ``result_json`` in the delivery's finished record."""
+        now = self.clock()
+        rows = q.delivery_rows(outgoing, now) if outgoing else []
+        keys = q.key_rows(outgoing, now) if outgoing else []
+        ok, fifo = await self._run(q.complete_run, (delivery, rows, result_json, keys, now), urgent=True)
         if ok:
             self._wake([r[1] for r in rows] + ([delivery.step] if fifo else []))
         return ok

@@ -5,8 +5,10 @@
 - :class:`StateStore`: the flows' key-value state (JSON text under namespace, group and key).
 - :class:`LeaseStore`: leases (cron overlap locks) and small framework metadata (cron records).
 - :class:`TraceStore`: run records grouped by trace id, with retention.
+- :class:`HandleStore`: job handles: each event's status per subscriber, results, progress,
+  idempotency keys, cancellation and the list of scheduled deliveries.
 
-A :class:`Backend` is all four plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
+A :class:`Backend` is all five plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
 CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
 :func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
 trace stores built on its state store.
@@ -26,7 +28,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
+from .records import (
+    CancelResult,
+    DeadLetter,
+    Delivery,
+    EventHandle,
+    Outgoing,
+    QueueStats,
+    ScheduledDelivery,
+    StepQueueStats,
+    TraceRun,
+)
 
 
 @runtime_checkable
@@ -233,6 +245,78 @@ class TraceStore(Protocol):
 
 
 @runtime_checkable
+class HandleStore(Protocol):
+    """Job handles: every event can be looked up, awaited, deduplicated and cancelled.
+
+    A *handle* is an event with one :class:`~.records.StepHandle` per subscribing step (the targets it
+    was published to). Rules every implementation keeps:
+
+    - **States.** A delivery that still exists is ``running`` while leased (its lease may have expired
+      with its worker), ``retrying`` once an attempt failed, ``scheduled`` while not due and never
+      attempted, else ``queued``. Its end (``complete``, ``complete_with_result``, ``dead_letter``,
+      ``cancel_settle``, a cancel before it ran) writes a finished record (``succeeded``, ``dead``,
+      ``cancelled``) **in the same transaction**, so at every moment each step has either a live
+      delivery or a finished record: ``handle_get`` never shows an event between the two. A replayed
+      dead letter is live again (its finished record is superseded).
+    - **Retention.** Finished records are kept until ``handles_prune`` drops them; a live delivery's
+      handle is never pruned. An unknown, pruned or never-routed event (no subscriber) is ``None``.
+    - **Idempotency keys.** An :class:`~.records.Outgoing` with a ``key`` (in ``publish``,
+      ``publish_deduped``, ``complete``, ``complete_with_result``) is published only if no event of
+      the same topic took that key in the last ``key_ttl_s`` seconds; else nothing of it is enqueued.
+      The check and the publish are one atomic step: of many concurrent publishers of one key (any
+      processes), exactly one event is published.
+    - **Cancellation.** ``handle_cancel`` ends, at once and atomically, the deliveries of the event that
+      are not running (they never run), and marks the running ones: their workers learn it through
+      ``cancel_requests``. A delivery of a cancelled event never starts another attempt: a backend
+      drops it, or hands it out of ``claim`` with ``cancelled=True`` for the worker to settle with
+      ``cancel_settle`` without running it; a failed attempt of it is not retried.
+    - ``result_json`` and ``progress_json`` are JSON text stored byte for byte (the caller enforces
+      their size limit).
+    """
+
+    async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
+        """``publish``, returning per item the id of the event that holds its key: its own envelope id
+        when it was published (always, for an item without a key), else the first event's id."""
+
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """``complete``, storing ``result_json`` (the handler's return value) in the finished record."""
+
+    async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:
+        """``retry``, keeping ``error`` as the delivery's last error (shown while it is ``retrying``).
+        A delivery whose event was cancelled is ended as ``cancelled`` instead."""
+
+    async def cancel_settle(self, delivery: Delivery) -> bool:
+        """End a leased delivery as ``cancelled``: no retry, no dead letter, nothing published. False
+        (nothing changed) when the lease of this attempt was lost."""
+
+    async def handle_get(self, event_id: str) -> EventHandle | None:
+        """The handle of one event (exact id), or None when unknown or pruned."""
+
+    async def handle_find(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of known events (live or finished) that start with ``prefix``, sorted."""
+
+    async def handle_progress(self, delivery: Delivery, progress_json: str) -> None:
+        """Store the latest progress of a delivery (replacing the previous one)."""
+
+    async def handle_cancel(self, event_id: str) -> CancelResult | None:
+        """Cancel an event (see the class docstring); None when the event is unknown or pruned."""
+
+    async def cancel_requests(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids of those ``deliveries`` whose event was cancelled (polled by workers for the
+        deliveries they run; cheap when nothing was cancelled)."""
+
+    async def scheduled_list(self, topic: str | None, limit: int) -> list[ScheduledDelivery]:
+        """Up to ``limit`` scheduled deliveries (not due, never attempted, not cancelled), of ``topic``
+        only when given, the earliest due first."""
+
+    async def handles_prune(self, before: float, keep: int) -> int:
+        """Drop the finished handles whose last delivery ended before ``before``, and all but the
+        ``keep`` most recently finished; also forget cancellations and expired keys that old. Return how
+        many handles were dropped."""
+
+
+@runtime_checkable
 class CoreBackend(QueueStore, StateStore, Protocol):
     """The least a backend implements: the queue and state stores, a URL, ``open`` and ``close``.
 
@@ -250,5 +334,6 @@ class CoreBackend(QueueStore, StateStore, Protocol):
 
 
 @runtime_checkable
-class Backend(CoreBackend, LeaseStore, TraceStore, Protocol):
-    """Queue, state, leases with metadata, and traces behind one object: what motia-py runs on."""
+class Backend(CoreBackend, LeaseStore, TraceStore, HandleStore, Protocol):
+    """Queue, state, leases with metadata, traces and job handles behind one object: what motia-py
+    runs on."""
