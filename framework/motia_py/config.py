@@ -74,7 +74,7 @@ _KEYS: dict[StepType, set[str]] = {
 _INFRA_KEYS = {"handler", "queue", "cron"}
 _HANDLER_KEYS = {"timeout"}
 _HANDLER_IGNORED = {"ram", "cpu"}  # Motia cloud only
-_QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff"}
+_QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff", "dedup_window"}
 _BACKOFF_KEYS = {"type", "delay", "max_delay", "jitter"}
 _CRON_POLICY_KEYS = {"overlap", "missed"}
 _EMIT_KEYS = {"topic", "label", "conditional", "schema"}
@@ -155,6 +155,7 @@ class QueueSpec:
     delay_s: float = 0.0
     concurrency: int = 20
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    dedup_window_s: float | None = None  # idempotency keys of the step's topics are held this long
 
     @property
     def fifo(self) -> bool:
@@ -518,6 +519,8 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         delay_s=float(_number(q.get("delay_seconds", 0), f"{w}.delaySeconds", minimum=0)),
         concurrency=int(_number(q.get("concurrency", 20), f"{w}.concurrency", minimum=1, integer=True)),
         backoff=backoff,
+        dedup_window_s=(None if q.get("dedup_window") is None
+                        else float(_number(q["dedup_window"], f"{w}.dedupWindow", minimum=0.001))),
     )
     if cron:
         c = _normalise_keys(_mapping(infra.get("cron"), "infrastructure.cron"), _CRON_POLICY_KEYS, set(),

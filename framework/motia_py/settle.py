@@ -55,10 +55,11 @@ class Settler:
         self.log = log
         self.rand = rand
 
-    async def ack(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing]) -> Outcome:
-        """Acknowledge a successful run and publish its emits in the same transaction."""
+    async def ack(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing],
+                  result_json: str | None = None) -> Outcome:
+        """Acknowledge a successful run and publish its emits in the same transaction, storing its result."""
         try:
-            ok = await self.backend.complete(d, outbox)
+            ok = await self.backend.complete_with_result(d, outbox, result_json)
         except BackendError as exc:
             self._unsettled(spec, d, "could not acknowledge the delivery", exc)
             ok = False
@@ -99,7 +100,7 @@ class Settler:
         else:
             delay = retry_delay(spec.queue.backoff, d.attempt, self.rand)
             try:
-                await self.backend.retry(d, delay)
+                await self.backend.retry_with_error(d, delay, error)
             except BackendError as berr:
                 self._unsettled(spec, d, "failed and its retry could not be scheduled", berr)
             else:
@@ -126,6 +127,20 @@ class Settler:
                            trace_id=d.envelope.trace_id, step=spec.name, topic=d.envelope.topic, attempt=d.attempt)
         self.recorder.delivery(spec, d, started, Outcome.DEAD, error)
         return Outcome.DEAD
+
+    async def cancelled(self, spec: StepSpec, d: Delivery, started: float, *, ran: bool) -> Outcome:
+        """End a delivery of a cancelled event: stopped while it ran (``ran``), or never started. Not
+        retried, not dead-lettered; its emits are dropped."""
+        try:
+            await self.backend.cancel_settle(d)
+        except BackendError as berr:
+            self._unsettled(spec, d, "was cancelled but could not be settled", berr)
+        else:
+            self.log.info(f"'{spec.name}' {'stopped' if ran else 'not run'}: its event was cancelled",
+                          trace_id=d.envelope.trace_id, step=spec.name, topic=d.envelope.topic, attempt=d.attempt,
+                          event_id=d.envelope.id)
+        self.recorder.delivery(spec, d, started, Outcome.CANCELLED, "cancelled" if ran else "cancelled before it ran")
+        return Outcome.CANCELLED
 
     def _unsettled(self, spec: StepSpec, d: Delivery, what: str, exc: BackendError) -> None:
         lease = spec.queue.visibility_timeout_s

@@ -9,10 +9,26 @@ import json
 import os
 from dataclasses import replace
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
 from motia_py.backends.base import Backend, Delivery, HandleState, Outgoing, StepHandle, Target
+from motia_py.backends.compose import ComposedBackend
 from motia_py.testing import VirtualClock
 
+from .conftest import BACKENDS, DERIVED_ON, _params, opened
 from .helpers import LEASE_S, claim_one, envelope, to
+
+@pytest.fixture(params=_params([*BACKENDS, *(f"state-on-{name}" for name in DERIVED_ON)]))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
+    """Each backend with its own handle store, and the handle store derived from the state store of the
+    memory and SQLite backends (``state-on-*``, wrapping their queues)."""
+    name: str = request.param
+    async with opened(name.removeprefix("state-on-"), tmp_path, clock) as b:
+        yield ComposedBackend(b, b, b, None, clock) if name.startswith("state-on-") else b
+
 
 Q, S, RUN, RETRY = HandleState.QUEUED, HandleState.SCHEDULED, HandleState.RUNNING, HandleState.RETRYING
 OK, DEAD, CANCELLED = HandleState.SUCCEEDED, HandleState.DEAD, HandleState.CANCELLED

@@ -19,8 +19,19 @@ from typing import Any
 from ..errors import UnknownBackendError
 from ..types import Clock
 from .derived import StateLeaseStore, StateTraceStore
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore
+from .derived_handles import StateHandles
+from .records import (
+    CancelResult,
+    DeadLetter,
+    Delivery,
+    EventHandle,
+    Outgoing,
+    QueueStats,
+    ScheduledDelivery,
+    StepQueueStats,
+    TraceRun,
+)
+from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
 
 _C = Coroutine[Any, Any, Any]
 
@@ -42,14 +53,23 @@ def missing(obj: object, protocol: type) -> list[str]:
 
 
 class ComposedBackend:
-    """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases and traces
-    come from the given stores. ``open`` and ``close`` open and close ``core`` only: stores passed in
-    must share its connection or manage their own."""
+    """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases, traces and
+    job handles come from the given stores. ``open`` and ``close`` open and close ``core`` only: stores
+    passed in must share its connection or manage their own.
 
-    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore) -> None:
+    Job handles derived from the state store (:class:`.derived_handles.StateHandles`) follow every queue
+    call, so then the queue calls go through them (``queue``); a core with its own handle store is used
+    as it is.
+    """
+
+    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore,
+                 handles: HandleStore | None = None, clock: Clock | None = None) -> None:
         self.core = core
         self.leases = leases
         self.traces = traces
+        derived = StateHandles(core, clock) if handles is None else None
+        self.handles: HandleStore = derived if derived is not None else handles  # type: ignore[assignment]
+        self.queue: QueueStore = derived if derived is not None else core
         self.url = core.url
 
     def __repr__(self) -> str:
@@ -67,60 +87,60 @@ class ComposedBackend:
     # -- queue ----------------------------------------------------------------------------------
     def publish(self, items: Sequence[Outgoing]) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.publish`."""
-        return self.core.publish(items)
+        return self.queue.publish(items)
 
     def claim(self, step: str, limit: int, lease_s: float) -> Coroutine[Any, Any, list[Delivery]]:
         """See :meth:`.QueueStore.claim`."""
-        return self.core.claim(step, limit, lease_s)
+        return self.queue.claim(step, limit, lease_s)
 
     def hand_back(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.hand_back`."""
-        return self.core.hand_back(deliveries)
+        return self.queue.hand_back(deliveries)
 
     def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.complete`."""
-        return self.core.complete(delivery, outgoing)
+        return self.queue.complete(delivery, outgoing)
 
     def retry(self, delivery: Delivery, delay_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.retry`."""
-        return self.core.retry(delivery, delay_s)
+        return self.queue.retry(delivery, delay_s)
 
     def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                     ) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.dead_letter`."""
-        return self.core.dead_letter(delivery, error, traceback, attempts)
+        return self.queue.dead_letter(delivery, error, traceback, attempts)
 
     def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.extend`."""
-        return self.core.extend(deliveries, lease_s)
+        return self.queue.extend(deliveries, lease_s)
 
     def wait(self, step: str, timeout_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.wait`."""
-        return self.core.wait(step, timeout_s)
+        return self.queue.wait(step, timeout_s)
 
     def stats(self) -> Coroutine[Any, Any, QueueStats]:
         """See :meth:`.QueueStore.stats`."""
-        return self.core.stats()
+        return self.queue.stats()
 
     def step_stats(self) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
         """See :meth:`.QueueStore.step_stats`."""
-        return self.core.step_stats()
+        return self.queue.step_stats()
 
     def dlq_list(self, limit: int = 100) -> Coroutine[Any, Any, list[DeadLetter]]:
         """See :meth:`.QueueStore.dlq_list`."""
-        return self.core.dlq_list(limit)
+        return self.queue.dlq_list(limit)
 
     def dlq_get(self, dead_id: str) -> Coroutine[Any, Any, DeadLetter | None]:
         """See :meth:`.QueueStore.dlq_get`."""
-        return self.core.dlq_get(dead_id)
+        return self.queue.dlq_get(dead_id)
 
     def dlq_replay(self, dead_id: str) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.dlq_replay`."""
-        return self.core.dlq_replay(dead_id)
+        return self.queue.dlq_replay(dead_id)
 
     def dlq_purge(self, dead_id: str) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.dlq_purge`."""
-        return self.core.dlq_purge(dead_id)
+        return self.queue.dlq_purge(dead_id)
 
     # -- state ----------------------------------------------------------------------------------
     def state_get(self, namespace: str, group: str, key: str) -> Coroutine[Any, Any, str | None]:
@@ -173,6 +193,52 @@ class ComposedBackend:
         """See :meth:`.LeaseStore.meta_cas`."""
         return self.leases.meta_cas(key, expected, new)
 
+    # -- job handles ----------------------------------------------------------------------------
+    def publish_deduped(self, items: Sequence[Outgoing]) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.HandleStore.publish_deduped`."""
+        return self.handles.publish_deduped(items)
+
+    def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing], result_json: str | None
+                             ) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.HandleStore.complete_with_result`."""
+        return self.handles.complete_with_result(delivery, outgoing, result_json)
+
+    def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.HandleStore.retry_with_error`."""
+        return self.handles.retry_with_error(delivery, delay_s, error)
+
+    def cancel_settle(self, delivery: Delivery) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.HandleStore.cancel_settle`."""
+        return self.handles.cancel_settle(delivery)
+
+    def handle_get(self, event_id: str) -> Coroutine[Any, Any, EventHandle | None]:
+        """See :meth:`.HandleStore.handle_get`."""
+        return self.handles.handle_get(event_id)
+
+    def handle_find(self, prefix: str, limit: int) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.HandleStore.handle_find`."""
+        return self.handles.handle_find(prefix, limit)
+
+    def handle_progress(self, delivery: Delivery, progress_json: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.HandleStore.handle_progress`."""
+        return self.handles.handle_progress(delivery, progress_json)
+
+    def handle_cancel(self, event_id: str) -> Coroutine[Any, Any, CancelResult | None]:
+        """See :meth:`.HandleStore.handle_cancel`."""
+        return self.handles.handle_cancel(event_id)
+
+    def cancel_requests(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, set[str]]:
+        """See :meth:`.HandleStore.cancel_requests`."""
+        return self.handles.cancel_requests(deliveries)
+
+    def scheduled_list(self, topic: str | None, limit: int) -> Coroutine[Any, Any, list[ScheduledDelivery]]:
+        """See :meth:`.HandleStore.scheduled_list`."""
+        return self.handles.scheduled_list(topic, limit)
+
+    def handles_prune(self, before: float, keep: int) -> Coroutine[Any, Any, int]:
+        """See :meth:`.HandleStore.handles_prune`."""
+        return self.handles.handles_prune(before, keep)
+
     # -- traces ---------------------------------------------------------------------------------
     def traces_add(self, runs: Sequence[TraceRun]) -> Coroutine[Any, Any, None]:
         """See :meth:`.TraceStore.traces_add`."""
@@ -192,17 +258,19 @@ class ComposedBackend:
 
 
 def compose(core: CoreBackend, *, leases: LeaseStore | None = None, traces: TraceStore | None = None,
-            clock: Clock | None = None) -> Backend:
-    """A full backend from a queue-and-state backend and, optionally, its own lease and trace stores.
+            handles: HandleStore | None = None, clock: Clock | None = None) -> Backend:
+    """A full backend from a queue-and-state backend and, optionally, its own lease, trace and handle stores.
 
     Args:
         core: the queue and state stores, with ``url``, ``open`` and ``close``.
         leases: the lease/metadata store; by default :class:`.derived.StateLeaseStore` on ``core``.
         traces: the trace store; by default :class:`.derived.StateTraceStore` on ``core``.
-        clock: epoch seconds for the default lease store's expiry (``time.time`` when None).
+        handles: the job-handle store (``core`` itself when it implements one); by default
+            :class:`.derived_handles.StateHandles` around ``core``.
+        clock: epoch seconds for the default lease and handle stores (``time.time`` when None).
     """
     return ComposedBackend(core, leases if leases is not None else StateLeaseStore(core, clock),
-                           traces if traces is not None else StateTraceStore(core))
+                           traces if traces is not None else StateTraceStore(core), handles, clock)
 
 
 def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
@@ -225,4 +293,5 @@ def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
             "with url, open and close)")
     leases = obj if isinstance(obj, LeaseStore) else None
     traces = obj if isinstance(obj, TraceStore) else None
-    return compose(obj, leases=leases, traces=traces, clock=clock)
+    handles = obj if isinstance(obj, HandleStore) else None
+    return compose(obj, leases=leases, traces=traces, handles=handles, clock=clock)

@@ -129,8 +129,8 @@ class RedisHandles(RedisQueue):
         """Retention of finished handles, then of cancellations with nothing left in a queue."""
         c, dropped = self._c, 0
         with self._translate():
-            old = await c.zrangebyscore(self.keys.handles, "-inf", f"({float(before)!r}")
-            extra = await c.zrevrange(self.keys.handles, max(0, keep), -1)
+            old = cast(list[str], await c.zrangebyscore(self.keys.handles, "-inf", f"({float(before)!r}"))
+            extra = cast(list[str], await c.zrevrange(self.keys.handles, max(0, keep), -1))
             events = sorted(set(old) | set(extra))
             for i in range(0, len(events), _PRUNE_CHUNK):
                 chunk = events[i:i + _PRUNE_CHUNK]
