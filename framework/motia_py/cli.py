@@ -1,8 +1,9 @@
 """The ``motia-py`` command line (thin: parse arguments, call the library, map errors to exit codes).
 
 This module only assembles the command group. The commands live in one module per noun (``cli_project``,
-``cli_run``, ``cli_emit``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``, ``cli_queue``), what they share in
-``cli_common`` (exit codes included); imports flow downward only, and nothing imports this module.
+``cli_run``, ``cli_emit``, ``cli_handles``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``,
+``cli_queue``), what they share in ``cli_common`` (exit codes included); imports flow downward only, and
+nothing imports this module.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import click
 from .cli_cron import cron
 from .cli_dlq import dlq
 from .cli_emit import emit
+from .cli_handles import cancel, scheduled, status
 from .cli_project import create, graph, openapi, steps, validate
 from .cli_queue import queue
 from .cli_run import dev, start
@@ -25,7 +27,8 @@ def cli() -> None:
     """motia-py: event-driven Python backends from small step files."""
 
 
-for _command in (validate, graph, steps, create, openapi, start, dev, emit, state, trace, cron, dlq, queue):
+for _command in (validate, graph, steps, create, openapi, start, dev, emit, status, cancel, scheduled, state, trace,
+                 cron, dlq, queue):
     cli.add_command(_command)
 
 

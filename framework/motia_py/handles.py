@@ -8,6 +8,7 @@ Used by :class:`motia_py.Client`, the Harness, the CLI and the Workbench over an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import random
@@ -328,10 +329,8 @@ class HandleJanitor:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s * (0.5 + random.random()))
-            try:
+            with contextlib.suppress(BackendError):  # the next round tries again; retention is not urgent
                 await self.prune()
-            except BackendError:
-                pass  # the next round tries again; retention is not urgent
 
     async def stop(self) -> None:
         """Stop pruning."""

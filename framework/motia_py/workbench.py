@@ -13,7 +13,9 @@ nothing from the network. It reads the API below and follows ``api/events`` (ser
     GET  traces/{id}            {"trace_id", "summary", "tree"}
     GET  dlq                    dead letters;   POST dlq/{id}/replay
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
-    POST emit {"topic", "data"} -> {"traceId"};  POST call {"method", "path", "body"} -> the response
+    POST emit {"topic", "data", "key"?} -> {"traceId", "eventId"};  POST call {"method", "path", "body"} -> the response
+    GET  status/{id}            an event's status per step (id: the event id or a unique prefix)
+    POST cancel/{id}            cancel an event -> {"changed", "cancelled", "requested", "status"}
     GET  events                 SSE: ``trace`` (a summary) when a trace appears or changes, ``ping``
 """
 
@@ -35,12 +37,13 @@ from starlette.responses import Response, StreamingResponse
 
 from .config import StepType
 from .discovery import Project
-from .errors import BackendError, GraphError, MotiaError, UnknownTopicError
+from .errors import AmbiguousIdError, BackendError, GraphError, MotiaError, UnknownEventError, UnknownTopicError
 from .graph import to_json
+from .handles import cancel_event, event_status
 from .http import ApiApp
 from .runtime import Runtime
 from .settings import Settings
-from .tracing import build_tree, summarize
+from .tracing import build_tree, find_trace, summarize
 
 PREFIX = "/__workbench"
 COOKIE = "motia_workbench"
@@ -153,6 +156,8 @@ class Workbench:
                 ("GET", r"/api/state/(?P<namespace>[^/]+)", self.state),
                 ("POST", r"/api/emit", self.emit),
                 ("POST", r"/api/call", self.call),
+                ("GET", r"/api/status/(?P<id>[^/]+)", self.status),
+                ("POST", r"/api/cancel/(?P<id>[^/]+)", self.cancel),
                 ("GET", r"/api/events", self.events),
             )
         ]
@@ -292,12 +297,18 @@ class Workbench:
         return _json(sorted(out, key=lambda s: s["started_at"], reverse=True))
 
     async def trace(self, request: Request, params: dict[str, str]) -> Response:
-        """One trace: its summary and the tree of runs (which run's emit caused which)."""
+        """One trace (by its id or a unique prefix): its summary and the tree of runs (which run's emit
+        caused which)."""
         await self._flush()
-        runs = await self._runs(params["id"])
+        try:
+            trace_id, runs = await find_trace(self.app.router.backend, params["id"], self.settings.traces_max_count)
+        except AmbiguousIdError as exc:
+            return _json({"error": "ambiguous_id", "message": str(exc), "candidates": exc.candidates}, 409)
+        except UnknownEventError as exc:
+            return _error(404, "unknown_trace", str(exc))
         if not runs:
             return _error(404, "unknown_trace", f"no trace '{params['id']}' (or it is past retention)")
-        return _json({"trace_id": params["id"], "summary": summarize(params["id"], runs), "tree": build_tree(runs)})
+        return _json({"trace_id": trace_id, "summary": summarize(trace_id, runs), "tree": build_tree(runs)})
 
     async def events(self, request: Request, _: dict[str, str]) -> Response:
         """Server-sent events: ``ready`` once, then ``trace`` per new or changed trace, ``ping`` now and then."""
@@ -358,15 +369,40 @@ class Workbench:
         topic = body.get("topic")
         if not isinstance(topic, str) or not topic.strip():
             return _error(400, "invalid_request", "'topic' must be a non-empty string")
+        key = body.get("key") or None
+        if key is not None and not isinstance(key, str):
+            return _error(400, "invalid_request", "'key' must be a string")
         try:
-            trace_id = await self.app.router.emit(topic.strip(), body.get("data", {}))
+            event_id = await self.app.router.emit(topic.strip(), body.get("data", {}), key=key)
         except BackendError:
             raise  # a 503, not the caller's fault
         except UnknownTopicError as exc:
             return _error(400, "unknown_topic", str(exc))
         except MotiaError as exc:
             return _error(400, "invalid_event", str(exc))
-        return _json({"traceId": trace_id})
+        return _json({"traceId": event_id, "eventId": event_id})
+
+    # -- job handles --------------------------------------------------------------------------------
+    async def status(self, request: Request, params: dict[str, str]) -> Response:
+        """An event's status per subscribing step (404 unknown or pruned, 409 an ambiguous prefix)."""
+        try:
+            found = await event_status(self.app.router.backend, params["id"])
+        except AmbiguousIdError as exc:
+            return _json({"error": "ambiguous_id", "message": str(exc), "candidates": exc.candidates}, 409)
+        except UnknownEventError as exc:
+            return _error(404, "unknown_event", str(exc))
+        return _json(found.to_json())
+
+    async def cancel(self, request: Request, params: dict[str, str]) -> Response:
+        """Cancel an event; ``changed`` is false when it had already finished."""
+        try:
+            done = await cancel_event(self.app.router.backend, params["id"])
+        except AmbiguousIdError as exc:
+            return _json({"error": "ambiguous_id", "message": str(exc), "candidates": exc.candidates}, 409)
+        except UnknownEventError as exc:
+            return _error(404, "unknown_event", str(exc))
+        return _json({"changed": done.changed, "cancelled": list(done.cancelled), "requested": list(done.requested),
+                      "status": done.status.to_json()})
 
     async def call(self, request: Request, _: dict[str, str]) -> Response:
         """Call an API step through the app's pipeline (validation, middleware, emits, traces)."""

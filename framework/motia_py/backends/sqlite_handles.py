@@ -237,6 +237,7 @@ def prune(conn: sqlite3.Connection, arg: tuple[list[str], float]) -> int:
                  "(SELECT 1 FROM deliveries d WHERE d.event_id = handles.event_id)")
         dropped += conn.execute(f"SELECT COUNT(DISTINCT event_id) FROM handles WHERE {where}", chunk).fetchone()[0]
         conn.execute(f"DELETE FROM handles WHERE {where}", chunk)
-    conn.execute("DELETE FROM cancels WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = cancels.event_id)")
+    conn.execute("DELETE FROM cancels WHERE NOT EXISTS "
+                 "(SELECT 1 FROM deliveries d WHERE d.event_id = cancels.event_id)")
     conn.execute("DELETE FROM keys WHERE expires_at <= ?", (now,))
     return dropped
