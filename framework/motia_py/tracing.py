@@ -18,7 +18,7 @@ from typing import Any
 
 from .backends.base import Backend, TraceRun
 from .errors import BackendError
-from .handles import check_prefix, unique
+from .handles import MIN_PREFIX, unique
 from .logs import LogSink, _to_logging
 from .runs import Outcome, RunRecord
 
@@ -124,13 +124,12 @@ async def find_trace(backend: Backend, ref: str, scan: int) -> tuple[str, list[d
     among the ``scan`` most recently active traces. No runs: no such trace.
 
     Raises:
-        UnknownEventError: ``ref`` is shorter than 6 characters and is no trace id.
         AmbiguousIdError: the prefix matches several traces (listed).
     """
     runs = [json.loads(r) for r in await backend.traces_get(ref)]
-    if runs:
+    if runs or len(ref.strip()) < MIN_PREFIX:
         return ref, runs
-    ref = check_prefix(ref)
+    ref = ref.strip()
     candidates = [t for t in await backend.traces_recent(scan) if t.startswith(ref)]
     if not candidates:
         return ref, []
