@@ -10,9 +10,9 @@ import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 JOBS = "jobs"  # the state group holding one record per job
 STATS = "stats"  # the state group holding counters
@@ -34,6 +34,44 @@ JobType = Literal["email", "data"]
 
 class RetryableJobError(Exception):
     """A job failed for a reason that may go away (a mail server down): try again later."""
+
+
+MAX_DELAY_S = 30 * 86_400.0  # a job may be delayed by up to 30 days
+MAX_ATTEMPTS = 20
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic reads true as 1 in a number field; JSON (and the OpenAPI document) does not
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_bool)]
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+
+
+class EmailRequest(BaseModel):
+    """``email.requested`` (and the ``email`` object of ``POST /jobs``)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    to: str
+    subject: str = ""
+    body: str = ""
+    delaySeconds: Number = Field(0, ge=0, le=MAX_DELAY_S)  # > 0: queued once this much time has passed
+    maxAttempts: Count = Field(3, ge=1, le=MAX_ATTEMPTS)
+
+
+class DataRequest(BaseModel):
+    """``data.requested`` (and the ``data`` object of ``POST /jobs``)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    numbers: list[Number]
+    operation: Literal["sum", "mean", "square", "double"] = "sum"
+    delaySeconds: Number = Field(0, ge=0, le=MAX_DELAY_S)  # > 0: queued once this much time has passed
+    maxAttempts: Count = Field(3, ge=1, le=MAX_ATTEMPTS)
 
 
 class JobEnqueued(BaseModel):

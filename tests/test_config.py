@@ -11,7 +11,7 @@ import pydantic
 import pytest
 
 from motia_py import ApiConfig, CronConfig, EventConfig, NoopConfig
-from motia_py.config import BackoffSpec, QueueSpec, StepType, build_step
+from motia_py.config import BackoffSpec, QueryParam, QueueSpec, StepType, build_step
 from motia_py.errors import CronExpressionError, MotiaError, StepConfigError
 
 FILE = Path("steps/example.step.py")
@@ -93,7 +93,7 @@ def test_api_body_and_response_schema_accept_both_spellings() -> None:
                        api_handler, FILE, 1)
     assert fields_of(camel) == fields_of(snake)
     assert camel.api is not None
-    assert camel.api.query_params == ({"name": "q"},)
+    assert camel.api.query_params == (QueryParam(name="q"),)
 
 
 def test_same_key_given_in_both_spellings_is_rejected() -> None:
@@ -589,7 +589,7 @@ def test_api_query_params_and_middleware_are_checked() -> None:
     spec = build_step(api(queryParams=["page", {"name": "size", "description": "page size"}], middleware=[mw]),
                       api_handler, FILE)
     assert spec.api is not None
-    assert spec.api.query_params == ({"name": "page"}, {"name": "size", "description": "page size"})
+    assert spec.api.query_params == (QueryParam("page"), QueryParam("size", description="page size"))
     assert spec.api.middleware == (mw,)
     assert config_error(api(queryParams=[5]), api_handler).field == "queryParams[0]"
     assert config_error(api(queryParams="page"), api_handler).field == "queryParams"
@@ -681,3 +681,116 @@ def test_typed_config_missing_required_field_raises_step_config_error() -> None:
         EventConfig(name="Worker")  # type: ignore[call-arg]
     assert isinstance(info.value, StepConfigError)
     assert info.value.field == "subscribes"
+
+
+# --- hostile values: each is a StepConfigError naming the field, never another exception (issue 13) ------
+
+
+def test_a_path_parameter_named_twice_is_a_config_error() -> None:
+    for path in ("/a/:id/b/:id", "/a/{id}/b/:id", "/a/{id}/{id}"):
+        err = config_error(api(path=path), api_handler)
+        assert err.field == "path" and "'id' appears twice" in str(err)
+
+
+@pytest.mark.parametrize("path", ["/jobs?x=1", "/jobs#top", "/jo bs", "/jobs/\u00e9", "/a\x00"])
+def test_a_path_that_cannot_be_routed_is_a_config_error(path: str) -> None:
+    assert config_error(api(path=path), api_handler).field == "path"
+
+
+@pytest.mark.parametrize("zone", ["America", "Europe/", "A" * 300, "UTC\x00", "../../etc/passwd"])
+def test_a_time_zone_that_is_a_folder_or_too_long_is_a_config_error(zone: str) -> None:
+    err = config_error({"type": "cron", "name": "Tick", "cron": "* * * * *", "timezone": zone}, cron_handler)
+    assert isinstance(err, CronExpressionError)
+    assert err.field == "timezone" and "unknown time zone" in str(err)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("visibilityTimeout", 10**400), ("visibilityTimeout", float("inf")), ("delaySeconds", float("nan")),
+    ("delaySeconds", 10 * 366 * 86_400), ("maxRetries", 2**31), ("concurrency", 10**5000),
+], ids=["timeout-10**400", "timeout-inf", "delay-nan", "delay-11-years", "retries-2**31", "concurrency-5000-digits"])
+def test_numbers_that_no_backend_can_hold_are_config_errors(key: str, value: Any) -> None:
+    err = config_error(event(infrastructure={"queue": {key: value}}))
+    assert err.field == f"infrastructure.queue.{key}"
+    assert len(str(err)) < 300  # a 5,000-digit int is not printed whole (its repr would even raise)
+
+
+def test_a_nan_handler_timeout_is_a_config_error() -> None:
+    err = config_error(event(infrastructure={"handler": {"timeout": float("nan")}}))
+    assert err.field == "infrastructure.handler.timeout"
+
+
+@pytest.mark.parametrize("status", [float("inf"), float("nan"), 99, 600, "2xx", True, 10**400],
+                         ids=["inf", "nan", "99", "600", "2xx", "true", "10**400"])
+def test_response_schema_keys_must_be_http_statuses(status: Any) -> None:
+    err = config_error(api(responseSchema={status: {"type": "object"}}), api_handler)
+    assert err.field == "responseSchema"
+
+
+def test_response_schema_keys_may_be_ints_strings_or_whole_floats() -> None:
+    spec = build_step(api(responseSchema={200: {}, "404": {}, 500.0: {}}), api_handler, FILE)
+    assert spec.api is not None and sorted(spec.api.response_schema) == [200, 404, 500]
+
+
+def test_base_model_itself_and_a_dangling_ref_are_config_errors() -> None:
+    err = config_error(api(bodySchema=pydantic.BaseModel), api_handler)
+    assert err.field == "bodySchema" and "BaseModel" in str(err)
+    err = config_error(api(bodySchema={"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}),
+                       api_handler)
+    assert err.field == "bodySchema" and "#/$defs/Missing" in str(err)
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a\x00b", "job\nrun", "\ud800"])
+def test_names_topics_and_flows_must_be_printable_text(name: str) -> None:
+    assert config_error(event(name=name)).field == "name"
+    assert config_error(event(subscribes=[name])).field == "subscribes"
+    assert config_error(event(flows=[name])).field == "flows"
+    assert config_error(event(emits=[{"topic": name or "\x01"}])).field == "emits[0].topic"
+
+
+@pytest.mark.parametrize("value", [10**5000, object(), b"event", ["event"], {"event"}, float("nan")],
+                         ids=["5000-digits", "object", "bytes", "list", "set", "nan"])
+def test_a_type_that_is_no_string_is_a_config_error(value: Any) -> None:
+    assert config_error({**event(), "type": value}).field == "type"
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_value_whose_repr_raises_is_still_reported() -> None:
+    err = config_error(event(infrastructure={"queue": {"maxRetries": _Unprintable()}}))
+    assert err.field == "infrastructure.queue.maxRetries" and "<_Unprintable>" in str(err)
+
+
+# --- query parameters -------------------------------------------------------------------------------------
+
+
+def test_query_params_take_a_schema_a_default_and_required() -> None:
+    spec = build_step(api(queryParams=[
+        {"name": "limit", "description": "how many", "schema": {"type": "integer", "minimum": 1}, "default": 50},
+        {"name": "owner", "required": True},
+    ]), api_handler, FILE)
+    assert spec.api is not None
+    limit, owner = spec.api.query_params
+    assert (limit.name, limit.description, limit.default, limit.has_default) == ("limit", "how many", 50, True)
+    assert limit.schema is not None and limit.schema.json == {"type": "integer", "minimum": 1}
+    assert (owner.required, owner.schema) == (True, None)
+
+
+@pytest.mark.parametrize(("entry", "field"), [
+    ({"name": "limit", "schema": {"type": "integer"}, "default": "fifty"}, "queryParams[0].default"),
+    ({"name": "limit", "schema": {"type": "object"}}, "queryParams[0].schema"),
+    ({"name": "limit", "schema": {"type": "array", "items": {"type": "object"}}}, "queryParams[0].schema"),
+    ({"name": "limit", "schema": Job}, "queryParams[0].schema"),
+    ({"name": "limit", "shema": {"type": "integer"}}, "queryParams[0].shema"),
+    ({"name": "limit", "required": "yes"}, "queryParams[0].required"),
+    ({"name": "limit", "required": True, "default": 1}, "queryParams[0].required"),
+    ({"name": ""}, "queryParams[0].name"),
+])
+def test_bad_query_param_entries_are_config_errors(entry: dict[str, Any], field: str) -> None:
+    assert config_error(api(queryParams=[entry]), api_handler).field == field
+
+
+def test_a_query_param_declared_twice_is_a_config_error() -> None:
+    assert config_error(api(queryParams=["page", {"name": "page"}]), api_handler).field == "queryParams[1]"

@@ -230,3 +230,19 @@ async def test_log_lines_carry_where_they_ran_and_land_in_the_run_record(make_pr
     assert [line["msg"] for line in by_attempt[2]["logs"]] == ["charging", "details", "charged late"]
     charging = by_attempt[1]["logs"][0]
     assert charging["amount"] == 5 and charging["currency"] == "EUR" and charging["level"] == "info"
+
+
+async def test_a_log_field_named_like_a_reserved_one_is_kept_beside_it(make_project: ProjectFactory) -> None:
+    root = make_project({
+        "flows/f.toml": 'entry_topics = ["go"]\n',
+        "steps/a.step.py": """
+            config = {"type": "event", "name": "A", "subscribes": ["go"], "emits": [], "flows": ["f"]}
+            async def handler(input, ctx):
+                ctx.logger.info("charged", attempt=99, step="billing", amount=5)
+        """})
+    async with Harness(root) as h:
+        await h.emit("go", {})
+        await h.run_until_idle()
+        [line] = [r for r in h.logs if r.get("msg") == "charged"]
+    assert (line["attempt"], line["step"]) == (1, "A")  # motia-py's own fields are intact
+    assert (line["user_attempt"], line["user_step"], line["amount"]) == (99, "billing", 5)

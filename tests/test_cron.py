@@ -256,9 +256,39 @@ def test_expression_that_can_never_fire_is_rejected_at_parse_time() -> None:
         ("0 9 * * *", "UTC", "every day at 09:00 UTC"),
         ("30 7 * * *", "Europe/Paris", "every day at 07:30 Europe/Paris"),
         ("0 0 9 * * *", "UTC", "every day at 09:00 UTC"),
-        ("0 9 * * 1-5", "UTC", "cron '0 9 * * 1-5' (UTC)"),
-        ("5 0 9 * * *", "UTC", "cron '5 0 9 * * *' (UTC)"),
+        ("0 9 * * 1-5", "UTC", "at 09:00, Monday through Friday (UTC)"),
+        ("5 0 9 * * *", "UTC", "at 09:00:05 (UTC)"),
+        ("0 0 L * *", "Europe/Paris", "at 00:00, on the last day of the month (Europe/Paris)"),
     ],
 )
 def test_describe_gives_words_for_common_schedules(expression: str, tz: str, words: str) -> None:
     assert describe(parse_cron(expression, tz)) == words
+
+
+@pytest.mark.parametrize("zone", ["America", "A" * 300, "Europe/Paris\x00", "../../etc/passwd", ""])
+def test_a_zone_that_is_a_folder_too_long_or_a_path_is_an_error_on_the_timezone_field(zone: str) -> None:
+    with pytest.raises(CronExpressionError, match="unknown time zone") as info:
+        parse_cron("* * * * *", zone)
+    assert info.value.field == "timezone"
+
+
+@pytest.mark.parametrize("expr", ["99999999999999999999 * * * *", "*/0 * * * *", "1-99999999 * * * *"])
+def test_hostile_expressions_are_errors_on_the_cron_field(expr: str) -> None:
+    with pytest.raises(CronExpressionError) as info:
+        parse_cron(expr)
+    assert info.value.field == "cron"
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("*/61 * * * *", "step /61 is out of range for the minute field (1-60)"),
+    ("*/61 * * * * *", "step /61 is out of range for the second field (1-60)"),
+    ("0 25 * * *", "25 is out of range for the hour field (0-23)"),
+    ("0 0 32 * *", "32 is out of range for the day of month field (1-31)"),
+    ("0 0 * 13 *", "13 is out of range for the month field (1-12)"),
+    ("0 0 * * 1-8", "8 is out of range for the day of week field (0-7)"),
+    ("0,75 * * * *", "75 is out of range for the minute field (0-59)"),
+])
+def test_out_of_range_values_and_steps_name_the_field_and_its_range(expression: str, message: str) -> None:
+    with pytest.raises(CronExpressionError) as info:
+        parse_cron(expression)
+    assert message in str(info.value) and info.value.field == "cron"

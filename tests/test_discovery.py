@@ -632,3 +632,89 @@ def test_a_typed_config_with_an_unknown_key_is_reported_with_its_hint(make_proje
     [problem] = discover(load_settings(root, env={})).problems
     assert (problem.code, problem.field, problem.hint) == ("invalid-config", "subscribe", "did you mean 'subscribes'?")
     assert problem.line == 2
+
+
+# --- hostile step files and project folders (issue 13) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "shown"), [
+    ("import sys\nsys.exit()", "SystemExit (the file called sys.exit() while it was imported)"),
+    ("import sys\nsys.exit(3)", "SystemExit: 3 (the file called sys.exit() while it was imported)"),
+    ("raise KeyboardInterrupt", "KeyboardInterrupt (raised while the file was imported)"),
+    ("class Stop(BaseException):\n    pass\nraise Stop('no')", "Stop: no (raised while the file was imported)"),
+], ids=["exit", "exit-3", "interrupt", "base-exception"])
+def test_a_step_file_raising_base_exception_at_import_is_its_import_error(
+    make_project: ProjectFactory, body: str, shown: str
+) -> None:
+    root = make_project({"steps/bad.step.py": body + "\n", "steps/good.step.py": event_step("Good")})
+    project = load(root)
+    assert [s.name for s in project.steps] == ["Good"]
+    problem = problem_for(project, "bad.step.py")
+    assert (problem.code, problem.severity, problem.message) == ("import-error", Severity.ERROR, shown)
+    assert problem.line is not None
+
+
+def test_validate_json_reports_a_step_file_that_calls_sys_exit(
+    make_project: ProjectFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from motia_py.cli import main
+
+    root = make_project({"steps/bad.step.py": "import sys\nsys.exit(0)\n"})
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--json", "--project", str(root)])
+    assert exc.value.code == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [(f["code"], f["file"]) for f in doc["findings"]] == [("import-error", "steps/bad.step.py")]
+
+
+_SHADOW_SCRIPT = """
+import json, sys
+from motia_py.runtime import load_project
+from motia_py.settings import load_settings
+
+assert "redis" not in sys.modules  # the framework imports it later (the redis backend)
+project, findings = load_project(load_settings(".", env={}))
+import redis
+step = project.step("Shadow")
+print(json.dumps({
+    "framework_redis": redis.__file__,
+    "step_saw": step.handler(None, None) if step else None,
+    "findings": [f.to_json(project.root) for f in findings if f.code != "unconsumed-topic"],
+}))
+"""
+
+_SHADOW_STEP = """
+import redis, services
+
+config = {"type": "event", "name": "Shadow", "subscribes": ["t"], "flows": ["f"]}
+
+def handler(input, ctx):
+    return {"redis": getattr(redis, "WHO", "installed"), "services": services.WHO}
+"""
+
+
+def test_a_project_folder_named_like_a_dependency_never_replaces_it(make_project: ProjectFactory) -> None:
+    import json
+    import subprocess
+
+    import motia_py
+
+    root = make_project({
+        "redis/__init__.py": "WHO = 'project'\n",
+        "services/__init__.py": "WHO = 'project'\n",
+        "steps/shadow.step.py": _SHADOW_STEP,
+        "flows/f.toml": 'entry_topics = ["t"]\n',
+    })
+    framework = str(Path(motia_py.__file__).parent.parent)
+    # `python -c` in the project folder puts it first on sys.path, as `python -m motia_py` does
+    out = subprocess.run([sys.executable, "-c", _SHADOW_SCRIPT], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": framework}, timeout=60, check=True).stdout
+    report = json.loads(out)
+    assert not Path(report["framework_redis"]).is_relative_to(root)
+    assert report["step_saw"] == {"redis": "installed", "services": "project"}
+    [warning] = report["findings"]
+    assert (warning["code"], warning["severity"], warning["file"], warning["field"]) == (
+        "shadowed-package", "warning", "redis", "redis")
+    assert "'redis' (redis/)" in warning["message"] and "the installed distribution 'redis'" in warning["message"]

@@ -278,9 +278,9 @@ async def test_jobs_enter_over_http_and_their_status_and_failures_are_served() -
         status, body = await h.request("POST", "/jobs", json={"type": "email", "email": {"to": "nobody"}})
         assert status == 202
         status, body = await h.request("POST", "/jobs", json={"type": "data"})
-        assert status == 400 and "needs a 'data' object" in body["error"]
+        assert status == 422 and body["fields"][0]["loc"] == ["data", "data"]  # a data job needs its 'data'
         status, body = await h.request("POST", "/jobs", json={"type": "fax"})
-        assert status == 422 and body["fields"][0]["loc"] == ["type"]
+        assert status == 422 and body["fields"][0]["msg"].startswith("Input tag 'fax' found")
         await h.run_until_idle()
         jobs = await h.state("jobs").items("jobs")
         done = next(j for j in jobs.values() if j["payload"]["to"] == "ada@example.com")
@@ -289,3 +289,23 @@ async def test_jobs_enter_over_http_and_their_status_and_failures_are_served() -
         assert (await h.request("GET", "/jobs/nope"))[0] == 404
         status, body = await h.request("GET", "/jobs/failed", query={"limit": "10"})
         assert status == 200 and body["count"] == 1 and body["jobs"][0]["payload"]["to"] == "nobody"
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "1001", "2.5"])
+async def test_failed_jobs_limit_must_be_an_integer_from_1_to_1000(limit: str) -> None:
+    async with Harness(ROOT) as h:
+        status, body = await h.request("GET", "/jobs/failed", query={"limit": limit})
+        assert status == 422, body
+        assert body["error"] == "validation" and [f["loc"] for f in body["fields"]] == [["query", "limit"]]
+        status, body = await h.request("GET", "/jobs/failed")  # the default, 50
+        assert status == 200 and body == {"jobs": [], "count": 0}
+
+
+async def test_a_data_job_whose_result_overflows_fails_at_once_with_a_clear_error() -> None:
+    async with Harness(ROOT) as h:
+        status, _ = await h.request("POST", "/jobs", json={"type": "data",
+                                                           "data": {"numbers": [1e200], "operation": "square"}})
+        assert status == 202
+        await h.run_until_idle()
+        job = await _job(h, await _only_job_id(h))
+        assert job["status"] == "failed" and job["attempts"] == 1 and "overflows a float" in job["error"]

@@ -135,3 +135,21 @@ def test_problems_from_several_files_are_all_reported(tmp_path: Path) -> None:
     flows, problems = load_flows(d)
     assert list(flows) == ["d"]
     assert sorted(p.file.name for p in problems if p.file) == ["a.toml", "b.toml", "c.toml"]
+
+
+def test_a_folder_named_like_a_flow_file_is_a_finding(tmp_path: Path) -> None:
+    d = flows_dir(tmp_path, {"good.toml": 'description = "ok"\n'})
+    (d / "x.toml").mkdir()
+    flows, problems = load_flows(d)
+    assert list(flows) == ["good"]
+    assert [(p.code, p.severity, p.file) for p in problems] == [("invalid-flow-file", Severity.ERROR, d / "x.toml")]
+    assert "cannot read" in problems[0].message
+
+
+def test_a_flow_file_nested_too_deep_or_with_control_characters_is_a_finding(tmp_path: Path) -> None:
+    d = flows_dir(tmp_path, {"deep.toml": "entry_topics = " + "[" * 5_000 + "]" * 5_000 + "\n",
+                             "ctl.toml": 'entry_topics = ["job\\u0000done"]\n'})
+    flows, problems = load_flows(d)
+    assert flows == {}
+    assert sorted((p.file.name if p.file else "", p.code) for p in problems) == [
+        ("ctl.toml", "invalid-flow-file"), ("deep.toml", "invalid-flow-file")]

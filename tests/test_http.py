@@ -433,3 +433,177 @@ async def test_harness_request_params_and_limits(make_project: ProjectFactory) -
         assert (await h.request("POST", "/jobs", raw_body=b"{oops"))[0] == 400
         assert (await h.request("GET", "/missing"))[0] == 404
         assert (await h.request("PUT", "/jobs/7"))[0] == 405
+
+
+# -- hostile input: every error is a JSON answer (issue 13) -------------------------------------------
+
+ECHO = """
+config = {"type": "api", "name": "Echo", "path": "/echo", "method": "POST", "flows": ["f"]}
+
+async def handler(req, ctx):
+    return {"status": 200, "body": {"echo": req.body}}
+"""
+
+UNSENDABLE = """
+import math
+
+BODIES = {"set": {1, 2}, "nan": {"x": math.nan}, "surrogate": {"x": "\\ud800"}}
+HEADERS = {"latin": {"x-name": "\u0416"}, "crlf": {"x-split": "a\\r\\nset-cookie: evil=1"}}
+
+config = {"type": "api", "name": "Unsendable", "path": "/unsendable/:kind", "method": "GET", "flows": ["f"]}
+
+async def handler(req, ctx):
+    kind = req.pathParams["kind"]
+    if kind == "status":
+        return {"status": 42, "body": {}}
+    return {"status": 200, "body": BODIES.get(kind, {}), "headers": HEADERS.get(kind, {})}
+"""
+
+PAGED = """
+config = {"type": "api", "name": "Paged", "path": "/paged", "method": "GET", "flows": ["f"],
+          "queryParams": [
+              {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}, "default": 10},
+              {"name": "ratio", "schema": {"type": "number"}},
+              {"name": "verbose", "schema": {"type": "boolean"}, "default": False},
+              {"name": "tag", "schema": {"type": "array", "items": {"type": "string"}}},
+              {"name": "owner", "required": True, "description": "who asks"},
+          ]}
+
+async def handler(req, ctx):
+    return {"status": 200, "body": req.queryParams}
+"""
+
+BUGGY_VALIDATOR = """
+from pydantic import BaseModel, field_validator
+
+class Body(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def check(cls, value):
+        raise TypeError("a bug in the validator")  # pydantic passes TypeError through
+
+config = {"type": "api", "name": "Buggy", "path": "/buggy", "method": "POST", "bodySchema": Body, "flows": ["f"]}
+
+async def handler(req, ctx):
+    return {"status": 200, "body": {}}
+"""
+
+HOSTILE = {"steps/echo.step.py": ECHO, "steps/unsendable.step.py": UNSENDABLE, "steps/paged.step.py": PAGED,
+           "steps/buggy.step.py": BUGGY_VALIDATOR}
+
+
+@pytest_asyncio.fixture
+async def hostile(serve: Serve, make_project: ProjectFactory) -> Served:
+    return await serve(make_project(HOSTILE))
+
+
+def assert_json_error(r: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    body: dict[str, Any] = r.json()
+    assert body["error"] == error
+    return body
+
+
+@pytest.mark.parametrize("raw", [b"[" * 2_000 + b"]" * 2_000, b'{"a":' * 150 + b"1" + b"}" * 150],
+                         ids=["2000-deep", "150-deep"])
+async def test_deeply_nested_json_answers_400(hostile: Served, raw: bytes) -> None:
+    body = assert_json_error(await hostile.client.post("/echo", content=raw), 400, "invalid_json")
+    assert "nested deeper than 100 levels" in body["message"]
+
+
+async def test_an_integer_of_more_than_4300_digits_answers_400(hostile: Served) -> None:
+    body = assert_json_error(await hostile.client.post("/echo", content=b'{"n": ' + b"7" * 5_000 + b"}"),
+                             400, "invalid_json")
+    assert "more than 4300 digits" in body["message"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+async def test_non_standard_json_numbers_answer_400(hostile: Served, number: str) -> None:
+    r = await hostile.client.post("/echo", content=f'{{"x": {number}}}'.encode())
+    assert_json_error(r, 400, "invalid_json")
+    ok = await hostile.client.post("/echo", content=b'{"x": 1e300}')
+    assert ok.status_code == 200 and ok.json() == {"echo": {"x": 1e300}}
+
+
+@pytest.mark.parametrize("raw", [b'{"x": "\\ud800"}', b'{"x": "\xed\xa0\x80"}', b'{"x": "\xff"}'],
+                         ids=["escaped-lone-surrogate", "utf8-encoded-surrogate", "not-utf8"])
+async def test_lone_surrogates_and_non_utf8_bodies_answer_400(hostile: Served, raw: bytes) -> None:
+    assert_json_error(await hostile.client.post("/echo", content=raw), 400, "invalid_json")
+    pair = await hostile.client.post("/echo", content=b'{"x": "\\ud83d\\ude00"}')  # a pair is one character
+    assert pair.status_code == 200 and pair.json() == {"echo": {"x": "\U0001f600"}}
+
+
+@pytest.mark.parametrize("kind", ["set", "nan", "surrogate", "latin", "crlf", "status"])
+async def test_a_response_that_cannot_be_sent_answers_json_500_with_a_trace_id(
+    hostile: Served, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = await hostile.client.get(f"/unsendable/{kind}")
+    body = assert_json_error(r, 500, "internal")
+    assert body["traceId"] and r.headers["x-trace-id"] == body["traceId"]
+    assert "set-cookie" not in r.headers and "x-split" not in r.headers
+    logged = [rec.motia for rec in caplog.records if getattr(rec, "motia", {}).get("trace_id") == body["traceId"]]
+    assert logged and logged[0]["level"] == "error"
+    assert "InvalidResponseError" in logged[0]["msg"]
+    if kind == "crlf":
+        assert "CR, LF" in logged[0]["msg"]
+
+
+async def test_declared_query_params_are_converted_defaulted_and_checked(hostile: Served) -> None:
+    r = await hostile.client.get("/paged", params=[("owner", "ada"), ("limit", "25"), ("ratio", "0.5"),
+                                                   ("verbose", "true"), ("tag", "a"), ("extra", "kept")])
+    assert r.status_code == 200
+    assert r.json() == {"owner": "ada", "limit": 25, "ratio": 0.5, "verbose": True, "tag": ["a"], "extra": "kept"}
+    r = await hostile.client.get("/paged", params={"owner": "ada"})
+    assert r.json() == {"owner": "ada", "limit": 10, "verbose": False}
+
+
+async def test_bad_query_params_answer_422_naming_each_one(hostile: Served) -> None:
+    r = await hostile.client.get("/paged", params=[("limit", "abc"), ("ratio", "nan"), ("verbose", "maybe"),
+                                                   ("limit", "3")])
+    body = assert_json_error(r, 422, "validation")
+    assert sorted(f["loc"] for f in body["fields"]) == [["query", "limit"], ["query", "owner"],
+                                                        ["query", "ratio"], ["query", "verbose"]]
+    r = await hostile.client.get("/paged", params={"owner": "ada", "limit": "1000"})
+    body = assert_json_error(r, 422, "validation")
+    assert body["fields"][0]["loc"] == ["query", "limit"] and "100" in body["fields"][0]["msg"]
+
+
+async def test_405_names_the_allowed_methods(hostile: Served) -> None:
+    r = await hostile.client.delete("/paged")
+    assert_json_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, HEAD"
+
+
+async def test_a_failure_outside_the_handler_still_answers_json_with_a_trace_id(
+    hostile: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = await hostile.client.post("/buggy", json={"name": "x"})
+    body = assert_json_error(r, 500, "internal")
+    assert r.headers["x-trace-id"] == body["traceId"]
+    logged = [rec.motia for rec in caplog.records if getattr(rec, "motia", {}).get("trace_id") == body["traceId"]]
+    assert logged and "TypeError: a bug in the validator" in logged[0]["msg"]
+
+    async def broken_route(request: Any) -> Any:
+        raise RuntimeError("an extra route's bug")
+
+    hostile.server.app.extra_routes[("GET", "/extra")] = broken_route
+    r = await hostile.client.get("/extra")
+    assert_json_error(r, 500, "internal")
+
+
+async def test_in_dev_an_exception_message_with_a_lone_surrogate_still_answers_json(
+    serve: Serve, make_project: ProjectFactory
+) -> None:
+    root = make_project({"steps/odd.step.py": """
+        config = {"type": "api", "name": "Odd", "path": "/odd", "method": "GET", "flows": ["f"]}
+
+        async def handler(req, ctx):
+            raise ValueError("bad \\udcff byte")
+    """})
+    served = await serve(root, dev=True)
+    r = await served.client.get("/odd")
+    body = assert_json_error(r, 500, "internal")
+    assert body["traceId"] == r.headers["x-trace-id"]

@@ -182,7 +182,7 @@ def test_json_schema_body_is_kept_as_written(doc: dict[str, Any]) -> None:
     op = doc["paths"]["/orders/{order_id}/notes/{note_id}"]["put"]
     assert op["requestBody"]["content"]["application/json"]["schema"] == {
         "type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
-    assert set(op["responses"]) == {"200", "422", "500"}  # no responseSchema: a generic success
+    assert set(op["responses"]) == {"200", "400", "422", "500"}  # no responseSchema: a generic success
 
 
 def test_response_schemas_keyed_by_int_or_str(doc: dict[str, Any]) -> None:
@@ -267,3 +267,27 @@ def test_cli_openapi_prints_the_document(shop_root: Path, doc: dict[str, Any],
         main(["openapi", "--project", str(shop_root)])
     assert exc.value.code == 0
     assert json.loads(capsys.readouterr().out) == doc
+
+
+def test_query_param_schemas_defaults_and_required_are_documented(make_project: ProjectFactory) -> None:
+    root = make_project({"steps/list.step.py": """
+        config = {"type": "api", "name": "ListJobs", "path": "/jobs", "method": "GET", "flows": ["f"],
+                  "queryParams": [
+                      {"name": "limit", "description": "how many", "default": 50,
+                       "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                      {"name": "owner", "required": True},
+                      {"name": "tag", "schema": {"type": "array", "items": {"type": "string"}}},
+                  ]}
+
+        async def handler(req, ctx):
+            return {"status": 200, "body": {}}
+    """})
+    project, _ = load_project(load_settings(root, env={}))
+    doc = openapi_document(project)
+    validate(doc)
+    assert doc["paths"]["/jobs"]["get"]["parameters"] == [
+        {"name": "limit", "in": "query", "required": False, "description": "how many",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+        {"name": "owner", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "tag", "in": "query", "required": False, "schema": {"type": "array", "items": {"type": "string"}}},
+    ]

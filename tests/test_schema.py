@@ -270,3 +270,75 @@ def test_model_json_schemas_can_be_compared() -> None:
     problems = incompatibilities(Emitted.model_json_schema(), Person.model_json_schema())
     assert "requires 'age', which the emitter does not declare" in problems
     assert "requires 'address', which the emitter does not declare" in problems
+
+
+# -- schemas that would fail later are refused when discovered (issue 13) ------------------------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+def test_a_schema_nested_1500_deep_is_refused() -> None:
+    with pytest.raises(StepConfigError, match="nests deeper than 100 levels") as info:
+        to_schema(_nested(1_500), "input")
+    assert info.value.field == "input"
+    assert to_schema(_nested(90), "input") is not None
+
+
+def test_a_schema_that_contains_itself_is_refused() -> None:
+    cyclic: dict[str, Any] = {"type": "object", "properties": {}}
+    cyclic["properties"]["child"] = cyclic
+    with pytest.raises(StepConfigError, match="contains itself") as info:
+        to_schema(cyclic, "bodySchema")
+    assert info.value.field == "bodySchema"
+
+
+@pytest.mark.parametrize("ref", ["#/$defs/Missing", "#/properties/nope", "other.json", "https://example.com/s.json",
+                                 "#anchor"])
+def test_a_ref_that_resolves_to_nothing_is_refused(ref: str) -> None:
+    schema = {"type": "object", "$defs": {"Name": {"type": "string"}},
+              "properties": {"a": {"$ref": "#/$defs/Name"}, "b": {"$ref": ref}}}
+    with pytest.raises(StepConfigError, match="points at nothing") as info:
+        to_schema(schema, "bodySchema")
+    assert ref in str(info.value)
+
+
+def test_refs_that_resolve_are_accepted_and_used() -> None:
+    tree = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}
+    schema = to_schema({"$defs": {"Tree": tree}, "$ref": "#/$defs/Tree"}, "input")
+    assert schema is not None
+    assert schema.validate({"kids": [{"kids": []}]}) == {"kids": [{"kids": []}]}
+    with pytest.raises(InputValidationError):
+        schema.validate({"kids": [{"kids": 3}]})
+
+
+def test_a_schema_that_refers_to_itself_without_descending_is_refused() -> None:
+    with pytest.raises(StepConfigError, match="refers to itself"):
+        to_schema({"anyOf": [{"$ref": "#"}, {"type": "string"}]}, "input")
+
+
+@pytest.mark.parametrize("bad", [{"type": "object", "default": float("nan")}, {"enum": [{1, 2}]},
+                                 {"const": object()}], ids=["nan", "set", "object"])
+def test_a_schema_holding_what_json_cannot_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(StepConfigError, match="is not JSON"):
+        to_schema(bad, "input")
+
+
+def test_base_model_itself_is_refused() -> None:
+    with pytest.raises(StepConfigError, match="BaseModel") as info:
+        to_schema(pydantic.BaseModel, "input")
+    assert info.value.field == "input"
+
+
+def test_data_nested_as_deep_as_a_recursive_schema_allows_is_a_validation_error() -> None:
+    schema = to_schema({"type": "array", "items": {"$ref": "#"}}, "input")
+    assert schema is not None
+    data: list[Any] = []
+    for _ in range(5_000):
+        data = [data]
+    with pytest.raises(InputValidationError, match="nested too deeply"):
+        schema.validate(data)

@@ -112,6 +112,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_SERVER_PORT": "1",
         "MOTIA_PY_SERVER_BODY_LIMIT": "20",
         "MOTIA_PY_WORKBENCH_TOKEN": "tok",
+        "MOTIA_PY_SERVER_ALLOWED_HOSTS": "dev.example, Other.Local.",
         "MOTIA_PY_GRACE_PERIOD": "1.5",
         "MOTIA_PY_LOG_FORMAT": "text",
         "MOTIA_PY_LOG_LEVEL": "error",
@@ -131,6 +132,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert s.flows_dir == tmp_path.resolve() / "f"
     assert (s.redis_prefix, s.max_payload_bytes, s.host, s.port) == ("p", 10, "h", 1)
     assert (s.body_limit_bytes, s.workbench_token, s.grace_period_s) == (20, "tok", 1.5)
+    assert s.allowed_hosts == ("dev.example", "other.local")
     assert (s.log_format, s.log_level) == ("text", "error")
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
     assert (s.dotenv, s.metrics, s.metrics_token) == (False, True, "mtok")
@@ -258,3 +260,45 @@ def test_non_integer_port_in_the_file_is_rejected(tmp_path: Path, value: str) ->
     write(tmp_path, f"[server]\nport = {value}\n")
     with pytest.raises(SettingsError, match=r"motia_py\.toml \[server\] port"):
         load_settings(tmp_path, env={})
+
+
+# -- hostile values are SettingsErrors naming the setting, never tracebacks (issue 13) ----------------------
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("[server]\nbody_limit_bytes = inf\n", "body_limit_bytes"),
+    ("[server]\nbody_limit_bytes = nan\n", "body_limit_bytes"),
+    ("[server]\nbody_limit_bytes = 1e400\n", "body_limit_bytes"),
+    ("[backend]\nmax_payload_bytes = 99999999999999999999\n", "max_payload_bytes"),
+    ("[worker]\ngrace_period = inf\n", "grace_period_s"),
+    ("[traces]\nmax_age = -1\n", "traces_max_age_s"),
+    ('[project]\nsteps_dir = "st\\u0000eps"\n', "steps_dir"),
+    ("[project]\nsteps_dir = 5\n", "steps_dir"),
+    ('[server]\nhost = ["a"]\n', "host"),
+    ('[server]\nallowed_hosts = "a b"\n', "allowed_hosts"),
+])
+def test_values_no_server_could_use_are_settings_errors(tmp_path: Path, text: str, name: str) -> None:
+    write(tmp_path, text)
+    with pytest.raises(SettingsError, match=f"invalid {name} from motia_py.toml"):
+        load_settings(tmp_path, env={})
+
+
+def test_a_nul_byte_in_steps_dir_from_the_environment_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"\$MOTIA_PY_STEPS_DIR"):
+        load_settings(tmp_path, env={"MOTIA_PY_STEPS_DIR": "a\x00b"})
+
+
+def test_a_settings_file_that_is_a_folder_or_nested_too_deep_is_a_project_error(tmp_path: Path) -> None:
+    (tmp_path / "a" / "motia_py.toml").mkdir(parents=True)
+    with pytest.raises(ProjectError, match="cannot read"):
+        load_settings(tmp_path / "a", env={})
+    write(tmp_path / "b", "[server]\nport = " + "[" * 5_000 + "]" * 5_000 + "\n")
+    with pytest.raises(ProjectError, match="cannot parse"):
+        load_settings(tmp_path / "b", env={})
+
+
+def test_allowed_hosts_is_a_list_of_lower_case_names(tmp_path: Path) -> None:
+    write(tmp_path, '[server]\nallowed_hosts = ["Dev.Example.", "box.local"]\n')
+    assert load_settings(tmp_path, env={}).allowed_hosts == ("dev.example", "box.local")
+    assert load_settings(tmp_path, env={"MOTIA_PY_SERVER_ALLOWED_HOSTS": "a.test,b.test"}).allowed_hosts == (
+        "a.test", "b.test")

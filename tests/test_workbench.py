@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -30,12 +31,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from motia_py.errors import ExposedWorkbenchError
 from motia_py.http import HttpServer, start_server
 from motia_py.runtime import Runtime, backend_for, load_project
 from motia_py.serve import _start_http
 from motia_py.settings import load_settings
 from motia_py.tracing import TraceSettings
-from motia_py.workbench import COOKIE, install_workbench
+from motia_py.workbench import COOKIE, check_dev_exposure, install_workbench, is_loopback_host
 from tests.conftest import ProjectFactory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -245,6 +247,79 @@ async def test_cross_origin_posts_and_foreign_host_names_are_refused_in_dev(wb: 
     assert r.status_code == 200
 
 
+@pytest.mark.parametrize("host", ["127.evil.example", "127.0.0.1.nip.io", "localhost.evil.example", "127.",
+                                  "evil.example", "", "0x7f.1"])
+async def test_dev_refuses_host_names_a_rebinding_page_could_use(wb: Served, host: str) -> None:
+    for path in ("/__workbench/api/state/shop", "/__workbench/api/namespaces", "/__workbench"):
+        r = await wb.client.get(path, headers={"host": f"{host}:3000" if host else ""})
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", (host, path)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:3000", "127.9.9.9:3000", "[::1]:3000", "localhost:3000", "LocalHost.",
+                                  "10.1.2.3:3000"])
+async def test_dev_answers_localhost_and_ip_addresses(wb: Served, host: str) -> None:
+    assert (await wb.client.get("/__workbench/api/namespaces", headers={"host": host})).status_code == 200
+
+
+async def test_dev_answers_the_host_names_listed_in_allowed_hosts(serve: Serve, make_project: ProjectFactory) -> None:
+    s = await serve(make_project(FILES), allowed_hosts=["dev.box"])
+    assert (await s.client.get("/__workbench/api/namespaces", headers={"host": "dev.box:3000"})).status_code == 200
+    assert (await s.client.get("/__workbench/api/namespaces", headers={"host": "dev.box.evil:1"})).status_code == 403
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "127.evil.example", "devbox"])
+def test_dev_on_a_non_loopback_address_needs_a_token(make_project: ProjectFactory, host: str) -> None:
+    settings = load_settings(make_project(FILES), flags={"host": host}, env={})
+    with pytest.raises(ExposedWorkbenchError, match=r"workbench_token.*MOTIA_PY_WORKBENCH_TOKEN.*127\.0\.0\.1"):
+        check_dev_exposure(settings)
+    check_dev_exposure(dataclasses.replace(settings, workbench_token=TOKEN))
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        check_dev_exposure(dataclasses.replace(settings, host=loopback))
+    assert not is_loopback_host(host)
+
+
+async def test_dev_bound_to_the_network_installs_nothing_without_a_token_and_wants_it_with_one(
+    make_project: ProjectFactory,
+) -> None:
+    root = make_project(FILES)
+    settings = load_settings(root, flags={"backend_url": "memory://", "port": 0}, env={})
+    exposed = dataclasses.replace(settings, host="0.0.0.0")  # what the Workbench is told; the test binds loopback
+    project, _ = load_project(settings)
+    async with Runtime(project, backend_for(settings), cron=False) as rt:
+        server = await start_server(rt.router, settings, dev=True, port=0)
+        try:
+            with pytest.raises(ExposedWorkbenchError):
+                install_workbench(server.app, rt, exposed, dev=True)
+            assert server.app.prefix_routes == []
+            assert install_workbench(server.app, rt, dataclasses.replace(exposed, workbench_token=TOKEN), dev=True)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as c:
+                assert (await c.get("/__workbench/api/namespaces")).status_code == 401
+                r = await c.get("/__workbench/api/namespaces", headers={"authorization": f"Bearer {TOKEN}"})
+                assert r.status_code == 200
+        finally:
+            await server.stop()
+
+
+async def test_json_answers_are_nosniff_and_405_names_the_allowed_methods(wb: Served) -> None:
+    for r in (await wb.client.get("/__workbench/api/graph"), await wb.client.get("/__workbench/api/nope"),
+              await wb.client.post("/__workbench/api/emit", content=b"{bad")):
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    r = await wb.client.get("/__workbench/api/emit")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = await wb.client.post("/__workbench/api/graph")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("raw", [b"[" * 3_000 + b"]" * 3_000, b'{"topic": "job.created", "data": {"x": NaN}}',
+                                 b'{"topic": "job.created", "data": {"n": ' + b"9" * 5_000 + b"}}"],
+                         ids=["deep", "nan", "huge-int"])
+async def test_hostile_admin_bodies_answer_400(wb: Served, raw: bytes) -> None:
+    r = await wb.client.post("/__workbench/api/emit", content=raw)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_json"
+
+
 async def test_events_stream_pushes_a_trace_after_an_emit(wb: Served) -> None:
     async with wb.client.stream("GET", "/__workbench/api/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
@@ -426,6 +501,7 @@ class Browser:
         self._replies: dict[int, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stash: list[dict[str, Any]] = []  # events read while waiting for another one
         threading.Thread(target=self._reader, daemon=True).start()
         try:
             target = self.call("Target.createTarget", url="about:blank")["targetId"]
@@ -480,11 +556,23 @@ class Browser:
             raise AssertionError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def wait_event(self, method: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next CDP event named ``method`` (other events are kept for :meth:`page_errors`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ev = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {method} event within {timeout} s") from None
+            if ev.get("method") == method:
+                return ev
+            self._stash.append(ev)
+
     def page_errors(self) -> list[str]:
         """Uncaught exceptions and console errors seen so far."""
         out = []
-        while not self.events.empty():
-            ev = self.events.get()
+        while self._stash or not self.events.empty():
+            ev = self._stash.pop(0) if self._stash else self.events.get()
             if ev.get("method") == "Runtime.exceptionThrown":
                 out.append(json.dumps(ev["params"]["exceptionDetails"])[:500])
             elif ev.get("method") == "Runtime.consoleAPICalled" and ev["params"]["type"] == "error":

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from .errors import BackendUnavailableError, MotiaError, ProjectError
+from .errors import BackendUnavailableError, MotiaError, ProjectError, UnknownBackendError
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -36,17 +36,47 @@ EXIT_USAGE = EXIT_PROJECT  # the command line is wrong: click's own usage errors
 EXIT_INTERRUPTED = 130
 
 
+def _from_root(name: str, fallback: Any) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback that, when the subcommand's option is not given, takes the value given before the
+    subcommand (``motia-py --project DIR validate``), else ``fallback``."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            return value
+        root = ctx.find_root()
+        given = root.params.get(name) if root is not ctx else None
+        return given if given is not None else fallback
+
+    return callback
+
+
 def project_option(fn: F) -> F:
-    """``--project DIR`` (default ``.``), accepted after the subcommand's name and arguments."""
-    return click.option("--project", "project", default=".", show_default=True, metavar="DIR",
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="The project directory.")(fn)
+    """``--project DIR`` (default ``.``), accepted after the subcommand's name and arguments, or before
+    the subcommand (``motia-py --project DIR validate``)."""
+    return click.option("--project", "project", default=None, metavar="DIR",
+                        type=click.Path(file_okay=False, path_type=Path), callback=_from_root("project", Path(".")),
+                        help="The project directory (default: .).")(fn)
 
 
 def backend_option(fn: F) -> F:
-    """``--backend URL`` overriding ``[backend] url``."""
+    """``--backend URL`` overriding ``[backend] url`` (also accepted before the subcommand)."""
     return click.option("--backend", "backend_url", default=None, metavar="URL",
+                        callback=_from_root("backend_url", None),
                         help="Backend URL (overrides MOTIA_PY_BACKEND_URL and motia_py.toml).")(fn)
+
+
+def require_project(settings: Settings) -> None:
+    """Refuse a directory that is not a motia-py project (no ``motia_py.toml`` and no steps directory):
+    reporting 0 steps there would hide a wrong ``--project``.
+
+    Raises:
+        ProjectError: neither exists.
+    """
+    if (settings.root / "motia_py.toml").exists() or settings.steps_dir.is_dir():
+        return
+    raise ProjectError(f"{settings.root} is not a motia-py project: it has no motia_py.toml and no "
+                       f"{settings.steps_dir.name}/ directory (run it from your project, pass --project DIR, "
+                       "or create one with 'motia-py create DIR')")
 
 
 def settings_from(project: Path, **flags: Any) -> Settings:
@@ -68,6 +98,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ProjectError as exc:
+            fail(str(exc), EXIT_PROJECT)
+        except UnknownBackendError as exc:  # a settings problem (a URL scheme no backend serves), not an outage
             fail(str(exc), EXIT_PROJECT)
         except BackendUnavailableError as exc:
             fail(f"backend unavailable: {exc}", EXIT_BACKEND)

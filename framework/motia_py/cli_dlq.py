@@ -57,7 +57,10 @@ def dlq_show(dead_id: str, backend_url: str | None, project: Path) -> None:
     d = on_backend(settings_from(project, backend_url=backend_url), lambda b: b.dlq_get(dead_id))
     if d is None:
         fail(f"no dead letter '{dead_id}'")
-    echo_json(d.to_json())
+    doc = d.to_json()
+    for key in ("failed_at", "first_attempt_at", "emitted_at"):  # the ISO form `dlq list` prints
+        doc[key] = iso_time(doc[key])
+    echo_json(doc)
 
 
 @dlq.command("replay")

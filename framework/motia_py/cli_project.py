@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .cli_common import echo_json, handle_errors, project_option, settings_from
+from .cli_common import echo_json, handle_errors, project_option, require_project, settings_from
 
 
 @click.command("validate")
@@ -18,12 +18,19 @@ from .cli_common import echo_json, handle_errors, project_option, settings_from
 @project_option
 @handle_errors
 def validate(as_json: bool, strict: bool, project: Path) -> None:
-    """Check every step file and the topic graph; print every problem with file, step and hint."""
+    """Check every step file and the topic graph; print every problem with file, step and hint.
+
+    \b
+    Example:
+      motia-py validate --strict --project myapp
+    """
     from .findings import Severity
     from .graph import exit_code
     from .runtime import load_project
 
-    proj, findings = load_project(settings_from(project))
+    settings = settings_from(project)
+    require_project(settings)
+    proj, findings = load_project(settings)
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     code = exit_code(findings, strict)
     if as_json:
@@ -96,12 +103,13 @@ def steps(as_json: bool, project: Path) -> None:
 @handle_errors
 def create(directory: Path, force: bool) -> None:
     """Scaffold a new project in DIRECTORY (settings, an event, a cron and an API step, a test)."""
-    from .scaffold import scaffold
+    from .scaffold import next_commands, scaffold
 
     written = scaffold(directory, force=force)
     for path in written:
         click.echo(f"  created {path}", err=True)
-    click.echo(f"\nnext: cd {directory} && motia-py validate && python -m pytest", err=True)
+    click.echo("\nset it up in a fresh virtualenv and run its test:\n"
+               + "\n".join(f"  {c}" for c in next_commands(directory)), err=True)
 
 
 @click.command("openapi")

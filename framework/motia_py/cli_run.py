@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import backend_option, handle_errors, project_option, run_async, settings_from
+from .cli_common import backend_option, handle_errors, project_option, require_project, run_async, settings_from
 
 
 def exit_now_if_threads_linger(code: int) -> None:
@@ -42,6 +42,7 @@ def start(workers: int, no_http: bool, no_cron: bool, host: str | None, port: in
     from .serve import StartOptions, run
 
     settings = settings_from(project, backend_url=backend_url, host=host, port=port)
+    require_project(settings)
     configure_logging(settings.log_format, settings.log_level)
     code = run_async(run(settings, StartOptions(workers=workers, http=not no_http, cron=not no_cron)))
     exit_now_if_threads_linger(code)
@@ -60,6 +61,10 @@ def dev(host: str | None, port: int | None, backend_url: str | None, project: Pa
     from .logs import configure_logging
 
     settings = settings_from(project, backend_url=backend_url, host=host, port=port)
+    require_project(settings)
+    from .workbench import check_dev_exposure
+
+    check_dev_exposure(settings)  # before anything starts: a dev server on the network needs a token
     configure_logging("text" if settings.log_format == "auto" else settings.log_format, settings.log_level)
     code = run_async(run_dev(settings))
     exit_now_if_threads_linger(code)

@@ -50,20 +50,60 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
             field="cron",
             hint="'*/10 * * * * *' fires every 10 s; '0 * * * *' fires every hour",
         )
-    if not croniter.is_valid(expr, second_at_beginning=True):
+    _check_ranges(expr, expression)
+    try:
+        valid = croniter.is_valid(expr, second_at_beginning=True)
+    except Exception:  # croniter raises more than its own errors on hostile input (huge numbers)
+        valid = False
+    if not valid:
         raise CronExpressionError(f"cron expression '{expression}' is invalid", field="cron")
+    zone = _zone(timezone)
     try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise CronExpressionError(
-            f"unknown time zone '{timezone}'", field="timezone", hint="use an IANA name such as 'Europe/Paris'"
-        ) from exc
-    try:
-        croniter(expr, datetime(2026, 1, 1, tzinfo=ZoneInfo(timezone)), second_at_beginning=True).get_next(datetime)
+        croniter(expr, datetime(2026, 1, 1, tzinfo=zone), second_at_beginning=True).get_next(datetime)
     except CroniterBadDateError as exc:
         raise CronExpressionError(f"cron expression '{expression}' never fires", field="cron",
                                   hint="check the day and month fields (e.g. February has no 31st)") from exc
+    except Exception as exc:
+        raise CronExpressionError(f"cron expression '{expression}' is invalid: {exc}", field="cron") from exc
     return CronSchedule(expression=expr, timezone=timezone)
+
+
+_FIELDS_5 = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_FIELDS_6 = (("second", 0, 59), *_FIELDS_5)
+
+
+def _check_ranges(expr: str, shown: str) -> None:
+    """Each numeric value and step within its field's range (croniter accepts ``*/61``, which would
+    silently fire once an hour): a :class:`CronExpressionError` naming the field and its range."""
+    parts = expr.split()
+    for text, (name, low, high) in zip(parts, _FIELDS_6 if len(parts) == 6 else _FIELDS_5, strict=True):
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            numbers = [n for n in base.split("-") if n.isdigit()]
+            bad = next((int(n) for n in numbers if not low <= int(n) <= high), None)
+            if bad is not None:
+                raise CronExpressionError(f"cron expression '{shown}': {bad} is out of range for the {name} field "
+                                          f"({low}-{high})", field="cron")
+            if step and step.isdigit() and not 1 <= int(step) <= high - low + 1:
+                raise CronExpressionError(f"cron expression '{shown}': step /{step} is out of range for the {name} "
+                                          f"field (1-{high - low + 1})", field="cron",
+                                          hint=f"'*/{min(int(step), high)}' at most; a longer period needs "
+                                               "another field")
+
+
+def _zone(timezone: str) -> ZoneInfo:
+    """The time zone named ``timezone``; anything else is a :class:`CronExpressionError` on ``timezone``.
+
+    ``ZoneInfo`` reads a file named after the key, so a folder of the zone database (``America``), an
+    over-long name or a NUL byte raise ``OSError``/``ValueError`` rather than ``ZoneInfoNotFoundError``.
+    """
+    shown = timezone if len(timezone) <= 60 else timezone[:57] + "..."
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise CronExpressionError(
+            f"unknown time zone {shown!r}", field="timezone", hint="use an IANA name such as 'Europe/Paris'"
+        ) from exc
 
 
 def next_fire(schedule: CronSchedule, after: datetime) -> datetime:
@@ -115,5 +155,18 @@ def describe(schedule: CronSchedule) -> str:
                 return f"every hour at minute {minute}"
     if all(f == "*" for f in (dom, month, dow)) and minute.isdigit() and hour.isdigit() and sec in ("0", "00"):
         return f"every day at {int(hour):02d}:{int(minute):02d} {schedule.timezone}"
-    return f"cron '{schedule.expression}' ({schedule.timezone})"
+    return f"{_in_words(schedule.expression)} ({schedule.timezone})"
+
+
+def _in_words(expression: str) -> str:
+    """Any expression in words, by cron-descriptor (which reads 6 fields with seconds first, as we do)."""
+    try:
+        from cron_descriptor import Options, get_description
+
+        options = Options()
+        options.use_24hour_time_format = True
+        words = str(get_description(expression, options))
+    except Exception:  # a form the describer does not know: show the expression itself
+        return f"cron '{expression}'"
+    return words[:1].lower() + words[1:]
 

@@ -1,16 +1,18 @@
 """Find step files, import each by path inside its folder's package tree, and collect every problem.
 
 A file ``steps/jobs/process.step.py`` is imported as module ``steps.jobs.process_step`` whose package is
-``steps.jobs``, so relative imports (``from .services import x``) work, and the project root is put on
-``sys.path`` so that absolute imports (``from services.email import send``) work too. Every discovery
-starts from fresh modules: whatever was imported from the project before is dropped from
-``sys.modules``, so the new code always runs (hot reload never keeps stale helpers).
+``steps.jobs``, so relative imports (``from .services import x``) work, and absolute imports of the
+project's own packages (``from services.email import send``) resolve from the project root first when
+project code (a step file or a module of the project) makes them. The framework and every installed
+package keep their own imports: a project folder named like a dependency (``redis/``) never replaces
+the real one for them, and is a validation warning. Every discovery starts from fresh modules: whatever
+was imported from the project before is dropped from ``sys.modules``, so the new code always runs (hot
+reload never keeps stale helpers).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import re
@@ -25,6 +27,7 @@ from .config import StepSpec, StepType, build_step
 from .errors import CronExpressionError, StepConfigError
 from .findings import Finding, Severity
 from .flows import FlowSpec, load_flows
+from .project_imports import FINDER, FreshLoader, shadowed_packages, under
 from .settings import Settings
 
 STEP_SUFFIXES = (".step.py", "_step.py")
@@ -107,6 +110,7 @@ def discover(settings: Settings) -> Project:
         if problem is not None:
             problems.append(problem)
     _record_project_modules(before, root)
+    problems.extend(shadowed_packages(root, IGNORED_DIRS))
     flows, flow_problems = load_flows(settings.flows_dir)
     problems.extend(flow_problems)
     return Project(settings=settings, steps=tuple(steps), flows=flows, problems=tuple(problems), files=tuple(files))
@@ -133,21 +137,24 @@ def _module_stem(path: Path) -> str:
 
 
 def _reset_import_state(root: Path) -> None:
-    """Put ``root`` first on sys.path and drop every module an earlier discovery imported from a project.
+    """Put ``root`` last on sys.path and drop every module an earlier discovery imported from a project.
 
-    Only modules that a discovery itself brought in (step files, their helpers, their packages) are
-    dropped; modules of installed packages and modules imported by other code are left alone.
+    Last, not first: the project's own imports go through :class:`_ProjectFinder` (first on
+    ``sys.meta_path``), and a project folder named like an installed package must not replace that
+    package for anybody else. Only modules that a discovery itself brought in (step files, their
+    helpers, their packages) are dropped; modules of installed packages and of other code stay.
     """
     root_s = str(root)
     for old in _inserted_root:
         while old in sys.path:
             sys.path.remove(old)
     _inserted_root.clear()
-    sys.path.insert(0, root_s)
-    _inserted_root.append(root_s)
-    _FINDER.root = root
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
+    if root_s not in sys.path:
+        sys.path.append(root_s)
+        _inserted_root.append(root_s)
+    FINDER.root = root
+    if FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, FINDER)
     for name in list(_project_modules):
         sys.modules.pop(name, None)
     _project_modules.clear()
@@ -164,58 +171,8 @@ def _record_project_modules(before: set[str], root: Path) -> None:
         if module is None:
             continue
         locations = [getattr(module, "__file__", None) or "", *list(getattr(module, "__path__", []) or [])]
-        if any(loc and _under(Path(loc), root) for loc in locations):
+        if any(loc and under(Path(loc), root) for loc in locations):
             _project_modules.add(name)
-
-
-def _under(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except (ValueError, OSError):
-        return False
-    return "site-packages" not in path.parts
-
-
-class _ProjectFinder(importlib.abc.MetaPathFinder):
-    """Resolve top-level imports from the project root first.
-
-    Without it, a namespace folder of the project (``services/`` without ``__init__.py``) loses to a
-    regular package of the same name anywhere else on ``sys.path``, which is how Python ranks them.
-    Standard-library names are never shadowed.
-    """
-
-    root: Path | None = None
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        root = self.root
-        if root is None:
-            return None
-        if path is None:
-            if fullname in sys.stdlib_module_names:
-                return None
-            if not ((root / fullname).is_dir() or (root / f"{fullname}.py").is_file()):
-                return None
-            spec = importlib.machinery.PathFinder.find_spec(fullname, [str(root)])
-        else:
-            if not any(_under(Path(p), root) for p in path):
-                return None
-            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader) and spec.origin:
-            # helpers are compiled from source too, never from a .pyc (see _FreshLoader)
-            spec.loader = _FreshLoader(fullname, spec.origin)
-        return spec
-
-
-_FINDER = _ProjectFinder()
-
-
-class _FreshLoader(importlib.machinery.SourceFileLoader):
-    """Compile step files from source every time: a ``.pyc`` keyed on whole-second mtimes could hand
-    back the previous version of a file saved twice within one second."""
-
-    def get_code(self, fullname: str) -> types.CodeType:
-        source = self.get_data(self.path)
-        return compile(source, self.path, "exec", dont_inherit=True)
 
 
 def _ensure_package(root: Path, parts: tuple[str, ...]) -> str:
@@ -255,7 +212,11 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
         return None, Finding("import-error", Severity.ERROR, f"cannot read file: {exc}", file=path)
     try:
         compile(source, str(path), "exec")
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        # ValueError: a NUL byte; MemoryError and RecursionError: expressions nested too deeply to compile
+        if not isinstance(exc, SyntaxError):
+            why = "nested too deeply to compile" if isinstance(exc, MemoryError | RecursionError) else str(exc)
+            return None, Finding("syntax-error", Severity.ERROR, f"syntax error: {why}", file=path)
         msg = f"syntax error: {exc.msg}"
         return None, Finding("syntax-error", Severity.ERROR, msg, file=path, line=exc.lineno,
                              hint=(exc.text or "").strip() or None)
@@ -264,9 +225,17 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
     except StepConfigError as exc:  # a typed config (EventConfig(...)) rejected while the file ran
         return None, Finding("invalid-config", Severity.ERROR, str(exc), file=path, line=_error_line(exc, path),
                              field=exc.field, hint=exc.hint)
-    except Exception as exc:
-        return None, Finding("import-error", Severity.ERROR, f"{type(exc).__name__}: {exc}", file=path,
+    except BaseException as exc:  # sys.exit() or KeyboardInterrupt in a step file is that file's error
+        return None, Finding("import-error", Severity.ERROR, _describe(exc), file=path,
                              line=_error_line(exc, path), hint=_import_hint(exc))
+    try:
+        return _spec_of(module, source, path)
+    except Exception as exc:  # a config object whose attributes raise: still that file's finding
+        return None, Finding("invalid-config", Severity.ERROR, f"the config cannot be read: {_describe(exc)}",
+                             file=path, line=_line_of(source, "config"))
+
+
+def _spec_of(module: types.ModuleType, source: str, path: Path) -> tuple[StepSpec | None, Finding | None]:
     config_line = _line_of(source, "config")
     if not hasattr(module, "config"):
         return None, Finding("missing-config", Severity.ERROR, "the module has no 'config'", file=path,
@@ -285,6 +254,22 @@ def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None,
     return spec, None
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, saying what a ``sys.exit()`` or an interrupt at import time means."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    if len(text) > 500:
+        text = text[:497] + "..."
+    out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        out += " (the file called sys.exit() while it was imported)"
+    elif not isinstance(exc, Exception):
+        out += " (raised while the file was imported)"
+    return out
+
+
 def _import(path: Path, root: Path, used: set[str]) -> types.ModuleType:
     try:
         rel_parts = path.relative_to(root).parent.parts
@@ -298,7 +283,7 @@ def _import(path: Path, root: Path, used: set[str]) -> types.ModuleType:
         n += 1
         modname = f"{base}__{n}"
     used.add(modname)
-    spec = importlib.util.spec_from_file_location(modname, path, loader=_FreshLoader(modname, str(path)))
+    spec = importlib.util.spec_from_file_location(modname, path, loader=FreshLoader(modname, str(path)))
     assert spec is not None and spec.loader is not None  # a .py path always gives a spec
     module = importlib.util.module_from_spec(spec)
     module.__motia_project__ = True  # type: ignore[attr-defined]
@@ -320,7 +305,10 @@ def _line_of(source: str, name: str) -> int | None:
 
 
 def _config_name(config: Any) -> str | None:
-    name = config.get("name") if isinstance(config, dict) else getattr(config, "name", None)
+    try:
+        name = config.get("name") if isinstance(config, dict) else getattr(config, "name", None)
+    except Exception:  # a config object whose attribute raises: the finding has no step name then
+        return None
     return name if isinstance(name, str) else None
 
 

@@ -82,6 +82,20 @@ class InputValidationError(MotiaError):
         self.fields = fields
 
 
+class InvalidJsonError(MotiaError):
+    """A request body is not strict JSON (I-JSON): bad syntax, ``NaN``, an overflowing number, a lone
+    surrogate, or nesting past the limit. HTTP answers 400."""
+
+
+class InvalidResponseError(MotiaError):
+    """An API handler's response cannot be sent: a body that is not JSON, a status outside 100-599, or a
+    header that HTTP cannot carry (CR/LF, non-latin-1). HTTP answers 500 with the trace id."""
+
+
+class ExposedWorkbenchError(MotiaError):
+    """``motia-py dev`` would serve the open Workbench admin API on a non-loopback address (set a token)."""
+
+
 class NonRetryableError(MotiaError):
     """Raise from a handler to send the event straight to the dead-letter queue, without retries."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 
 class Severity(str, enum.Enum):
@@ -46,16 +46,16 @@ class Finding:
         return f"{path}:{self.line}" if self.line else path
 
     def to_json(self, root: Path | None = None) -> dict[str, Any]:
-        """A JSON-ready dict (``file`` relative to ``root`` when possible)."""
+        """A JSON-ready dict (``file`` relative to ``root`` when possible); every string is valid UTF-8."""
         return {
             "code": self.code,
             "severity": self.severity.value,
-            "message": self.message,
-            "file": self._relative(root) if self.file else None,
+            "message": _clean(self.message),
+            "file": _clean(self._relative(root)) if self.file else None,
             "line": self.line,
-            "step": self.step,
-            "field": self.field,
-            "hint": self.hint,
+            "step": _clean(self.step),
+            "field": _clean(self.field),
+            "hint": _clean(self.hint),
         }
 
     def render(self, root: Path | None = None) -> str:
@@ -63,4 +63,21 @@ class Finding:
         step = f" (step '{self.step}')" if self.step else ""
         field = f" [{self.field}]" if self.field else ""
         hint = f" -- {self.hint}" if self.hint else ""
-        return f"{self.severity.value}[{self.code}] {self.location(root)}{step}{field}: {self.message}{hint}"
+        line = f"{self.severity.value}[{self.code}] {self.location(root)}{step}{field}: {self.message}{hint}"
+        return _clean(line)
+
+
+@overload
+def _clean(text: str) -> str: ...
+@overload
+def _clean(text: None) -> None: ...
+def _clean(text: str | None) -> str | None:
+    """``text`` printable to any UTF-8 terminal or JSON reader: a lone surrogate from a user's file name
+    or exception message is shown as ``\\udXXX`` instead of failing the whole output."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

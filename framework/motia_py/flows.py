@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from .findings import Finding, Severity
 from .suggest import did_you_mean
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FLOW_KEYS = {"description", "state_namespace", "entry_topics", "exit_topics"}
 
 
@@ -42,6 +44,15 @@ def load_flows(flows_dir: Path) -> tuple[dict[str, FlowSpec], list[Finding]]:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             problems.append(Finding("invalid-flow-file", Severity.ERROR, f"cannot parse: {exc}", file=path))
             continue
+        except RecursionError:  # tomllib is recursive: arrays nested thousands deep
+            problems.append(Finding("invalid-flow-file", Severity.ERROR, "cannot parse: values nested too deeply",
+                                    file=path))
+            continue
+        except OSError as exc:  # a directory named x.toml, an unreadable file
+            problems.append(Finding("invalid-flow-file", Severity.ERROR,
+                                    f"cannot read: {exc.strerror or exc}", file=path,
+                                    hint="flows/ holds one <flow-name>.toml file per flow"))
+            continue
         bad = False
         for key in data:
             if key not in _FLOW_KEYS:
@@ -51,7 +62,8 @@ def load_flows(flows_dir: Path) -> tuple[dict[str, FlowSpec], list[Finding]]:
                 bad = True
         for key in ("entry_topics", "exit_topics"):
             v = data.get(key, [])
-            if not isinstance(v, list) or not all(isinstance(t, str) and t for t in v):
+            if not isinstance(v, list) or not all(isinstance(t, str) and t.strip() and not _CONTROL.search(t)
+                                                  for t in v):
                 problems.append(Finding("invalid-flow-file", Severity.ERROR, f"'{key}' must be a list of topics",
                                         file=path, field=key))
                 bad = True

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
+import errno
 import re
 import socket
+import traceback
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +22,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from .backends.base import new_id
 from .config import StepSpec, StepType
-from .errors import InputValidationError, MotiaError
+from .errors import InputValidationError, InvalidJsonError, InvalidResponseError, MotiaError
+from .query import parse_query
 from .request_run import RequestRun
 from .router import Router
 from .settings import Settings
+from .wire import check_headers, check_status, encode_json, parse_json
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -45,11 +50,12 @@ class ApiRequest(dict[str, Any]):
 
 @dataclass(frozen=True, slots=True)
 class ApiResponse:
-    """A response ready to send."""
+    """A response ready to send (``content``: the body already encoded, when it was checked)."""
 
     status: int
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +80,7 @@ def compile_path(path: str) -> re.Pattern[str]:
     for m in _PARAM.finditer(path):
         out += re.escape(path[pos:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
         pos = m.end()
-    return re.compile("^" + out + re.escape(path[pos:]) + "/?$")
+    return re.compile("^" + out + re.escape(path[pos:]) + r"/?\Z")  # \Z: "$" would also match before a "\n"
 
 
 def _error(status: int, error: str, **extra: Any) -> ApiResponse:
@@ -121,27 +127,44 @@ class ApiApp:
                 return r.spec, m.groupdict(), True
         return None, {}, path_exists
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods some API step serves on ``path`` (``HEAD`` with ``GET``), for ``Allow``."""
+        methods = {r.spec.api.method for r in self.routes if r.spec.api is not None and r.pattern.match(path)}
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
     async def handle(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
                      query: Mapping[str, Any] | None = None, raw_body: bytes = b"") -> ApiResponse:
         """Run the whole pipeline for one request (what the server and the harness both call)."""
         spec, params, exists = self.match(method.upper(), path)
         if spec is None:
-            return _error(405 if exists else 404, "method_not_allowed" if exists else "not_found",
-                          message=f"no API step for {method.upper()} {path}")
+            if exists:
+                return ApiResponse(405, {"error": "method_not_allowed",
+                                         "message": f"no API step for {method.upper()} {path}"},
+                                   {"allow": ", ".join(self.allowed_methods(path))})
+            return _error(404, "not_found", message=f"no API step for {method.upper()} {path}")
         if len(raw_body) > self.body_limit_bytes:
             return _error(413, "payload_too_large", limit=self.body_limit_bytes)
         body: Any = {}  # Motia's handlers do req.get("body", {}).get(...): an empty body reads as {}
         if raw_body.strip():
             try:
-                body = json.loads(raw_body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                body = parse_json(raw_body)
+            except InvalidJsonError as exc:
                 return _error(400, "invalid_json", message=str(exc))
         assert spec.api is not None  # routes hold API steps only
+        fields: list[dict[str, object]] = []
+        try:
+            query = parse_query(spec.api.query_params, query or {})
+        except InputValidationError as exc:
+            fields.extend(exc.fields)
         if spec.api.body_schema is not None:
             try:
                 body = spec.api.body_schema.validate(body)
             except InputValidationError as exc:
-                return _error(422, "validation", fields=exc.fields)
+                fields.extend(exc.fields)
+        if fields:
+            return _error(422, "validation", fields=fields)
         req = ApiRequest(body=body, headers=dict(headers or {}), pathParams=params,
                          queryParams=dict(query or {}), rawBody=raw_body.decode("utf-8", "replace"),
                          method=method.upper(), path=path)
@@ -174,19 +197,31 @@ class ApiApp:
             run.fail(exc)
             extra = {"message": run.error} if self.dev else {}
             return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra}, {"x-trace-id": trace_id})
-        return ApiResponse(response.status, response.body, {"x-trace-id": trace_id, **response.headers})
+        headers = {"x-trace-id": trace_id, **response.headers}
+        return dataclasses.replace(response, headers=headers)  # keeps the checked, encoded body
 
     @staticmethod
     def _to_response(result: Any) -> ApiResponse:
+        """A handler's return value as a response that can be sent: its status, headers and body are
+        checked (and the body encoded) here, inside the handler's error handling, so a response that
+        cannot be sent is the handler's 500 with a trace id, never a broken connection.
+
+        Raises:
+            InvalidResponseError: the status, a header or the body cannot be sent.
+            MotiaError: the value is not a response at all.
+        """
         dump = getattr(result, "model_dump", None)
         if callable(dump):
-            return ApiResponse(200, dump(mode="json"))
+            body = dump(mode="json")
+            return ApiResponse(200, body, {}, encode_json(body))
         if isinstance(result, Mapping) and "status" in result:
-            status = int(result["status"])
-            headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+            status = check_status(result["status"])
+            headers = check_headers(result.get("headers"))
             body = result.get("body")
             bdump = getattr(body, "model_dump", None)
-            return ApiResponse(status, bdump(mode="json") if callable(bdump) else body, headers)
+            body = bdump(mode="json") if callable(bdump) else body
+            empty = status == 204 or status == 304 or (body is None and status < 200)
+            return ApiResponse(status, body, headers, None if empty else encode_json(body))
         if result is None:
             return ApiResponse(204, None)
         raise MotiaError("an API handler must return {'status': ..., 'body': ...} or a pydantic model, "
@@ -218,16 +253,21 @@ class ApiApp:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        extra = self.extra_routes.get((request.method, request.url.path))
+        # the decoded path as the server gave it: request.url re-parses it, and urlsplit drops \t, \r and \n
+        path = scope["path"]
+        extra = self.extra_routes.get((request.method, path))
         if extra is None:
-            path = request.url.path
             extra = next((fn for prefix, fn in self.prefix_routes if path == prefix or path.startswith(prefix + "/")),
                          None)
         if extra is not None:
-            await (await extra(request))(scope, receive, send)
+            try:
+                extra_response = await extra(request)
+            except Exception as exc:  # a bug in an admin route: still a JSON answer with a trace id
+                extra_response = self._render(self._failed(f"{request.method} {path} failed", exc))
+            await extra_response(scope, receive, send)
             return
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.body_limit_bytes:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.body_limit_bytes:
             result = _error(413, "payload_too_large", limit=self.body_limit_bytes)
         else:
             try:
@@ -238,15 +278,36 @@ class ApiApp:
                 return
             else:
                 query = {k: (v[0] if len(v) == 1 else v) for k, v in _multi(request).items()}
-                result = await self.handle(request.method, request.url.path, headers=dict(request.headers),
-                                           query=query, raw_body=raw)
+                try:
+                    result = await self.handle(request.method, path, headers=dict(request.headers),
+                                               query=query, raw_body=raw)
+                except Exception as exc:  # a bug (ours, or in a user's validator): still a JSON answer
+                    result = self._failed(f"{request.method} {path} failed", exc)
         if self.on_response is not None:
-            self.on_response(request.method, request.url.path, result.status)
-        if result.status == 204 or (result.body is None and result.status < 200):
-            response: Response = Response(status_code=result.status, headers=dict(result.headers))
-        else:
-            response = JSONResponse(result.body, status_code=result.status, headers=dict(result.headers))
-        await response(scope, receive, send)
+            self.on_response(request.method, path, result.status)
+        await self._render(result)(scope, receive, send)
+
+    def _failed(self, what: str, exc: BaseException, trace_id: str | None = None) -> ApiResponse:
+        """Log ``exc`` with its traceback and answer a 500 JSON body with the trace id to look for."""
+        trace_id = trace_id or new_id()
+        self.router.log.error(f"{what}: {type(exc).__name__}: {exc}", trace_id=trace_id,
+                              traceback="".join(traceback.format_exception(exc)))
+        message = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode("utf-8")
+        body = {"error": "internal", "traceId": trace_id, **({"message": message} if self.dev else {})}
+        return ApiResponse(500, body, {"x-trace-id": trace_id}, encode_json(body))
+
+    def _render(self, result: ApiResponse) -> Response:
+        """The HTTP response for ``result``; one that cannot be sent becomes a logged 500 JSON answer."""
+        try:
+            headers = check_headers(result.headers)
+            if result.status in (204, 304) or (result.body is None and result.status < 200):
+                return Response(status_code=result.status, headers=headers)
+            content = result.content if result.content is not None else encode_json(result.body)
+        except InvalidResponseError as exc:
+            trace_id = str(result.headers.get("x-trace-id") or "") or None
+            result = self._failed(f"a {result.status} response cannot be sent", exc, trace_id)
+            headers, content = dict(result.headers), result.content or b"{}"
+        return Response(content, status_code=result.status, headers=headers, media_type="application/json")
 
 
 def _multi(request: Request) -> dict[str, list[str]]:
@@ -286,7 +347,11 @@ def _bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise MotiaError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from exc
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (f"; another process is using port {port}: pick another with --port, MOTIA_PY_SERVER_PORT or "
+                    "[server] port in motia_py.toml")
+        raise MotiaError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}{hint}") from exc
     sock.set_inheritable(True)
     return sock
 

@@ -25,22 +25,44 @@ def _to_logging(record: dict[str, Any]) -> None:
         _log.log(level, record.get("msg", ""), extra={"motia": record})
 
 
+RESERVED_FIELDS = frozenset({"ts", "level", "msg", "trace_id", "step", "flow", "topic", "attempt", "source"})
+"""Fields every log record carries; a handler's field of the same name is kept as ``user_<name>``."""
+_warned: set[str] = set()
+
+
 class StepLogger:
     """The logger handlers get as ``ctx.logger``: ``info/warning/warn/error/debug(msg, fields=None, **kw)``."""
 
-    __slots__ = ("_base", "_sink")
+    __slots__ = ("_base", "_guard", "_sink")
 
-    def __init__(self, base: Mapping[str, Any], sink: LogSink | None = None) -> None:
+    def __init__(self, base: Mapping[str, Any], sink: LogSink | None = None, *, guard_reserved: bool = True) -> None:
         self._base = dict(base)
         self._sink = sink or _to_logging
+        self._guard = guard_reserved  # False for the framework's own logger, which sets those fields itself
 
     def _emit(self, level: str, msg: Any, fields: Mapping[str, Any] | None, kw: Mapping[str, Any]) -> None:
         record: dict[str, Any] = {"ts": time.time(), "level": level, "msg": str(msg), **self._base}
         if fields:
-            record.update(fields if isinstance(fields, Mapping) else {"data": fields})
+            self._add(record, fields if isinstance(fields, Mapping) else {"data": fields})
         if kw:
-            record.update(kw)
+            self._add(record, kw)
         self._sink(record)
+
+    def _add(self, record: dict[str, Any], fields: Mapping[str, Any]) -> None:
+        """Add the caller's fields; one named like a field motia-py sets (``attempt``, ``step``...) is kept
+        as ``user_<name>`` so neither value is lost, with a warning the first time."""
+        clash = RESERVED_FIELDS.intersection(fields) if self._guard else ()
+        if not clash:
+            record.update(fields)
+            return
+        for key, value in fields.items():
+            if key in clash:
+                record[f"user_{key}"] = value
+                if key not in _warned:
+                    _warned.add(key)
+                    _log.warning(f"log field '{key}' is set by motia-py; your value is kept as 'user_{key}'")
+            else:
+                record[key] = value
 
     def info(self, msg: Any, fields: Mapping[str, Any] | None = None, **kw: Any) -> None:
         """Log at info level with structured fields."""
@@ -62,17 +84,17 @@ class StepLogger:
 
     def bind(self, **fields: Any) -> StepLogger:
         """A logger that adds ``fields`` to every record."""
-        return StepLogger({**self._base, **fields}, self._sink)
+        return StepLogger({**self._base, **fields}, self._sink, guard_reserved=self._guard)
 
 
 def framework_logger(sink: LogSink | None = None, **base: Any) -> StepLogger:
     """A structured logger for the framework itself (``step`` unset unless given)."""
-    return StepLogger({"source": "motia", **base}, sink)
+    return StepLogger({"source": "motia", **base}, sink, guard_reserved=False)
 
 
 _COLOURS = {"debug": "\033[2m", "info": "\033[36m", "warning": "\033[33m", "error": "\033[31m"}
 _RESET = "\033[0m"
-_KNOWN = ("ts", "level", "msg", "trace_id", "step", "flow", "topic", "attempt", "source")
+_KNOWN = tuple(sorted(RESERVED_FIELDS))
 
 
 class TextFormatter(logging.Formatter):

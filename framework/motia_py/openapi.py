@@ -60,11 +60,8 @@ def openapi_document(project: Project, title: str | None = None) -> dict[str, An
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in _PARAM.findall(api.path)
         ]
-        for q in api.query_params:
-            param = {"name": str(q["name"]), "in": "query", "required": False, "schema": {"type": "string"}}
-            if q.get("description"):
-                param["description"] = str(q["description"])
-            params.append(param)
+        params.extend({**q, "schema": _hoist(q["schema"], components, s.name)}
+                      for q in (p.openapi() for p in api.query_params))
         if params:
             op["parameters"] = params
         if api.body_schema is not None:
@@ -75,7 +72,9 @@ def openapi_document(project: Project, title: str | None = None) -> dict[str, An
             content = {"application/json": {"schema": _hoist(schema.json, components, s.name)}}
             responses[str(status)] = {"description": f"{status} response", "content": content}
         if api.body_schema is not None:
-            responses.setdefault("422", {"description": "the body fails its schema"})
+            responses.setdefault("400", {"description": "the body is not JSON (see docs/api.md)"})
+        if api.body_schema is not None or any(q.schema is not None or q.required for q in api.query_params):
+            responses.setdefault("422", {"description": "the body or a query parameter fails its schema"})
         responses.setdefault("500", {"description": "the handler failed (see the trace id)"})
         if not any(k.startswith("2") for k in responses):
             responses["200"] = {"description": "success"}

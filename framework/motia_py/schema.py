@@ -6,13 +6,25 @@ Both forms are wrapped in :class:`Schema`, which validates data, reports every b
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import jsonschema_specifications
 import pydantic
+import referencing._core
+import referencing.exceptions
+import referencing.jsonschema
 
 from .errors import InputValidationError, StepConfigError
+
+MAX_SCHEMA_DEPTH = 100
+"""How deeply a JSON schema may nest: deeper ones (or cyclic ones) are refused when discovered, since
+validating with them would overflow the interpreter's stack."""
+_Resolver = referencing._core.Resolver[Any]  # not exported by referencing, but what .resolver() returns
+_DATA_KEYS = {"enum", "const", "default", "examples"}  # their values are data, not schemas
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -46,12 +58,22 @@ class Schema:
                     {"loc": list(err["loc"]), "msg": err["msg"]} for err in exc.errors()
                 ]
                 raise InputValidationError(_summary(fields), fields) from exc
+            except RecursionError as exc:
+                raise _too_deep() from exc
         validator = jsonschema.Draft202012Validator(self.json)
-        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        try:
+            errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+        except RecursionError as exc:  # data nested as deep as a recursive schema lets it go
+            raise _too_deep() from exc
         if errors:
             fields = [{"loc": _loc(err), "msg": err.message} for err in errors]
             raise InputValidationError(_summary(fields), fields)
         return data
+
+
+def _too_deep() -> InputValidationError:
+    fields: list[dict[str, object]] = [{"loc": [], "msg": "the data is nested too deeply to validate"}]
+    return InputValidationError(_summary(fields), fields)
 
 
 def _loc(err: jsonschema.ValidationError) -> list[object]:
@@ -77,26 +99,103 @@ def _summary(fields: list[dict[str, object]]) -> str:
 def to_schema(value: Any, field: str) -> Schema | None:
     """Turn what a user wrote as ``input``/``bodySchema``/an emit ``schema`` into a :class:`Schema`.
 
+    Everything that would fail later is refused here: a model whose JSON schema cannot be built
+    (``BaseModel`` itself), a schema that is not JSON (a ``set``, ``NaN``), nests deeper than
+    :data:`MAX_SCHEMA_DEPTH` or contains itself, is not a valid JSON schema, or has a ``$ref`` that
+    resolves to nothing.
+
     Raises:
-        StepConfigError: when the value is neither a pydantic model class nor a valid JSON schema.
+        StepConfigError: naming ``field``.
     """
     if value is None:
         return None
     if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
-        return Schema(json=value.model_json_schema(), model=value)
+        try:
+            json_schema = value.model_json_schema()
+        except Exception as exc:  # pydantic raises several kinds here (BaseModel itself, arbitrary types)
+            raise StepConfigError(f"'{field}': cannot build the JSON schema of {value.__name__}: {exc}",
+                                  field=field, hint="pass a pydantic model class whose fields are JSON types") from exc
+        return Schema(json=json_schema, model=value)
     if isinstance(value, dict):
+        _check_shape(value, field)
         try:
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:
             raise StepConfigError(
                 f"'{field}' is not a valid JSON schema: {exc.message}", field=field
             ) from exc
+        _check_refs(value, field)
+        _check_usable(value, field)
         return Schema(json=value)
     raise StepConfigError(
         f"'{field}' must be a pydantic model class or a JSON-schema dict, not {type(value).__name__}",
         field=field,
         hint="pass the class itself (Model), or Model.model_json_schema()",
     )
+
+
+def _check_shape(schema: dict[str, Any], field: str) -> None:
+    """Refuse a schema that contains itself, nests too deeply, or holds what JSON cannot."""
+    stack: list[tuple[Any, int, frozenset[int]]] = [(schema, 1, frozenset())]
+    while stack:
+        node, depth, above = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if id(node) in above:
+            raise StepConfigError(f"'{field}' contains itself (a cycle); use a \"$ref\" instead", field=field)
+        if depth > MAX_SCHEMA_DEPTH:
+            raise StepConfigError(f"'{field}' nests deeper than {MAX_SCHEMA_DEPTH} levels", field=field,
+                                  hint="move shared parts to \"$defs\" and point at them with \"$ref\"")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1, above | {id(node)}) for child in children)
+    try:
+        json.dumps(schema, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StepConfigError(f"'{field}' is not JSON: {exc}", field=field,
+                              hint="a JSON schema holds only dicts, lists, strings, finite numbers, bools and None"
+                              ) from exc
+
+
+def _refs(node: Any, resolver: _Resolver) -> Iterator[tuple[str, _Resolver]]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _refs(item, resolver)
+        return
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("$id"), str):
+        resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(node))
+    for key in ("$ref", "$dynamicRef"):
+        if isinstance(node.get(key), str):
+            yield node[key], resolver
+    for key, child in node.items():
+        if key not in _DATA_KEYS:
+            yield from _refs(child, resolver)
+
+
+def _check_refs(schema: dict[str, Any], field: str) -> None:
+    """Resolve every ``$ref`` now: a dangling one would fail every request or event that reaches it."""
+    root = referencing.jsonschema.DRAFT202012.create_resource(schema)
+    resolver = jsonschema_specifications.REGISTRY.resolver_with_root(root)
+    for ref, where in _refs(schema, resolver):
+        try:
+            where.lookup(ref)
+        except referencing.exceptions.Unresolvable as exc:
+            raise StepConfigError(f"'{field}' has a $ref that points at nothing: {ref!r}", field=field,
+                                  hint="refer to a part of the same schema, such as '#/$defs/Name'") from exc
+
+def _check_usable(schema: dict[str, Any], field: str) -> None:
+    """Validate a few small values: a schema whose ``$ref`` leads back to itself without descending into
+    the data (``{"$ref": "#"}``) overflows the stack on any value, and is refused now."""
+    validator = jsonschema.Draft202012Validator(schema)
+    samples: tuple[Any, ...] = (None, {}, [], "", 0)
+    for sample in samples:
+        try:
+            for _ in validator.iter_errors(sample):
+                pass
+        except RecursionError as exc:
+            raise StepConfigError(f"'{field}' refers to itself without descending into the data, so no value "
+                                  "can be checked against it", field=field) from exc
 
 
 def incompatibilities(produced: dict[str, Any], expected: dict[str, Any]) -> list[str]:

@@ -39,6 +39,42 @@ def _port(v: Any) -> int:
     return port
 
 
+def _int(minimum: int) -> Callable[[Any], int]:
+    """A whole number >= ``minimum`` (``inf``, ``nan``, ``1.5`` and ``true`` are refused)."""
+
+    def parse(v: Any) -> int:
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):  # False for inf and nan
+            raise ValueError("not a whole number")
+        n = int(v.strip()) if isinstance(v, str) else int(v)
+        if not minimum <= n <= _MAX_INT:
+            raise ValueError(f"must be from {minimum} to {_MAX_INT}")
+        return n
+
+    return parse
+
+
+def _seconds(v: Any) -> float:
+    """A finite, non-negative number of seconds."""
+    if isinstance(v, bool):
+        raise ValueError("not a number of seconds")
+    s = float(v)
+    if not 0 <= s <= _MAX_SECONDS:  # False for nan
+        raise ValueError(f"must be a number of seconds from 0 to {_MAX_SECONDS:g}")
+    return s
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"must be a string, not {type(v).__name__}")
+    if "\x00" in v:
+        raise ValueError("must not contain a NUL byte")
+    return v
+
+
+def _path(v: Any) -> str:
+    return _text(os.fspath(v) if isinstance(v, os.PathLike) else v)
+
+
 def _bool(v: Any) -> bool:
     if isinstance(v, bool):
         return v
@@ -58,31 +94,51 @@ def _otel(v: Any) -> str:
 
 
 def _opt_str(v: Any) -> str | None:
-    return None if v is None or v == "" else str(v)
+    return None if v is None or v == "" else _text(v)
+
+
+def _hosts(v: Any) -> tuple[str, ...]:
+    """Host names: a list in the file, comma-separated in the environment."""
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list | tuple):
+        raise ValueError("must be a list of host names")
+    out = []
+    for item in items:
+        name = _text(item).strip().lower().rstrip(".")
+        if name:
+            if not all(c.isalnum() or c in "-._:" for c in name):
+                raise ValueError(f"{item!r} is not a host name")
+            out.append(name)
+    return tuple(out)
+
+
+_MAX_INT = 2**63 - 1  # what SQLite and Redis integers hold
+_MAX_SECONDS = 10 * 365 * 86_400.0
 
 
 SETTINGS: tuple[_Setting, ...] = (
-    _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", str),
-    _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", str),
+    _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", _path),
+    _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", _path),
     _Setting("dotenv", "project", "dotenv", "MOTIA_PY_DOTENV", True, _bool),
-    _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, str),
-    _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", str),
-    _Setting("max_payload_bytes", "backend", "max_payload_bytes", "MOTIA_PY_MAX_PAYLOAD_BYTES", 1_048_576, int),
-    _Setting("host", "server", "host", "MOTIA_PY_SERVER_HOST", "127.0.0.1", str),
+    _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, _text),
+    _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", _text),
+    _Setting("max_payload_bytes", "backend", "max_payload_bytes", "MOTIA_PY_MAX_PAYLOAD_BYTES", 1_048_576, _int(1)),
+    _Setting("host", "server", "host", "MOTIA_PY_SERVER_HOST", "127.0.0.1", _text),
     _Setting("port", "server", "port", "MOTIA_PY_SERVER_PORT", 3000, _port),
-    _Setting("body_limit_bytes", "server", "body_limit_bytes", "MOTIA_PY_SERVER_BODY_LIMIT", 1_048_576, int),
+    _Setting("body_limit_bytes", "server", "body_limit_bytes", "MOTIA_PY_SERVER_BODY_LIMIT", 1_048_576, _int(0)),
     _Setting("workbench_token", "server", "workbench_token", "MOTIA_PY_WORKBENCH_TOKEN", None, _opt_str),
     _Setting("metrics", "server", "metrics", "MOTIA_PY_SERVER_METRICS", False, _bool),
     _Setting("metrics_token", "server", "metrics_token", "MOTIA_PY_METRICS_TOKEN", None, _opt_str),
-    _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, float),
+    _Setting("allowed_hosts", "server", "allowed_hosts", "MOTIA_PY_SERVER_ALLOWED_HOSTS", (), _hosts),
+    _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, _seconds),
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
-    _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, float),
-    _Setting("traces_max_count", "traces", "max_count", "MOTIA_PY_TRACES_MAX_COUNT", 10_000, int),
+    _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, _seconds),
+    _Setting("traces_max_count", "traces", "max_count", "MOTIA_PY_TRACES_MAX_COUNT", 10_000, _int(0)),
     _Setting("traces_otel", "traces", "otel", "MOTIA_PY_TRACES_OTEL", "auto", _otel),
-    _Setting("handles_max_age_s", "handles", "max_age", "MOTIA_PY_HANDLES_MAX_AGE", 86_400.0, float),
-    _Setting("handles_max_count", "handles", "max_count", "MOTIA_PY_HANDLES_MAX_COUNT", 100_000, int),
-    _Setting("log_format", "logging", "format", "MOTIA_PY_LOG_FORMAT", "auto", str),
-    _Setting("log_level", "logging", "level", "MOTIA_PY_LOG_LEVEL", "info", str),
+    _Setting("handles_max_age_s", "handles", "max_age", "MOTIA_PY_HANDLES_MAX_AGE", 86_400.0, _seconds),
+    _Setting("handles_max_count", "handles", "max_count", "MOTIA_PY_HANDLES_MAX_COUNT", 100_000, _int(0)),
+    _Setting("log_format", "logging", "format", "MOTIA_PY_LOG_FORMAT", "auto", _text),
+    _Setting("log_level", "logging", "level", "MOTIA_PY_LOG_LEVEL", "info", _text),
 )
 _KNOWN = {(s.section, s.key) for s in SETTINGS}
 
@@ -104,6 +160,7 @@ class Settings:
     workbench_token: str | None
     metrics: bool
     metrics_token: str | None
+    allowed_hosts: tuple[str, ...]
     grace_period_s: float
     traces_enabled: bool
     traces_max_age_s: float
@@ -133,6 +190,10 @@ def read_settings_file(root: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{path}: cannot parse: {exc}") from exc
+    except RecursionError as exc:  # tomllib is recursive: arrays nested thousands deep
+        raise ProjectError(f"{path}: cannot parse: values nested too deeply") from exc
+    except OSError as exc:
+        raise ProjectError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     for section, table in data.items():
         if not isinstance(table, dict):
             raise ProjectError(f"{path}: '{section}' must be a table ([{section}])")
@@ -184,11 +245,26 @@ def load_settings(
             raw, origin = flags[s.name], f"--{s.name.replace('_', '-')}"
         try:
             values[s.name] = s.parse(raw) if raw is not None else None
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"invalid {s.name} from {origin}: {raw!r} ({exc})") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SettingsError(f"invalid {s.name} from {origin}: {_shown(raw)} ({exc})") from exc
     return Settings(
         root=root,
-        steps_dir=(root / values.pop("steps_dir")).resolve(),
-        flows_dir=(root / values.pop("flows_dir")).resolve(),
+        steps_dir=_resolve(root, values.pop("steps_dir"), "steps_dir"),
+        flows_dir=_resolve(root, values.pop("flows_dir"), "flows_dir"),
         **values,
     )
+
+
+def _resolve(root: Path, value: str, name: str) -> Path:
+    try:
+        return (root / value).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise SettingsError(f"invalid {name}: {_shown(value)} ({exc})") from exc
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,15 +1,18 @@
 """The Workbench: a browser page and a JSON admin API at ``/__workbench`` for a running project.
 
-:func:`install_workbench` mounts it on an :class:`~motia_py.http.ApiApp`. In ``dev`` it is open (the
-server binds 127.0.0.1 by default); in ``start`` it exists only when ``[server] workbench_token`` is set,
-and then every request carries the token: ``Authorization: Bearer <token>``, or ``?token=<token>`` on
-the page URL, which sets an HttpOnly SameSite=Strict cookie for the page's own requests.
+:func:`install_workbench` mounts it on an :class:`~motia_py.http.ApiApp`. In ``dev`` on a loopback address
+(127.0.0.1 by default) it is open to requests whose ``Host`` is an IP address, ``localhost`` or a name
+listed in ``[server] allowed_hosts`` (so a web page that rebinds its own domain to 127.0.0.1 gets a 403);
+``dev`` on any other address needs ``[server] workbench_token`` (:func:`check_dev_exposure`). In
+``start`` it exists only when ``[server] workbench_token`` is set. With a token, every request carries
+it: ``Authorization: Bearer <token>``, or ``?token=<token>`` on the page URL, which sets an HttpOnly
+SameSite=Strict cookie for the page's own requests.
 
 The page (``static/workbench.html``) is one self-contained file, inline CSS and vanilla JS, fetching
 nothing from the network. It reads the API below and follows ``api/events`` (server-sent events)::
 
     GET  graph[?flow=]          the topic graph (graph.to_json) + every flow, emittable topics, routes
-    GET  traces?limit=&step=&status=   trace summaries, newest first
+    GET  traces?limit=&step=&status=&cron=hide   trace summaries, newest first (cron=hide: no cron ticks)
     GET  traces/{id}            {"trace_id", "summary", "tree"}
     GET  dlq                    dead letters;   POST dlq/{id}/replay
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
@@ -37,20 +40,31 @@ from starlette.responses import Response, StreamingResponse
 
 from .config import StepType
 from .discovery import Project
-from .errors import AmbiguousIdError, BackendError, GraphError, MotiaError, UnknownEventError, UnknownTopicError
+from .errors import (
+    AmbiguousIdError,
+    BackendError,
+    ExposedWorkbenchError,
+    GraphError,
+    InvalidJsonError,
+    MotiaError,
+    UnknownEventError,
+    UnknownTopicError,
+)
 from .graph import to_json
 from .handles import cancel_event, event_status
 from .http import ApiApp
+from .publisher import CRON_TOPIC_PREFIX
 from .runtime import Runtime
 from .settings import Settings
 from .tracing import build_tree, find_trace, summarize
+from .wire import parse_json
 
 PREFIX = "/__workbench"
 COOKIE = "motia_workbench"
 POLL_S = 0.5  # how often an event stream looks for new or changed traces
 PING_S = 15.0
 _RECENT = 25  # an active trace moves to the front of traces_recent, so the first few show every change
-_LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
+_LOOPBACK_NAMES = {"localhost"}
 _PAGE_HEADERS = {
     # nothing but this page's inline code, talking to this server only
     "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -78,19 +92,57 @@ def install_workbench(app: ApiApp, runtime: Runtime, settings: Settings, *, dev:
     """
     if not dev and not settings.workbench_token:
         return False
-    workbench = Workbench(app, runtime, settings, token=None if dev else settings.workbench_token)
+    if dev:
+        check_dev_exposure(settings)
+    # dev on loopback is open (Host names checked); dev elsewhere and start need the token
+    open_dev = dev and is_loopback_host(settings.host)
+    workbench = Workbench(app, runtime, settings, token=None if open_dev else settings.workbench_token)
     app.prefix_routes.append((PREFIX, workbench))
     return True
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def check_dev_exposure(settings: Settings) -> None:
+    """Refuse to serve the open dev Workbench to the network: ``dev`` on a non-loopback address needs a token.
+
+    Call it before starting ``motia-py dev`` (:func:`install_workbench` calls it too).
+
+    Raises:
+        ExposedWorkbenchError: ``settings.host`` is not a loopback address and no ``workbench_token`` is set.
+    """
+    if is_loopback_host(settings.host) or settings.workbench_token:
+        return
+    raise ExposedWorkbenchError(
+        f"motia-py dev would serve the Workbench admin API (state, dead letters, emit, replay) on "
+        f"{settings.host!r}, which is not a loopback address, to anyone who can reach it: set a token with "
+        "[server] workbench_token in motia_py.toml or MOTIA_PY_WORKBENCH_TOKEN (every request then needs it), "
+        "or bind to 127.0.0.1")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (``127.0.0.1``, ``::1``, ``[::1]``); names that merely
+    start with ``127.`` (``127.evil.example``) are not."""
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_SECURITY_HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # default=str: handlers' bodies and log fields may hold datetimes and the like
     return Response(json.dumps(data, default=str, separators=(",", ":")), status_code=status,
-                    media_type="application/json", headers={"cache-control": "no-store"})
+                    media_type="application/json", headers={**_SECURITY_HEADERS, **(headers or {})})
 
 
-def _error(status: int, error: str, message: str) -> Response:
-    return _json({"error": error, "message": message}, status)
+def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": error, "message": message}, status, headers)
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -104,15 +156,20 @@ def _int(raw: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
-def _is_loopback(host: str) -> bool:
-    return host in _LOOPBACK_NAMES or host.startswith("127.")
-
-
 def _host_name(host_header: str) -> str:
-    """``[::1]:3000`` -> ``::1``; ``localhost:3000`` -> ``localhost``."""
-    if host_header.startswith("["):
-        return host_header[1:].partition("]")[0]
-    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
+    """``[::1]:3000`` -> ``::1``; ``LocalHost.:3000`` -> ``localhost``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    host = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return host.rstrip(".")
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # "http://[" and the like
+        return None
 
 
 def _is_ip(host: str) -> bool:
@@ -188,20 +245,24 @@ class Workbench:
                     response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path=PREFIX)
                 return response
         if allowed:
-            return _error(405, "method_not_allowed", f"{request.method} {request.url.path}: use {allowed[0]}")
+            methods = sorted({*allowed, *(["HEAD"] if "GET" in allowed else [])})
+            return _error(405, "method_not_allowed", f"{request.method} {request.url.path}: use {allowed[0]}",
+                          {"allow": ", ".join(methods)})
         return _error(404, "not_found", f"no workbench route {request.url.path}")
 
     def _check_access(self, request: Request) -> tuple[Response | None, bool]:
         """(a 401/403 response or None, whether the token came in the query string)."""
         origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get("host"):
+        if request.method not in ("GET", "HEAD") and origin and _netloc(origin) != request.headers.get("host"):
             return _error(403, "forbidden", "cross-origin requests are not allowed"), False
         if self.token is None:
-            # open in dev: refuse other host names than loopback ones (a DNS-rebinding page could
-            # otherwise read and drive the dev server), unless the server was bound elsewhere on purpose
+            # open in dev (on loopback only, see install_workbench): refuse host names other than
+            # localhost, IP addresses and the configured ones, or a DNS-rebinding page (a domain of its
+            # own, such as 127.0.0.1.nip.io, pointed at 127.0.0.1) could read and drive the dev server
             host = _host_name(request.headers.get("host", ""))
-            if _is_loopback(self.settings.host) and not (_is_loopback(host) or _is_ip(host)):
-                return _error(403, "forbidden", f"the dev workbench answers on localhost only, not '{host}'"), False
+            if not (host in _LOOPBACK_NAMES or _is_ip(host) or host in self.settings.allowed_hosts):
+                return _error(403, "forbidden", f"the dev workbench answers on localhost only, not {host!r}; "
+                                                "list other names in [server] allowed_hosts"), False
             return None, False
         auth = request.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
@@ -220,8 +281,8 @@ class Workbench:
         if len(raw) > self.app.body_limit_bytes:
             return None, _error(413, "payload_too_large", f"the body is larger than {self.app.body_limit_bytes} bytes")
         try:
-            body = json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = parse_json(raw) if raw.strip() else {}
+        except InvalidJsonError as exc:
             return None, _error(400, "invalid_json", f"the request body is not JSON: {exc}")
         if not isinstance(body, dict):
             return None, _error(400, "invalid_request", "the request body must be a JSON object")
@@ -281,15 +342,19 @@ class Workbench:
         return out
 
     async def traces(self, request: Request, _: dict[str, str]) -> Response:
-        """Trace summaries, newest first, optionally only those that ran ``step`` or have ``status``."""
+        """Trace summaries, newest first, optionally only those that ran ``step`` or have ``status``, and
+        without the traces of cron ticks with ``cron=hide``."""
         q = request.query_params
         limit = _int(q.get("limit"), 50, 1, 1000)
         step, status = q.get("step") or None, q.get("status") or None
+        hide_cron = q.get("cron") == "hide"
         await self._flush()
         out: list[dict[str, Any]] = []
         for trace_id in await self.app.router.backend.traces_recent(max(limit * 10, 200)):
             runs = await self._runs(trace_id)
             summary = summarize(trace_id, runs)
+            if hide_cron and str(summary["entry"] or "").startswith(CRON_TOPIC_PREFIX):
+                continue
             if runs and (step is None or step in summary["steps"]) and (status is None or summary["status"] == status):
                 out.append(summary)
                 if len(out) >= limit:
@@ -313,7 +378,7 @@ class Workbench:
     async def events(self, request: Request, _: dict[str, str]) -> Response:
         """Server-sent events: ``ready`` once, then ``trace`` per new or changed trace, ``ping`` now and then."""
         return StreamingResponse(self._stream(request), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+                                 headers={**_SECURITY_HEADERS, "x-accel-buffering": "no"})
 
     async def _stream(self, request: Request) -> AsyncIterator[bytes]:
         seen = await self._recent(_RECENT)
@@ -410,13 +475,16 @@ class Workbench:
         if body is None:
             return bad or _error(400, "invalid_request", "no body")
         method, target = str(body.get("method") or "GET").upper(), body.get("path")
-        if not isinstance(target, str) or not target.startswith("/") or target.startswith(PREFIX):
+        extra = body.get("headers") or {}
+        if not isinstance(target, str) or not target.startswith("/") or target.startswith(PREFIX) or \
+                target.startswith("//"):
             return _error(400, "invalid_request", "'path' must be an API step's path, such as /jobs/1")
+        if not isinstance(extra, dict):
+            return _error(400, "invalid_request", "'headers' must be an object")
         parts = urlsplit(target)
         payload = body.get("body")
         raw = b"" if payload is None or payload == "" else json.dumps(payload).encode()
-        headers = {"content-type": "application/json",
-                   **{str(k).lower(): str(v) for k, v in (body.get("headers") or {}).items()}}
+        headers = {"content-type": "application/json", **{str(k).lower(): str(v) for k, v in extra.items()}}
         result = await self.app.handle(method, parts.path, headers=headers, query=dict(parse_qsl(parts.query)),
                                        raw_body=raw)
         return _json({"status": result.status, "body": result.body, "headers": dict(result.headers)})

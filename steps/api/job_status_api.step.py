@@ -8,6 +8,10 @@ config = {
     "description": "Reads one job's status",
     "path": "/jobs/:jobId",
     "method": "GET",
+    "responseSchema": {
+        200: {"type": "object", "required": ["jobId", "status"]},
+        404: {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+    },
     "emits": [],
     "flows": ["job-monitoring"],
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from motia_py import NonRetryableError
@@ -25,7 +26,8 @@ async def run_data(payload: dict[str, Any]) -> dict[str, Any]:
     """Apply ``operation`` (sum, mean, square, double) to ``numbers``.
 
     Raises:
-        NonRetryableError: an unknown operation or a value that is not a number.
+        NonRetryableError: an unknown operation, a value that is not a number, or a result too large for
+            a float (it could not be stored, and retrying gives the same overflow).
     """
     operation = payload.get("operation", "sum")
     numbers = payload.get("numbers", [])
@@ -34,7 +36,10 @@ async def run_data(payload: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(numbers, list) or not all(isinstance(x, int | float) and not isinstance(x, bool)
                                                  for x in numbers):
         raise NonRetryableError("'numbers' must be a list of numbers")
-    return {"operation": operation, "value": _OPERATIONS[operation](numbers)}
+    value = _OPERATIONS[operation](numbers)
+    if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        raise NonRetryableError(f"the {operation} of these numbers overflows a float")
+    return {"operation": operation, "value": value}
 
 
 async def run_job(job_type: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,18 +1,6 @@
 """DataJobProducer: turns a ``data.requested`` event into a queued (or delayed) data job."""
 
-from typing import Literal
-
-from pydantic import BaseModel
-
-from services.jobs import JOBS, QUEUED, enqueued_event, new_job
-
-
-class DataRequest(BaseModel):
-    numbers: list[float]
-    operation: Literal["sum", "mean", "square", "double"] = "sum"
-    delaySeconds: float = 0  # > 0: the JobScheduler queues the job once this much time has passed
-    maxAttempts: int = 3
-
+from services.jobs import JOBS, QUEUED, DataRequest, enqueued_event, new_job
 
 config = {
     "type": "event",

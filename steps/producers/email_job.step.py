@@ -1,17 +1,6 @@
 """EmailJobProducer: turns an ``email.requested`` event into a queued (or delayed) email job."""
 
-from pydantic import BaseModel
-
-from services.jobs import JOBS, QUEUED, enqueued_event, new_job
-
-
-class EmailRequest(BaseModel):
-    to: str
-    subject: str = ""
-    body: str = ""
-    delaySeconds: float = 0  # > 0: the JobScheduler queues the job once this much time has passed
-    maxAttempts: int = 3
-
+from services.jobs import JOBS, QUEUED, EmailRequest, enqueued_event, new_job
 
 config = {
     "type": "event",

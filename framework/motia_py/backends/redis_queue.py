@@ -32,6 +32,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Final, cast
 
 from ..types import Clock
@@ -107,10 +108,15 @@ class RedisQueue(RedisConnection):
                 keys=[*queue_keys(sk), sk.owner, self.keys.steps, self.keys.cancels],
                 args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
                       sk.fifo_prefix, step, str(MOVE_MAX), self.identity])
-        return [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
-                         first_delivered_at=float(flat[i + 3]), expired=flat[i + 4].endswith("1"),
-                         last_owner=flat[i + 5] or None, cancelled=flat[i + 4].startswith("c"))
-                for i in range(0, len(flat), 6)]
+        gone: set[str] = set(flat.pop()) if flat and isinstance(flat[-1], list) else set()  # cancelled events
+        if len(flat) == 6:  # an expired lease, claimed alone: 4 fields, then '1' and its last owner
+            return [Delivery(id=flat[0], step=step, envelope=Envelope.from_json(flat[1]), attempt=int(flat[2]),
+                             first_delivered_at=float(flat[3]), expired=True, last_owner=flat[5] or None,
+                             cancelled=flat[0] in gone)]
+        # due deliveries: 4 fields each (never 6 in all: one delivery is 4, two are 8)
+        got = [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
+                        first_delivered_at=float(flat[i + 3])) for i in range(0, len(flat), 4)]
+        return [replace(d, cancelled=True) if d.id in gone else d for d in got] if gone else got
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started, in one script: not counted, due at once (a

@@ -183,17 +183,19 @@ return out
 
 # KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps cancels
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
-# Returns flat (id, envelope, attempt, first delivered at, expired ('1' or ''), last owner) per delivery:
-# a delivery whose lease expired alone, else the due ones. The expired mark of a delivery whose event
-# was cancelled is prefixed with 'c' (the worker settles it without running it).
+# Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
+# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at). When some of them
+# belong to cancelled events, a list of their ids follows (the worker settles them without running them).
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
-local function screen(out)
-  if redis.call('EXISTS', KEYS[10]) == 0 then return out end
-  for i = 1, #out, 6 do
+local function screen(out, stride)
+  if #out == 0 or redis.call('EXISTS', KEYS[10]) == 0 then return out end
+  local gone = {}
+  for i = 1, #out, stride do
     local eid = string.match(out[i + 1], '^{"id":"([^"]*)"')
-    if eid and redis.call('ZSCORE', KEYS[10], eid) then out[i + 4] = 'c' .. out[i + 4] end
+    if eid and redis.call('ZSCORE', KEYS[10], eid) then gone[#gone + 1] = out[i] end
   end
+  if #gone > 0 then out[#out + 1] = gone end
   return out
 end
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -231,7 +233,7 @@ while true do
         redis.call('ZADD', leases, lease_until, uid)
         redis.call('HSET', inflight, uid, eid .. '|' .. (att + 1) .. '|' .. first)
         redis.call('HSET', owners, uid, me)
-        return screen({uid, fields(c[1][2]).env, att + 1, first, '1', last})
+        return screen({uid, fields(c[1][2]).env, att + 1, first, '1', last}, 6)
       end
     end
     redis.call('ZREM', leases, uid)  -- its entry is gone: nothing to deliver
@@ -247,7 +249,7 @@ while true do
       redis.call('LSET', list, 0, fifo_item(seq, hat, att + 1, first, huid, env))
       redis.call('ZADD', fleases, lease_until, g)
       redis.call('HSET', owners, huid, me)
-      return screen({huid, env, att + 1, first, '1', last})
+      return screen({huid, env, att + 1, first, '1', last}, 6)
     end
     redis.call('ZREM', fleases, g)
   end
@@ -258,8 +260,6 @@ local function emit(uid, env, attempt, first)
   out[#out + 1] = env
   out[#out + 1] = attempt
   out[#out + 1] = first
-  out[#out + 1] = ''
-  out[#out + 1] = ''
   left = left - 1
 end
 local zadd, hset, own = {}, {}, {}  -- written with one ZADD and two HSETs at the end
@@ -312,7 +312,7 @@ if left > 0 and redis.call('EXISTS', ready, waiting) > 0 then
   end
   if #groups > 0 then redis.call('ZREM', ready, unpack(groups)) end
 end
-return screen(out)
+return screen(out, 4)
 """
 
 # KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners delayed

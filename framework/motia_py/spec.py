@@ -1,0 +1,147 @@
+"""The frozen :class:`StepSpec` the runtime uses, and the closed vocabularies of step configs.
+
+:mod:`motia_py.config` builds these from what users write; nothing here reads a config.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cron import CronSchedule
+from .query import QueryParam
+from .schema import Schema
+
+
+class StepType(str, enum.Enum):
+    """The four kinds of step."""
+
+    EVENT = "event"
+    CRON = "cron"
+    API = "api"
+    NOOP = "noop"
+
+
+class QueueType(str, enum.Enum):
+    """``infrastructure.queue.type``: ``fifo`` orders delivery per ``messageGroupId``."""
+
+    STANDARD = "standard"
+    FIFO = "fifo"
+
+
+class BackoffType(str, enum.Enum):
+    """``infrastructure.queue.backoff.type``."""
+
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+
+
+class CronOverlap(str, enum.Enum):
+    """``infrastructure.cron.overlap``: what a tick does while the previous run still runs."""
+
+    SKIP = "skip"
+    ALLOW = "allow"
+
+
+class CronMissed(str, enum.Enum):
+    """``infrastructure.cron.missed``: what happens to ticks missed while no scheduler ran."""
+
+    SKIP = "skip"
+    RUN_ONCE = "run_once"
+
+
+@dataclass(frozen=True, slots=True)
+class EmitSpec:
+    """One declared emit."""
+
+    topic: str
+    label: str | None = None
+    conditional: bool = False
+    schema: Schema | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffSpec:
+    """Retry delay policy: ``min(max_delay, delay * 2**(attempt-1))``, optionally with full jitter."""
+
+    type: BackoffType = BackoffType.EXPONENTIAL
+    delay_s: float = 1.0
+    max_delay_s: float = 300.0
+    jitter: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """Delivery settings of one subscribing step."""
+
+    type: QueueType = QueueType.STANDARD
+    max_retries: int = 3
+    visibility_timeout_s: float = 60.0
+    delay_s: float = 0.0
+    concurrency: int = 20
+    backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    dedup_window_s: float | None = None  # idempotency keys of the step's topics are held this long
+
+    @property
+    def fifo(self) -> bool:
+        """True when delivery is ordered per ``messageGroupId``."""
+        return self.type is QueueType.FIFO
+
+
+@dataclass(frozen=True, slots=True)
+class CronPolicy:
+    """What a cron step does on overlapping runs and on ticks missed while no worker ran."""
+
+    overlap: CronOverlap = CronOverlap.SKIP
+    missed: CronMissed = CronMissed.SKIP
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSpec:
+    """The HTTP side of an API step."""
+
+    path: str
+    method: str
+    body_schema: Schema | None = None
+    response_schema: Mapping[int, Schema] = field(default_factory=dict)
+    query_params: tuple[QueryParam, ...] = ()
+    middleware: tuple[Callable[..., Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity equality: specs hold dicts and callables
+class StepSpec:
+    """Everything the runtime knows about one step, checked when it was discovered."""
+
+    name: str
+    type: StepType
+    file: Path
+    handler: Callable[..., Any] | None
+    description: str = ""
+    flows: tuple[str, ...] = ()
+    emits: tuple[EmitSpec, ...] = ()
+    virtual_emits: tuple[EmitSpec, ...] = ()
+    virtual_subscribes: tuple[str, ...] = ()
+    subscribes: tuple[str, ...] = ()
+    input: Schema | None = None
+    cron: CronSchedule | None = None
+    api: ApiSpec | None = None
+    timeout_s: float | None = 300.0
+    queue: QueueSpec = field(default_factory=QueueSpec)
+    cron_policy: CronPolicy = field(default_factory=CronPolicy)
+    is_async: bool = True
+    line: int | None = None
+
+    @property
+    def emit_topics(self) -> frozenset[str]:
+        """Topics this step may emit at runtime."""
+        return frozenset(e.topic for e in self.emits)
+
+    def emit_spec(self, topic: str) -> EmitSpec | None:
+        """The declared emit for ``topic``, if any."""
+        for e in self.emits:
+            if e.topic == topic:
+                return e
+        return None
