@@ -173,6 +173,12 @@ class Client:
             loop.close()
             self._loop_thread = None
 
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
     async def __aenter__(self) -> Client:
         return self
 
