@@ -319,3 +319,27 @@ async def test_wait_gives_up_after_its_timeout(root: Path) -> None:
             await h.wait(event_id, timeout=0.3)
         found["release"].set()
         assert (await h.wait(event_id)).result == "finished"
+
+
+async def test_handlers_look_up_and_cancel_other_events_through_ctx(make_project: ProjectFactory) -> None:
+    root = make_project({"flows/f.toml": 'entry_topics = ["ask", "ask.sync", "later"]\n', "steps/ask.step.py": """
+        config = {"type": "event", "name": "Ask", "subscribes": ["ask"], "emits": [], "flows": ["f"]}
+        async def handler(input, ctx):
+            status = await ctx.status(input["id"][:8])
+            done = await ctx.cancel(input["id"])
+            return {"state": status.state.value, "changed": done.changed, "cancelled": list(done.cancelled)}
+    """, "steps/ask_sync.step.py": """
+        config = {"type": "event", "name": "AskSync", "subscribes": ["ask.sync"], "emits": [], "flows": ["f"]}
+        def handler(input, ctx):
+            return ctx.status(input["id"]).state.value
+    """, "steps/later.step.py": """
+        config = {"type": "event", "name": "Later", "subscribes": ["later"], "emits": [], "flows": ["f"]}
+        async def handler(input, ctx):
+            pass
+    """})
+    async with Harness(root) as h:
+        later = await h.emit("later", {}, delay=3600)
+        asked = await h.wait(await h.emit("ask", {"id": later}))
+        assert asked.result == {"state": "scheduled", "changed": True, "cancelled": ["Later"]}
+        assert (await h.wait(await h.emit("ask.sync", {"id": later}))).result == "cancelled"
+        assert h.runs_of("Later") == []

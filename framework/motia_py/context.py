@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from .backends.base import Delivery, Outgoing
+from .backends.base import Delivery, HandleStore, Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
-from .handles import delay_until, encode_progress
+from .handles import Cancellation, EventStatus, cancel_event, delay_until, encode_progress, event_status
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 from .suggest import did_you_mean
 from .types import Clock
+
+T = TypeVar("T")
 
 
 class OutgoingFactory(Protocol):
@@ -28,8 +30,6 @@ class OutgoingFactory(Protocol):
                  key_ttl_s: float | None = None) -> Outgoing: ...
 
 
-ProgressSink = Callable[[Delivery, str], Awaitable[None]]
-"""Stores a delivery's latest progress (JSON text)."""
 
 
 def encode_payload(data: Any, max_bytes: int) -> str:
@@ -95,7 +95,7 @@ class Context:
             check it and return; an async handler gets ``asyncio.CancelledError`` instead).
     """
 
-    __slots__ = ("_clock", "_delivery", "_factory", "_log_sink", "_logger", "_loop", "_max_bytes", "_progress",
+    __slots__ = ("_clock", "_delivery", "_factory", "_handles", "_log_sink", "_logger", "_loop", "_max_bytes",
                  "_spec", "attempt", "cancelled", "event_id", "outbox", "scheduled_at", "state", "step", "topic",
                  "trace_id", "traceparent")
 
@@ -114,13 +114,13 @@ class Context:
         scheduled_at: datetime | None = None,
         traceparent: str | None = None,
         delivery: Delivery | None = None,
-        progress: ProgressSink | None = None,
+        handles: HandleStore | None = None,
         clock: Clock = time.time,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._spec = spec
         self._delivery = delivery
-        self._progress = progress
+        self._handles = handles
         self._clock = clock
         self._loop = loop  # set for plain def handlers: their blocking calls go through the event loop
         self.event_id = delivery.envelope.id if delivery is not None else None
@@ -234,14 +234,51 @@ class Context:
             InvalidEmitError: ``fraction`` out of range, fields that are not JSON, a report too large.
         """
         text = encode_progress(fraction, message, fields, self._clock(), self._max_bytes)
-        if self._delivery is None or self._progress is None:
+        if self._delivery is None or self._handles is None:
             return _DONE
-        report = self._progress(self._delivery, text)
+        report = self._handles.handle_progress(self._delivery, text)
         if self._loop is None:
             return report
         asyncio.run_coroutine_threadsafe(_awaited(report), self._loop).result()
         return _DONE
 
+    def status(self, event_id: str) -> Awaitable[EventStatus]:
+        """The status of any event (by id or unique prefix), as :meth:`motia_py.Client.status` gives it:
+        ``await ctx.status(job_id)``; a plain ``def`` handler calls it without ``await``.
+
+        Raises:
+            UnknownEventError, AmbiguousIdError: no such event, or a prefix of several.
+        """
+        return self._blocking(event_status(self._store(), event_id))
+
+    def cancel(self, event_id: str) -> Awaitable[Cancellation]:
+        """Cancel any event, as :meth:`motia_py.Client.cancel` does (``await ctx.cancel(id)``)."""
+        return self._blocking(cancel_event(self._store(), event_id))
+
+    def _store(self) -> HandleStore:
+        if self._handles is None:
+            raise InvalidEmitError("this context has no backend to look events up in")
+        return self._handles
+
+    def _blocking(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """``coro`` for an async handler; for a plain ``def`` one, its result (awaitable all the same)."""
+        if self._loop is None:
+            return coro
+        return _Ready(asyncio.run_coroutine_threadsafe(coro, self._loop).result())
+
 
 async def _awaited(aw: Awaitable[None]) -> None:
     await aw
+
+
+class _Ready(Generic[T]):
+    """A value already computed, awaitable (what a plain ``def`` handler's blocking calls return)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[None, None, T]:
+        return self.value
+        yield  # pragma: no cover - makes this a generator

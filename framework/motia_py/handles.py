@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from .backends.base import Backend, EventHandle, HandleState, StepHandle
+from .backends.base import EventHandle, HandleState, HandleStore, StepHandle
 from .errors import AmbiguousIdError, BackendError, InvalidEmitError, UnknownEventError, WaitTimeoutError
 from .types import Clock
 
@@ -216,7 +216,7 @@ def unique(ref: str, candidates: list[str], what: str) -> str:
                            candidates[:_CANDIDATES])
 
 
-async def find_handle(backend: Backend, ref: str) -> EventHandle:
+async def find_handle(backend: HandleStore, ref: str) -> EventHandle:
     """The handle of the event ``ref`` names: its id, or a unique prefix of at least 6 characters.
 
     Raises:
@@ -234,12 +234,12 @@ async def find_handle(backend: Backend, ref: str) -> EventHandle:
     return handle
 
 
-async def event_status(backend: Backend, ref: str) -> EventStatus:
+async def event_status(backend: HandleStore, ref: str) -> EventStatus:
     """The status of the event ``ref`` names (see :func:`find_handle`)."""
     return EventStatus.of(await find_handle(backend, ref))
 
 
-async def cancel_event(backend: Backend, ref: str) -> Cancellation:
+async def cancel_event(backend: HandleStore, ref: str) -> Cancellation:
     """Cancel the event ``ref`` names: its deliveries not running yet never run; running ones are told
     to stop (an async handler gets CancelledError, a plain def one sees ``ctx.cancelled``).
 
@@ -257,7 +257,7 @@ ProgressCallback = Callable[[StepStatus], Awaitable[None] | None]
 """Called by :func:`wait_event` with a step's status each time its progress changes (sync or async)."""
 
 
-async def wait_event(backend: Backend, ref: str, *, timeout_s: float | None, on_progress: ProgressCallback | None,
+async def wait_event(backend: HandleStore, ref: str, *, timeout_s: float | None, on_progress: ProgressCallback | None,
                      poll_s: float = 0.2, between: Callable[[], Awaitable[None]] | None = None) -> EventStatus:
     """Poll the event's status until every subscriber finished; return that status.
 
@@ -308,7 +308,7 @@ class HandleJanitor:
         clock: epoch seconds.
     """
 
-    def __init__(self, backend: Backend, max_age_s: float, max_count: int, clock: Clock = time.time,
+    def __init__(self, backend: HandleStore, max_age_s: float, max_count: int, clock: Clock = time.time,
                  interval_s: float = 60.0) -> None:
         self.backend = backend
         self.max_age_s = max_age_s

@@ -131,7 +131,7 @@ class Router:
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.publisher.outgoing, max_payload_bytes=self.max_payload_bytes,
                        scheduled_at=scheduled_at, traceparent=traceparent, delivery=delivery,
-                       progress=self.backend.handle_progress, clock=self.clock, loop=loop)
+                       handles=self.backend, clock=self.clock, loop=loop)
 
     def cancel_running(self, delivery_id: str) -> bool:
         """Tell the run of a delivery (in this process) that its event was cancelled: ``ctx.cancelled``

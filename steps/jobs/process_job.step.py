@@ -2,7 +2,9 @@
 
 Retries happen in user land, as in Motia's background-job example: on a retryable error the
 handler stores ``retry_scheduled`` with a ``retryAt`` (exponential backoff with full jitter) and
-returns normally; the JobScheduler cron step re-queues the job when that time comes.
+returns normally; the JobScheduler cron step re-queues the job when that time comes. The job's
+result is also the handler's return value, so ``motia-py status`` and ``ctx.status`` show it on the
+attempt's job handle, with the progress reported here.
 """
 
 from datetime import timedelta
@@ -48,9 +50,11 @@ async def handler(job: JobEnqueued, ctx):
     if record.get("status") == COMPLETED:  # delivery is at least once: never run a job twice
         ctx.logger.info("Job already completed; skipping", jobId=job.jobId)
         return
-    record = with_status(record, RUNNING, attempts=job.attempt, maxAttempts=job.maxAttempts, error=None)
+    record = with_status(record, RUNNING, attempts=job.attempt, maxAttempts=job.maxAttempts, error=None,
+                         eventId=ctx.event_id)
     await ctx.state.set(JOBS, job.jobId, record)
     ctx.logger.info("Running job", jobId=job.jobId, type=job.type, attempt=job.attempt)
+    await ctx.progress(0.0, f"attempt {job.attempt} of {job.maxAttempts}", jobId=job.jobId)
 
     retry_in_s = None
     try:
@@ -67,7 +71,7 @@ async def handler(job: JobEnqueued, ctx):
         ctx.logger.info("Job completed", jobId=job.jobId, attempt=job.attempt)
         await ctx.emit("job.completed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
                                          "result": result})
-        return
+        return result  # the result of this attempt's job handle
 
     if retry_in_s is None:
         record = with_status(record, FAILED, error=error)
