@@ -7,12 +7,12 @@ import json
 import time
 from collections.abc import Awaitable, Coroutine, Generator, Mapping
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .backends.base import Delivery, HandleStore, Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
-from .handles import Cancellation, EventStatus, cancel_event, delay_until, encode_progress, event_status
+from .handles import cancel_event, delay_until, encode_progress, event_status
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 from .suggest import did_you_mean
@@ -242,17 +242,19 @@ class Context:
         asyncio.run_coroutine_threadsafe(_awaited(report), self._loop).result()
         return _DONE
 
-    def status(self, event_id: str) -> Awaitable[EventStatus]:
-        """The status of any event (by id or unique prefix), as :meth:`motia_py.Client.status` gives it:
-        ``await ctx.status(job_id)``; a plain ``def`` handler calls it without ``await``.
+    def status(self, event_id: str) -> Any:
+        """The :class:`~motia_py.handles.EventStatus` of any event (by id or unique prefix), as
+        :meth:`motia_py.Client.status` gives it: ``await ctx.status(job_id)`` in an async handler; a
+        plain ``def`` handler gets the status itself from ``ctx.status(job_id)``.
 
         Raises:
             UnknownEventError, AmbiguousIdError: no such event, or a prefix of several.
         """
         return self._blocking(event_status(self._store(), event_id))
 
-    def cancel(self, event_id: str) -> Awaitable[Cancellation]:
-        """Cancel any event, as :meth:`motia_py.Client.cancel` does (``await ctx.cancel(id)``)."""
+    def cancel(self, event_id: str) -> Any:
+        """Cancel any event, as :meth:`motia_py.Client.cancel` does; a
+        :class:`~motia_py.handles.Cancellation` (``await ctx.cancel(id)`` in an async handler)."""
         return self._blocking(cancel_event(self._store(), event_id))
 
     def _store(self) -> HandleStore:
@@ -260,25 +262,13 @@ class Context:
             raise InvalidEmitError("this context has no backend to look events up in")
         return self._handles
 
-    def _blocking(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
-        """``coro`` for an async handler; for a plain ``def`` one, its result (awaitable all the same)."""
+    def _blocking(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T] | T:
+        """``coro`` for an async handler; for a plain ``def`` one (on a thread), its result."""
         if self._loop is None:
             return coro
-        return _Ready(asyncio.run_coroutine_threadsafe(coro, self._loop).result())
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
 
 async def _awaited(aw: Awaitable[None]) -> None:
     await aw
 
-
-class _Ready(Generic[T]):
-    """A value already computed, awaitable (what a plain ``def`` handler's blocking calls return)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: T) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[None, None, T]:
-        return self.value
-        yield  # pragma: no cover - makes this a generator
