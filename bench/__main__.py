@@ -1,23 +1,25 @@
-"""Run the benchmarks: ``python -m bench [delivery|reload|all] [--backends memory,sqlite,redis]``."""
+"""Run the benchmarks: ``python -m bench [delivery|handles|reload|all] [--backends memory,sqlite,redis]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import delivery
+from . import delivery, handles
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the selected benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "reload"])
+    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "handles", "reload"])
     parser.add_argument("--backends", default="memory,sqlite,redis")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--chain-runs", type=int, default=300)
     args = parser.parse_args(argv)
     if args.which in ("all", "delivery"):
         delivery.main(args.backends.split(","), args.events, args.chain_runs)
+    if args.which in ("all", "handles"):
+        handles.main(args.backends.split(","), args.events)
     if args.which in ("all", "reload"):
         try:
             from . import reload
