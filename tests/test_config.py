@@ -160,7 +160,7 @@ def test_motia_cloud_keys_are_accepted_and_ignored() -> None:
 def test_missing_type_is_rejected_with_the_choices() -> None:
     err = config_error({"name": "A", "subscribes": ["x"]})
     assert err.field == "type"
-    assert err.hint == "one of event, cron, api, noop"
+    assert err.hint == "one of event, cron, api, noop, state"
 
 
 def test_misspelled_type_suggests_the_nearest_type() -> None:

@@ -158,3 +158,50 @@ def test_workers_sigkilled_every_few_seconds_lose_no_event(make_project: Project
     assert dead_letters(root, backend_env) == []
     duplicates = sum(n - 1 for n in Counter(done(root)).values())
     assert duplicates <= kills * 3 * 4  # only runs in flight at a kill may run twice (concurrency 4)
+
+
+def test_workers_sigkilled_and_a_redis_restart_lose_no_event(make_project: ProjectFactory, tmp_path: Path) -> None:
+    from .backends.redis_support import private_redis
+
+    check_reachable(redis_url())  # as every Redis test: never skipped silently in CI
+    root = project(make_project, delay=0.04, concurrency=4)
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    with private_redis(data) as start_redis:
+        server = start_redis()
+        env = {"MOTIA_PY_BACKEND_URL": f"redis://127.0.0.1:{start_redis.port}/0"}  # type: ignore[attr-defined]
+        emit_file(root, env, [{"i": str(i)} for i in range(3000)])  # acknowledged: fsync-always AOF
+        wanted = {str(i) for i in range(3000)}
+        workers = [start_process(root, "--no-http", "--no-cron", env=env) for _ in range(3)]
+        rng = random.Random(11)
+        kills, restarted = 0, False
+        next_kill = time.monotonic() + rng.uniform(2, 3)
+        try:
+            for w in workers:
+                wait_started(w)
+
+            def finished() -> bool:
+                nonlocal kills, next_kill, server, restarted
+                progress = len(set(done(root)))
+                if not restarted and progress >= 1000:  # Redis itself dies once, mid-run, and comes back
+                    server.send_signal(signal.SIGKILL)
+                    server.wait()
+                    server = start_redis()
+                    restarted = True
+                if time.monotonic() >= next_kill and progress < len(wanted):
+                    victim = rng.randrange(len(workers))
+                    workers[victim].send_signal(signal.SIGKILL)
+                    workers[victim].wait(timeout=10)
+                    workers[victim] = start_process(root, "--no-http", "--no-cron", env=env)
+                    kills += 1
+                    next_kill = time.monotonic() + rng.uniform(2, 3)
+                return progress >= len(wanted)
+            wait_until(finished, 240, "every event despite the kills and the Redis restart")
+            for w in workers:
+                wait_started(w)
+        finally:
+            codes = [stop(w) for w in workers]
+        assert dead_letters(root, env) == []
+    assert restarted and kills >= 2
+    assert codes == [0, 0, 0]
+    assert set(done(root)) == wanted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,22 @@ async def test_an_incoming_w3c_traceparent_continues_the_callers_trace(make_proj
         assert h.last_response is not None and h.last_response.headers["x-trace-id"] == caller
         _, other = await h.request("POST", "/start", json={}, headers={"traceparent": "garbage"})
         assert other["trace"] != caller and len(other["trace"]) == 32
+
+
+def test_the_trace_tree_draws_branches_and_shows_log_fields() -> None:
+    def run(step: str, event: str, emitted: list[str], **extra: object) -> dict[str, object]:
+        return {"trace_id": "t", "step": step, "kind": "event", "topic": "x", "attempt": 1, "started_at": 0.0,
+                "duration_ms": 1.0, "outcome": "ok", "error": None, "event_id": event, "source": None,
+                "emitted": [{"topic": "x", "event_id": e} for e in emitted], "logs": [], **extra}
+
+    runs = [run("A", "e0", ["e1", "e2"], logs=[{"level": "info", "msg": "split", "parts": 2, "ts": 1.0}]),
+            run("B", "e1", ["e3"]), run("C", "e2", [], error="ValueError: no"), run("D", "e3", [])]
+    when = time.strftime("%H:%M:%S", time.localtime(0.0))
+    assert render_tree(runs).splitlines() == [  # type: ignore[arg-type]
+        f"A <- x  attempt 1  1.0 ms  ok  ({when})",
+        "│  [info] split  parts=2",
+        f"├─ B <- x  attempt 1  1.0 ms  ok  ({when})",
+        f"│  └─ D <- x  attempt 1  1.0 ms  ok  ({when})",
+        f"└─ C <- x  attempt 1  1.0 ms  ok  ({when})",
+        "      ! ValueError: no",
+    ]

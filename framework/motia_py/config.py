@@ -49,6 +49,7 @@ from .errors import StepConfigError
 from .query import QueryParam
 from .schema import to_schema
 from .spec import (
+    QUEUED_TYPES,
     ApiSpec,
     BackoffSpec,
     BackoffType,
@@ -61,10 +62,12 @@ from .spec import (
     StepSpec,
     StepType,
 )
+from .state_watch import WATCH_KEYS, parse_watch
 from .suggest import did_you_mean
 
 __all__ = [
     "HTTP_METHODS",
+    "QUEUED_TYPES",
     "ApiConfig",
     "ApiSpec",
     "BackoffSpec",
@@ -226,6 +229,10 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
         kw.update(_infrastructure(cfg.get("infrastructure"), cron=True))
     elif step_type is StepType.API:
         kw["api"] = parse_api(cfg)
+    elif step_type is StepType.STATE:
+        watch = normalise_keys(mapping(cfg.get("watch"), "watch"), set(WATCH_KEYS), set(), "watch")
+        kw["watch"] = parse_watch(watch, cfg.get("condition"))
+        kw.update(_infrastructure(cfg.get("infrastructure"), cron=False))
     elif not kw["virtual_emits"] and not kw["virtual_subscribes"]:
         raise StepConfigError("a noop step needs 'virtualEmits' or 'virtualSubscribes'", field="virtualSubscribes")
     if step_type is not StepType.NOOP:
@@ -238,16 +245,17 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
 
 def _step_type(raw_type: Any) -> StepType:
     if raw_type is None:
-        raise StepConfigError("config has no 'type'", field="type", hint="one of event, cron, api, noop")
+        raise StepConfigError("config has no 'type'", field="type", hint="one of event, cron, api, noop, state")
     try:
         return StepType(raw_type)
     except (ValueError, TypeError):
         near = did_you_mean(raw_type, [t.value for t in StepType]) if isinstance(raw_type, str) else None
         raise StepConfigError(f"unknown step type {shown(raw_type)}", field="type",
-                              hint=near or "one of event, cron, api, noop") from None
+                              hint=near or "one of event, cron, api, noop, state") from None
 
 
-_ARITY = {StepType.EVENT: ("input", "ctx"), StepType.CRON: ("ctx",), StepType.API: ("req", "ctx")}
+_ARITY = {StepType.EVENT: ("input", "ctx"), StepType.CRON: ("ctx",), StepType.API: ("req", "ctx"),
+          StepType.STATE: ("input", "ctx")}
 
 
 def _check_handler(handler: Any, step_type: StepType) -> bool:

@@ -24,6 +24,7 @@ KEYS: dict[StepType, set[str]] = {
     StepType.CRON: COMMON | {"cron", "timezone", "infrastructure"},
     StepType.API: COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware"},
     StepType.NOOP: COMMON,
+    StepType.STATE: COMMON | {"watch", "condition", "infrastructure"},
 }
 INFRA_KEYS = {"handler", "queue", "cron"}
 HANDLER_KEYS = {"timeout"}

@@ -93,11 +93,12 @@ class Context:
         event_id: the id of the event being handled (None for API steps).
         cancelled: True once the event was cancelled while this run lasts (a plain ``def`` handler must
             check it and return; an async handler gets ``asyncio.CancelledError`` instead).
+        streams: the project's streams (``ctx.streams.<name>``, see :mod:`motia_py.streams`).
     """
 
     __slots__ = ("_clock", "_delivery", "_factory", "_handles", "_log_sink", "_logger", "_loop", "_max_bytes",
-                 "_spec", "attempt", "cancelled", "event_id", "outbox", "scheduled_at", "state", "step", "topic",
-                 "trace_id", "traceparent")
+                 "_spec", "attempt", "cancelled", "event_id", "outbox", "scheduled_at", "state", "step", "streams",
+                 "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -117,6 +118,7 @@ class Context:
         handles: HandleStore | None = None,
         clock: Clock = time.time,
         loop: asyncio.AbstractEventLoop | None = None,
+        streams: Any = None,
     ) -> None:
         self._spec = spec
         self._delivery = delivery
@@ -136,6 +138,7 @@ class Context:
         self._log_sink = log_sink
         self.scheduled_at = scheduled_at
         self.outbox: list[Outgoing] = []
+        self.streams = streams
         self.traceparent = traceparent  # W3C context of this run's span (OpenTelemetry), given to emits
 
     @property

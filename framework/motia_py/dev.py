@@ -31,6 +31,7 @@ from .metrics import install_metrics
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, trace_settings
 from .settings import SETTINGS_FILE, Settings
+from .stream_ws import install_streams
 from .workbench import install_workbench
 
 FileChanges = set[tuple[watchfiles.Change, str]]
@@ -176,6 +177,12 @@ class DevServer:
             http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
             install_workbench(http.app, runtime, self.settings, dev=True)
             install_metrics(http.app, runtime, self.settings, dev=True)
+            try:
+                await install_streams(http.app, runtime, self.settings)
+            except BaseException:
+                await http.stop()
+                await runtime.stop(self.settings.grace_period_s)
+                raise
             click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend "
                                    f"{self.settings.backend_url}, http://{self.settings.host}:{http.port}  "
                                    f"(watching {self.settings.root})\n"

@@ -19,6 +19,7 @@ import re
 import sys
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .findings import Finding, Severity
 from .flows import FlowSpec, load_flows
 from .project_imports import FINDER, FreshLoader, shadowed_packages, under
 from .settings import Settings
+from .stream_config import StreamSpec, build_stream, is_stream_file
 
 STEP_SUFFIXES = (".step.py", "_step.py")
 
@@ -51,6 +53,7 @@ class Project:
     flows: dict[str, FlowSpec]
     problems: tuple[Finding, ...] = ()
     files: tuple[Path, ...] = field(default=())
+    streams: tuple[StreamSpec, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -60,6 +63,13 @@ class Project:
     def step(self, name: str) -> StepSpec | None:
         """The step called ``name``, if any."""
         for s in self.steps:
+            if s.name == name:
+                return s
+        return None
+
+    def stream(self, name: str) -> StreamSpec | None:
+        """The stream called ``name``, if any."""
+        for s in self.streams:
             if s.name == name:
                 return s
         return None
@@ -83,13 +93,22 @@ class Project:
 
 def find_step_files(steps_dir: Path) -> list[Path]:
     """Every ``*.step.py`` and ``*_step.py`` under ``steps_dir``, at any depth, sorted."""
+    return _find(steps_dir, lambda name: name.endswith(STEP_SUFFIXES))
+
+
+def find_stream_files(steps_dir: Path) -> list[Path]:
+    """Every ``*.stream.py`` and ``*_stream.py`` under ``steps_dir``, at any depth, sorted."""
+    return _find(steps_dir, is_stream_file)
+
+
+def _find(steps_dir: Path, wanted: Callable[[str], bool]) -> list[Path]:
     if not steps_dir.is_dir():
         return []
     out = []
     for path in steps_dir.rglob("*.py"):
         if any(is_ignored_dir(part) for part in path.relative_to(steps_dir).parts[:-1]):
             continue
-        if path.name.endswith(STEP_SUFFIXES):
+        if wanted(path.name):
             out.append(path)
     return sorted(out)
 
@@ -109,11 +128,48 @@ def discover(settings: Settings) -> Project:
             steps.append(spec)
         if problem is not None:
             problems.append(problem)
+    streams = _load_streams(settings.steps_dir, root, used_names, problems)
     _record_project_modules(before, root)
     problems.extend(shadowed_packages(root, IGNORED_DIRS))
     flows, flow_problems = load_flows(settings.flows_dir)
     problems.extend(flow_problems)
-    return Project(settings=settings, steps=tuple(steps), flows=flows, problems=tuple(problems), files=tuple(files))
+    return Project(settings=settings, steps=tuple(steps), flows=flows, problems=tuple(problems), files=tuple(files),
+                   streams=streams)
+
+
+def _load_streams(steps_dir: Path, root: Path, used: set[str], problems: list[Finding]) -> tuple[StreamSpec, ...]:
+    """Load every stream file; each broken one adds its finding to ``problems``."""
+    streams = []
+    for path in find_stream_files(steps_dir):
+        spec, problem = _load_stream(path, root, used)
+        if spec is not None:
+            streams.append(spec)
+        if problem is not None:
+            problems.append(problem)
+    return tuple(streams)
+
+
+def _load_stream(path: Path, root: Path, used: set[str]) -> tuple[StreamSpec | None, Finding | None]:
+    try:
+        source = path.read_text(encoding="utf-8")
+        compile(source, str(path), "exec")
+        module = _import(path, root, used)
+    except SyntaxError as exc:
+        return None, Finding("syntax-error", Severity.ERROR, f"syntax error: {exc.msg}", file=path, line=exc.lineno,
+                             hint=(exc.text or "").strip() or None)
+    except Exception as exc:
+        return None, Finding("import-error", Severity.ERROR, f"{type(exc).__name__}: {exc}", file=path,
+                             line=_error_line(exc, path), hint=_import_hint(exc))
+    line = _line_of(source, "config")
+    if not hasattr(module, "config"):
+        return None, Finding("missing-config", Severity.ERROR, "the stream file has no 'config'", file=path,
+                             hint="export config = {'name': ..., 'schema': ..., 'baseConfig': {'storageType': "
+                                  "'default'}}")
+    try:
+        return build_stream(module.config, path, line), None
+    except StepConfigError as exc:
+        return None, Finding("invalid-stream", Severity.ERROR, str(exc), file=path, line=line, field=exc.field,
+                             hint=exc.hint, step=_config_name(module.config))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
+from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
 
@@ -31,7 +32,7 @@ from .suggest import did_you_mean
 _CYCLE_LENGTH_BOUND = 24
 _MAX_CYCLES = 100
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
-_ENTRY_TYPES = (StepType.CRON, StepType.API)
+_ENTRY_TYPES = (StepType.CRON, StepType.API, StepType.STATE)
 
 
 def step_node(name: str) -> str:
@@ -165,6 +166,7 @@ def validate(project: Project) -> list[Finding]:
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
+        *realtime_findings(project),
     ]
     return sorted(findings, key=lambda f: _RANK[f.severity])
 
@@ -353,6 +355,8 @@ def _detail(step: StepSpec) -> str:
         return f"{step.type.value} {step.api.method} {step.api.path}"
     if step.cron is not None:
         return f"{step.type.value} {step.cron.expression}"
+    if step.watch is not None:
+        return f"{step.type.value} {step.watch.namespace or '(flow)'}/{step.watch.group or '*'}"
     return step.type.value
 
 
@@ -416,7 +420,8 @@ def to_dot(project: Project, flow: str | None = None) -> str:
 
 
 def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
-    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics`` and step-to-step ``edges``.
+    """The graph as a JSON-ready dict: ``flows``, ``steps``, ``topics``, step-to-step ``edges`` and the
+    project's ``streams`` (``{"name", "file", "line", "schema"}``).
 
     An edge ``{"from", "to", "topic", "virtual", "label", "conditional"}`` goes from a step emitting
     ``topic`` to a step subscribed to it; it is virtual when either side is.
@@ -450,5 +455,7 @@ def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
             edge = {"from": e.step, "to": sub.step, "topic": e.topic, "virtual": e.virtual or sub.virtual,
                     "label": e.label, "conditional": e.conditional}
             edges.setdefault(tuple(edge.values()), edge)
+    streams = [{"name": s.name, "file": _rel(project, s.file), "line": s.line,
+                "schema": s.schema.json if s.schema is not None else None} for s in project.streams]
     return {"flows": list(view.flows), "steps": steps, "topics": list(view.topics),
-            "edges": list(edges.values())}
+            "edges": list(edges.values()), "streams": streams}

@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .backends.base import new_id
 from .config import StepSpec, StepType
@@ -103,6 +103,8 @@ class ApiApp:
         self.extra_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
         self.prefix_routes: list[tuple[str, Callable[[Request], Awaitable[Response]]]] = []
         self.on_response: Callable[[str, str, int], None] | None = None  # (method, path, status): metrics
+        self.websocket: ASGIApp | None = None  # WebSocket connections (streams: see stream_ws.py)
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []  # run when the server stops
         self.set_router(router)
 
     def set_router(self, router: Router) -> None:
@@ -250,6 +252,12 @@ class ApiApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            if self.websocket is not None:
+                await self.websocket(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1000})
+            return
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
@@ -383,6 +391,8 @@ class HttpServer:
     async def stop(self) -> None:
         """Stop accepting, finish open requests, close."""
         self.app.stopping = True
+        for stop in self.app.on_stop:
+            await stop()
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -404,7 +414,8 @@ async def start_server(router: Router, settings: Settings, *, dev: bool = False,
 
     app.extra_routes[("GET", "/openapi.json")] = openapi
     config = uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
-                            log_level="warning", access_log=False, lifespan="off", server_header=False)
+                            log_level="warning", access_log=False, lifespan="off", server_header=False,
+                            ws_per_message_deflate=False)  # small stream messages: compressing each costs more
     sock = _bind_socket(settings.host, config.port)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="motia-http")

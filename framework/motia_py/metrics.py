@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .backends.base import QueueStats
-from .config import StepType
+from .config import QUEUED_TYPES
 from .errors import BackendError
 from .http import ApiApp
 from .logs import framework_logger
@@ -157,7 +157,7 @@ class Metrics:
         runtime = self.runtime
         if runtime is None:
             return
-        self.steps = sorted(s.name for s in runtime.project.steps if s.type in (StepType.EVENT, StepType.CRON))
+        self.steps = sorted(s.name for s in runtime.project.steps if s.type in QUEUED_TYPES)
         try:
             self.stats = await runtime.backend.stats()
         except BackendError:

@@ -32,6 +32,8 @@ from .request_run import RequestRun
 from .runs import Observer, Outcome, Recorder
 from .settle import Settler
 from .state import State, SyncState
+from .state_triggers import StateTriggers, admits
+from .streams import Streams, project_streams
 from .types import Clock
 
 
@@ -89,6 +91,9 @@ class Router:
         self.steps: dict[str, StepSpec] = {s.name: s for s in project.steps}
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
         self.publisher.set_project(project)
+        self.streams = project_streams(project.streams, self.backend)
+        self.state_triggers = StateTriggers(project, self.clock)
+        self._blocking_streams: tuple[asyncio.AbstractEventLoop, Streams] | None = None
 
     # -- publishing (see publisher.py) --------------------------------------------------------------
     def check_external_topic(self, topic: str) -> None:
@@ -122,16 +127,25 @@ class Router:
                  scheduled_at: datetime | None = None, traceparent: str | None = None,
                  delivery: Delivery | None = None) -> Context:
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
-        async_state = State(self.backend, ns)
+        async_state = State(self.backend, ns, self.state_triggers.notifier(ns, trace_id, spec.name, traceparent))
         state: State | SyncState = async_state
+        streams = self.streams
         loop = None
         if not spec.is_async:
             loop = asyncio.get_running_loop()
             state = SyncState(async_state, loop)
+            streams = self._blocking(streams)
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.publisher.outgoing, max_payload_bytes=self.max_payload_bytes,
-                       scheduled_at=scheduled_at, traceparent=traceparent, delivery=delivery,
+                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams, delivery=delivery,
                        handles=self.backend, clock=self.clock, loop=loop)
+
+    def _blocking(self, streams: Streams) -> Streams:
+        """``ctx.streams`` for plain ``def`` handlers, built once per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._blocking_streams is None or self._blocking_streams[0] is not loop:
+            self._blocking_streams = (loop, streams.blocking(loop))
+        return self._blocking_streams[1]
 
     def cancel_running(self, delivery_id: str) -> bool:
         """Tell the run of a delivery (in this process) that its event was cancelled: ``ctx.cancelled``
@@ -179,10 +193,14 @@ class Router:
                 ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
                                     traceparent=span.traceparent, delivery=d)
                 self.running[d.id] = (ctx, asyncio.current_task(), spec.is_async)
+                skip = False
+                result = None
                 try:
                     data = env.data
-                    result = await self.executor.call(
-                        spec, spec.input.validate(data) if spec.input is not None else data, ctx)
+                    skip = spec.watch is not None and not await admits(spec, data, ctx)  # a state step's condition
+                    if not skip:
+                        result = await self.executor.call(
+                            spec, spec.input.validate(data) if spec.input is not None else data, ctx)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except asyncio.CancelledError:
@@ -198,6 +216,8 @@ class Router:
                     del self.running[d.id]
                     if ctx.cancelled:
                         outcome = await self.settler.cancelled(spec, d, started, ran=True)
+                    elif skip:
+                        outcome = await self.settler.skip(spec, d, started)
                     else:
                         outcome = await self.settler.ack(spec, d, started, ctx.outbox,
                                                          None if result is None else self._result(spec, ctx, result))

@@ -23,6 +23,7 @@ from .metrics import install_metrics
 from .otel import detect
 from .runtime import Runtime, backend_for, load_project, require_valid, trace_settings
 from .settings import Settings
+from .stream_ws import install_streams
 from .workbench import install_workbench
 
 
@@ -104,6 +105,11 @@ async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
     server = await start_server(runtime.router, settings, dev=False)
     install_workbench(server.app, runtime, settings, dev=False)
     install_metrics(server.app, runtime, settings, dev=False)
+    try:
+        await install_streams(server.app, runtime, settings)
+    except BaseException:
+        await server.stop()
+        raise
     framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
     return server
 

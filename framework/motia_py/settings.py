@@ -130,6 +130,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("metrics", "server", "metrics", "MOTIA_PY_SERVER_METRICS", False, _bool),
     _Setting("metrics_token", "server", "metrics_token", "MOTIA_PY_METRICS_TOKEN", None, _opt_str),
     _Setting("allowed_hosts", "server", "allowed_hosts", "MOTIA_PY_SERVER_ALLOWED_HOSTS", (), _hosts),
+    _Setting("streams_authenticate", "streams", "authenticate", "MOTIA_PY_STREAMS_AUTHENTICATE", None, _opt_str),
     _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, _seconds),
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
     _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, _seconds),
@@ -161,6 +162,7 @@ class Settings:
     metrics: bool
     metrics_token: str | None
     allowed_hosts: tuple[str, ...]
+    streams_authenticate: str | None  # "module:function" of the project: the stream clients' authenticate hook
     grace_period_s: float
     traces_enabled: bool
     traces_max_age_s: float

@@ -69,7 +69,8 @@ class Settler:
         return outcome
 
     async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
-        """Acknowledge a delivery that deliberately did not run (a skipped cron tick)."""
+        """Acknowledge a delivery that deliberately did not run (a skipped cron tick, a state change that a
+        state step's condition declined)."""
         try:
             await self.backend.complete(d, ())
         except BackendError as exc:

@@ -14,15 +14,21 @@ from typing import Any
 from .cron import CronSchedule
 from .query import QueryParam
 from .schema import Schema
+from .state_watch import StateWatch
 
 
 class StepType(str, enum.Enum):
-    """The four kinds of step."""
+    """The kinds of step (``state``: runs when watched state changes, see :mod:`.state_watch`)."""
 
     EVENT = "event"
     CRON = "cron"
     API = "api"
     NOOP = "noop"
+    STATE = "state"
+
+
+QUEUED_TYPES = (StepType.EVENT, StepType.CRON, StepType.STATE)
+"""The step types that consume a queue (workers claim their deliveries)."""
 
 
 class QueueType(str, enum.Enum):
@@ -128,6 +134,7 @@ class StepSpec:
     input: Schema | None = None
     cron: CronSchedule | None = None
     api: ApiSpec | None = None
+    watch: StateWatch | None = None  # state steps only
     timeout_s: float | None = 300.0
     queue: QueueSpec = field(default_factory=QueueSpec)
     cron_policy: CronPolicy = field(default_factory=CronPolicy)

@@ -29,10 +29,14 @@ from .discovery import Project
 from .errors import MotiaError
 from .handles import Cancellation, EventStatus, ProgressCallback, cancel_event, event_status, wait_event
 from .http import ApiApp, ApiResponse
+from .logs import framework_logger
 from .runs import RunRecord
 from .runtime import Runtime, load_project, require_valid
 from .settings import load_settings
 from .state import State
+from .stream_hub import StreamHub
+from .streams import Streams
+from .streams_client import Subscription, _Subscriber
 from .suggest import did_you_mean
 from .tracing import TraceSettings
 
@@ -63,6 +67,22 @@ class _RecordingBackend(MemoryBackend):
                               or self._keys[(o.envelope.topic, o.key)][0] == o.envelope.id)
 
 
+class _LocalStreamClient(_Subscriber):
+    """A stream client wired straight to an in-process hub (no socket): what ``Harness.subscribe`` uses."""
+
+    def __init__(self, hub: StreamHub, auth: Any) -> None:
+        super().__init__()
+        self.hub = hub
+        self.auth = auth
+        hub.connect(self)
+
+    def send(self, text: str) -> None:
+        self.route(text)
+
+    async def _send(self, text: str) -> None:
+        await self.hub.receive(self, text)
+
+
 class Harness:
     """Run a project's steps in-process for tests, always on a fresh memory backend.
 
@@ -83,6 +103,7 @@ class Harness:
         self.logs: list[dict[str, Any]] = []
         self._runtime: Runtime | None = None
         self._api: ApiApp | None = None
+        self._hub: StreamHub | None = None
         self.last_response: ApiResponse | None = None
 
     @property
@@ -110,6 +131,8 @@ class Harness:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._hub is not None:
+            await self._hub.stop()
         if self._runtime is not None:
             await self._runtime.stop(grace_s=5.0)
 
@@ -211,8 +234,27 @@ class Harness:
         return [o.envelope.data for o in self.backend.published if o.envelope.topic == topic]
 
     def state(self, namespace: str) -> State:
-        """The state of a namespace (``get``, ``items``, ``get_group``, ``set``, ...)."""
-        return State(self.backend, namespace)
+        """The state of a namespace (``get``, ``items``, ``get_group``, ``set``, ...); its writes start the
+        state steps that watch them, as ``ctx.state``'s do."""
+        return State(self.backend, namespace, self.runtime.router.state_triggers.notifier(namespace, None, None))
+
+    @property
+    def streams(self) -> Streams:
+        """The project's streams, as ``ctx.streams`` (``await h.streams.todo.set(...)``)."""
+        return self.runtime.router.streams
+
+    async def subscribe(self, stream: str, group_id: str, item_id: str | None = None, *, auth: Any = None
+                        ) -> Subscription:
+        """Join a stream's item (or, without ``item_id``, its group) as a client would, with ``auth`` as the
+        connection's auth context (what ``canAccess`` sees); read what arrives with ``await sub.next()``,
+        ``sub.messages`` and ``sub.state`` (see :mod:`motia_py.streams_client`)."""
+        if self._hub is None:
+            self._hub = StreamHub(self.runtime.router, framework_logger(self.logs.append))
+            await self._hub.start()
+        client = _LocalStreamClient(self._hub, auth)
+        if item_id is None:
+            return await client.subscribe_group(stream, group_id)
+        return await client.subscribe_item(stream, group_id, item_id)
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter, newest first."""

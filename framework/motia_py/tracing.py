@@ -181,23 +181,36 @@ def _outcome(value: str) -> Outcome | None:
 
 
 def render_tree(runs: list[dict[str, Any]]) -> str:
-    """The text tree ``motia-py trace ID`` prints."""
+    """The text tree ``motia-py trace ID`` prints: one line per run with ``├─``/``└─`` branches, and under
+    each run its error and log lines (with their fields)."""
     lines: list[str] = []
 
-    def walk(node: dict[str, Any], depth: int) -> None:
+    def walk(node: dict[str, Any], prefix: str, branch: str, below: str) -> None:
         outcome = _outcome(node["outcome"])
         mark = outcome.mark if outcome is not None else str(node["outcome"])
         when = time.strftime("%H:%M:%S", time.localtime(node["started_at"]))
-        line = (f"{'  ' * depth}{'└─ ' if depth else ''}{node['step']} <- {node['topic']}  attempt {node['attempt']}  "
-                f"{node['duration_ms']:.1f} ms  {mark}  ({when})")
+        lines.append(f"{prefix}{branch}{node['step']} <- {node['topic']}  attempt {node['attempt']}  "
+                     f"{node['duration_ms']:.1f} ms  {mark}  ({when})")
+        inner = prefix + below + ("│  " if node["children"] else "   ")
         if node.get("error"):
-            line += f"\n{'  ' * (depth + 1)}   {node['error']}"
+            lines.append(f"{inner}! {node['error']}")
         for log in node.get("logs", [])[:5]:
-            line += f"\n{'  ' * (depth + 1)}   [{log.get('level', 'info')}] {log.get('msg', '')}"
-        lines.append(line)
-        for child in node["children"]:
-            walk(child, depth + 1)
+            fields = " ".join(f"{k}={_short(v)}" for k, v in log.items() if k not in _LOG_KEYS)
+            text = f"{inner}[{log.get('level', 'info')}] {log.get('msg', '')}"
+            lines.append(f"{text}  {fields}" if fields else text)
+        children = node["children"]
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            walk(child, prefix + below, "└─ " if last else "├─ ", "   " if last else "│  ")
 
     for root in build_tree(runs):
-        walk(root, 0)
+        walk(root, "", "", "")
     return "\n".join(lines)
+
+
+_LOG_KEYS = frozenset({"ts", "level", "msg"})
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -16,6 +16,8 @@ nothing from the network. It reads the API below and follows ``api/events`` (ser
     GET  traces/{id}            {"trace_id", "summary", "tree"}
     GET  dlq                    dead letters;   POST dlq/{id}/replay
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
+    GET  streams                [{"name", "schema", "groups"}] (the page then joins a group over the
+                                stream WebSocket at ``/``, as any stream client does)
     POST emit {"topic", "data", "key"?} -> {"traceId", "eventId"};  POST call {"method", "path", "body"} -> the response
     GET  status/{id}            an event's status per step (id: the event id or a unique prefix)
     POST cancel/{id}            cancel an event -> {"changed", "cancelled", "requested", "status"}
@@ -211,6 +213,7 @@ class Workbench:
                 ("POST", r"/api/dlq/(?P<id>[^/]+)/replay", self.replay),
                 ("GET", r"/api/namespaces", self.namespaces),
                 ("GET", r"/api/state/(?P<namespace>[^/]+)", self.state),
+                ("GET", r"/api/streams", self.streams),
                 ("POST", r"/api/emit", self.emit),
                 ("POST", r"/api/call", self.call),
                 ("GET", r"/api/status/(?P<id>[^/]+)", self.status),
@@ -424,6 +427,13 @@ class Workbench:
         backend, ns = self.app.router.backend, params["namespace"]
         return _json({g: {k: json.loads(v) for k, v in sorted((await backend.state_items(ns, g)).items())}
                       for g in sorted(await backend.state_groups(ns))})
+
+    async def streams(self, request: Request, _: dict[str, str]) -> Response:
+        """The project's streams, each with its groups that hold items (the page follows one live over the
+        stream WebSocket itself)."""
+        backend = self.app.router.backend
+        return _json([{"name": s.name, "schema": s.schema.json if s.schema is not None else None,
+                       "groups": await backend.state_groups(s.namespace)} for s in self.app.router.project.streams])
 
     # -- actions ----------------------------------------------------------------------------------
     async def emit(self, request: Request, _: dict[str, str]) -> Response:

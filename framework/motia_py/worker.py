@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from .backends.base import Delivery
-from .config import StepType
+from .config import QUEUED_TYPES
 from .errors import BackendError
 from .isolation import Isolation
 from .router import Router
@@ -70,7 +70,7 @@ class Worker:
         return sum(c.busy for c in (*self._consumers.values(), *self._retired))
 
     def _wanted(self) -> set[str]:
-        names = {s.name for s in self.router.steps.values() if s.type in (StepType.EVENT, StepType.CRON)}
+        names = {s.name for s in self.router.steps.values() if s.type in QUEUED_TYPES}
         return names if self.only is None else names & self.only
 
     async def start(self) -> None:

@@ -5,6 +5,9 @@ handler stores ``retry_scheduled`` with a ``retryAt`` (exponential backoff with 
 returns normally; the JobScheduler cron step re-queues the job when that time comes. The job's
 result is also the handler's return value, so ``motia-py status`` and ``ctx.status`` show it on the
 attempt's job handle, with the progress reported here.
+
+Every change of status is also pushed to the ``jobStatus`` stream (``job_status_stream.py``), so a
+browser subscribed to group ``jobs`` sees each job run, progress and finish without polling.
 """
 
 from datetime import timedelta
@@ -45,6 +48,12 @@ config = {
 }
 
 
+async def publish_status(ctx, job: JobEnqueued, status: str, progress: float, error: str | None = None) -> None:
+    """Push the job's status to the ``jobStatus`` stream (group ``jobs``)."""
+    await ctx.streams.jobStatus.set(JOBS, job.jobId, {"type": job.type, "status": status, "progress": progress,
+                                                      "attempt": job.attempt, "error": error, "updatedAt": iso(now())})
+
+
 async def handler(job: JobEnqueued, ctx):
     record = await ctx.state.get(JOBS, job.jobId) or job.model_dump(exclude={"attempt"})
     if record.get("status") == COMPLETED:  # delivery is at least once: never run a job twice
@@ -53,6 +62,7 @@ async def handler(job: JobEnqueued, ctx):
     record = with_status(record, RUNNING, attempts=job.attempt, maxAttempts=job.maxAttempts, error=None,
                          eventId=ctx.event_id)
     await ctx.state.set(JOBS, job.jobId, record)
+    await publish_status(ctx, job, RUNNING, 0.0)
     ctx.logger.info("Running job", jobId=job.jobId, type=job.type, attempt=job.attempt)
     await ctx.progress(0.0, f"attempt {job.attempt} of {job.maxAttempts}", jobId=job.jobId)
 
@@ -68,6 +78,7 @@ async def handler(job: JobEnqueued, ctx):
             error = f"{exc} (gave up after {job.attempt} attempts)"
     else:
         await ctx.state.set(JOBS, job.jobId, with_status(record, COMPLETED, result=result))
+        await publish_status(ctx, job, COMPLETED, 1.0)
         ctx.logger.info("Job completed", jobId=job.jobId, attempt=job.attempt)
         await ctx.emit("job.completed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
                                          "result": result})
@@ -81,5 +92,6 @@ async def handler(job: JobEnqueued, ctx):
         record = with_status(record, RETRY_SCHEDULED, error=error, retryAt=retry_at)
         ctx.logger.warn("Job failed; retry scheduled", jobId=job.jobId, attempt=job.attempt, retryAt=retry_at)
     await ctx.state.set(JOBS, job.jobId, record)
+    await publish_status(ctx, job, record["status"], 1.0 if retry_in_s is None else 0.0, error)
     await ctx.emit("job.failed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
                                   "error": error, "retryable": retry_in_s is not None})

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..types import Clock
 from .memory_handles import MemoryHandles
+from .memory_realtime import MemoryRealtime
 from .records import (
     DeadLetter,
     Delivery,
@@ -56,8 +57,10 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend(MemoryHandles):
-    """In-process backend (``memory://``). Not shared between processes; lost on exit.
+class MemoryBackend(MemoryRealtime, MemoryHandles):
+    """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
+    state changes are in :class:`.memory_realtime.MemoryRealtime`, its job handles in
+    :class:`.memory_handles.MemoryHandles`.
 
     Args:
         url: ``memory://``.

@@ -37,12 +37,14 @@ Layout (``p`` is the prefix, ``<x>`` an escaped name)::
     p:handles                ZSET   event ids with a finished delivery, scored by the latest finish
     p:cancels                ZSET   cancelled event ids (claims flag their deliveries), scored by cancel time
     p:key:<topic>:<key>      STRING "event id|expires at" of an idempotency key (with a real TTL as well)
+    p:pubsub:<channel>       (pub/sub channel, not a key) messages of one PubSubStore channel
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote
 
 CONSUMER: Final = "workers"
 """The one consumer name every process uses inside a step's consumer group.
@@ -119,6 +121,20 @@ class Keys:
     def lock(self, key: str) -> str:
         """The lease (cron tick, overlap lock) named ``key``."""
         return f"{self.prefix}:lock:{escape(key)}"
+
+    def pubsub(self, channel: str) -> str:
+        """The Redis pub/sub channel of a :class:`~.stores.PubSubStore` channel."""
+        return f"{self.prefix}:pubsub:{escape(channel)}"
+
+    def pubsub_channel(self, name: str) -> str | None:
+        """The store channel of a Redis pub/sub channel built by :meth:`pubsub` (None for others)."""
+        head = f"{self.prefix}:pubsub:"
+        return unquote(name[len(head):]) if name.startswith(head) else None
+
+    def pubsub_pattern(self) -> str:
+        """The PSUBSCRIBE pattern that matches every channel of :meth:`pubsub` (glob characters of the
+        prefix escaped)."""
+        return "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + ":pubsub:*"
 
     def trace(self, trace_id: str) -> str:
         """The run records of one trace."""

@@ -36,6 +36,7 @@ from ._sqlite_thread import Connection, Op, Row, each
 from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
 from .registry import BackendOptions
 from .sqlite_handle_store import SqliteHandles
+from .sqlite_realtime import SqliteRealtime
 from .sqlite_schema import connect, resolve_path
 
 A = TypeVar("A")
@@ -106,8 +107,9 @@ def _meta_cas(conn: sqlite3.Connection, arg: tuple[str, str | None, str]) -> boo
     return True
 
 
-class SqliteBackend(SqliteHandles):
+class SqliteBackend(SqliteRealtime, SqliteHandles):
     """Durable backend on one SQLite file in WAL mode, shared by the worker processes of one machine.
+    Its pub/sub and state changes are in :class:`.sqlite_realtime.SqliteRealtime`.
 
     Args:
         url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
@@ -171,6 +173,7 @@ class SqliteBackend(SqliteHandles):
 
     async def close(self) -> None:
         """Finish the queued calls and close the file; deliveries stay queued."""
+        await self._close_realtime()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
