@@ -38,11 +38,22 @@ def finish_json(state: HandleState, *, delivery_id: str | None, attempts: int, s
     return json.dumps(rec, separators=(",", ":"))
 
 
+def json_text(text: str) -> str:
+    """``text`` as a JSON string (the common case of an id of letters and digits without ``json.dumps``)."""
+    return f'"{text}"' if text.isalnum() else json.dumps(text)
+
+
 def finish_json_open(state: HandleState, *, delivery_id: str | None, attempts: int, started_at: float | None,
                      error: str | None = None, result_json: str | None = None) -> str:
-    """A finished record without its closing brace, for a script to append ``,"f":<time>}``."""
-    return finish_json(state, delivery_id=delivery_id, attempts=attempts, started_at=started_at,
-                       finished_at=None, error=error, result_json=result_json)[:-1]
+    """A finished record without its closing brace, for a script to append ``,"f":<time>}`` (built by hand:
+    the Redis backend writes one per acknowledgement)."""
+    head = (f'{{"s":"{state.value}","a":{int(attempts)},"d":{"null" if delivery_id is None else json_text(delivery_id)}'
+            f',"st":{"null" if started_at is None else repr(float(started_at))}')
+    if error is not None:
+        head += ',"e":' + json.dumps(error)
+    if result_json is not None:
+        head += ',"r":' + json.dumps(result_json)
+    return head
 
 
 def step_from_finish(step: str, text: str, progress_json: str | None = None) -> StepHandle:

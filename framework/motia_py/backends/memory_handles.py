@@ -24,6 +24,9 @@ from .records import (
     StepHandle,
 )
 
+_Finished = tuple[str, str, str, int, "float | None", float, "str | None", "str | None", str, str, float]
+"""(step, state, delivery id, attempts, started at, finished at, error, result, topic, trace id, emitted at)"""
+
 
 class MemoryHandles:
     """Job handles kept in dicts beside the memory backend's queues."""
@@ -38,9 +41,11 @@ class MemoryHandles:
         async def retry(self, delivery: Delivery, delay_s: float) -> None: ...
 
     def _init_handles(self) -> None:
-        self._finished: dict[str, dict[str, StepHandle]] = {}  # event id -> step -> finished record
-        self._info: dict[str, tuple[str, str, float]] = {}  # event id -> (topic, trace id, emitted at)
-        self._last: dict[str, float] = {}  # event id -> when its latest delivery finished
+        # event id -> the finished record of its first step to finish (see _Finished), and the records of its
+        # other steps in _more: one flat tuple of plain values per event (the garbage collector stops tracking
+        # it; thousands are kept), cheap to build on the hot path. StepHandles are built when someone asks.
+        self._finished: dict[str, _Finished] = {}
+        self._more: dict[str, dict[str, _Finished]] = {}
         self._errors: dict[tuple[str, str], str] = {}  # (event id, step) -> last error
         self._progress: dict[tuple[str, str], str] = {}  # (event id, step) -> latest progress JSON
         self._cancels: dict[str, float] = {}  # cancelled event ids -> when
@@ -59,16 +64,32 @@ class MemoryHandles:
     def _finish(self, item: Any, state: HandleState, error: str | None = None, result_json: str | None = None,
                 attempts: int | None = None) -> None:
         """Record the end of a delivery (``item`` is the memory backend's queue item)."""
-        env, now = item.envelope, self.clock()
-        key = (env.id, item.step)
-        self._info[env.id] = (env.topic, env.trace_id, env.emitted_at)
-        self._finished.setdefault(env.id, {})[item.step] = StepHandle(
-            step=item.step, state=state, delivery_id=item.id, attempts=item.attempts if attempts is None else attempts,
-            started_at=item.first_delivered_at, finished_at=now, error=error if error is not None else
-            (self._errors.pop(key, None) if state is not HandleState.SUCCEEDED else None),
-            result_json=result_json, progress_json=self._progress.get(key))
-        self._errors.pop(key, None)
-        self._last[env.id] = now
+        env, eid = item.envelope, item.envelope.id
+        if self._errors:
+            last = self._errors.pop((eid, item.step), None)
+            if error is None and state is not HandleState.SUCCEEDED:
+                error = last
+        rec = (item.step, state.value, item.id, item.attempts if attempts is None else attempts,
+               item.first_delivered_at, self.clock(), error, result_json, env.topic, env.trace_id, env.emitted_at)
+        first = self._finished.get(eid)
+        if first is None or first[0] == item.step:
+            self._finished[eid] = rec
+        else:
+            self._more.setdefault(eid, {})[item.step] = rec
+
+    def _records(self, event_id: str) -> list[_Finished]:
+        first = self._finished.get(event_id)
+        return [] if first is None else [first, *self._more.get(event_id, {}).values()]
+
+    def _finished_steps(self, event_id: str) -> dict[str, StepHandle]:
+        return {f[0]: StepHandle(step=f[0], state=HandleState(f[1]), delivery_id=f[2], attempts=f[3], started_at=f[4],
+                                 finished_at=f[5], error=f[6], result_json=f[7],
+                                 progress_json=self._progress.get((event_id, f[0])))
+                for f in self._records(event_id)}
+
+    def _last(self, event_id: str) -> float:
+        """When the event's latest delivery finished."""
+        return max(f[5] for f in self._records(event_id))
 
     # -- the store --------------------------------------------------------------------------------
     async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
@@ -126,8 +147,9 @@ class MemoryHandles:
     async def handle_get(self, event_id: str) -> EventHandle | None:
         """The event's live deliveries and finished records (a live delivery supersedes a record)."""
         now = self.clock()
-        steps = dict(self._finished.get(event_id, {}))
-        info = self._info.get(event_id)
+        steps = self._finished_steps(event_id)
+        first = self._finished.get(event_id)
+        info = None if first is None else (first[8], first[9], first[10])
         for item in self._items():
             if item.envelope.id == event_id:
                 steps[item.step] = self._live(item, now)
@@ -206,15 +228,14 @@ class MemoryHandles:
     async def handles_prune(self, before: float, keep: int) -> int:
         """Drop finished handles by age and count (events with a live delivery are kept)."""
         live = {i.envelope.id for i in self._items()}
-        ranked = sorted((e for e in self._finished if e not in live), key=lambda e: self._last.get(e, 0.0),
-                        reverse=True)
-        drop = [e for i, e in enumerate(ranked) if i >= keep or self._last.get(e, 0.0) < before]
+        ranked = sorted(((self._last(e), e) for e in self._finished if e not in live), reverse=True)
+        drop = [e for i, (last, e) in enumerate(ranked) if i >= keep or last < before]
         for e in drop:
-            for step in self._finished.pop(e):
-                self._progress.pop((e, step), None)
-                self._errors.pop((e, step), None)
-            self._info.pop(e, None)
-            self._last.pop(e, None)
+            for f in self._records(e):
+                self._progress.pop((e, f[0]), None)
+                self._errors.pop((e, f[0]), None)
+            del self._finished[e]
+            self._more.pop(e, None)
         for e in [e for e, at in self._cancels.items() if at < before and e not in live]:
             del self._cancels[e]
         now = self.clock()

@@ -5,10 +5,10 @@ function of the queue scripts' ``publish`` that reads the handle part (see :mod:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Final
 
+from .handle_records import json_text
 from .records import Outgoing, new_id
 from .redis_keys import Keys, escape
 
@@ -77,7 +77,7 @@ def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: 
         handle_ks.append(keys.handle(env.id))
         if out.key is not None:
             handle_ks.append(keys.idempotency(env.topic, out.key))
-        handle_args += (str(i), env.id, json.dumps([env.topic, env.trace_id, env.emitted_at]),
+        handle_args += (str(i), env.id, f"[{json_text(env.topic)},{json_text(env.trace_id)},{env.emitted_at!r}]",
                         "" if out.key is None else repr(float(out.key_ttl_s)), str(len(out.targets)))
         for t in out.targets:
             sk, uid = keys.step(t.step), new_id()
