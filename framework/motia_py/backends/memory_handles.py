@@ -236,7 +236,7 @@ class MemoryHandles:
                 self._errors.pop((e, f[0]), None)
             del self._finished[e]
             self._more.pop(e, None)
-        for e in [e for e, at in self._cancels.items() if at < before and e not in live]:
+        for e in [e for e in self._cancels if e not in live]:  # nothing of it left to stop
             del self._cancels[e]
         now = self.clock()
         for k in [k for k, (_, expires) in self._keys.items() if expires <= now]:

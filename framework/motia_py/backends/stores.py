@@ -314,8 +314,8 @@ class HandleStore(Protocol):
 
     async def handles_prune(self, before: float, keep: int) -> int:
         """Drop the finished handles whose last delivery ended before ``before``, and all but the
-        ``keep`` most recently finished; also forget cancellations and expired keys that old. Return how
-        many handles were dropped."""
+        ``keep`` most recently finished; also forget expired keys, and the cancellations of events with
+        no delivery left in a queue. Return how many handles were dropped."""
 
 
 @runtime_checkable
