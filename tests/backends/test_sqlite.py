@@ -375,7 +375,7 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         await backend.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT owner FROM deliveries ORDER BY id").fetchall() == [("new:1",), ("new:1",)]
+        assert conn.execute("SELECT id, owner FROM deliveries").fetchall() == [("d2", "new:1")]  # d completed
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"deliveries_expiry", "deliveries_event"} <= indexes and "deliveries_leased" not in indexes
     conn.close()
