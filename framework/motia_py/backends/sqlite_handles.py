@@ -50,11 +50,24 @@ def finish(conn: sqlite3.Connection, d: Delivery, state: HandleState, now: float
                            d.attempt if attempts is None else attempts, d.first_delivered_at, now, error, result_json))
 
 
+def _finish_sql(n: int) -> str:
+    head, _, tail = _FINISH.partition("VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    return head + "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n) + tail
+
+
+_FINISHES: Final = {n: _finish_sql(n) for n in (64, 16, 4, 1)}  # multi-row statements, as for deliveries
+
+
 def finish_many(conn: sqlite3.Connection, done: Iterable[tuple[Delivery, str | None]], now: float) -> None:
-    """Finished records (``succeeded``, with their results) of acknowledged deliveries."""
-    conn.executemany(_FINISH, [(d.envelope.id, d.step, d.envelope.topic, d.envelope.trace_id, d.envelope.emitted_at,
-                                "succeeded", d.id, d.attempt, d.first_delivered_at, now, None, result)
-                               for d, result in done])
+    """Finished records (``succeeded``, with their results) of acknowledged deliveries, in a few multi-row
+    statements (one acknowledgement batch writes one per delivery). A delivery appears once per batch."""
+    rows = [(d.envelope.id, d.step, d.envelope.topic, d.envelope.trace_id, d.envelope.emitted_at, "succeeded", d.id,
+             d.attempt, d.first_delivered_at, now, None, result) for d, result in done]
+    i = 0
+    for n, sql in _FINISHES.items():
+        while len(rows) - i >= n:
+            conn.execute(sql, [v for row in rows[i:i + n] for v in row])
+            i += n
 
 
 def _note(conn: sqlite3.Connection, d: Delivery, column: str, value: str) -> None:
@@ -212,17 +225,38 @@ def scheduled_list(conn: sqlite3.Connection, arg: tuple[str | None, int, float])
     return [ScheduledDelivery(*r) for r in rows]
 
 
+_PRUNE_BATCH: Final = 5000  # events looked at per prune (bounds the time the connection is busy)
+
+
+def _finished_before(conn: sqlite3.Connection, events: list[str], before: float) -> list[str]:
+    """Those of ``events`` whose every record is finished, the latest before ``before``."""
+    out: list[str] = []
+    for i in range(0, len(events), 500):
+        chunk = events[i:i + 500]
+        out += [str(r[0]) for r in conn.execute(
+            f"SELECT event_id FROM handles WHERE event_id IN ({','.join('?' * len(chunk))}) GROUP BY event_id "
+            "HAVING COUNT(finished_at) = COUNT(*) AND MAX(finished_at) < ?", [*chunk, before])]
+    return out
+
+
 @each
 def prune_candidates(conn: sqlite3.Connection, arg: tuple[float, int]) -> list[str]:
-    """Finished events (no live delivery) last finished before ``before`` or past the ``keep`` newest."""
+    """Events (about :data:`_PRUNE_BATCH` at most) last finished before ``before``, and the oldest finished
+    past the ``keep`` newest; :func:`prune` keeps those that are live again. Through the index of finish
+    times: cheap while under ``keep``."""
     before, keep = arg
-    rows = conn.execute(
-        "SELECT ev FROM (SELECT ev, last, ROW_NUMBER() OVER (ORDER BY last DESC) AS n FROM "
-        "(SELECT h.event_id AS ev, MAX(h.finished_at) AS last FROM handles h GROUP BY h.event_id "
-        " HAVING COUNT(h.state) = COUNT(*)) AS f "
-        " WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = f.ev)) WHERE n > ? OR last < ?",
-        (keep, before)).fetchall()
-    return [str(r[0]) for r in rows]
+    old = [str(r[0]) for r in conn.execute(
+        "SELECT event_id FROM handles WHERE finished_at < ? ORDER BY finished_at LIMIT ?", (before, _PRUNE_BATCH))]
+    found = set(_finished_before(conn, list(dict.fromkeys(old)), before))
+    rows = conn.execute("SELECT COUNT(*) FROM handles WHERE finished_at IS NOT NULL").fetchone()[0]
+    if rows > keep:  # as many events at most: count them exactly only then
+        surplus = conn.execute("SELECT COUNT(DISTINCT event_id) FROM handles WHERE finished_at IS NOT NULL"
+                               ).fetchone()[0] - keep
+        if surplus > 0:
+            found |= {str(r[0]) for r in conn.execute(
+                "SELECT event_id FROM handles WHERE finished_at IS NOT NULL GROUP BY event_id "
+                "ORDER BY MAX(finished_at) LIMIT ?", (min(surplus, _PRUNE_BATCH),))}
+    return sorted(found)
 
 
 @each

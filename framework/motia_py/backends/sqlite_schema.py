@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS handles (
     error TEXT, result TEXT, progress TEXT,
     PRIMARY KEY (event_id, step)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS handles_finished ON handles (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS cancels (event_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS keys (
     topic TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL, expires_at REAL NOT NULL,
