@@ -20,14 +20,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check framework tests bench steps
 	$(VENV)/bin/mypy
-	bash scripts/with-redis.sh $(VENV)/bin/python -m pytest -q
+	bash scripts/with-redis.sh bash scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check framework tests bench steps
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	bash scripts/with-redis.sh $(PY) -m bench
+	bash scripts/with-redis.sh bash scripts/with-postgres.sh $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .motia .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Run the benchmarks: ``python -m bench [delivery|handles|reload|streams|all] [--backends memory,sqlite,redis]``."""
+"""Run the benchmarks: ``python -m bench [delivery|handles|reload|streams|all] [--backends ...]`` (memory,
+sqlite, redis, postgres)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the selected benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "handles", "reload", "streams"])
-    parser.add_argument("--backends", default="memory,sqlite,redis")
+    parser.add_argument("--backends", default="memory,sqlite,redis,postgres")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--chain-runs", type=int, default=300)
     parser.add_argument("--clients", type=int, default=1000, help="streams: WebSocket clients on one group")

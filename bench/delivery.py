@@ -1,5 +1,6 @@
-"""Delivery benchmark: events/s with no-op handlers and 3-step chain latency per backend, each beside a
-bare ``asyncio.Queue`` hand-off measured in the same run (and raw redis-py for the Redis backend)."""
+"""Delivery benchmark: events/s with no-op handlers and 3-step chain latency per backend (memory, SQLite,
+Redis, PostgreSQL), each beside a bare ``asyncio.Queue`` hand-off measured in the same run (and raw redis-py
+for the Redis backend)."""
 
 from __future__ import annotations
 
@@ -147,6 +148,8 @@ async def run_backend(url: str, events: int, chain_runs: int, traces: bool = Fal
         shutil.rmtree(root, ignore_errors=True)
         if url.startswith("redis"):
             await _delete_prefix(url, prefix)
+        if url.startswith("postgres"):
+            await _drop_schema(url, prefix)
 
 
 async def _delete_prefix(url: str, prefix: str) -> None:
@@ -162,6 +165,20 @@ async def _delete_prefix(url: str, prefix: str) -> None:
         await r.aclose()
 
 
+async def _drop_schema(url: str, schema: str) -> None:
+    """Leave the PostgreSQL database as we found it (the project's prefix names the schema)."""
+    import asyncpg
+
+    from motia_py.backends.postgres_base import parse_url
+    from motia_py.backends.postgres_schema import quote
+
+    conn = await asyncpg.connect(parse_url(url)[0])
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote(schema)} CASCADE")
+    finally:
+        await conn.close()
+
+
 def backend_url(name: str, root_hint: str) -> str | None:
     """The URL to benchmark for a backend name (None when unavailable)."""
     if name == "memory":
@@ -170,6 +187,8 @@ def backend_url(name: str, root_hint: str) -> str | None:
         return "sqlite:///.motia/bench.db"
     if name == "redis":
         return os.environ.get("MOTIA_PY_TEST_REDIS_URL") or os.environ.get("MOTIA_PY_BENCH_REDIS_URL")
+    if name == "postgres":
+        return os.environ.get("MOTIA_PY_TEST_POSTGRES_URL") or os.environ.get("MOTIA_PY_BENCH_POSTGRES_URL")
     return None
 
 
@@ -183,7 +202,7 @@ async def amain(backends: list[str], events: int, chain_runs: int) -> list[dict[
     for name in backends:
         url = backend_url(name, "")
         if url is None:
-            print(f"skipping {name}: no URL (set MOTIA_PY_BENCH_REDIS_URL)")
+            print(f"skipping {name}: no URL (set MOTIA_PY_BENCH_{name.upper()}_URL)")
             continue
         if name == "redis":
             from .redis_raw import raw_redis_rates

@@ -17,6 +17,8 @@ from motia_py.runtime import Runtime, backend_for, load_project, require_valid
 from motia_py.settings import load_settings
 from motia_py.state import State
 
+from .backends.postgres_support import check_reachable as check_postgres
+from .backends.postgres_support import drop_schema, new_schema, postgres_url
 from .backends.redis_support import check_reachable, delete_prefix, new_prefix, redis_url
 from .conftest import ProjectFactory
 
@@ -56,7 +58,8 @@ FLOWS = {"flows/jobs.toml": 'entry_topics = ["write"]\n', "flows/log.toml": ""}
 
 
 def backends() -> list[Any]:
-    return ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+    return ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis),
+            pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @contextlib.asynccontextmanager
@@ -66,6 +69,10 @@ async def running(root: Path, kind: str, observers: list[Any] | None = None) -> 
     if kind == "redis":
         url = redis_url()
         check_reachable(url)
+    if kind == "postgres":
+        check_postgres(postgres_url())
+        prefix = new_schema()  # the schema, on PostgreSQL
+        url = postgres_url()
     settings = load_settings(root, flags={"backend_url": url, "redis_prefix": prefix})
     project, findings = load_project(settings)
     require_valid(project, findings)
@@ -76,6 +83,8 @@ async def running(root: Path, kind: str, observers: list[Any] | None = None) -> 
     finally:
         if kind == "redis":
             await delete_prefix(str(url), prefix)
+        if kind == "postgres":
+            await drop_schema(str(url), prefix)
 
 
 async def write(rt: Runtime, *writes: tuple[str, str, Any]) -> None:

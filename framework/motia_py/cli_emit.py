@@ -32,11 +32,14 @@ if TYPE_CHECKING:
                                           "window is not emitted again (its id is printed).")
 @click.option("--dedup-window", "dedup_window", default=None, type=float, metavar="S",
               help="Seconds the key is held (default: the subscribers' dedupWindow, or 24 h).")
+@click.option("--priority", default=None, type=click.IntRange(-1000, 1000),
+              help="Claimed before lower priorities (-1000 to 1000; default: each step's own).")
 @backend_option
 @project_option
 @handle_errors
 def emit(topic: str, data: str | None, file: str | None, group: str | None, delay: float | None, at: str | None,
-         key: str | None, dedup_window: float | None, backend_url: str | None, project: Path) -> None:
+         key: str | None, dedup_window: float | None, priority: int | None, backend_url: str | None,
+         project: Path) -> None:
     """Enqueue an event on TOPIC as if it came from outside; print its event id (also its trace id).
 
     Example: motia-py emit job.enqueued --data '{"jobId": "j1"}' --key j1
@@ -60,12 +63,13 @@ def emit(topic: str, data: str | None, file: str | None, group: str | None, dela
         router.check_external_topic(topic)
         if data is not None:
             click.echo(await router.emit(topic, _parse_data(data), message_group_id=group, delay_s=delay or 0.0,
-                                         at=when, key=key, dedup_window_s=dedup_window))
+                                         at=when, key=key, dedup_window_s=dedup_window, priority=priority))
             return
         progress = _Progress(enabled=sys.stderr.isatty())
         due_in = delay_until(when, time.time()) if when is not None else delay or 0.0
         for batch in _batches(_iter_json_lines(file or "-"), EMIT_BATCH):  # constant memory, in file order
-            ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=due_in, check=False)
+            ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=due_in, check=False,
+                                         priority=priority)
             click.echo("\n".join(ids))
             progress.add(len(ids))
         progress.done()

@@ -1,5 +1,6 @@
 """``motia-py queue``: each step's queue depth on the configured backend (ready, scheduled, running,
-dead, and how long the oldest ready event has waited)."""
+dead, how long the oldest ready event has waited, and how many ready events wait for a flow-control limit,
+per limit)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from .cli_common import backend_option, echo_json, handle_errors, project_option
 from .errors import MotiaError
 
 if TYPE_CHECKING:
-    from .backends.base import Backend, StepQueueStats
+    from .backends.base import Backend, FlowControl, StepQueueStats
 
-_COLUMNS = ("step", "ready", "scheduled", "running", "dead", "oldest ready")
+_COLUMNS = ("step", "ready", "scheduled", "running", "dead", "oldest ready", "held by")
 
 
 def queue_rows(per_step: dict[str, StepQueueStats], now: float, steps: list[str] | None = None
@@ -31,14 +32,16 @@ def queue_rows(per_step: dict[str, StepQueueStats], now: float, steps: list[str]
         oldest = None if s is None or s.oldest_ready_at is None else max(0.0, now - s.oldest_ready_at)
         rows.append({"step": name, "ready": s.ready if s else 0, "scheduled": s.delayed if s else 0,
                      "running": s.leased if s else 0, "dead": s.dead if s else 0,
-                     "oldest_ready_age_s": None if oldest is None else round(oldest, 3)})
+                     "oldest_ready_age_s": None if oldest is None else round(oldest, 3),
+                     "held_by": dict(s.throttled) if s else {}})
     return rows
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
     cells = [[str(r["step"]), str(r["ready"]), str(r["scheduled"]), str(r["running"]), str(r["dead"]),
-              "-" if r["oldest_ready_age_s"] is None else _age(r["oldest_ready_age_s"])] for r in rows]
+              "-" if r["oldest_ready_age_s"] is None else _age(r["oldest_ready_age_s"]),
+              " ".join(f"{n} {limit}" for limit, n in r["held_by"].items()) or "-"] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(_COLUMNS)]
     line = "  ".join(h.upper().ljust(w) if i == 0 else h.upper().rjust(w) for i, (h, w) in
                      enumerate(zip(_COLUMNS, widths, strict=True)))
@@ -57,15 +60,17 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _project_steps(project: Path, backend_url: str | None) -> list[str]:
-    """The project's event and cron steps, when the project can be discovered (else none)."""
+def _project_steps(project: Path, backend_url: str | None) -> tuple[list[str], dict[str, FlowControl]]:
+    """The project's event and cron steps and the flow control of those that have one, when the project
+    can be discovered (else none)."""
     from .discovery import discover
 
     try:
         found = discover(settings_from(project, backend_url=backend_url))
     except MotiaError:  # the queue view must work even for a project that no longer loads
-        return []
-    return [s.name for s in found.steps if s.type.value in ("event", "cron")]
+        return [], {}
+    steps = [s for s in found.steps if s.type.value in ("event", "cron")]
+    return [s.name for s in steps], {s.name: c for s in steps if (c := s.queue.flow.control) is not None}
 
 
 @click.command("queue")
@@ -76,8 +81,9 @@ def _project_steps(project: Path, backend_url: str | None) -> list[str]:
 @project_option
 @handle_errors
 def queue(as_json: bool, watch: bool, interval: float, backend_url: str | None, project: Path) -> None:
-    """Show each step's queue: ready, scheduled, running (leased) and dead events, and the age of the oldest
-    ready one.
+    """Show each step's queue: ready, scheduled, running (leased) and dead events, the age of the oldest
+    ready one, and how many ready ones are held back by a flow-control limit (rateLimit, globalConcurrency,
+    concurrencyKey).
 
     \b
     Example:
@@ -86,14 +92,14 @@ def queue(as_json: bool, watch: bool, interval: float, backend_url: str | None, 
     from .runtime import backend_for
 
     settings = settings_from(project, backend_url=backend_url)
-    names = _project_steps(project, backend_url)
+    names, controls = _project_steps(project, backend_url)
 
     async def go() -> None:
         backend: Backend = backend_for(settings)
         await backend.open()
         try:
             while True:
-                rows = queue_rows(await backend.step_stats(), time.time(), names)
+                rows = queue_rows(await backend.step_stats(controls), time.time(), names)
                 if as_json:
                     echo_json(rows)
                 else:

@@ -6,6 +6,9 @@ client = motia_py.Client.from_project("path/to/project")
 event_id = client.emit_sync("job.enqueued", {"jobId": "j1"}, key="j1")
 status = client.wait_sync(event_id, timeout=30)
 ```
+
+On the PostgreSQL backend, ``connection=`` publishes inside the caller's own open transaction (see
+:mod:`motia_py.transactional`): the event is enqueued if and only if that transaction commits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .backends.base import Backend
+from .errors import InvalidEmitError
 from .handles import Cancellation, EventStatus, ProgressCallback, cancel_event, event_status, wait_event
 from .otel import detect
 from .router import Router
@@ -67,25 +71,41 @@ class Client:
 
     async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
                    delay: float | None = None, at: datetime | None = None, key: str | None = None,
-                   dedup_window: float | None = None, trace_id: str | None = None) -> str:
+                   dedup_window: float | None = None, trace_id: str | None = None, priority: int | None = None,
+                   connection: Any = None) -> str:
         """Publish one event; return its event id (which is also its trace's id, unless ``trace_id`` is
-        given or an OpenTelemetry span is active).
+        given or an OpenTelemetry span is active). ``priority`` (-1000 to 1000, higher first) replaces the
+        subscribing steps' default priority.
 
         Args:
             delay: seconds before delivery; or ``at``, a timezone-aware datetime.
             key: an idempotency key: within the dedup window (``dedup_window`` seconds; default the
                 subscribers' ``dedupWindow`` or 24 h) another emit of the topic with this key publishes
-                nothing and returns the first event's id.
+                nothing and returns the first event's id (not with ``connection``).
+            connection: (PostgreSQL backend) publish through this connection, inside its open
+                transaction: an asyncpg connection, a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``,
+                or a psycopg ``AsyncConnection``. Nothing is enqueued unless that transaction commits.
 
         Raises:
             UnknownTopicError: nothing would handle the topic.
             PayloadTooLargeError: the data is over the payload limit.
-            InvalidEmitError: a naive ``at``, or a bad key or dedup window.
-            BackendError: the backend failed.
+            InvalidEmitError: a bad priority, a step's key function failed on the event, a naive ``at``, a
+                bad key or dedup window, or a key with ``connection``.
+            BackendError: the backend failed (or, with ``connection``, is not PostgreSQL).
+            TypeError: ``connection`` is not one of the kinds above.
         """
         await self._ensure_open()
+        if connection is not None:
+            from . import transactional  # imports the PostgreSQL driver: only when asked for
+
+            _no_key_with(key, at)
+
+            return await transactional.emit_async(
+                self._router.publisher, self.backend, connection, topic, data, trace_id=trace_id,
+                message_group_id=message_group_id, delay_s=float(delay or 0.0), priority=priority)
         return await self._router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                       delay_s=float(delay or 0.0), at=at, key=key, dedup_window_s=dedup_window)
+                                       delay_s=float(delay or 0.0), priority=priority, at=at, key=key,
+                                       dedup_window_s=dedup_window)
 
     async def status(self, event_id: str) -> EventStatus:
         """The event's status per subscribing step: state, attempts, last error, times, progress, result.
@@ -139,10 +159,26 @@ class Client:
 
     def emit_sync(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
                   delay: float | None = None, at: datetime | None = None, key: str | None = None,
-                  dedup_window: float | None = None, trace_id: str | None = None) -> str:
-        """Blocking :meth:`emit` for synchronous code (Django views, scripts)."""
+                  dedup_window: float | None = None, trace_id: str | None = None, priority: int | None = None,
+                  connection: Any = None) -> str:
+        """Blocking :meth:`emit` for synchronous code (Django views, scripts).
+
+        Args:
+            connection: (PostgreSQL backend) publish through this connection, inside its open
+                transaction, in the calling thread: a DB-API connection (Django's
+                ``django.db.connection``, psycopg 2 or 3) or a SQLAlchemy ``Connection`` or ``Session``.
+                Nothing is enqueued unless that transaction commits.
+        """
+        if connection is not None:
+            from . import transactional
+
+            _no_key_with(key, at)
+            self._run(self._ensure_open())  # the schema exists before the caller's statement needs it
+            return transactional.emit_sync(
+                self._router.publisher, self.backend, connection, topic, data, trace_id=trace_id,
+                message_group_id=message_group_id, delay_s=float(delay or 0.0), priority=priority)
         return self._run(self.emit(topic, data, message_group_id=message_group_id, delay=delay, at=at, key=key,
-                                   dedup_window=dedup_window, trace_id=trace_id))
+                                   dedup_window=dedup_window, trace_id=trace_id, priority=priority))
 
     def status_sync(self, event_id: str) -> EventStatus:
         """Blocking :meth:`status`."""
@@ -186,3 +222,13 @@ class Client:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _no_key_with(key: str | None, at: datetime | None) -> None:
+    """A transactional emit (``connection``) takes no idempotency key nor ``at``.
+
+    Raises:
+        InvalidEmitError: one was given.
+    """
+    if key is not None or at is not None:
+        raise InvalidEmitError("an emit through 'connection' takes no 'key' nor 'at' (use delay=)")

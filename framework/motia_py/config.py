@@ -46,6 +46,7 @@ from .config_keys import (
 )
 from .cron import parse_cron
 from .errors import StepConfigError
+from .flow_config import parse_flow
 from .query import QueryParam
 from .schema import to_schema
 from .spec import (
@@ -342,6 +343,7 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         backoff=backoff,
         dedup_window_s=(None if q.get("dedup_window") is None
                         else duration(q["dedup_window"], f"{w}.dedupWindow", minimum=0.001)),
+        flow=parse_flow(q, w),
     )
     if cron:
         c = normalise_keys(mapping(infra.get("cron"), "infrastructure.cron"), CRON_POLICY_KEYS, set(),

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import StepConfigError
+from .flow_control import QUEUE_KEYS as FLOW_KEYS
 from .spec import StepType
 from .suggest import did_you_mean, suggest
 
@@ -29,7 +30,8 @@ KEYS: dict[StepType, set[str]] = {
 INFRA_KEYS = {"handler", "queue", "cron"}
 HANDLER_KEYS = {"timeout"}
 HANDLER_IGNORED = {"ram", "cpu"}  # Motia cloud only
-QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff", "dedup_window"}
+QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff",
+              "dedup_window"} | FLOW_KEYS
 BACKOFF_KEYS = {"type", "delay", "max_delay", "jitter"}
 CRON_POLICY_KEYS = {"overlap", "missed"}
 EMIT_KEYS = {"topic", "label", "conditional", "schema"}

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 from .backends.base import Delivery, HandleStore, Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
+from .flow_control import check_priority
 from .handles import cancel_event, delay_until, encode_progress, event_status
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
@@ -23,11 +24,11 @@ T = TypeVar("T")
 
 class OutgoingFactory(Protocol):
     """Builds one event's fan-out: (topic, data_json, trace_id, group_id, delay_s, source_step,
-    traceparent, key=, key_ttl_s=) -> Outgoing (see :meth:`motia_py.publisher.Publisher.outgoing`)."""
+    traceparent, priority, key=, key_ttl_s=) -> Outgoing (see :meth:`motia_py.publisher.Publisher.outgoing`)."""
 
     def __call__(self, topic: str, data_json: str, trace_id: str, group_id: str | None, delay_s: float,
-                 source: str | None, traceparent: str | None = None, *, key: str | None = None,
-                 key_ttl_s: float | None = None) -> Outgoing: ...
+                 source: str | None, traceparent: str | None = None, priority: int | None = None, *,
+                 key: str | None = None, key_ttl_s: float | None = None) -> Outgoing: ...
 
 
 
@@ -75,7 +76,7 @@ class _Done:
 
 _DONE = _Done()
 _EMIT_KEYS = frozenset({"topic", "data", "messageGroupId", "message_group_id", "delay", "at", "key", "dedupWindow",
-                        "dedup_window"})
+                        "dedup_window", "priority"})
 
 
 class Context:
@@ -166,14 +167,17 @@ class Context:
         at: datetime | None = None,
         key: str | None = None,
         dedup_window: float | None = None,
+        priority: int | None = None,
     ) -> EventId:
         """Publish an event when the handler returns successfully (outbox); return its event id.
 
         Both ``await ctx.emit({"topic": t, "data": d, "messageGroupId"?: g, "delay"?: s, "at"?: when,
-        "key"?: k})`` and ``await ctx.emit(t, d, ...)`` work. ``at`` (a timezone-aware datetime) schedules
-        the event instead of ``delay``. With ``key`` (an idempotency key) the event is published only if
-        no event of the topic took that key within the dedup window (``dedup_window`` seconds, default
-        the subscribers' ``dedupWindow`` or 24 h); the id returned is then the id this event would have had.
+        "key"?: k, "priority"?: p})`` and ``await ctx.emit(t, d, ...)`` work. ``at`` (a timezone-aware
+        datetime) schedules the event instead of ``delay``. With ``key`` (an idempotency key) the event is
+        published only if no event of the topic took that key within the dedup window (``dedup_window``
+        seconds, default the subscribers' ``dedupWindow`` or 24 h); the id returned is then the id this event
+        would have had. ``priority`` (-1000 to 1000, higher first) replaces the subscribing steps' default
+        priority.
 
         Raises:
             UndeclaredEmitError: the topic is not in the step's ``emits``.
@@ -185,7 +189,7 @@ class Context:
             unknown = set(event) - _EMIT_KEYS
             if unknown:
                 raise InvalidEmitError(f"unknown emit key(s) {sorted(unknown)}; use topic, data, messageGroupId, "
-                                       "delay, at, key, dedupWindow")
+                                       "delay, at, key, dedupWindow, priority")
             topic = event.get("topic")
             data = event.get("data")
             message_group_id = event.get("messageGroupId", event.get("message_group_id", message_group_id))
@@ -193,6 +197,7 @@ class Context:
             at = event.get("at", at)
             key = event.get("key", key)
             dedup_window = event.get("dedupWindow", event.get("dedup_window", dedup_window))
+            priority = event.get("priority", priority)
         else:
             topic = event
         if not isinstance(topic, str) or not topic:
@@ -217,11 +222,13 @@ class Context:
         if at is not None:
             delay = delay_until(at, self._clock())
         group = None if message_group_id is None else str(message_group_id)
+        level = None if priority is None else check_priority(priority)
         if key is None:
-            out = self._factory(topic, text, self.trace_id, group, float(delay or 0.0), self.step, self.traceparent)
+            out = self._factory(topic, text, self.trace_id, group, float(delay or 0.0), self.step, self.traceparent,
+                                level)
         else:
             out = self._factory(topic, text, self.trace_id, group, float(delay or 0.0), self.step, self.traceparent,
-                                key=key, key_ttl_s=dedup_window)
+                                level, key=key, key_ttl_s=dedup_window)
         self.outbox.append(out)
         return EventId(out.envelope.id)
 

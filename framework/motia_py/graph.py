@@ -23,6 +23,7 @@ from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
+from .flow_findings import flow_findings
 from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
@@ -166,6 +167,7 @@ def validate(project: Project) -> list[Finding]:
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
+        *flow_findings(project),
         *realtime_findings(project),
     ]
     return sorted(findings, key=lambda f: _RANK[f.severity])

@@ -101,22 +101,23 @@ class Router:
         self.publisher.check_external_topic(topic)
 
     def outgoing(self, topic: str, data_json: str, trace_id: str, group_id: str | None = None, delay_s: float = 0.0,
-                 source: str | None = None, traceparent: str | None = None) -> Outgoing:
+                 source: str | None = None, traceparent: str | None = None, priority: int | None = None) -> Outgoing:
         """Build the fan-out of one event without publishing it."""
-        return self.publisher.outgoing(topic, data_json, trace_id, group_id, delay_s, source, traceparent)
+        return self.publisher.outgoing(topic, data_json, trace_id, group_id, delay_s, source, traceparent, priority)
 
     async def emit(self, topic: str, data: Any, *, trace_id: str | None = None, message_group_id: str | None = None,
-                   delay_s: float = 0.0, check: bool = True, at: datetime | None = None, key: str | None = None,
-                   dedup_window_s: float | None = None) -> str:
+                   delay_s: float = 0.0, check: bool = True, priority: int | None = None,
+                   at: datetime | None = None, key: str | None = None, dedup_window_s: float | None = None) -> str:
         """Publish an event from outside any step; return its event id (see :meth:`Publisher.emit`)."""
         return await self.publisher.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                         delay_s=delay_s, check=check, at=at, key=key, dedup_window_s=dedup_window_s)
+                                         delay_s=delay_s, check=check, priority=priority, at=at, key=key,
+                                         dedup_window_s=dedup_window_s)
 
     async def emit_many(self, topic: str, items: Iterable[Any], *, message_group_id: str | None = None,
-                        delay_s: float = 0.0, check: bool = True) -> list[str]:
+                        delay_s: float = 0.0, check: bool = True, priority: int | None = None) -> list[str]:
         """Publish many events on one topic atomically; return their event ids (see :meth:`Publisher.emit_many`)."""
         return await self.publisher.emit_many(topic, items, message_group_id=message_group_id, delay_s=delay_s,
-                                              check=check)
+                                              check=check, priority=priority)
 
     async def fire_cron(self, step: str, scheduled_at: datetime) -> str:
         """Enqueue one tick of a cron step; return its trace id."""

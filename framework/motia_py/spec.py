@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cron import CronSchedule
+from .flow_control import FlowSpec
 from .query import QueryParam
 from .schema import Schema
 from .state_watch import StateWatch
@@ -90,6 +91,7 @@ class QueueSpec:
     concurrency: int = 20
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
     dedup_window_s: float | None = None  # idempotency keys of the step's topics are held this long
+    flow: FlowSpec = field(default_factory=FlowSpec)  # fleet-wide limits and default priority (flow_control)
 
     @property
     def fifo(self) -> bool:

@@ -138,17 +138,17 @@ class Harness:
 
     async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
                    delay: float | None = None, at: datetime | None = None, key: str | None = None,
-                   dedup_window: float | None = None, trace_id: str | None = None) -> str:
+                   dedup_window: float | None = None, trace_id: str | None = None, priority: int | None = None) -> str:
         """Send an event from outside (as the CLI or an API would); return its event id (the id of its
-        trace too). ``at``, ``key`` and ``dedup_window`` as in :meth:`motia_py.Client.emit` (on the
-        harness's virtual clock).
+        trace too). ``at``, ``key``, ``dedup_window`` and ``priority`` as in :meth:`motia_py.Client.emit`
+        (on the harness's virtual clock).
 
         Raises:
             UnknownTopicError: no step subscribes to the topic and no flow lists it as an entry topic.
         """
         return await self.runtime.router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                              delay_s=float(delay or 0.0), at=at, key=key,
-                                              dedup_window_s=dedup_window)
+                                              delay_s=float(delay or 0.0), priority=priority, at=at,
+                                              key=key, dedup_window_s=dedup_window)
 
     async def status(self, event_id: str) -> EventStatus:
         """An event's status per subscribing step (see :meth:`motia_py.Client.status`)."""
@@ -197,6 +197,12 @@ class Harness:
             if stats.next_due_at > self.clock.now:
                 self.clock.now = stats.next_due_at
             self.backend.notify_all()
+        elif worker.in_flight == 0 and stats.ready:  # held back by rate limits: on to the next window
+            opens = [t for s in self.runtime.router.steps.values() if s.queue.flow.control is not None
+                     and (t := self.backend.next_claimable(s.name, s.queue.flow.control)) is not None]
+            if opens and min(opens) > self.clock.now:
+                self.clock.now = min(opens)
+                self.backend.notify_all()
         if time.monotonic() > deadline:
             raise TimeoutError(f"not idle after {timeout} s: {worker.in_flight} running, {stats}")
         return False

@@ -16,9 +16,12 @@ nothing from the network. It reads the API below and follows ``api/events`` (ser
     GET  traces/{id}            {"trace_id", "summary", "tree"}
     GET  dlq                    dead letters;   POST dlq/{id}/replay
     GET  namespaces             state namespaces; GET state/{namespace} -> {group: {key: value}}
+    GET  queue                  per event/cron step: ready, scheduled, running, dead, its flow-control limits
+                                and the ready events each limit holds back (``heldBy``)
     GET  streams                [{"name", "schema", "groups"}] (the page then joins a group over the
                                 stream WebSocket at ``/``, as any stream client does)
-    POST emit {"topic", "data", "key"?} -> {"traceId", "eventId"};  POST call {"method", "path", "body"} -> the response
+    POST emit {"topic", "data", "key"?, "priority"?} -> {"traceId", "eventId"};  POST call {"method", "path",
+                                "body"} -> the response
     GET  status/{id}            an event's status per step (id: the event id or a unique prefix)
     POST cancel/{id}            cancel an event -> {"changed", "cancelled", "requested", "status"}
     GET  events                 SSE: ``trace`` (a summary) when a trace appears or changes, ``ping``
@@ -40,6 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .backends.records import StepQueueStats
 from .config import StepType
 from .discovery import Project
 from .errors import (
@@ -213,6 +217,7 @@ class Workbench:
                 ("POST", r"/api/dlq/(?P<id>[^/]+)/replay", self.replay),
                 ("GET", r"/api/namespaces", self.namespaces),
                 ("GET", r"/api/state/(?P<namespace>[^/]+)", self.state),
+                ("GET", r"/api/queue", self.queue),
                 ("GET", r"/api/streams", self.streams),
                 ("POST", r"/api/emit", self.emit),
                 ("POST", r"/api/call", self.call),
@@ -417,6 +422,18 @@ class Workbench:
             return _error(404, "unknown_dead_letter", f"no dead letter '{params['id']}'")
         return _json({"replayed": True, "id": params["id"]})
 
+    async def queue(self, request: Request, _: dict[str, str]) -> Response:
+        """Each event and cron step's queue, its flow-control limits and what they hold back now."""
+        steps = [s for s in self.app.router.steps.values() if s.type in (StepType.EVENT, StepType.CRON)]
+        controls = {s.name: c for s in steps if (c := s.queue.flow.control) is not None}
+        stats = await self.app.router.backend.step_stats(controls)
+        now = time.time()
+        return _json([{"step": s.name, "limits": s.queue.flow.describe(), "ready": st.ready, "scheduled": st.delayed,
+                       "running": st.leased, "dead": st.dead, "heldBy": st.throttled,
+                       "oldestReadyAgeS": None if st.oldest_ready_at is None else max(0.0, now - st.oldest_ready_at)}
+                      for s in sorted(steps, key=lambda s: s.name)
+                      for st in (stats.get(s.name) or StepQueueStats(),)])
+
     # -- state ------------------------------------------------------------------------------------
     async def namespaces(self, request: Request, _: dict[str, str]) -> Response:
         """The project's state namespaces."""
@@ -447,8 +464,9 @@ class Workbench:
         key = body.get("key") or None
         if key is not None and not isinstance(key, str):
             return _error(400, "invalid_request", "'key' must be a string")
+        priority = body.get("priority")
         try:
-            event_id = await self.app.router.emit(topic.strip(), body.get("data", {}), key=key)
+            event_id = await self.app.router.emit(topic.strip(), body.get("data", {}), key=key, priority=priority)
         except BackendError:
             raise  # a 503, not the caller's fault
         except UnknownTopicError as exc:

@@ -127,8 +127,10 @@ class Worker:
                     await asyncio.wait({asyncio.ensure_future(c.slot_free.wait()), stop_wait},
                                        return_when=asyncio.FIRST_COMPLETED)
                     continue
+                control = spec.queue.flow.control  # fleet-wide limits, enforced by the backend's claim
                 try:
-                    batch = await backend.claim(c.step, free, spec.queue.visibility_timeout_s)
+                    batch = await (backend.claim(c.step, free, spec.queue.visibility_timeout_s) if control is None
+                                   else backend.claim(c.step, free, spec.queue.visibility_timeout_s, control=control))
                     if self._backend_down:
                         self._backend_down = False
                         router.log.info("backend reachable again", backend=backend.url)
@@ -140,6 +142,7 @@ class Worker:
                     continue
                 if len(batch) == 1 and batch[0].expired:  # backends hand out a suspect alone
                     self._run_alone(c, batch[0])
+                    await asyncio.sleep(0)  # its task closes the gate before this loop claims again
                     continue
                 if batch:
                     c.pending.extend(batch)
@@ -153,7 +156,8 @@ class Worker:
                         c.slot_free.clear()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(c.slot_free.wait(), _HEAD_START_S)
-                    waiter = asyncio.ensure_future(backend.wait(c.step, self.poll_s))
+                    waiter = asyncio.ensure_future(backend.wait(c.step, self.poll_s) if control is None
+                                                   else backend.wait(c.step, self.poll_s, control=control))
                     await asyncio.wait({waiter, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     if not waiter.done():
                         waiter.cancel()

@@ -1,14 +1,15 @@
 """Fixtures of the backend contract suites: every store's contract runs once per implementation.
 
-- ``backend``: an opened backend, once per entry of ``BACKENDS`` (memory, sqlite, redis); the queue and
-  state contracts use it.
+- ``backend``: an opened backend, once per entry of ``BACKENDS`` (memory, sqlite, redis, postgres); the
+  queue and state contracts use it.
 - ``lease_store`` and ``trace_store``: the same backends, plus the stores derived from a state store
   (:mod:`motia_py.backends.derived`) on top of the memory and SQLite backends.
 
 To add a backend, write a factory ``(tmp_path, clock) -> Backend`` and list it in ``BACKENDS``, with the
 marks it needs in ``MARKS``. Memory and SQLite are built from their URLs, so the entry-point lookup is
-exercised too; Redis comes from ``redis_support.contract_backend`` (a fresh key prefix per test) and, like
-the other Redis tests, is skipped locally and fails in CI when no server is reachable.
+exercised too; Redis comes from ``redis_support.contract_backend`` (a fresh key prefix per test) and
+PostgreSQL from ``postgres_support.contract_backend`` (a fresh schema per test); like the other tests of
+those servers, they are skipped locally and fail in CI when no server is reachable.
 """
 
 from __future__ import annotations
@@ -44,8 +45,14 @@ def _redis(tmp_path: Path, clock: VirtualClock) -> Backend:
     return contract_backend(clock)
 
 
-BACKENDS: dict[str, BackendFactory] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
-MARKS: dict[str, list[pytest.MarkDecorator]] = {"redis": [pytest.mark.redis]}
+def _postgres(tmp_path: Path, clock: VirtualClock) -> Backend:
+    from .postgres_support import contract_backend
+
+    return contract_backend(clock)
+
+
+BACKENDS: dict[str, BackendFactory] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis, "postgres": _postgres}
+MARKS: dict[str, list[pytest.MarkDecorator]] = {"redis": [pytest.mark.redis], "postgres": [pytest.mark.postgres]}
 DERIVED_ON = ("memory", "sqlite")  # backends whose state store also carries the derived stores' contract
 
 
@@ -66,10 +73,12 @@ async def opened(name: str, tmp_path: Path, clock: VirtualClock) -> AsyncIterato
     try:
         await b.open()
     except BackendUnavailableError as exc:
-        if name != "redis":
+        if name == "redis":
+            from .redis_support import unreachable
+        elif name == "postgres":
+            from .postgres_support import unreachable
+        else:
             raise
-        from .redis_support import unreachable
-
         unreachable(exc)  # skips locally, fails in CI
     try:
         yield b

@@ -1,7 +1,7 @@
 """The pub/sub store's contract (see ``PubSubStore``): every backend passes it unchanged.
 
-"Another process" is a second backend object on the same SQLite file or Redis prefix: it has its own
-notify socket or pub/sub connection, exactly as a second process would.
+"Another process" is a second backend object on the same SQLite file, Redis prefix or PostgreSQL schema:
+it has its own notify socket or pub/sub (listening) connection, exactly as a second process would.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from motia_py.backends.base import Backend
 from motia_py.backends.memory import MemoryBackend
+from motia_py.backends.postgres import PostgresBackend
 from motia_py.backends.pubsub import Subscription
 from motia_py.backends.realtime import pubsub_of
 from motia_py.backends.redis import RedisBackend
@@ -38,6 +39,8 @@ async def other_process(backend: Backend, tmp_path: Path, clock: VirtualClock) -
         return
     if isinstance(backend, SqliteBackend):
         other: Any = create_backend(f"sqlite:///{backend.path}", BackendOptions(root=tmp_path, clock=clock))
+    elif isinstance(backend, PostgresBackend):
+        other = PostgresBackend(backend._dsn, schema=backend.schema, clock=clock)
     else:
         assert isinstance(backend, RedisBackend)
         other = RedisBackend(backend._url, prefix=backend.keys.prefix, clock=clock)

@@ -39,14 +39,14 @@ def install_outside_backend(site: Path) -> None:
 
 
 def test_builtin_backends_are_registered_as_entry_points() -> None:
-    assert {"memory", "sqlite", "redis"} <= set(available_schemes())
+    assert {"memory", "sqlite", "redis", "postgres", "postgresql"} <= set(available_schemes())
 
 
 def test_an_unknown_scheme_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UnknownBackendError, match="did you mean 'redis'"):
         create_backend("rediss2://x", BackendOptions(root=tmp_path))
     with pytest.raises(UnknownBackendError, match=r"known: .*memory"):
-        create_backend("postgres://x", BackendOptions(root=tmp_path))
+        create_backend("mysql://x", BackendOptions(root=tmp_path))
 
 
 def install_queue_and_state_backend(site: Path) -> None:

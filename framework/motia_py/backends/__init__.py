@@ -3,7 +3,7 @@ them (:mod:`.records`), found by URL scheme through the ``motia_py.backends`` en
 """
 
 from .compose import compose
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, Target, TraceRun
+from .records import DeadLetter, Delivery, Envelope, FlowControl, Outgoing, QueueStats, Target, TraceRun
 from .registry import available_schemes, open_backend
 from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
 
@@ -13,6 +13,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "FlowControl",
     "HandleStore",
     "LeaseStore",
     "Outgoing",

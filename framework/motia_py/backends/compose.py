@@ -13,7 +13,7 @@ they are, so the hot path pays nothing for the seam.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from ..errors import UnknownBackendError
@@ -25,6 +25,7 @@ from .records import (
     DeadLetter,
     Delivery,
     EventHandle,
+    FlowControl,
     Outgoing,
     QueueStats,
     ScheduledDelivery,
@@ -89,9 +90,12 @@ class ComposedBackend:
         """See :meth:`.QueueStore.publish`."""
         return self.queue.publish(items)
 
-    def claim(self, step: str, limit: int, lease_s: float) -> Coroutine[Any, Any, list[Delivery]]:
-        """See :meth:`.QueueStore.claim`."""
-        return self.queue.claim(step, limit, lease_s)
+    def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+              ) -> Coroutine[Any, Any, list[Delivery]]:
+        """See :meth:`.QueueStore.claim` (a core without flow control works for steps without limits)."""
+        if control is None:
+            return self.queue.claim(step, limit, lease_s)
+        return self.queue.claim(step, limit, lease_s, control=control)
 
     def hand_back(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.hand_back`."""
@@ -114,17 +118,23 @@ class ComposedBackend:
         """See :meth:`.QueueStore.extend`."""
         return self.queue.extend(deliveries, lease_s)
 
-    def wait(self, step: str, timeout_s: float) -> Coroutine[Any, Any, None]:
+    def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None
+             ) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.wait`."""
-        return self.queue.wait(step, timeout_s)
+        if control is None:
+            return self.queue.wait(step, timeout_s)
+        return self.queue.wait(step, timeout_s, control=control)
 
     def stats(self) -> Coroutine[Any, Any, QueueStats]:
         """See :meth:`.QueueStore.stats`."""
         return self.queue.stats()
 
-    def step_stats(self) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
+    def step_stats(self, controls: Mapping[str, FlowControl] | None = None
+                   ) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
         """See :meth:`.QueueStore.step_stats`."""
-        return self.queue.step_stats()
+        if controls is None:
+            return self.queue.step_stats()
+        return self.queue.step_stats(controls)
 
     def dlq_list(self, limit: int = 100) -> Coroutine[Any, Any, list[DeadLetter]]:
         """See :meth:`.QueueStore.dlq_list`."""

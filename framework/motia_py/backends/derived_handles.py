@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -33,6 +33,7 @@ from .records import (
     DeadLetter,
     Delivery,
     EventHandle,
+    FlowControl,
     HandleState,
     Outgoing,
     QueueStats,
@@ -159,9 +160,11 @@ class StateHandles:
                 await self._published(out)
         return ids
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
         """Claim; record each delivery as running, and flag those of cancelled events."""
-        got: list[Delivery] = await self.core.claim(step, limit, lease_s)
+        got: list[Delivery] = (await self.core.claim(step, limit, lease_s) if control is None
+                               else await self.core.claim(step, limit, lease_s, control=control))
         if not got:
             return got
         cancels = await self.core.state_items(self.namespace, _CANCELS)
@@ -245,17 +248,20 @@ class StateHandles:
         """See :meth:`.QueueStore.extend`."""
         await self.core.extend(deliveries, lease_s)
 
-    async def wait(self, step: str, timeout_s: float) -> None:
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
         """See :meth:`.QueueStore.wait`."""
-        await self.core.wait(step, timeout_s)
+        if control is None:
+            await self.core.wait(step, timeout_s)
+        else:
+            await self.core.wait(step, timeout_s, control=control)
 
     async def stats(self) -> QueueStats:
         """See :meth:`.QueueStore.stats`."""
         return await self.core.stats()
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
         """See :meth:`.QueueStore.step_stats`."""
-        return await self.core.step_stats()
+        return await (self.core.step_stats() if controls is None else self.core.step_stats(controls))
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         """See :meth:`.QueueStore.dlq_list`."""

@@ -12,16 +12,18 @@ import heapq
 import itertools
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..types import Clock
+from . import memory_flow as flow
 from .memory_handles import MemoryHandles
 from .memory_realtime import MemoryRealtime
 from .records import (
     DeadLetter,
     Delivery,
     Envelope,
+    FlowControl,
     HandleState,
     Outgoing,
     QueueStats,
@@ -45,11 +47,15 @@ class _Item:
     lease_until: float | None = None
     first_delivered_at: float | None = None
     owner: str | None = None  # the worker that holds (or last held) the lease
+    priority: int = 0
+    rate_key: str | None = None
+    conc_key: str | None = None
 
 
 @dataclass(slots=True)
 class _StepQueue:
-    ready: deque[_Item] = field(default_factory=deque)  # due, FIFO by seq (standard queues)
+    ready: deque[_Item] = field(default_factory=deque)  # due, FIFO by seq (standard queues, priority 0)
+    prio: list[tuple[int, int, _Item]] = field(default_factory=list)  # due, other priorities: heap (-p, order)
     delayed: list[tuple[float, int, _Item]] = field(default_factory=list)  # heap by available_at
     leased: dict[str, _Item] = field(default_factory=dict)
     fifo_groups: dict[str, deque[_Item]] = field(default_factory=dict)  # group -> items in order
@@ -80,6 +86,7 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         self._leases: dict[str, tuple[str, float]] = {}
         self._meta: dict[str, str] = {}
         self._traces: dict[str, tuple[float, list[str]]] = {}  # trace id -> (latest run start, runs)
+        self._starts: dict[str, flow.Starts] = {}  # per step: its rate windows' starts
         self._init_handles()
 
     async def open(self) -> None:
@@ -103,7 +110,7 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
             items.append(item)
             # keep group order by seq (a retried head stays the head because it is never removed)
         elif item.available_at <= self.clock():
-            q.ready.append(item)
+            flow.ready(q, self._seq, item)
         else:
             heapq.heappush(q.delayed, (item.available_at, item.seq, item))
         if q.wakeup is not None:
@@ -117,7 +124,8 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
                 continue  # the key is taken: an event was published with it within its window
             for t in out.targets:
                 self._enqueue(_Item(id=new_id(), step=t.step, envelope=out.envelope, seq=next(self._seq),
-                                    available_at=now + t.delay_s, fifo=t.fifo))
+                                    available_at=now + t.delay_s, fifo=t.fifo, priority=t.priority,
+                                    rate_key=t.rate_key, conc_key=t.concurrency_key))
 
     @staticmethod
     def _oldest_expired(q: _StepQueue, now: float) -> _Item | None:
@@ -125,7 +133,8 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
                    if i.lease_until is not None and i.lease_until <= now]
         return min(expired)[2] if expired else None
 
-    def _lease(self, q: _StepQueue, item: _Item, now: float, lease_s: float, *, expired: bool = False) -> Delivery:
+    def _lease(self, q: _StepQueue, item: _Item, now: float, lease_s: float, *, expired: bool = False,
+               limited: bool = False) -> Delivery:
         last_owner = item.owner
         item.attempts += 1
         item.lease_until = now + lease_s
@@ -135,27 +144,37 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         q.leased[item.id] = item
         return Delivery(id=item.id, step=item.step, envelope=item.envelope, attempt=item.attempts,
                         first_delivered_at=item.first_delivered_at, expired=expired,
-                        last_owner=last_owner if expired else None,
+                        last_owner=last_owner if expired else None, priority=item.priority,
+                        rate_key=item.rate_key, concurrency_key=item.conc_key, limited=limited,
                         cancelled=bool(self._cancels) and item.envelope.id in self._cancels)
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries, oldest first; an expired lease alone."""
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries, highest priority then oldest first, within ``control``;
+        an expired lease alone."""
         q = self._queues.get(step)
         if q is None or limit <= 0:
             return []
         now = self.clock()
+        limited = control is not None and control.limits_concurrency
         expired = self._oldest_expired(q, now) if q.leased else None
         if expired is not None:  # its worker probably died running it: alone, so it takes nothing with it
-            return [self._lease(q, expired, now, lease_s, expired=True)]
+            flow.record_starts(control or FlowControl(), self._starts.setdefault(step, {}), now, [expired])
+            return [self._lease(q, expired, now, lease_s, expired=True, limited=limited)]
         while q.delayed and q.delayed[0][0] <= now:
-            q.ready.append(heapq.heappop(q.delayed)[2])
+            flow.ready(q, self._seq, heapq.heappop(q.delayed)[2])
+        if control is not None or q.prio:
+            starts = self._starts.setdefault(step, {})
+            chosen: list[_Item] = flow.take(q, limit, now, flow.admission(control, now, q, starts) if control else None)
+            flow.record_starts(control or FlowControl(), starts, now, chosen)
+            return [self._lease(q, item, now, lease_s, limited=limited) for item in chosen]
         picked: list[_Item] = []
         while q.ready and len(picked) < limit:
             picked.append(q.ready.popleft())
         if q.fifo_groups and len(picked) < limit:
-            heads = [(items[0].seq, g) for g, items in q.fifo_groups.items()
+            heads = [(-items[0].priority, items[0].seq, g) for g, items in q.fifo_groups.items()
                      if items and g not in q.fifo_busy and items[0].available_at <= now]
-            for _, g in sorted(heads)[: limit - len(picked)]:
+            for *_, g in sorted(heads)[: limit - len(picked)]:
                 picked.append(q.fifo_groups[g][0])
                 q.fifo_busy.add(g)
         return [self._lease(q, item, now, lease_s) for item in picked]
@@ -187,7 +206,7 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
                 if item.attempts == 1:
                     item.first_delivered_at = None
                 if not item.fifo:
-                    q.ready.append(item)
+                    flow.ready(q, self._seq, item)
             item.attempts -= 1
             if q.wakeup is not None:
                 q.wakeup.set()
@@ -199,6 +218,8 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         q, item = held
         del q.leased[delivery.id]
         item.lease_until = None
+        if delivery.limited and q.wakeup is not None:
+            q.wakeup.set()  # a slot freed: claims held back by a concurrency limit may go on
         if item.fifo:
             group = item.envelope.group_id or ""
             q.fifo_busy.discard(group)
@@ -243,7 +264,7 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
             if q.wakeup is not None:
                 q.wakeup.set()  # stays the head of its group; due at available_at
         elif delay_s <= 0:
-            q.ready.append(item)
+            flow.ready(q, self._seq, item)
             if q.wakeup is not None:
                 q.wakeup.set()
         else:
@@ -260,7 +281,9 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         self._dead[item.id] = DeadLetter(id=item.id, step=item.step, envelope=item.envelope,
                                          attempts=item.attempts if attempts is None else attempts,
                                          error=error, traceback=traceback,
-                                         failed_at=self.clock(), first_attempt_at=item.first_delivered_at)
+                                         failed_at=self.clock(), first_attempt_at=item.first_delivered_at,
+                                         priority=item.priority, rate_key=item.rate_key,
+                                         concurrency_key=item.conc_key)
         self._finish(item, HandleState.DEAD, error=error, attempts=attempts)
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
@@ -272,20 +295,28 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
             if item is not None and item.attempts == d.attempt:
                 item.lease_until = now + lease_s
 
-    async def wait(self, step: str, timeout_s: float) -> None:
-        """Sleep until a publish for ``step``, the next delayed delivery, or ``timeout_s``."""
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
+        """Sleep until a publish for ``step``, the next delayed delivery, or ``timeout_s`` (with ``control``:
+        until a claim with it may hand something out)."""
         q = self._queue(step)
         if q.wakeup is None:
             q.wakeup = asyncio.Event()
-        if q.ready:  # published before anyone waited: no wake-up was set for it
+        if control is not None or q.prio:
+            due = self.next_claimable(step, control)
+        elif q.ready:  # published before anyone waited: no wake-up was set for it
             q.wakeup.clear()
             return
-        due = self._next_due(q)
+        else:
+            due = self._next_due(q)
         if due is not None:
             timeout_s = max(0.0, min(timeout_s, due - self.clock()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(q.wakeup.wait(), timeout_s)
         q.wakeup.clear()
+
+    def next_claimable(self, step: str, control: FlowControl | None) -> float | None:
+        """When a claim of ``step`` with ``control`` may hand something out (None: nothing scheduled)."""
+        return flow.next_due(self._queue(step), self.clock(), control, self._starts.get(step, {}))
 
     def notify_all(self) -> None:
         """Wake every waiting consumer (after an injected clock moved forward)."""
@@ -306,7 +337,7 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         per_step: dict[str, int] = {}
         due: list[float] = []
         for step, q in self._queues.items():
-            n_ready = len(q.ready) + sum(1 for d in q.delayed if d[0] <= now)
+            n_ready = len(q.ready) + len(q.prio) + sum(1 for d in q.delayed if d[0] <= now)
             n_delayed = sum(1 for d in q.delayed if d[0] > now)
             due += [d[0] for d in q.delayed if d[0] > now]
             for g, items in q.fifo_groups.items():
@@ -327,13 +358,17 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=len(self._dead),
                           next_due_at=min(due) if due else None, per_step=per_step)
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
-        """Per step with a delivery or a dead letter: ready, delayed, leased, dead, oldest ready due time."""
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
+        """Per step with a delivery or a dead letter: ready, delayed, leased, dead, oldest ready due time,
+        and (with its control) the ready ones held back by a limit."""
         now = self.clock()
         dead = Counter(d.step for d in self._dead.values())
         out: dict[str, StepQueueStats] = {}
         for step, q in self._queues.items():
-            ready = [i.available_at for i in q.ready] + [at for at, _, _ in q.delayed if at <= now]
+            control = (controls or {}).get(step)
+            throttled = flow.throttled(q, now, control, self._starts.get(step, {})) if control else {}
+            ready = [i.available_at for i in q.ready] + [e[2].available_at for e in q.prio]
+            ready += [at for at, _, _ in q.delayed if at <= now]
             delayed = sum(1 for at, _, _ in q.delayed if at > now)
             for items in q.fifo_groups.values():
                 for i in items:
@@ -343,7 +378,8 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
                         delayed += 1
             if ready or delayed or q.leased or dead[step]:
                 out[step] = StepQueueStats(ready=len(ready), delayed=delayed, leased=len(q.leased),
-                                           dead=dead[step], oldest_ready_at=min(ready, default=None))
+                                           dead=dead[step], oldest_ready_at=min(ready, default=None),
+                                           throttled=throttled)
         for step, n in dead.items():
             out.setdefault(step, StepQueueStats(dead=n))
         return out
@@ -363,7 +399,8 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
         if dead is None:
             return False
         self._enqueue(_Item(id=new_id(), step=dead.step, envelope=dead.envelope, seq=next(self._seq),
-                            available_at=self.clock(), fifo=False))
+                            available_at=self.clock(), fifo=False, priority=dead.priority,
+                            rate_key=dead.rate_key, conc_key=dead.concurrency_key))
         return True
 
     async def dlq_purge(self, dead_id: str) -> bool:

@@ -130,6 +130,7 @@ class MemoryHandles:
         """Every delivery that still exists (each once)."""
         for q in self._queues.values():
             yield from q.ready
+            yield from (entry[2] for entry in q.prio)
             yield from (entry[2] for entry in q.delayed)
             yield from q.leased.values()
             for group in q.fifo_groups.values():
@@ -193,7 +194,7 @@ class MemoryHandles:
     @staticmethod
     def _waiting(q: Any) -> list[Any]:
         """The deliveries of one step queue that are not leased."""
-        return [*q.ready, *(e[2] for e in q.delayed),
+        return [*q.ready, *(e[2] for e in q.prio), *(e[2] for e in q.delayed),
                 *(i for g in q.fifo_groups.values() for i in g if i.lease_until is None)]
 
     def _remove_waiting(self, q: Any, item: Any) -> None:
@@ -206,9 +207,10 @@ class MemoryHandles:
                 items.remove(item)
         elif item in q.ready:
             q.ready.remove(item)
-        else:
-            q.delayed[:] = [e for e in q.delayed if e[2] is not item]
-            heapq.heapify(q.delayed)
+        else:  # a ready delivery of another priority, or a delayed one
+            for heap in (q.prio, q.delayed):
+                heap[:] = [e for e in heap if e[2] is not item]
+                heapq.heapify(heap)
 
     async def cancel_requests(self, deliveries: Sequence[Delivery]) -> set[str]:
         """The deliveries whose event was cancelled."""

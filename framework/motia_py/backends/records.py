@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 _ID_PROCESS = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
@@ -70,11 +70,19 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One subscriber of a published event, with the delay before it may be delivered."""
+    """One subscriber of a published event, with the delay before it may be delivered.
+
+    ``priority`` (higher is claimed first), ``rate_key`` and ``concurrency_key`` (the key values of the
+    step's keyed limits, see :class:`FlowControl`) are computed by the publisher from the subscribing
+    step's config and stored with the delivery; ``None`` when the step has no such keyed limit.
+    """
 
     step: str
     delay_s: float = 0.0
     fifo: bool = False
+    priority: int = 0
+    rate_key: str | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,10 @@ class Delivery:
     first_delivered_at: float | None = None
     expired: bool = False  # the previous attempt's lease ran out: its worker probably died mid-run
     last_owner: str | None = None  # with ``expired``: the worker (``host:pid``) that held that lease
+    priority: int = 0  # as published (see Target)
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    limited: bool = False  # claimed under a concurrency limit: ending it frees a slot (waiters are woken)
     cancelled: bool = False  # its event was cancelled: settle it with ``cancel_settle``, never run it
 
 
@@ -117,6 +129,9 @@ class DeadLetter:
     traceback: str
     failed_at: float
     first_attempt_at: float | None = None
+    priority: int = 0  # the delivery's, kept so that a replay keeps its place and its limits
+    rate_key: str | None = None
+    concurrency_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``motia-py dlq list --json`` prints it."""
@@ -157,6 +172,7 @@ class StepQueueStats:
     leased: int = 0  # running (or claimed) somewhere
     dead: int = 0  # in the dead-letter queue
     oldest_ready_at: float | None = None  # when the longest-waiting ready delivery became due
+    throttled: dict[str, int] = field(default_factory=dict)  # of the ready ones: waiting for a limit, by limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +190,32 @@ class QueueStats:
     def idle(self) -> bool:
         """Nothing waiting, delayed or running."""
         return self.ready == 0 and self.delayed == 0 and self.leased == 0
+
+
+THROTTLE_REASONS: Final = ("globalConcurrency", "concurrencyKey", "rateLimit")
+"""Why a ready delivery waits (the config key of the limit it waits for), in the order claims check them."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowControl:
+    """A step's fleet-wide limits, enforced by the backend in the claim (see :meth:`QueueStore.claim`).
+
+    Zero means no limit. ``rate_limit`` handler starts per ``rate_period_s`` seconds, per
+    :attr:`Delivery.rate_key` value when ``rate_keyed`` (else for the whole step); ``global_concurrency``
+    leased deliveries of the step; ``key_concurrency`` leased deliveries per
+    :attr:`Delivery.concurrency_key` value (a delivery without one counts under the key ``""``).
+    """
+
+    rate_limit: int = 0
+    rate_period_s: float = 1.0
+    rate_keyed: bool = False
+    global_concurrency: int = 0
+    key_concurrency: int = 0
+
+    @property
+    def limits_concurrency(self) -> bool:
+        """Whether a claim may hold back deliveries until a running one ends."""
+        return self.global_concurrency > 0 or self.key_concurrency > 0
 
 
 class HandleState(str, enum.Enum):
@@ -260,15 +302,3 @@ class ScheduledDelivery:
     due_at: float
     emitted_at: float
     delivery_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class FinishRecord:
-    """What a backend stores when a delivery ends (the finished part of its :class:`StepHandle`)."""
-
-    state: HandleState
-    attempts: int
-    started_at: float | None
-    finished_at: float
-    error: str | None = None
-    result_json: str | None = None

@@ -23,6 +23,7 @@ from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from .records import worker_identity
 from .redis_keys import Keys
+from .redis_scripts_flow import FlowScripts
 from .redis_scripts_handles import HandleScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
@@ -108,12 +109,14 @@ class Scripts:
     queue: QueueScripts
     state: StateScripts
     lease: LeaseScripts
+    flow: FlowScripts
     handles: HandleScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
-        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), HandleScripts(client))
+        return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
+                   HandleScripts(client))
 
 
 class RedisConnection:

@@ -23,6 +23,7 @@ from .records import CancelResult, Delivery, EventHandle, HandleState, Scheduled
 from .redis_keys import escape
 from .redis_queue import RedisQueue
 from .redis_scripts_queue import delivery_keys, fifo_group
+from .redis_tags import untag
 
 _PRUNE_CHUNK = 200
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
@@ -47,6 +48,7 @@ class RedisHandles(RedisQueue):
                                           args=[*args, repr(max(0.0, float(delay_s)))], client=pipe)
                 pipe.hset(self.keys.handle(eid), f"e:{delivery.step}", note)
                 await pipe.execute()
+        await self._wake_limited([delivery])
 
     async def cancel_settle(self, delivery: Delivery) -> bool:
         """End a leased delivery as cancelled; False when the lease was lost."""
@@ -54,9 +56,11 @@ class RedisHandles(RedisQueue):
         record = finish_json_open(HandleState.CANCELLED, delivery_id=d.id, attempts=d.attempt,
                                   started_at=d.first_delivered_at)
         with self._translate():
-            return bool(await self._s.handles.cancel_settle(
+            ended = bool(await self._s.handles.cancel_settle(
                 keys=[*delivery_keys(self.keys.step(d.step), d), self.keys.handle(d.envelope.id), self.keys.handles],
                 args=[self._now(), d.step, d.id, str(d.attempt), fifo_group(d), d.envelope.id, record]))
+        await self._wake_limited([d])  # a slot of a concurrency limit may be free now
+        return ended
 
     async def handle_get(self, event_id: str) -> EventHandle | None:
         """The event's handle, read in one script."""
@@ -119,7 +123,7 @@ class RedisHandles(RedisQueue):
                     keys=[sk.delayed, sk.fifo_ready, sk.fifo_wait, sk.fifo_lease, self.keys.cancels],
                     args=[self._now(), sk.fifo_prefix, str(limit), needle])
                 for i in range(0, len(flat), 3):
-                    env = json.loads(flat[i + 2])
+                    env = json.loads(untag(flat[i + 2])[0])
                     out.append(ScheduledDelivery(event_id=env["id"], step=step, topic=env["topic"],
                                                  trace_id=env["trace_id"], due_at=float(flat[i]),
                                                  emitted_at=env["emitted_at"], delivery_id=flat[i + 1]))

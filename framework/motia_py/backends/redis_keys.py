@@ -21,6 +21,16 @@ Layout (``p`` is the prefix, ``<x>`` an escaped name)::
     p:fifo-wait:<step>       ZSET   groups whose head is free but not due yet, scored by its due time
     p:fifo-lease:<step>      ZSET   groups whose head is leased, scored by lease expiry
     p:wake:<step>            STREAM (length 1) bumped when a FIFO or delayed change may wake a waiter
+    p:flow:<step>            STRING set while the step's ready deliveries go through the flow path: it has
+                                    prioritised or keyed deliveries, or deliveries in the flow queue
+    p:fq:<step>              ZSET   flow queue: ready partitions ("rate key|concurrency key" of a tag), scored
+                                    by their best delivery
+    p:fw:<step>              ZSET   partitions held back by a keyed rate limit, scored by when it opens
+    p:fp:<step>:<partition>  ZSET   a partition's ready deliveries (ids), scored by -priority * 1e12 + seq
+    p:fd:<step>              HASH   flow queue: delivery id -> "attempts|first|due|envelope"
+    p:rate:<step>:<bucket>   ZSET   starts in a rate window ("id/attempt" by time; '' = the step's one window)
+    p:held:<step>            HASH   delivery id -> "concurrency key|FIFO group" of deliveries leased under a
+                                    concurrency key limit (entries of ended leases are dropped by claims)
     p:dlq                    HASH   dead letter id -> JSON record
     p:dlq:index              ZSET   dead letter id, scored by failure time
     p:state:<ns>:<group>     HASH   state key -> JSON text
@@ -147,3 +157,22 @@ class Keys:
     def idempotency(self, topic: str, key: str) -> str:
         """The idempotency key ``key`` of ``topic``."""
         return f"{self.prefix}:key:{escape(topic)}:{escape(key)}"
+
+@dataclass(frozen=True, slots=True)
+class FlowKeys:
+    """The keys of one step's flow path (priorities and flow control; see the module docstring)."""
+
+    flag: str
+    ready: str
+    waiting: str
+    part_prefix: str
+    data: str
+    rate_prefix: str
+    held: str
+
+
+def flow_keys(prefix: str, step: str) -> FlowKeys:
+    """The flow-path keys of ``step`` under ``prefix``."""
+    p, s = prefix, escape(step)
+    return FlowKeys(flag=f"{p}:flow:{s}", ready=f"{p}:fq:{s}", waiting=f"{p}:fw:{s}", part_prefix=f"{p}:fp:{s}:",
+                    data=f"{p}:fd:{s}", rate_prefix=f"{p}:rate:{s}:", held=f"{p}:held:{s}")

@@ -10,7 +10,8 @@ from typing import Final
 
 from .handle_records import json_text
 from .records import Outgoing, new_id
-from .redis_keys import Keys, escape
+from .redis_keys import Keys, escape, flow_keys
+from .redis_tags import tag
 
 HANDLES_LUA: Final = r"""
 local dups = {}
@@ -27,8 +28,8 @@ local function handles(k, a, now, now_s, apply, skip)
         local holder, til = nil, nil
         if cur then holder, til = string.match(cur, '^([^|]*)|(.*)$') end
         if holder and tonumber(til) > now then
-          skip[idx] = true
-          dups[#dups + 1] = idx
+          for ix in string.gmatch(idx, '[^,]+') do skip[ix] = true end
+          dups[#dups + 1] = string.match(idx, '^[^,]+')
           dups[#dups + 1] = holder
         else
           redis.call('SET', KEYS[k], eid .. '|' .. fmt(now + tonumber(ttl)), 'PX',
@@ -37,7 +38,7 @@ local function handles(k, a, now, now_s, apply, skip)
       end
       k = k + 1
     end
-    if apply and not skip[idx] then
+    if apply and not skip[string.match(idx, '^[^,]+')] then
       local f = {'@', now_s, 'i', info}
       for j = 0, ns - 1 do
         f[#f + 1] = 's:' .. ARGV[a + 5 + 2 * j]
@@ -57,15 +58,15 @@ the envelope skipped, recording it in ``dups``); returns the KEYS and ARGV indic
 def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: list[str]) -> None:
     """Append one publish block for ``items`` to ``ks`` (KEYS) and ``args`` (ARGV).
 
-    ARGV: envelope count, the envelopes' JSON (each once, however many targets); the handle count, then
-    per envelope with a target ``envelope index, event id, info JSON, key TTL ('' for no key), step
-    count`` and per step ``step, "uid|delay|kind"`` (KEYS: its handle, and its key when it has one); the
-    target count, then per target ``kind, envelope index, new delivery id, delay_s, escaped FIFO group``;
-    kind ``s`` (ready now; KEYS: stream), ``d`` (delayed; KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list,
-    ready, wait, wake).
+    ARGV: envelope count, the envelopes' JSON (each once, then the tagged text of each target with a
+    priority or keys, see :mod:`.redis_tags`); the handle count, then per envelope with a target ``its
+    envelope indices (comma-separated: its JSON and its tagged copies), event id, info JSON, key TTL ('' for
+    no key), step count`` and per step ``step, "uid|delay|kind"`` (KEYS: its handle, and its key when it has
+    one); the target count, then per target ``kind, envelope index, new delivery id, delay_s, escaped FIFO
+    group``; kind ``s`` (ready now; KEYS: stream), ``d`` (delayed; KEYS: delayed, wake) or ``f`` (FIFO;
+    KEYS: list, ready, wait, wake); upper case: tagged, KEYS first its step's flow flag.
     """
-    args.append(str(len(items)))
-    args.extend(out.envelope.to_json() for out in items)
+    envs = [out.envelope.to_json() for out in items]
     handle_ks: list[str] = []
     handle_args: list[str] = []
     target_ks: list[str] = []
@@ -74,29 +75,40 @@ def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: 
         if not out.targets:
             continue
         env = out.envelope
-        handle_ks.append(keys.handle(env.id))
-        if out.key is not None:
-            handle_ks.append(keys.idempotency(env.topic, out.key))
-        handle_args += (str(i), env.id, f"[{json_text(env.topic)},{json_text(env.trace_id)},{env.emitted_at!r}]",
-                        "" if out.key is None else repr(float(out.key_ttl_s)), str(len(out.targets)))
+        indices = [str(i)]
+        steps: list[str] = []
         for t in out.targets:
-            sk, uid = keys.step(t.step), new_id()
+            sk, index, uid = keys.step(t.step), str(i), new_id()
+            prefix = tag(t.priority, t.rate_key, t.concurrency_key)
+            if prefix:
+                envs.append(prefix + envs[i - 1])
+                index = str(len(envs))
+                indices.append(index)
+                target_ks.append(flow_keys(keys.prefix, t.step).flag)
             if t.fifo:
-                group = escape(out.envelope.group_id or "")
-                target_ks += (sk.fifo_list(out.envelope.group_id or ""), sk.fifo_ready, sk.fifo_wait, sk.wake)
-                targets += ("f", str(i), uid, repr(max(0.0, float(t.delay_s))), group)
+                group = escape(env.group_id or "")
+                target_ks += (sk.fifo_list(env.group_id or ""), sk.fifo_ready, sk.fifo_wait, sk.wake)
+                targets += ("F" if prefix else "f", index, uid, repr(max(0.0, float(t.delay_s))), group)
                 kind = "f" + group
             elif t.delay_s > 0:
                 target_ks += (sk.delayed, sk.wake)
-                targets += ("d", str(i), uid, repr(float(t.delay_s)), "")
+                targets += ("D" if prefix else "d", index, uid, repr(float(t.delay_s)), "")
                 kind = "s"
             else:
                 target_ks.append(sk.stream)
-                targets += ("s", str(i), uid, "0", "")
+                targets += ("S" if prefix else "s", index, uid, "0", "")
                 kind = "s"
-            handle_args += (t.step, f"{uid}|{max(0.0, float(t.delay_s))!r}|{kind}")
+            steps += (t.step, f"{uid}|{max(0.0, float(t.delay_s))!r}|{kind}")
+        handle_ks.append(keys.handle(env.id))
+        if out.key is not None:
+            handle_ks.append(keys.idempotency(env.topic, out.key))
+        handle_args += (",".join(indices), env.id,
+                        f"[{json_text(env.topic)},{json_text(env.trace_id)},{env.emitted_at!r}]",
+                        "" if out.key is None else repr(float(out.key_ttl_s)), str(len(out.targets)), *steps)
     ks += handle_ks
     ks += target_ks
+    args.append(str(len(envs)))
+    args += envs
     args.append(str(sum(1 for out in items if out.targets)))
     args += handle_args
     args.append(str(len(targets) // 5))

@@ -31,16 +31,28 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, cast
 
 from ..types import Clock
 from .handle_records import finish_json_open
-from .records import DeadLetter, Delivery, Envelope, HandleState, Outgoing, QueueStats, StepQueueStats, new_id
-from .redis_base import Batcher, RedisConnection
-from .redis_keys import CONSUMER
+from .records import (
+    DeadLetter,
+    Delivery,
+    Envelope,
+    FlowControl,
+    HandleState,
+    Outgoing,
+    QueueStats,
+    StepQueueStats,
+    new_id,
+)
+from .redis_base import Batcher
+from .redis_flow import RedisFlow
+from .redis_keys import CONSUMER, flow_keys
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
+from .redis_tags import tag, untag
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
 _BLOCK_GRACE_S: Final = 5.0  # how long past its BLOCK time a blocking read may take before we give up on it
@@ -52,7 +64,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()  # a blocking read that failed after nobody waited for it any more
 
 
-class RedisQueue(RedisConnection):
+class RedisQueue(RedisFlow):
     """The queue store and dead-letter queue of :class:`.redis.RedisBackend` (see the module docstring)."""
 
     def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
@@ -97,26 +109,40 @@ class RedisQueue(RedisConnection):
         held = {items[int(dups[i]) - 1].envelope.id: dups[i + 1] for i in range(0, len(dups), 2)}
         return [held] * len(calls)
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of ``step``: an expired lease alone, else the stream in
-        order, then the heads of free FIFO groups (oldest first)."""
+        order, then the heads of free FIFO groups (oldest first); with ``control``, or while the step has
+        prioritised deliveries, through the flow path (:mod:`.redis_scripts_flow`)."""
         if limit <= 0:
             return []
+        if control is not None:
+            flat = await self._flow_claim(step, min(limit, _MAX_CLAIM), lease_s, control)
+            return await self._screened(self._deliveries(flat, step, control.limits_concurrency))
         sk = self.keys.step(step)
         with self._translate():
             flat = await self._s.queue.claim(
-                keys=[*queue_keys(sk), sk.owner, self.keys.steps, self.keys.cancels],
+                keys=[*queue_keys(sk), sk.owner, self.keys.steps, flow_keys(self.keys.prefix, step).flag,
+                      self.keys.cancels],
                 args=[self._now(), step, CONSUMER, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)),
                       sk.fifo_prefix, step, str(MOVE_MAX), self.identity])
+        if flat[:1] == ["~flow"]:
+            return await self._screened(self._deliveries(
+                await self._flow_claim(step, min(limit, _MAX_CLAIM), lease_s, None), step, False))
         gone: set[str] = set(flat.pop()) if flat and isinstance(flat[-1], list) else set()  # cancelled events
-        if len(flat) == 6:  # an expired lease, claimed alone: 4 fields, then '1' and its last owner
-            return [Delivery(id=flat[0], step=step, envelope=Envelope.from_json(flat[1]), attempt=int(flat[2]),
-                             first_delivered_at=float(flat[3]), expired=True, last_owner=flat[5] or None,
-                             cancelled=flat[0] in gone)]
-        # due deliveries: 4 fields each (never 6 in all: one delivery is 4, two are 8)
-        got = [Delivery(id=flat[i], step=step, envelope=Envelope.from_json(flat[i + 1]), attempt=int(flat[i + 2]),
-                        first_delivered_at=float(flat[i + 3])) for i in range(0, len(flat), 4)]
+        got = self._deliveries(flat, step, False)
         return [replace(d, cancelled=True) if d.id in gone else d for d in got] if gone else got
+
+    async def _screened(self, got: list[Delivery]) -> list[Delivery]:
+        """Flag the deliveries of cancelled events in a claim of the flow path (whose script does not look at
+        cancellations; the plain claim script flags them itself)."""
+        if not got:
+            return got
+        events = list({d.envelope.id for d in got})
+        with self._translate():
+            scores = await self._c.zmscore(self.keys.cancels, events)
+        gone = {e for e, score in zip(events, scores, strict=True) if score is not None}
+        return [replace(d, cancelled=True) if d.envelope.id in gone else d for d in got] if gone else got
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started, in one script: not counted, due at once (a
@@ -132,6 +158,7 @@ class RedisQueue(RedisConnection):
             args += (d.step, d.id, str(d.attempt), fifo_group(d), "1" if d.expired else "", d.last_owner or "")
         with self._translate():
             await self._s.queue.hand_back(keys=ks, args=args)
+        await self._wake_limited(deliveries)
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge and publish ``outgoing`` in one script; False (nothing published) when the lease was
@@ -156,6 +183,7 @@ class RedisQueue(RedisConnection):
             encode_outgoing(self.keys, outgoing, ks, args)
         with self._translate():
             done = await self._s.queue.complete(keys=ks, args=args)
+        await self._wake_limited(d for (d, _, _), ok in zip(calls, done, strict=True) if ok)
         return [bool(x) for x in done]
 
     def _single(self, d: Delivery) -> tuple[list[str], list[str]]:
@@ -168,13 +196,15 @@ class RedisQueue(RedisConnection):
         with self._translate():
             await self._s.queue.retry(keys=[*ks, self.keys.step(delivery.step).delayed],
                                 args=[*args, repr(max(0.0, float(delay_s)))])
+        await self._wake_limited([delivery])
 
     async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                           ) -> None:
         """Move a delivery to the dead-letter queue (a no-op if the lease was lost)."""
         ks, args = self._single(delivery)
         made = delivery.attempt if attempts is None else attempts
-        record = json.dumps({"step": delivery.step, "env": delivery.envelope.to_json(), "attempts": made,
+        env = tag(delivery.priority, delivery.rate_key, delivery.concurrency_key) + delivery.envelope.to_json()
+        record = json.dumps({"step": delivery.step, "env": env, "attempts": made,
                              "error": error, "traceback": traceback, "first": delivery.first_delivered_at})
         finished = finish_json_open(HandleState.DEAD, delivery_id=delivery.id, attempts=made,
                                     started_at=delivery.first_delivered_at, error=error)
@@ -182,6 +212,7 @@ class RedisQueue(RedisConnection):
             await self._s.queue.dead(keys=[*ks, self.keys.dlq, self.keys.dlq_index,
                                            self.keys.handle(delivery.envelope.id), self.keys.handles],
                                      args=[*args, record, delivery.envelope.id, finished])
+        await self._wake_limited([delivery])
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future (lost ones are skipped)."""
@@ -196,16 +227,20 @@ class RedisQueue(RedisConnection):
             with self._translate():
                 await self._s.queue.extend(keys=[sk.inflight, sk.lease, sk.fifo_lease], args=args)
 
-    async def wait(self, step: str, timeout_s: float) -> None:
-        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
+        """Return when ``step`` may have a due delivery (with ``control``: one a claim with it would hand
+        out), or after ``timeout_s``.
 
         Returns at once when something is due; otherwise blocks in ``XREAD`` until a publish by any
-        process, the next delayed delivery or lease expiry, or the timeout.
+        process, the next delayed delivery or lease expiry, the end of a limited delivery, or the timeout.
         """
         sk = self.keys.step(step)
-        with self._translate():
-            due_in, stream_id, wake_id = await self._s.queue.next_due(keys=[*queue_keys(sk), sk.wake],
-                                                                      args=[self._now()])
+        if control is not None:
+            due_in, stream_id, wake_id = await self._flow_next_due(step, control)
+        else:
+            with self._translate():
+                due_in, stream_id, wake_id = await self._s.queue.next_due(
+                    keys=[*queue_keys(sk), sk.wake, flow_keys(self.keys.prefix, step).data], args=[self._now()])
         if due_in != "":
             timeout_s = min(timeout_s, max(0.0, float(due_in)))
         if timeout_s <= 0 or self._blocking is None:
@@ -234,10 +269,12 @@ class RedisQueue(RedisConnection):
                 self._s.queue.stats(keys=queue_keys(self.keys.step(s)), args=[now, self.keys.step(s).fifo_prefix])
                 for s in steps))
             dead = int(await c.hlen(self.keys.dlq))
+        flowing = await self._flow_size(steps)
         ready = delayed = leased = 0
         per_step: dict[str, int] = {}
         due: list[float] = []
-        for step, (n_ready, n_delayed, n_leased, next_due, _) in zip(steps, rows, strict=True):
+        for step, (n_ready, n_delayed, n_leased, next_due, _), n_flow in zip(steps, rows, flowing, strict=True):
+            n_ready += n_flow
             ready, delayed, leased = ready + n_ready, delayed + n_delayed, leased + n_leased
             per_step[step] = n_ready + n_delayed + n_leased
             if next_due != "":
@@ -245,8 +282,9 @@ class RedisQueue(RedisConnection):
         return QueueStats(ready=ready, delayed=delayed, leased=leased, dead=dead,
                           next_due_at=min(due) if due else None, per_step=per_step)
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
-        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time.
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts, the oldest ready delivery's due time, and (with
+        its control) the ready ones held back by a limit.
 
         Reads every ready stream entry and every dead letter (in pages, on the server), so its cost grows
         with the queues: it is for ``motia-py queue``, not for the hot path.
@@ -261,9 +299,12 @@ class RedisQueue(RedisConnection):
                 n_ready, n_delayed, n_leased, _, oldest = await self._s.queue.stats(
                     keys=queue_keys(sk), args=[now, sk.fifo_prefix])
                 times = [float(t) for t in (oldest, await self._stream_oldest(sk.stream, sk.inflight)) if t != ""]
+                n_flow, flow_oldest, throttled = await self._flow_stats(step, (controls or {}).get(step))
+                n_ready += n_flow
+                times += [flow_oldest] if flow_oldest is not None else []
                 if n_ready or n_delayed or n_leased or dead[step]:
                     out[step] = StepQueueStats(ready=n_ready, delayed=n_delayed, leased=n_leased, dead=dead[step],
-                                               oldest_ready_at=min(times, default=None))
+                                               oldest_ready_at=min(times, default=None), throttled=throttled)
         return out
 
     async def _stream_oldest(self, stream: str, inflight: str) -> str:
@@ -281,9 +322,11 @@ class RedisQueue(RedisConnection):
     @staticmethod
     def _dead(dead_id: str, record: str, failed_at: float) -> DeadLetter:
         r = json.loads(record)
-        return DeadLetter(id=dead_id, step=r["step"], envelope=Envelope.from_json(r["env"]), attempts=r["attempts"],
+        env, priority, rate_key, conc_key = untag(r["env"])
+        return DeadLetter(id=dead_id, step=r["step"], envelope=Envelope.from_json(env), attempts=r["attempts"],
                           error=r["error"], traceback=r["traceback"], failed_at=failed_at,
-                          first_attempt_at=r["first"])
+                          first_attempt_at=r["first"], priority=priority, rate_key=rate_key,
+                          concurrency_key=conc_key)
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         """Dead letters, newest first."""
@@ -316,7 +359,9 @@ class RedisQueue(RedisConnection):
             return False
         r = json.loads(record)
         await self._ensure_steps([r["step"]])
-        event_id = Envelope.from_json(r["env"]).id
+        if r["env"].startswith("#"):  # prioritised or keyed: its step's claims must sort it in
+            await self._mark_flow(r["step"])
+        event_id = Envelope.from_json(untag(r["env"])[0]).id
         with self._translate():
             return bool(await self._s.queue.replay(
                 keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream, self.keys.handle(event_id)],

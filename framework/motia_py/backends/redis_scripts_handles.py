@@ -125,7 +125,7 @@ local now = clock(ARGV[1])
 local limit, needle, out = tonumber(ARGV[3]), ARGV[4], {}
 local function want(env)
   if needle ~= '' and not string.find(env, needle, 1, true) then return false end
-  local eid = string.match(env, '^{"id":"([^"]*)"')
+  local eid = string.match(env, '{"id":"([^"]*)"')  -- after a flow tag, if any
   return not (eid and redis.call('ZSCORE', KEYS[5], eid))
 end
 local offset = 0

@@ -19,7 +19,7 @@ local function fields(flat)
 end
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake. ARGV: now.
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease wake [flow data]. ARGV: now.
 # Returns {seconds until something is due ('' = nothing scheduled), last stream id, last wake id}.
 NEXT_DUE: Final = _PRELUDE + r"""
 local now = clock(ARGV[1])
@@ -29,7 +29,8 @@ local function last_id(key)
   return '0-0'
 end
 local sid, wid = last_id(KEYS[1]), last_id(KEYS[8])
-if redis.call('XLEN', KEYS[1]) > redis.call('HLEN', KEYS[2]) or redis.call('ZCARD', KEYS[5]) > 0 then
+if redis.call('XLEN', KEYS[1]) > redis.call('HLEN', KEYS[2]) or redis.call('ZCARD', KEYS[5]) > 0
+    or (KEYS[9] and redis.call('HLEN', KEYS[9]) > 0) then  -- the flow queue (no limits: all of it is due)
   return {'0', sid, wid}
 end
 local best = nil

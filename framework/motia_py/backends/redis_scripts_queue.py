@@ -40,12 +40,20 @@ local function fifo_parse(item)
   local seq, at, att, first, uid, p = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|()')
   return seq, at, tonumber(att), first, uid, string.sub(item, p)
 end
+local function fifo_rank(head, seq)  -- in fifo-ready: the head's seq, ahead by its priority (see redis_tags)
+  local pr = string.match(head, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|#(%-?%d+)|')
+  return pr and fmt(tonumber(seq) - tonumber(pr) * 1e12) or seq
+end
 -- put a group whose head is free into fifo-ready (due) or fifo-wait (not yet); true when it has a head
 local function fifo_schedule(list, ready, waiting, group, now)
   local head = redis.call('LINDEX', list, 0)
   if not head then return false end
   local seq, at = string.match(head, '^([^|]*)|([^|]*)|')
-  if tonumber(at) <= now then redis.call('ZADD', ready, seq, group) else redis.call('ZADD', waiting, at, group) end
+  if tonumber(at) <= now then
+    redis.call('ZADD', ready, fifo_rank(head, seq), group)
+  else
+    redis.call('ZADD', waiting, at, group)
+  end
   return true
 end
 local function ensure_group(stream, grp, steps, step)
@@ -103,6 +111,10 @@ local function publish(k, a, now, seq_key, apply)
     local delay, group = tonumber(ARGV[a + 3]), ARGV[a + 4]
     local go = apply and not skip[ARGV[a + 1]]
     a = a + 5
+    if string.byte(kind) < 97 then  -- a tagged target (upper case): its step's claims take the flow path
+      if apply then redis.call('SET', KEYS[k], '1') end
+      k, kind = k + 1, string.lower(kind)
+    end
     if kind == 's' then
       if go then
         redis.call('XADD', KEYS[k], '*', 'id', uid, 'env', env, 'attempts', '0', 'first', '', 'due', now_s)
@@ -181,19 +193,21 @@ end
 return out
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps cancels
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flow_flag cancels
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
 # Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
-# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at). When some of them
-# belong to cancelled events, a list of their ids follows (the worker settles them without running them).
+# else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at); {'~flow'} when the
+# step takes the flow path (redis_scripts_flow.CLAIM). When some of them belong to cancelled events, a list
+# of their ids follows (the worker settles them without running them).
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
+if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 1 then return {'~flow'} end
 local function screen(out, stride)
-  if #out == 0 or redis.call('EXISTS', KEYS[10]) == 0 then return out end
+  if #out == 0 or redis.call('EXISTS', KEYS[11]) == 0 then return out end
   local gone = {}
   for i = 1, #out, stride do
-    local eid = string.match(out[i + 1], '^{"id":"([^"]*)"')
-    if eid and redis.call('ZSCORE', KEYS[10], eid) then gone[#gone + 1] = out[i] end
+    local eid = string.match(out[i + 1], '{"id":"([^"]*)"')
+    if eid and redis.call('ZSCORE', KEYS[11], eid) then gone[#gone + 1] = out[i] end
   end
   if #gone > 0 then out[#out + 1] = gone end
   return out

@@ -24,16 +24,26 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
+from . import sqlite_flow as flow
 from . import sqlite_handles as sh
 from . import sqlite_queue as q
 from ._sqlite_thread import Connection, Op, Row, each
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, TraceRun, worker_identity
+from .records import (
+    DeadLetter,
+    Delivery,
+    FlowControl,
+    Outgoing,
+    QueueStats,
+    StepQueueStats,
+    TraceRun,
+    worker_identity,
+)
 from .registry import BackendOptions
 from .sqlite_handle_store import SqliteHandles
 from .sqlite_realtime import SqliteRealtime
@@ -128,6 +138,7 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         self._wakeups: dict[str, asyncio.Event] = {}  # per step: set by this object's publishes
         self._waiting: dict[str, int] = {}  # steps with a pending wait(), and how many
         self._due: dict[str, float | None] = {}  # the next due time of each waiting step, as last read
+        self._controls: dict[str, FlowControl] = {}  # the flow control of waiting steps that have one
         self._poller: asyncio.Task[None] | None = None
 
     async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
@@ -193,10 +204,14 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
                 await self._run(q.publish_run, rows)
             self._wake(r[1] for r in rows)
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries of ``step``, oldest first (FIFO groups: their head only)."""
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of ``step``, highest priority then oldest first (FIFO groups:
+        their head only), within ``control`` (see :mod:`.sqlite_flow`)."""
         if limit <= 0:
             return []
+        if control is not None:
+            return await self._run(flow.claim, (step, limit, lease_s, self.clock, self.identity, control))
         return await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
@@ -205,6 +220,7 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
             return
         if await self._run(q.hand_back, (list(deliveries), self.clock()), urgent=True):
             self._wake({d.step for d in deliveries})
+        self._wake({d.step for d in deliveries if d.limited})
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Delete the delivery and publish ``outgoing`` in one transaction; False when the lease was lost."""
@@ -218,27 +234,29 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         keys = q.key_rows(outgoing, now) if outgoing else []
         ok, fifo = await self._run(q.complete_run, (delivery, rows, result_json, keys, now), urgent=True)
         if ok:
-            self._wake([r[1] for r in rows] + ([delivery.step] if fifo else []))
+            self._wake([r[1] for r in rows] + ([delivery.step] if fifo or delivery.limited else []))
         return ok
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Release the lease; the delivery is due again after ``delay_s``."""
         if await self._run(q.retry, (delivery, self.clock() + delay_s), urgent=True):
-            self._wake([delivery.step])
+            self._wake([delivery.step])  # due again, or (limited) a slot freed
 
     async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                           ) -> None:
         """Move the delivery to the dead-letter table (nothing happens when the lease was lost)."""
-        if await self._run(q.dead_letter, (delivery, error, traceback, self.clock(), attempts), urgent=True):
-            self._wake([delivery.step])  # the next event of its FIFO group is free now
+        if await self._run(q.dead_letter, (delivery, error, traceback, self.clock(), attempts), urgent=True
+                           ) or delivery.limited:
+            self._wake([delivery.step])  # the next event of its FIFO group is free now, or a slot
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future."""
         if deliveries:
             await self._run(q.extend, (self.clock() + lease_s, list(deliveries)), urgent=True)
 
-    async def wait(self, step: str, timeout_s: float) -> None:
-        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
+        """Return when ``step`` may have a due delivery (with ``control``: one a claim with it would hand
+        out), or after ``timeout_s``.
 
         A publish through this object wakes it at once; commits by other connections (other worker
         processes) are noticed by one poller per backend within ``_POLL_S``.
@@ -247,9 +265,11 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         if event is None:
             event = self._wakeups[step] = asyncio.Event()
         self._waiting[step] = self._waiting.get(step, 0) + 1
+        if control is not None:
+            self._controls[step] = control
         try:
             if not event.is_set():
-                _, dues = await self._run(q.due_times, (None, (step,)), write=False)
+                _, dues = await self._run(flow.due_times, (None, (step,), (control,), self.clock()), write=False)
                 due = self._due[step] = (dues or {}).get(step)
                 if due is not None:
                     timeout_s = min(timeout_s, due - self.clock())
@@ -263,6 +283,7 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
             if not self._waiting[step]:
                 del self._waiting[step]
                 self._due.pop(step, None)
+                self._controls.pop(step, None)
             event.clear()
 
     async def _poll(self) -> None:
@@ -273,7 +294,8 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
             while self._waiting:
                 await asyncio.sleep(_POLL_S)
                 steps = tuple(self._waiting)
-                seen, dues = await self._run(q.due_times, (version, steps), write=False)
+                controls = tuple(self._controls.get(s) for s in steps)
+                seen, dues = await self._run(flow.due_times, (version, steps, controls, self.clock()), write=False)
                 version = seen
                 self._due.update((s, dues[s]) for s in steps if dues and s in self._waiting)
                 now = self.clock()
@@ -290,9 +312,10 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         """Counts of ready, delayed, leased and dead deliveries."""
         return await self._run(q.stats, self.clock(), write=False)
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
-        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time."""
-        return await self._run(q.step_stats, self.clock(), write=False)
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts, the oldest ready delivery's due time, and (with
+        its control) the ready ones held back by a limit."""
+        return await self._run(flow.step_stats, (self.clock(), dict(controls or {})), write=False)
 
     # -- dead letters ---------------------------------------------------------------------------
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:

@@ -19,11 +19,12 @@ from . import sqlite_handles as sh
 from ._sqlite_thread import Row, each
 from .records import DeadLetter, Delivery, Envelope, HandleState, Outgoing, QueueStats, StepQueueStats, new_id
 
-CHUNK: Final = 64  # rows per multi-row statement (64 x 12 columns stays under SQLite's old 999 limit)
+CHUNK: Final = 64  # rows per multi-row statement (64 x 15 columns stays under SQLite's old 999 limit)
 
 _ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
 _IN: Final = "(" + ", ".join("?" * CHUNK) + ")"  # padded with NULLs, which match nothing
-_SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV}, owner FROM deliveries"
+_FLOW: Final = "priority, rate_key, conc_key"  # Target's flow attributes (rows: after the envelope and owner)
+_SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV}, owner, {_FLOW} FROM deliveries"
 _CLAIM_EXPIRED: Final = (f"{_SELECT} WHERE step = :step AND lease_until IS NOT NULL AND available_at <= :now "
                          "ORDER BY available_at, seq LIMIT 1")  # standard rows and FIFO heads alike
 _CLAIM_DUE: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND available_at <= :now "
@@ -41,20 +42,41 @@ WITH RECURSIVE grp(g) AS (
     FROM grp WHERE grp.g IS NOT NULL
 )
 """
-_CLAIM_FIFO: Final = (_FIFO_HEADS + f"SELECT d.seq, d.id, d.attempts, d.first_delivered_at, {_ENV}, d.owner "
-                      "FROM head JOIN deliveries d ON d.seq = head.seq "
-                      "WHERE d.available_at <= :now AND d.lease_until IS NULL ORDER BY d.seq LIMIT :limit")
+_CLAIM_FIFO: Final = (_FIFO_HEADS + f"SELECT d.seq, d.id, d.attempts, d.first_delivered_at, {_ENV}, d.owner, "
+                      f"{_FLOW} FROM head JOIN deliveries d ON d.seq = head.seq "
+                      "WHERE d.available_at <= :now AND d.lease_until IS NULL ORDER BY d.priority DESC, d.seq "
+                      "LIMIT :limit")
+# Priorities: the distinct priorities other than 0 of a step's standard rows, highest first (a skip-scan
+# of deliveries_prio, which holds those rows only), and the due rows of one priority, in due order.
+PRIORITISED: Final = "SELECT 1 FROM deliveries WHERE step = ? AND fifo_group IS NULL AND priority != 0 LIMIT 1"
+_LEVELS: Final = """
+WITH RECURSIVE lv(p) AS (
+    SELECT (SELECT MAX(priority) FROM deliveries WHERE step = :step AND fifo_group IS NULL AND priority != 0)
+    UNION ALL
+    SELECT (SELECT MAX(priority) FROM deliveries WHERE step = :step AND fifo_group IS NULL AND priority != 0
+            AND priority < lv.p) FROM lv WHERE lv.p IS NOT NULL
+) SELECT p FROM lv WHERE p IS NOT NULL"""
+LEVEL: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND priority = :p AND priority != 0 "
+                "AND available_at <= :now AND lease_until IS NULL {where} ORDER BY available_at, seq LIMIT :limit")
+LEVEL_0: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND priority = 0 "
+                  "AND available_at <= :now AND lease_until IS NULL {where} ORDER BY available_at, seq LIMIT :limit")
+"""The due rows of priority ``:p`` (other than 0) / of priority 0; ``{where}``: more conditions, or ''."""
 _LEASE: Final = ("UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, available_at = ?, "
                  f"first_delivered_at = COALESCE(first_delivered_at, ?), owner = ? WHERE seq IN {_IN}")
 _LEASED: Final = "id = ? AND attempts = ? AND lease_until IS NOT NULL"  # still leased by this attempt
-DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at"
+DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at, {_FLOW}"
 
 
 def delivery_rows(items: Sequence[Outgoing], now: float) -> list[Row]:
-    """The ``deliveries`` rows (without the columns that start empty) of publishing ``items`` at ``now``."""
-    return [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id, e.source,
-             e.traceparent, (e.group_id or "") if t.fifo else None, now + t.delay_s)
-            for out in items for e in (out.envelope,) for t in out.targets]
+    """The ``deliveries`` rows (without the columns that start empty) of publishing ``items`` at ``now``; the
+    row of a target with a priority or keys has the :data:`_FLOW` columns too."""
+    rows: list[Row] = [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id,
+                        e.source, e.traceparent, (e.group_id or "") if t.fifo else None, now + t.delay_s)
+                       for out in items for e in (out.envelope,) for t in out.targets]
+    if any(t.priority or t.rate_key is not None or t.concurrency_key is not None for o in items for t in o.targets):
+        flows = [(t.priority, t.rate_key, t.concurrency_key) for out in items for t in out.targets]
+        rows = [row + flow if flow != (0, None, None) else row for row, flow in zip(rows, flows, strict=True)]
+    return rows
 
 
 def key_rows(items: Sequence[Outgoing], now: float) -> list[sh.KeyRow]:
@@ -62,12 +84,14 @@ def key_rows(items: Sequence[Outgoing], now: float) -> list[sh.KeyRow]:
     return [(o.envelope.topic, o.key, o.envelope.id, now + o.key_ttl_s) for o in items if o.key is not None]
 
 
-def _insert_sql(n: int) -> str:
-    return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+def _insert_sql(n: int, flow: bool = False) -> str:
+    columns, marks = (f", {_FLOW}", ", ?, ?, ?") if flow else ("", "")
+    return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at{columns}) VALUES "
+            + ", ".join([f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})"] * n))
 
 
 _INSERTS: Final = {n: _insert_sql(n) for n in (CHUNK, 16, 4, 1)}
+_FLOW_INSERTS: Final = {n: _insert_sql(n, flow=True) for n in (CHUNK, 16, 4, 1)}
 
 
 
@@ -77,11 +101,18 @@ def _padded(values: list[Any]) -> Iterator[list[Any]]:
         yield chunk + [None] * (CHUNK - len(chunk))
 
 
-def _insert(conn: sqlite3.Connection, rows: list[Row]) -> None:
+def _insert(conn: sqlite3.Connection, rows: list[Row], inserts: dict[int, str] = _INSERTS) -> None:
+    if inserts is _INSERTS and any(len(row) != 12 for row in rows):  # with flow columns: runs of one width
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or len(rows[end]) != len(rows[start]):
+                _insert(conn, rows[start:end], _INSERTS if len(rows[start]) == 12 else _FLOW_INSERTS)
+                start = end
+        return
     i = 0
-    for n in _INSERTS:  # whole chunks of 64, 16, 4 and 1 rows: a few cached statements, few steps
+    for n in inserts:  # whole chunks of 64, 16, 4 and 1 rows: a few cached statements, few steps
         while len(rows) - i >= n:
-            conn.execute(_INSERTS[n], [v for row in rows[i:i + n] for v in row])
+            conn.execute(inserts[n], [v for row in rows[i:i + n] for v in row])
             i += n
 
 
@@ -136,6 +167,35 @@ def complete_run(conn: sqlite3.Connection, args: Sequence[Completion]) -> list[t
     return results
 
 
+def levels(conn: sqlite3.Connection, step: str) -> list[int]:
+    """The priorities a step's standard rows may have, highest first (0 always among them)."""
+    found = [int(r[0]) for r in conn.execute(_LEVELS, {"step": step})]
+    return [p for p in found if p > 0] + [0] + [p for p in found if p < 0]
+
+
+def _by_priority(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Row]:
+    """Up to ``params["limit"]`` due standard rows, highest priority first (then in due order)."""
+    rows: list[Row] = []
+    for p in levels(conn, params["step"]):
+        if len(rows) < params["limit"]:
+            sql = (LEVEL if p else LEVEL_0).format(where="")
+            rows += conn.execute(sql, {**params, "p": p, "limit": params["limit"] - len(rows)}).fetchall()
+    return rows
+
+
+def lease(conn: sqlite3.Connection, rows: list[Row], step: str, now: float, lease_s: float, owner: str, *,
+          expired: bool = False, limited: bool = False) -> list[Delivery]:
+    """Lease the claimed ``rows`` (of :data:`_SELECT`'s columns) to ``owner``; their deliveries."""
+    until = now + lease_s
+    for chunk in _padded([row[0] for row in rows]):
+        conn.execute(_LEASE, [until, until, now, owner, *chunk])
+    return sh.flag_cancelled(conn, [
+        Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
+                 first_delivered_at=now if row[3] is None else row[3], expired=expired,
+                 last_owner=row[12] if expired else None, priority=row[13], rate_key=row[14],
+                 concurrency_key=row[15], limited=limited) for row in rows])  # cancelled events flagged
+
+
 @each
 def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]) -> list[Delivery]:
     """One transaction: an expired lease alone (``expired``, with its ``last_owner``), else the due rows."""
@@ -144,17 +204,14 @@ def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]) -> 
     rows: list[Row] = conn.execute(_CLAIM_EXPIRED, params).fetchall()
     expired = bool(rows)
     if not expired:
+        prioritised = conn.execute(PRIORITISED, (step,)).fetchone() is not None
         for sql in (_CLAIM_DUE, _CLAIM_FIFO):  # the memory backend's order
             if len(rows) == limit:
                 break
             params["limit"] = limit - len(rows)
-            rows += conn.execute(sql, params).fetchall()
-    until = now + lease_s
-    for chunk in _padded([row[0] for row in rows]):
-        conn.execute(_LEASE, [until, until, now, owner, *chunk])
-    return sh.flag_cancelled(conn, [Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
-                                             first_delivered_at=now if row[3] is None else row[3], expired=expired,
-                                             last_owner=row[12] if expired else None) for row in rows])
+            rows += _by_priority(conn, params) if prioritised and sql is _CLAIM_DUE else conn.execute(
+                sql, params).fetchall()
+    return lease(conn, rows, step, now, lease_s, owner, expired=expired)
 
 
 @each
@@ -196,7 +253,7 @@ def dead_letter(conn: sqlite3.Connection, arg: tuple[Delivery, str, str, float, 
     if row is None:
         return False
     conn.execute(f"INSERT INTO dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, COALESCE(?, attempts), ?, ?, ?, "
-                 "first_delivered_at FROM deliveries WHERE id = ?", (attempts, error, traceback, now, d.id))
+                 f"first_delivered_at, {_FLOW} FROM deliveries WHERE id = ?", (attempts, error, traceback, now, d.id))
     conn.execute("DELETE FROM deliveries WHERE id = ?", (d.id,))
     sh.finish(conn, d, HandleState.DEAD, now, attempts=attempts, error=error)
     return bool(row[0])
@@ -265,10 +322,10 @@ def step_stats(conn: sqlite3.Connection, now: float) -> dict[str, StepQueueStats
 def dlq_replay(conn: sqlite3.Connection, arg: tuple[str, float]) -> str | None:
     """The step the dead letter went back to (as a standard delivery, like memory's), or None."""
     dead_id, now = arg
-    row = conn.execute(f"SELECT step, {_ENV} FROM dead_letters WHERE id = ?", (dead_id,)).fetchone()
+    row = conn.execute(f"SELECT step, {_ENV}, {_FLOW} FROM dead_letters WHERE id = ?", (dead_id,)).fetchone()
     if row is None:
         return None
-    conn.execute(_INSERTS[1], (new_id(), *row, None, now))
+    conn.execute(_FLOW_INSERTS[1], (new_id(), *row[:9], None, now, *row[9:]))
     conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
     return str(row[0])
 
@@ -282,5 +339,6 @@ def extend(conn: sqlite3.Connection, arg: tuple[float, list[Delivery]]) -> None:
 
 def dead_from_row(row: Row) -> DeadLetter:
     return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:10]), attempts=row[10], error=row[11],
-                      traceback=row[12], failed_at=row[13], first_attempt_at=row[14])
+                      traceback=row[12], failed_at=row[13], first_attempt_at=row[14], priority=row[15],
+                      rate_key=row[16], concurrency_key=row[17])
 

@@ -4,9 +4,11 @@ Schema versions (``PRAGMA user_version``): 1 queue, dead letters, state, leases 
 3 ``traceparent`` on deliveries and dead letters; 4 one cron-tick record per step in ``meta`` (the
 per-tick leases ``cron-tick:<step>:<time>`` of versions 1 to 3 are deleted by the migration); 5 ``owner``
 on deliveries (the worker that took the lease) and one index of every leased row, standard or FIFO, by
-lease expiry (replacing ``deliveries_leased``, which held the standard ones only); 6 job handles: an
-index of deliveries by event id, the ``handles`` (finished records, last errors, progress), ``cancels``
-and ``keys`` (idempotency keys) tables.
+lease expiry (replacing ``deliveries_leased``, which held the standard ones only); 6 flow control:
+``priority``, ``rate_key`` and ``conc_key`` on deliveries and dead letters, an index of the standard rows
+of a priority other than 0, and ``flow_starts`` (the starts of each step's rate windows); 7 job handles:
+an index of deliveries by event id, the ``handles`` (finished records with an index of finish times, last
+errors, progress), ``cancels`` and ``keys`` (idempotency keys) tables.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import unquote
 from ..errors import BackendUnavailableError
 from ..meta_keys import cron_tick
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 BUSY_TIMEOUT_MS: Final = 5000
 
 SCHEMA: Final = """
@@ -131,6 +133,17 @@ def _connect_once(path: Path) -> sqlite3.Connection:
 
 _ADDED_COLUMNS: Final = (("deliveries", "traceparent"), ("dead_letters", "traceparent"), ("deliveries", "owner"))
 """Columns added since version 1 (all TEXT), in the order they came."""
+_FLOW_COLUMNS: Final = tuple((table, column) for table in ("deliveries", "dead_letters") for column in (
+    "priority INTEGER NOT NULL DEFAULT 0", "rate_key TEXT", "conc_key TEXT"))
+"""Version 6: a delivery's priority and flow-control keys (see :class:`~.records.Target`)."""
+_FLOW_SCHEMA: Final = (
+    "CREATE INDEX IF NOT EXISTS deliveries_prio ON deliveries (step, priority, available_at) "
+    "WHERE fifo_group IS NULL AND priority != 0",
+    "CREATE TABLE IF NOT EXISTS flow_starts (step TEXT NOT NULL, bucket TEXT, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS flow_starts_step ON flow_starts (step, at)",
+)
+"""Version 6: the prioritised rows (rows of priority 0, nearly all of them, stay out of it), and the starts
+of the rate windows (``bucket``: the rate key of a keyed limit, NULL for a step's one window)."""
 _OLD_TICK_MARKERS: Final = cron_tick("")  # versions 1-3: a lease "cron-tick:<step>:<time>" per fired tick
 
 
@@ -142,6 +155,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     for table, column in _ADDED_COLUMNS:
         if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+    for table, column in _FLOW_COLUMNS:
+        if column.split()[0] not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    for statement in _FLOW_SCHEMA:
+        conn.execute(statement)
     conn.execute("DROP INDEX IF EXISTS deliveries_leased")  # versions 1-4; deliveries_expiry covers it
     if version < 4:  # the per-tick markers, replaced by one record per step (up to 60,000 a week each)
         conn.execute("DELETE FROM leases WHERE substr(key, 1, length(?1)) = ?1", (_OLD_TICK_MARKERS,))

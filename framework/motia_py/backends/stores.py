@@ -25,7 +25,7 @@ Rules every implementation keeps (the contract suite in ``tests/backends`` check
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .pubsub import Subscription
@@ -34,6 +34,7 @@ from .records import (
     DeadLetter,
     Delivery,
     EventHandle,
+    FlowControl,
     Outgoing,
     QueueStats,
     ScheduledDelivery,
@@ -74,6 +75,36 @@ class QueueStore(Protocol):
     group is leased. A retried head stays the head (the group waits for it, through its delay); a
     dead-lettered head frees the group. A FIFO dead letter that is *replayed* comes back as a standard
     delivery with fresh attempts: it does not wait behind (or block) the group it left.
+
+    **Priorities.** Every delivery has the ``priority`` of its target (an integer, default 0; higher is
+    claimed first), kept through retries, hand backs, lease expiry and dead-letter replays. Among due
+    standard deliveries a claim takes the highest priority first, and within one priority the order
+    above (due time, then publish order). FIFO heads are taken highest head priority first, then oldest
+    head first; a group's own order never changes (priorities only choose *between* groups).
+
+    **Flow control** (``claim(..., control=)``, see :class:`~.records.FlowControl`): with a control, the
+    claim checks every candidate, in the order above, atomically with the claim (every worker of every
+    host shares the limits):
+
+    - ``global_concurrency``: the step's *running* deliveries, i.e. leased with an unexpired lease (a
+      delivery whose lease expired frees its slot, so a worker killed while holding one blocks nothing
+      past its lease), plus the ones admitted by this claim, stay at or under it; once reached the claim
+      stops.
+    - ``key_concurrency``: the same count per ``concurrency_key`` value (``None`` counts as ``""``). A
+      candidate whose key is at its limit is skipped and the claim goes on with the next one: a busy key
+      never blocks other keys (no head-of-line blocking).
+    - ``rate_limit``: at most ``rate_limit`` starts (claims) in any window of ``rate_period_s`` seconds
+      (a sliding window, ending at the claim's *now*, read inside the claim's transaction), per step, or
+      per ``rate_key`` value (``None`` counts as ``""``) when ``rate_keyed``. Every delivery the claim
+      hands out counts as a start at the claim's *now*. Over the limit, an unkeyed claim stops; a keyed
+      one skips the candidate and goes on.
+
+    A candidate held back stays ready and keeps its place: it is not failed, retried or dead-lettered,
+    and its attempt count does not change. Deliveries whose lease expired are still claimed first and
+    alone, *without* the checks (they held a slot already, which their expiry freed), but their start is
+    counted in the rate window. Every delivery handed out by a claim with a concurrency limit has
+    ``limited=True``; ``complete``, ``retry``, ``dead_letter`` and ``hand_back`` of such a delivery wake
+    the step's waiters (of every process), since a slot may have freed.
     """
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
@@ -82,9 +113,11 @@ class QueueStore(Protocol):
         A target's ``delay_s`` counts from now, by the backend's clock.
         """
 
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of ``step`` for ``lease_s`` seconds (see the class for the
-        order); ``[]`` for an unknown step or a limit of 0. Two claimers never lease one delivery.
+        order, the priorities and the flow ``control``); ``[]`` for an unknown step or a limit of 0. Two
+        claimers never lease one delivery.
 
         A delivery whose previous lease expired is claimed **alone** (a batch of one, nothing else), with
         ``expired=True`` and ``last_owner`` = the :func:`worker_identity` that held that lease, so the
@@ -121,12 +154,17 @@ class QueueStore(Protocol):
         """Heartbeat: the leases of running deliveries expire ``lease_s`` seconds from now (lost
         attempts are skipped)."""
 
-    async def wait(self, step: str, timeout_s: float) -> None:
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
         """Return when ``step`` may have a due delivery, or after ``timeout_s``.
 
         Consumes nothing and may return early. Returns at once when a delivery is already due, promptly
         after a publish for ``step`` (through any connection, other processes included), and when the
         next delayed delivery or lease expiry of the step falls due.
+
+        With a flow ``control`` (the one the claims use), "due" means "a claim with that control would
+        hand it out": deliveries held back by a limit do not make it return at once. It returns when the
+        next rate window opens for a waiting delivery, when a lease expires, and promptly (other
+        processes included) after a delivery claimed with ``limited=True`` ended.
         """
 
     async def stats(self) -> QueueStats:
@@ -134,9 +172,15 @@ class QueueStore(Protocol):
         busy head count by their own due time), leased, dead; ``next_due_at`` is the earliest future
         due time or lease expiry; ``per_step`` counts each step's ready, delayed and leased ones."""
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
         """Per step that has any delivery or dead letter: ready, delayed, leased and dead counts and the
-        time the oldest ready delivery became due (for ``motia-py queue``; not on the hot path)."""
+        time the oldest ready delivery became due (for ``motia-py queue``; not on the hot path).
+
+        With ``controls`` (step -> its flow control), ``throttled`` counts, per limit (a name of
+        :data:`~.records.THROTTLE_REASONS`), the ready deliveries that a claim with that control and no
+        ``limit`` of its own would hold back now, each under the first limit it fails in the order
+        global concurrency, key concurrency, rate (FIFO events behind their group's head are not counted:
+        they wait for their group, not for a limit)."""
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters, newest (latest ``failed_at``) first."""

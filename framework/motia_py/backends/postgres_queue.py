@@ -1,0 +1,186 @@
+"""The PostgreSQL backend's queue store: deliveries and dead letters (the SQL is in :mod:`.postgres_sql`).
+
+A claim is one call of the schema's ``claim`` function (``FOR UPDATE SKIP LOCKED``, so concurrent workers
+never wait for each other's rows); publishes and acknowledgements made during one event-loop iteration
+go to the server as one statement each (group commit). Every statement that makes work due sends
+``NOTIFY`` with the step's name, which the listening connection of every process turns into a wake-up of
+that step's ``wait``; a wake-up missed while that connection was down is made up by the worker's poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from .postgres_base import Batcher, PostgresConnection
+from .postgres_sql import DEAD_COLS, complete_args, dead_from, delivery_from, publish_args, publish_rows
+from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, new_id
+
+Row = tuple[Any, ...]
+
+
+class PostgresQueue(PostgresConnection):
+    """The queue store on PostgreSQL (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._publishes: Batcher[list[Row], None] = Batcher(self._publish_many)
+        self._completes: Batcher[tuple[Delivery, list[Row]], tuple[bool, bool]] = Batcher(self._complete_many)
+
+    async def close(self) -> None:
+        """Finish the batches in flight, then close the connections; deliveries stay queued."""
+        await self._publishes.drain()
+        await self._completes.drain()
+        await super().close()
+
+    # -- publish and acknowledge (group commit) ---------------------------------------------------
+    async def _publish_many(self, calls: list[list[Row]]) -> list[None]:
+        rows = [row for rows in calls for row in rows]
+        await self._fetchval(self.sql.publish, *publish_args(rows, self.time_arg(), self.schema))
+        return [None] * len(calls)
+
+    async def _complete_many(self, calls: list[tuple[Delivery, list[Row]]]) -> list[tuple[bool, bool]]:
+        """(acknowledged, was on a FIFO queue) per call. A second call for one attempt in the same batch
+        loses, as it would one batch later."""
+        seen: set[tuple[str, int]] = set()
+        unique: list[int] = []  # the index of each call that goes to the server
+        for i, (d, _) in enumerate(calls):
+            if (d.id, d.attempt) not in seen:
+                seen.add((d.id, d.attempt))
+                unique.append(i)
+        sent = [calls[i] for i in unique]
+        done = await self._fetch(self.sql.complete, *complete_args(sent, self.time_arg(), self.schema))
+        results = [(False, False)] * len(calls)
+        for k, fifo, *_ in done:
+            results[unique[k - 1]] = (True, bool(fifo))
+        return results
+
+    async def publish(self, items: Sequence[Outgoing]) -> None:
+        """Enqueue one delivery per target of every item, in one transaction (all or none)."""
+        rows = publish_rows(items)
+        if rows:
+            await self._publishes.submit(rows)
+            self._wake({r[1] for r in rows})
+
+    async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
+        """Delete the delivery and publish ``outgoing`` in one statement; False when the lease was lost."""
+        rows = publish_rows(outgoing)
+        ok, fifo = await self._completes.submit((delivery, rows))
+        if ok:
+            self._wake({r[1] for r in rows} | ({delivery.step} if fifo else set()))
+        return ok
+
+    # -- claims and the end of attempts ---------------------------------------------------------
+    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of ``step`` (an expired lease alone; see the protocol)."""
+        if limit <= 0:
+            return []
+        rows = await self._fetch(self.sql.claim, step, limit, float(lease_s), self.time_arg(), self.identity)
+        return [delivery_from(r, step) for r in rows]
+
+    async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Undo the claims of deliveries that never started: due at once, the attempt not counted; one
+        claimed for an expired lease goes back to that expired lease (claimed first and alone again)."""
+        if not deliveries:
+            return
+        await self._fetchval(self.sql.hand_back, [d.id for d in deliveries], [d.attempt for d in deliveries],
+                             [d.expired for d in deliveries], [d.last_owner for d in deliveries], self.time_arg(),
+                             self.channel)
+        self._wake({d.step for d in deliveries})
+
+    async def retry(self, delivery: Delivery, delay_s: float) -> None:
+        """Release the lease; the delivery is due again after ``delay_s``."""
+        await self._fetchval(self.sql.retry, delivery.id, delivery.attempt, self.time_arg(), float(delay_s),
+                             self.channel)
+        self._wake([delivery.step])
+
+    async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
+                          ) -> None:
+        """Move the delivery to the dead-letter table (nothing happens when the lease was lost)."""
+        await self._fetchval(self.sql.dead_letter, delivery.id, delivery.attempt, attempts, error, traceback,
+                             self.time_arg(), self.channel)
+        self._wake([delivery.step])  # the next event of its FIFO group may be free now
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
+        """Push the leases of running deliveries ``lease_s`` seconds into the future."""
+        if deliveries:
+            await self._count(self.sql.extend, [d.id for d in deliveries], [d.attempt for d in deliveries],
+                              self.time_arg(), float(lease_s))
+
+    # -- waiting --------------------------------------------------------------------------------
+    async def wait(self, step: str, timeout_s: float) -> None:
+        """Return when ``step`` may have a due delivery, or after ``timeout_s``.
+
+        A publish through this object wakes it at once, one through any other connection when its
+        ``NOTIFY`` arrives on this process's listening connection; a delayed delivery or an expiring
+        lease, when it falls due (looked up when the wait starts).
+        """
+        event = self._wakeups.get(step)
+        if event is None:
+            event = self._wakeups[step] = asyncio.Event()
+        try:
+            await self._listen()
+            if event.is_set():
+                return
+            due_in = await self._fetchval(self.sql.next_due, step, self.time_arg())
+            if due_in is not None:
+                timeout_s = min(timeout_s, due_in)
+            if timeout_s > 0 and not event.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout_s)
+        finally:
+            event.clear()
+
+    # -- counts ---------------------------------------------------------------------------------
+    async def stats(self) -> QueueStats:
+        """Counts of ready, delayed, leased and dead deliveries, and the next due time."""
+        now = self.time_arg()
+        async with self._translate_acquire() as conn:
+            rows = await conn.fetch(self.sql.stats, now)
+            fifo_due = await conn.fetchval(self.sql.stats_fifo_due, now)
+            dead = await conn.fetchval(f"SELECT count(*) FROM {self.sql.table('dead_letters')}")
+        due = [t for r in rows for t in (r[4], r[5]) if t is not None] + ([fifo_due] if fifo_due is not None else [])
+        return QueueStats(ready=sum(r[1] for r in rows), delayed=sum(r[2] for r in rows),
+                          leased=sum(r[3] for r in rows), dead=dead, next_due_at=min(due) if due else None,
+                          per_step={r[0]: r[1] + r[2] + r[3] for r in rows})
+
+    async def step_stats(self) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time."""
+        async with self._translate_acquire() as conn:
+            rows = await conn.fetch(self.sql.stats, self.time_arg())
+            dead = dict(await conn.fetch(f"SELECT step, count(*) FROM {self.sql.table('dead_letters')} GROUP BY step"))
+        out = {r[0]: StepQueueStats(ready=r[1], delayed=r[2], leased=r[3], dead=dead.pop(r[0], 0),
+                                    oldest_ready_at=r[6]) for r in rows}
+        out.update((step, StepQueueStats(dead=n)) for step, n in dead.items())
+        return out
+
+    @contextlib.asynccontextmanager
+    async def _translate_acquire(self) -> Any:
+        with self._translate():
+            async with self.pool.acquire() as conn:
+                yield conn
+
+    # -- dead letters ---------------------------------------------------------------------------
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, newest first."""
+        rows = await self._fetch(f"SELECT {DEAD_COLS} FROM {self.sql.table('dead_letters')} "
+                                 "ORDER BY failed_at DESC, seq LIMIT $1", limit)
+        return [dead_from(r) for r in rows]
+
+    async def dlq_get(self, dead_id: str) -> DeadLetter | None:
+        """One dead letter by id."""
+        rows = await self._fetch(f"SELECT {DEAD_COLS} FROM {self.sql.table('dead_letters')} WHERE id = $1",
+                                 dead_id)
+        return dead_from(rows[0]) if rows else None
+
+    async def dlq_replay(self, dead_id: str) -> bool:
+        """Put a dead letter back on its step's queue as a new standard delivery; False when unknown."""
+        rows = await self._fetch(self.sql.dlq_replay, dead_id, new_id(), self.time_arg(), self.channel)
+        self._wake(r[0] for r in rows)
+        return bool(rows)
+
+    async def dlq_purge(self, dead_id: str) -> bool:
+        """Delete a dead letter; False when unknown."""
+        return await self._count(f"DELETE FROM {self.sql.table('dead_letters')} WHERE id = $1", dead_id) == 1
