@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from .backends.base import Backend, Delivery, Outgoing
+from .backends.base import Backend, Delivery, HandleStore, Outgoing
+from .backends.compose import complete_backend
 from .config import CronOverlap, StepSpec, StepType
 from .context import Context
 from .cron_guard import CronGuard
@@ -61,7 +62,9 @@ class Router:
         observers: Iterable[Observer] = (),
         otel: Otel | None = None,
     ) -> None:
-        self.backend = backend
+        # a backend built by hand without the job-handle store (a plug-in's, not through the registry)
+        # gets the one derived from its state store, as the registry would give it
+        self.backend = backend if isinstance(backend, HandleStore) else complete_backend(backend, clock)
         self.clock: Clock = clock or time.time
         self.log_sink = log_sink
         self.log = framework_logger(log_sink)

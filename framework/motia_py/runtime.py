@@ -86,7 +86,7 @@ class Runtime:
         self.worker = Worker(self.router, poll_s=poll_s) if workers else None
         self.scheduler = Scheduler(self.router, clock=clock) if cron else None
         s = project.settings  # finished job handles are pruned where workers run
-        self.janitor = HandleJanitor(backend, s.handles_max_age_s, s.handles_max_count,
+        self.janitor = HandleJanitor(self.router.backend, s.handles_max_age_s, s.handles_max_count,
                                      clock=self.router.clock) if workers else None
         self._started = False
 

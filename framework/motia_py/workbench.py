@@ -43,26 +43,17 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from . import workbench_jobs as jobs
 from .backends.records import StepQueueStats
 from .config import StepType
 from .discovery import Project
-from .errors import (
-    AmbiguousIdError,
-    BackendError,
-    ExposedWorkbenchError,
-    GraphError,
-    InvalidJsonError,
-    MotiaError,
-    UnknownEventError,
-    UnknownTopicError,
-)
+from .errors import BackendError, ExposedWorkbenchError, GraphError, InvalidJsonError, MotiaError, UnknownTopicError
 from .graph import to_json
-from .handles import cancel_event, event_status
 from .http import ApiApp
 from .publisher import CRON_TOPIC_PREFIX
 from .runtime import Runtime
 from .settings import Settings
-from .tracing import build_tree, find_trace, summarize
+from .tracing import summarize
 from .wire import parse_json
 
 PREFIX = "/__workbench"
@@ -373,15 +364,8 @@ class Workbench:
         """One trace (by its id or a unique prefix): its summary and the tree of runs (which run's emit
         caused which)."""
         await self._flush()
-        try:
-            trace_id, runs = await find_trace(self.app.router.backend, params["id"], self.settings.traces_max_count)
-        except AmbiguousIdError as exc:
-            return _json({"error": "ambiguous_id", "message": str(exc), "candidates": exc.candidates}, 409)
-        except UnknownEventError as exc:
-            return _error(404, "unknown_trace", str(exc))
-        if not runs:
-            return _error(404, "unknown_trace", f"no trace '{params['id']}' (or it is past retention)")
-        return _json({"trace_id": trace_id, "summary": summarize(trace_id, runs), "tree": build_tree(runs)})
+        code, body = await jobs.trace(self.app.router.backend, params["id"], self.settings.traces_max_count)
+        return _json(body, code)
 
     async def events(self, request: Request, _: dict[str, str]) -> Response:
         """Server-sent events: ``ready`` once, then ``trace`` per new or changed trace, ``ping`` now and then."""
@@ -477,25 +461,14 @@ class Workbench:
 
     # -- job handles --------------------------------------------------------------------------------
     async def status(self, request: Request, params: dict[str, str]) -> Response:
-        """An event's status per subscribing step (404 unknown or pruned, 409 an ambiguous prefix)."""
-        try:
-            found = await event_status(self.app.router.backend, params["id"])
-        except AmbiguousIdError as exc:
-            return _json({"error": "ambiguous_id", "message": str(exc), "candidates": exc.candidates}, 409)
-        except UnknownEventError as exc:
-            return _error(404, "unknown_event", str(exc))
-        return _json(found.to_json())
+        """An event's status per subscribing step (see :mod:`.workbench_jobs`)."""
+        code, body = await jobs.status(self.app.router.backend, params["id"])
+        return _json(body, code)
 
     async def cancel(self, request: Request, params: dict[str, str]) -> Response:
-        """Cancel an event; ``changed`` is false when it had already finished."""
-        try:
-            done = await cancel_event(self.app.router.backend, params["id"])
-        except AmbiguousIdError as exc:
-            return _json({"error": "ambiguous_id", "message": str(exc), "candidates": exc.candidates}, 409)
-        except UnknownEventError as exc:
-            return _error(404, "unknown_event", str(exc))
-        return _json({"changed": done.changed, "cancelled": list(done.cancelled), "requested": list(done.requested),
-                      "status": done.status.to_json()})
+        """Cancel an event (see :mod:`.workbench_jobs`)."""
+        code, body = await jobs.cancel(self.app.router.backend, params["id"])
+        return _json(body, code)
 
     async def call(self, request: Request, _: dict[str, str]) -> Response:
         """Call an API step through the app's pipeline (validation, middleware, emits, traces)."""

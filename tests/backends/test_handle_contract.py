@@ -323,3 +323,20 @@ async def test_results_and_progress_come_back_byte_for_byte(backend: Backend) ->
     assert await backend.complete_with_result(d, [], text)
     step = await step_of(backend, env.id, "a")
     assert (step.result_json, step.progress_json) == (text, text)
+
+
+async def test_keys_and_cancellations_hold_for_prioritised_and_limited_deliveries(backend: Backend) -> None:
+    from motia_py.backends.base import FlowControl
+
+    first = replace(Outgoing(envelope("t"), (Target("a", priority=5), Target("b"))), key="k", key_ttl_s=60)
+    again = replace(Outgoing(envelope("t"), (Target("a", priority=5), Target("b"))), key="k", key_ttl_s=60)
+    assert await backend.publish_deduped([first, again]) == [first.envelope.id, first.envelope.id]
+    doomed = envelope("t")
+    await backend.publish([Outgoing(doomed, (Target("a", priority=9),))])
+    await backend.handle_cancel(doomed.id)
+
+    assert [d.envelope.id for d in await runnable(backend, "a")] == [first.envelope.id]
+    # PostgreSQL does not enforce flow control yet (see test_queue_flow_contract.FLOW_BACKENDS)
+    control = None if "Postgres" in type(backend).__name__ else FlowControl(global_concurrency=5)
+    assert [d.envelope.id for d in await backend.claim("b", 10, LEASE_S, control=control)] == [first.envelope.id]
+    assert await states(backend, doomed.id) == {"a": CANCELLED}

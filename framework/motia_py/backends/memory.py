@@ -237,21 +237,8 @@ class MemoryBackend(MemoryRealtime, MemoryHandles):
             q.wakeup.set()
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
-        """Acknowledge and publish the outbox; False when the lease was lost."""
+        """Acknowledge and publish the outbox; False when the lease was lost (see ``complete_with_result``)."""
         return await self.complete_with_result(delivery, outgoing, None)
-
-    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
-                                   result_json: str | None) -> bool:
-        """Acknowledge (recording ``result_json``) and publish the outbox; False when the lease was lost."""
-        item = self._take(delivery)
-        if item is None:
-            return False
-        if item.fifo:
-            self._drop_fifo_head(item)
-        self._finish(item, HandleState.SUCCEEDED, result_json=result_json)
-        if outgoing:
-            await self.publish(outgoing)
-        return True
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Deliver again after ``delay_s``."""

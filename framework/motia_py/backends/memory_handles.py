@@ -92,14 +92,29 @@ class MemoryHandles:
         return max(f[5] for f in self._records(event_id))
 
     # -- the store --------------------------------------------------------------------------------
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """Acknowledge (recording ``result_json``) and publish the outbox; False when the lease was lost."""
+        item = self._take(delivery)
+        if item is None:
+            return False
+        if item.fifo:
+            self._drop_fifo_head(item)
+        self._finish(item, HandleState.SUCCEEDED, result_json=result_json)
+        if outgoing:
+            await self.publish(outgoing)
+        return True
+
     async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
         """Publish; per item the id of the event that holds its key (its own when published)."""
         now = self.clock()
-        ids = []
-        for out in items:
-            held = self._keys.get((out.envelope.topic, out.key)) if out.key is not None else None
-            ids.append(held[0] if held is not None and held[1] > now else out.envelope.id)
-        await self.publish(items)
+        ids, go = [], []
+        for out in items:  # in order: an item may find its key taken by one before it in the same call
+            holder = self._key_holder(out, now) if out.key is not None else None
+            ids.append(holder or out.envelope.id)
+            if holder is None:
+                go.append(out)
+        await self.publish(go)  # their keys are theirs now: publish takes them again
         return ids
 
     async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .derived_handles import DerivedHandles
 from .postgres_base import PostgresConnection
 from .postgres_realtime import PostgresRealtime
 from .records import TraceRun
@@ -21,7 +22,7 @@ from .registry import BackendOptions
 __all__ = ["PostgresBackend", "PostgresConnection", "create_backend"]
 
 
-class PostgresBackend(PostgresRealtime):
+class PostgresBackend(DerivedHandles, PostgresRealtime):  # job handles on its state store, for now
     """Backend on one PostgreSQL database (PostgreSQL 12 or newer), shared by any number of workers.
 
     Args:
