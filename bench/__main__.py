@@ -1,18 +1,19 @@
-"""Run the benchmarks: ``python -m bench [delivery|handles|reload|streams|all] [--backends ...]`` (memory,
-sqlite, redis, postgres)."""
+"""Run the benchmarks: ``python -m bench [delivery|handles|transactional|reload|streams|all] [--backends ...]``
+(memory, sqlite, redis, postgres)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import delivery, handles
+from . import delivery, handles, transactional
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the selected benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="?", default="all", choices=["all", "delivery", "handles", "reload", "streams"])
+    parser.add_argument("which", nargs="?", default="all",
+                        choices=["all", "delivery", "handles", "transactional", "reload", "streams"])
     parser.add_argument("--backends", default="memory,sqlite,redis,postgres")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--chain-runs", type=int, default=300)
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         delivery.main(args.backends.split(","), args.events, args.chain_runs)
     if args.which in ("all", "handles"):
         handles.main(args.backends.split(","), args.events)
+    if args.which in ("all", "transactional"):
+        transactional.main(args.backends.split(","), args.events, args.chain_runs)
     if args.which in ("all", "streams"):
         from . import streams
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from motia_py.backends.memory import MemoryBackend
 from motia_py.cli import main
-from motia_py.testing import Harness
+from motia_py.runs import Outcome
+from motia_py.runtime import Runtime, load_project, require_valid
+from motia_py.settings import load_settings
+from motia_py.testing import Harness, VirtualClock
 
 ROOT = Path(__file__).resolve().parent.parent
 LATER = timedelta(hours=1)  # well past any retryAt (the backoff is capped at 60 s)
@@ -313,3 +319,48 @@ async def test_a_data_job_whose_result_overflows_fails_at_once_with_a_clear_erro
         await h.run_until_idle()
         job = await _job(h, await _only_job_id(h))
         assert job["status"] == "failed" and job["attempts"] == 1 and "overflows a float" in job["error"]
+
+
+async def test_a_stalled_workers_late_result_cannot_touch_a_job_another_worker_completed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """JobProcessor and JobCompletionLogger are transactional: a run whose lease went to another worker
+    commits nothing, so its late outcome neither overwrites the job's record nor is counted."""
+    clock = VirtualClock()
+    project, findings = load_project(load_settings(ROOT, flags={"backend_url": "memory://"}, env={}))
+    require_valid(project, findings)
+    from services.jobs import RetryableJobError
+
+    backend = MemoryBackend(clock=clock)
+    runtime = Runtime(project, backend, clock=clock, workers=False, cron=False)  # the test plays the workers
+    router = runtime.router
+    stall = asyncio.Event()
+    calls: list[int] = []
+
+    async def run_job(job_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:  # the first worker stalls inside the job, then its mail server refuses
+            await stall.wait()
+            raise RetryableJobError("mail server refused")
+        return {"operation": "sum", "value": 3}
+
+    monkeypatch.setattr(sys.modules["steps.jobs.process_job_step"], "run_job", run_job)
+    await router.emit("job.enqueued", {"jobId": "j1", "type": "data", "payload": {"numbers": [1, 2]}})
+    [first] = await backend.claim("JobProcessor", 1, 1.0)
+    stalled = asyncio.ensure_future(router.run_delivery(first))
+    while not calls:
+        await asyncio.sleep(0.001)
+    clock.advance(2.0)  # its lease ran out: another worker takes the job and completes it
+    [second] = await backend.claim("JobProcessor", 1, 60.0)
+    assert await router.run_delivery(second) is Outcome.OK
+    stall.set()
+    assert await stalled is Outcome.LOST  # the late "retry scheduled" is not committed
+
+    for step in ("JobCompletionLogger", "JobFailureNotifier"):
+        for d in await backend.claim(step, 10, 60.0):
+            assert await router.run_delivery(d) is Outcome.OK
+    job = json.loads(await backend.state_get("jobs", "jobs", "j1") or "null")
+    assert job["status"] == "completed"  # not the stalled run's "retry_scheduled"
+    assert job["result"] == {"operation": "sum", "value": 3}
+    assert await backend.state_items("jobs", "stats") == {"completed": "1"}
+    assert (await backend.stats()).idle
+    await router.aclose()

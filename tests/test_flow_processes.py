@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .backends.postgres_support import check_reachable as check_postgres
+from .backends.postgres_support import drop_schema, new_schema, postgres_url
 from .backends.test_redis import check_reachable, delete_prefix, new_prefix, redis_url
 from .conftest import ProjectFactory
 from .processes import lines, start_process, stop, wait_started, wait_until
@@ -54,11 +56,20 @@ class Run:
     end: float | None
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment selecting a fresh backend: a SQLite file, or a private key prefix on Redis."""
+    """The environment selecting a fresh backend: a SQLite file, a private key prefix on Redis, or a
+    fresh schema on PostgreSQL."""
     if request.param == "sqlite":
         yield {"MOTIA_PY_BACKEND_URL": f"sqlite:///{tmp_path / 'motia.db'}"}
+        return
+    if request.param == "postgres":
+        pg = postgres_url()
+        check_postgres(pg)
+        schema = new_schema()
+        yield {"MOTIA_PY_BACKEND_URL": pg, "MOTIA_PY_BACKEND_PREFIX": schema}
+        asyncio.run(drop_schema(pg, schema))
         return
     url = redis_url()
     check_reachable(url)

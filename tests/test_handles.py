@@ -145,6 +145,23 @@ async def test_a_pydantic_result_is_stored_as_its_json_dump(root: Path) -> None:
         assert status.result == {"total": 4, "when": "now"}
 
 
+async def test_a_transactional_step_commits_its_result_and_its_keyed_emits(make_project: ProjectFactory) -> None:
+    root = make_project({**STEPS, "flows/f.toml": FLOW.replace(']', ', "tx"]'), "steps/tx.step.py": """
+        config = {"type": "event", "name": "Tx", "subscribes": ["tx"], "emits": ["done"], "flows": ["f"],
+                  "transactional": True}
+        async def handler(input, ctx):
+            await ctx.state.update("counts", "tx", lambda n: (n or 0) + 1)
+            await ctx.emit("done", {}, key="once")
+            return {"n": input["n"]}
+    """})
+    async with Harness(root) as h:
+        first, second = await h.emit("tx", {"n": 1}), await h.emit("tx", {"n": 2})
+        await h.run_until_idle()
+        assert [(await h.status(e)).result for e in (first, second)] == [{"n": 1}, {"n": 2}]
+        assert await h.state("f").get("counts", "tx") == 2
+        assert len(h.runs_of("Done")) == 1  # the second run's keyed emit found the key taken
+
+
 @pytest.mark.parametrize(("kind", "why"), [("bad", "not JSON"), ("huge", "the limit is 1048576")])
 async def test_a_result_that_cannot_be_stored_is_dropped_with_a_warning_and_the_run_succeeds(
         root: Path, kind: str, why: str) -> None:

@@ -125,6 +125,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_DOTENV": "no",
         "MOTIA_PY_SERVER_METRICS": "yes",
         "MOTIA_PY_METRICS_TOKEN": "mtok",
+        "MOTIA_PY_TRANSACTIONAL": "on",
         "MOTIA_PY_STREAMS_AUTHENTICATE": "auth:check",
     }
     assert {s.env for s in SETTINGS} == set(env)
@@ -138,6 +139,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
     assert (s.dotenv, s.metrics, s.metrics_token) == (False, True, "mtok")
     assert (s.handles_max_age_s, s.handles_max_count) == (30.0, 9)
+    assert s.transactional is True
     assert s.streams_authenticate == "auth:check"
 
 

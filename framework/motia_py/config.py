@@ -148,6 +148,7 @@ class EventConfig(_BaseConfig):
     subscribes: list[str]
     input: Any = None
     infrastructure: dict[str, Any] | None = None
+    transactional: bool | None = None
 
 
 class CronConfig(_BaseConfig):
@@ -157,6 +158,7 @@ class CronConfig(_BaseConfig):
     cron: str
     timezone: str = "UTC"
     infrastructure: dict[str, Any] | None = None
+    transactional: bool | None = None
 
 
 class ApiConfig(_BaseConfig):
@@ -169,6 +171,7 @@ class ApiConfig(_BaseConfig):
     response_schema: dict[Any, Any] | None = None
     query_params: list[Any] = []
     middleware: list[Any] = []
+    transactional: bool | None = None
 
 
 class NoopConfig(_BaseConfig):
@@ -237,11 +240,20 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
     elif not kw["virtual_emits"] and not kw["virtual_subscribes"]:
         raise StepConfigError("a noop step needs 'virtualEmits' or 'virtualSubscribes'", field="virtualSubscribes")
     if step_type is not StepType.NOOP:
+        kw.update(_transactional(cfg))
         kw["is_async"] = _check_handler(handler, step_type)
         kw["handler"] = handler
     else:
         kw["handler"] = None
     return StepSpec(**kw)
+
+
+def _transactional(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``transactional``: commit the run's state writes and emits with its acknowledgement (absent: the
+    project's default)."""
+    if cfg.get("transactional") is None:
+        return {}
+    return {"transactional": boolean(cfg["transactional"], "transactional")}
 
 
 def _step_type(raw_type: Any) -> StepType:

@@ -21,11 +21,12 @@ from .suggest import did_you_mean, suggest
 COMMON = {"type", "name", "description", "flows", "emits", "virtual_emits", "virtual_subscribes"}
 IGNORED = {"include_files"}  # Motia cloud only
 KEYS: dict[StepType, set[str]] = {
-    StepType.EVENT: COMMON | {"subscribes", "input", "infrastructure"},
-    StepType.CRON: COMMON | {"cron", "timezone", "infrastructure"},
-    StepType.API: COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware"},
+    StepType.EVENT: COMMON | {"subscribes", "input", "infrastructure", "transactional"},
+    StepType.CRON: COMMON | {"cron", "timezone", "infrastructure", "transactional"},
+    StepType.API: COMMON | {"path", "method", "body_schema", "response_schema", "query_params", "middleware",
+                            "transactional"},
     StepType.NOOP: COMMON,
-    StepType.STATE: COMMON | {"watch", "condition", "infrastructure"},
+    StepType.STATE: COMMON | {"watch", "condition", "infrastructure", "transactional"},
 }
 INFRA_KEYS = {"handler", "queue", "cron"}
 HANDLER_KEYS = {"timeout"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Coroutine, Generator, Mapping
@@ -79,6 +80,13 @@ _EMIT_KEYS = frozenset({"topic", "data", "messageGroupId", "message_group_id", "
                         "dedup_window", "priority"})
 
 
+def idempotency_key(source_id: str, step: str) -> str:
+    """``ctx.idempotency_key``: 32 hex characters derived from what started the run (the event's id, or
+    the API request's trace id) and the step's name: the same for every attempt of one delivery, different
+    for every step."""
+    return hashlib.sha256(f"{source_id}\x00{step}".encode()).hexdigest()[:32]
+
+
 class Context:
     """The ``ctx`` of one handler call.
 
@@ -95,11 +103,13 @@ class Context:
         cancelled: True once the event was cancelled while this run lasts (a plain ``def`` handler must
             check it and return; an async handler gets ``asyncio.CancelledError`` instead).
         streams: the project's streams (``ctx.streams.<name>``, see :mod:`motia_py.streams`).
+        idempotency_key: stable across the retries of one delivery, different per step: pass it to
+            outside APIs that take one (Stripe's ``Idempotency-Key``).
     """
 
     __slots__ = ("_clock", "_delivery", "_factory", "_handles", "_log_sink", "_logger", "_loop", "_max_bytes",
-                 "_spec", "attempt", "cancelled", "event_id", "outbox", "scheduled_at", "state", "step", "streams",
-                 "topic", "trace_id", "traceparent")
+                 "_source_id", "_spec", "attempt", "cancelled", "event_id", "outbox", "scheduled_at", "state",
+                 "step", "streams", "topic", "trace_id", "traceparent")
 
     def __init__(
         self,
@@ -120,6 +130,7 @@ class Context:
         clock: Clock = time.time,
         loop: asyncio.AbstractEventLoop | None = None,
         streams: Any = None,
+        source_id: str | None = None,
     ) -> None:
         self._spec = spec
         self._delivery = delivery
@@ -128,6 +139,7 @@ class Context:
         self._loop = loop  # set for plain def handlers: their blocking calls go through the event loop
         self.event_id = delivery.envelope.id if delivery is not None else None
         self.cancelled = False
+        self._source_id = source_id  # the event's id (None: an API request, keyed by its trace id)
         self._factory = factory
         self._max_bytes = max_payload_bytes
         self.trace_id = trace_id
@@ -146,6 +158,11 @@ class Context:
     def flows(self) -> list[str]:
         """The step's flows."""
         return list(self._spec.flows)
+
+    @property
+    def idempotency_key(self) -> str:
+        """A key for outside effects: the same on every attempt of this delivery, different per step."""
+        return idempotency_key(self._source_id or self.trace_id, self.step)
 
     @property
     def logger(self) -> StepLogger:

@@ -27,6 +27,7 @@ from .flow_findings import flow_findings
 from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
+from .transactions import unsupported_transactions
 
 # simple_cycles can list exponentially many loops; a loop of more than 12 steps is reported as part of
 # the shorter ones it contains, if any, and the list itself is capped.
@@ -169,6 +170,7 @@ def validate(project: Project) -> list[Finding]:
         *_cycles(graph),
         *flow_findings(project),
         *realtime_findings(project),
+        *unsupported_transactions(project),
     ]
     return sorted(findings, key=lambda f: _RANK[f.severity])
 

@@ -178,6 +178,9 @@ class ApiApp:
         route = f"{req['method']} {req['path']}"
         async with self.router.request(spec, route, trace_id=trace_id_from(headers), traceparent=incoming) as run:
             response = await self._respond(spec, req, run)
+            while run.conflicted:  # a transactional request whose reads changed before it committed
+                await run.again()
+                response = await self._respond(spec, req, run)
             run.status = response.status
         return response
 

@@ -3,16 +3,21 @@ report a failure, publish the emits, and say how it ended; the router records it
 
 from __future__ import annotations
 
+import asyncio
+import random
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import Outgoing
 from .config import StepSpec
 from .context import Context
+from .errors import MotiaError
 from .executor import Executor
 from .publisher import Publisher
 from .runs import Outcome
+from .settle import conflict_delay
+from .tx_state import Transaction
 
 
 class RequestRun:
@@ -23,18 +28,29 @@ class RequestRun:
         status: the HTTP status answered (set by the HTTP layer; 5xx records the run as an error).
         error: the failure, when the handler or its response failed.
         published: the events published when the request succeeded.
+        conflicts: how many times a transactional request's commit found a changed read (each one runs
+            the request again: see :meth:`again`).
     """
 
-    __slots__ = ("_executor", "_publisher", "ctx", "error", "published", "spec", "status")
+    __slots__ = ("_executor", "_on_conflict", "_publisher", "_restart", "conflicted", "conflicts", "ctx", "error",
+                 "published", "spec", "status", "tx")
 
-    def __init__(self, spec: StepSpec, ctx: Context, executor: Executor, publisher: Publisher) -> None:
+    def __init__(self, spec: StepSpec, ctx: Context, executor: Executor, publisher: Publisher, *,
+                 tx: Transaction | None = None,
+                 restart: Callable[[], tuple[Context, Transaction | None]] | None = None,
+                 on_conflict: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.ctx = ctx
+        self.tx = tx  # a transactional step's: its state writes commit with its emits
         self._executor = executor
         self._publisher = publisher
+        self._restart = restart
+        self._on_conflict = on_conflict
         self.status = 500
         self.error: str | None = None
         self.published: Sequence[Outgoing] = ()
+        self.conflicted = False
+        self.conflicts = 0
 
     @property
     def trace_id(self) -> str:
@@ -57,8 +73,31 @@ class RequestRun:
                               traceback="".join(traceback.format_exception(exc)))
 
     async def commit(self) -> None:
-        """Publish the events the handler emitted (a request that answers 5xx publishes nothing)."""
+        """Publish the events the handler emitted (a request that answers 5xx publishes nothing); for a
+        transactional step, commit its state writes with them, all or nothing (``conflicted`` when a value
+        it read changed: nothing was committed, and :meth:`again` starts the request over)."""
         outbox = self.ctx.outbox
+        if self.tx is not None:
+            result = await self._publisher.backend.complete_tx(None, outbox, self.tx.writes(), self.tx.reads())
+            self.conflicted = result == "conflict"
+            if self.conflicted:
+                self.conflicts += 1
+                if self._on_conflict is not None:
+                    self._on_conflict()
+            else:
+                self.published = tuple(outbox)
+            return
         if outbox:
             await self._publisher.publish(outbox)
             self.published = tuple(outbox)
+
+    async def again(self, rand: Callable[[], float] = random.random) -> None:
+        """Start a transactional request over after a conflict: a fresh ``ctx`` and transaction, at once
+        the first time, after a short jittered wait when it happens again
+        (:func:`~motia_py.settle.conflict_delay`)."""
+        if self._restart is None:
+            raise MotiaError("again() is for transactional requests")  # pragma: no cover - a caller's bug
+        await asyncio.sleep(conflict_delay(self.conflicts, rand))
+        self.ctx, self.tx = self._restart()
+        self.conflicted = False
+        self.error = None

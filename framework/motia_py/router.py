@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections import Counter
@@ -31,10 +32,12 @@ from .otel import NO_OTEL, Otel
 from .publisher import Publisher
 from .request_run import RequestRun
 from .runs import Observer, Outcome, Recorder
-from .settle import Settler
+from .settle import CONFLICT_ERROR, Settler, conflict_delay
 from .state import State, SyncState
 from .state_triggers import StateTriggers, admits
 from .streams import Streams, project_streams
+from .transactions import transactional_steps
+from .tx_state import Transaction, TxState
 from .types import Clock
 
 
@@ -93,6 +96,7 @@ class Router:
         self.project = project
         self.steps: dict[str, StepSpec] = {s.name: s for s in project.steps}
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
+        self._transactional = transactional_steps(project)
         self.publisher.set_project(project)
         self.streams = project_streams(project.streams, self.backend)
         self.state_triggers = StateTriggers(project, self.clock)
@@ -129,9 +133,11 @@ class Router:
     # -- running ------------------------------------------------------------------------------------
     def _context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
                  scheduled_at: datetime | None = None, traceparent: str | None = None,
-                 delivery: Delivery | None = None) -> Context:
+                 tx: Transaction | None = None, source_id: str | None = None, delivery: Delivery | None = None
+                 ) -> Context:
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
-        async_state = State(self.backend, ns, self.state_triggers.notifier(ns, trace_id, spec.name, traceparent))
+        notify = self.state_triggers.notifier(ns, trace_id, spec.name, traceparent)
+        async_state = State(self.backend, ns, notify) if tx is None else TxState(self.backend, ns, tx, notify)
         state: State | SyncState = async_state
         streams = self.streams
         loop = None
@@ -141,8 +147,12 @@ class Router:
             streams = self._blocking(streams)
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.publisher.outgoing, max_payload_bytes=self.max_payload_bytes,
-                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams, delivery=delivery,
-                       handles=self.backend, clock=self.clock, loop=loop)
+                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams, source_id=source_id,
+                       delivery=delivery, handles=self.backend, clock=self.clock, loop=loop)
+
+    def _tx(self, spec: StepSpec) -> Transaction | None:
+        """A fresh transaction for a run of a transactional step; None for the others."""
+        return Transaction() if spec.name in self._transactional else None
 
     def _blocking(self, streams: Streams) -> Streams:
         """``ctx.streams`` for plain ``def`` handlers, built once per event loop."""
@@ -164,9 +174,16 @@ class Router:
             task.cancel()
         return True
 
-    def _stopped_for_cancel(self, delivery_id: str) -> bool:
+    def _ended(self, d: Delivery, ctx: Context) -> None:
+        """Forget the run of ``d`` with ``ctx`` (a stalled attempt may end after the next one started)."""
+        entry = self.running.get(d.id)
+        if entry is not None and entry[0] is ctx:
+            del self.running[d.id]
+
+    def _stopped_for_cancel(self, d: Delivery, ctx: Context) -> bool:
         """After CancelledError: whether only :meth:`cancel_running` cancelled the run (not a shutdown)."""
-        ctx, task, _ = self.running.pop(delivery_id)
+        self._ended(d, ctx)
+        task = asyncio.current_task()
         return ctx.cancelled and (task is None or task.uncancel() == 0)
 
     def _result(self, spec: StepSpec, ctx: Context, value: Any) -> str | None:
@@ -178,7 +195,23 @@ class Router:
         return text
 
     async def run_delivery(self, d: Delivery) -> Outcome:
-        """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter."""
+        """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter.
+
+        A transactional run whose reads changed before it committed (``Outcome.CONFLICT``) is run again
+        at once, as the same attempt (its lease is still held); when that happens again and again, after
+        short jittered waits (:func:`~motia_py.settle.conflict_delay`). Conflicts are not failures.
+        """
+        conflicts = 0
+        while (outcome := await self._deliver(d)) is Outcome.CONFLICT:
+            conflicts += 1
+            if conflicts % 100 == 0:
+                self.log.warning(f"'{d.step}': {conflicts} transactional conflicts in a row; the state it reads "
+                                 "is written by many runs at once", step=d.step, trace_id=d.envelope.trace_id)
+            await asyncio.sleep(conflict_delay(conflicts, self.settler.rand))
+        return outcome
+
+    async def _deliver(self, d: Delivery) -> Outcome:
+        """One run of a delivery (see :meth:`run_delivery`)."""
         spec = self.steps.get(d.step)
         if spec is None or spec.handler is None:
             return Outcome.LOST  # the step was removed by a reload; the lease expires and it stays queued
@@ -190,12 +223,13 @@ class Router:
         with self.spans.delivery(d.step, env.topic, d.attempt, env.traceparent, env.trace_id) as span:
             if spec.type is StepType.CRON:
                 outcome = await self._run_tick(spec, d, span.traceparent)
-                if outcome is not Outcome.DEFERRED and outcome is not Outcome.LOST:
+                if outcome not in (Outcome.DEFERRED, Outcome.LOST, Outcome.CONFLICT):
                     await self.cron.record_last(spec, d, outcome)
             else:  # an event, inline: the hot path
                 started = self.clock()
+                tx = self._tx(spec)
                 ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
-                                    traceparent=span.traceparent, delivery=d)
+                                    traceparent=span.traceparent, tx=tx, source_id=env.id, delivery=d)
                 self.running[d.id] = (ctx, asyncio.current_task(), spec.is_async)
                 skip = False
                 result = None
@@ -208,23 +242,24 @@ class Router:
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except asyncio.CancelledError:
-                    if not self._stopped_for_cancel(d.id):
+                    if not self._stopped_for_cancel(d, ctx):
                         await self._hand_back(d)
                         raise
                     outcome = await self.settler.cancelled(spec, d, started, ran=True)
                 except BaseException as exc:
-                    del self.running[d.id]
+                    self._ended(d, ctx)
                     outcome = await (self.settler.cancelled(spec, d, started, ran=True) if ctx.cancelled
                                      else self.settler.fail(spec, d, exc, started))
                 else:
-                    del self.running[d.id]
+                    self._ended(d, ctx)
                     if ctx.cancelled:
                         outcome = await self.settler.cancelled(spec, d, started, ran=True)
                     elif skip:
                         outcome = await self.settler.skip(spec, d, started)
                     else:
                         outcome = await self.settler.ack(spec, d, started, ctx.outbox,
-                                                         None if result is None else self._result(spec, ctx, result))
+                                                         None if result is None else self._result(spec, ctx, result),
+                                                         tx)
             span.finish(outcome, outcome is not Outcome.OK and (outcome.failed or outcome.retried))
         return outcome
 
@@ -232,8 +267,10 @@ class Router:
         started = self.clock()
         payload = d.envelope.data
         scheduled = datetime.fromisoformat(payload["scheduled_at"]) if payload else datetime.now(UTC)
+        tx = self._tx(spec)
         ctx = self._context(spec, trace_id=d.envelope.trace_id, topic=None, attempt=d.attempt,
-                            scheduled_at=scheduled, traceparent=traceparent, delivery=d)
+                            scheduled_at=scheduled, traceparent=traceparent, tx=tx, source_id=d.envelope.id,
+                            delivery=d)
         exclusive = spec.cron_policy.overlap is CronOverlap.SKIP
         if exclusive:
             refused = await self.cron.admit(spec, d, scheduled, started)
@@ -250,25 +287,30 @@ class Router:
         except (KeyboardInterrupt, SystemExit):
             raise
         except asyncio.CancelledError:
-            if not self._stopped_for_cancel(d.id):
+            if not self._stopped_for_cancel(d, ctx):
                 await self._hand_back(d)
                 raise
             return await self.settler.cancelled(spec, d, started, ran=True)
         except BaseException as exc:
-            del self.running[d.id]
+            self._ended(d, ctx)
             if ctx.cancelled:
                 return await self.settler.cancelled(spec, d, started, ran=True)
             return await self.settler.fail(spec, d, exc, started)
-        del self.running[d.id]
+        self._ended(d, ctx)
         if ctx.cancelled:
             return await self.settler.cancelled(spec, d, started, ran=True)
         return await self.settler.ack(spec, d, started, ctx.outbox,
-                                      None if result is None else self._result(spec, ctx, result))
+                                      None if result is None else self._result(spec, ctx, result), tx)
 
     async def _hand_back(self, d: Delivery) -> None:
         """Shutdown past the grace period: hand the delivery back at once rather than wait for its lease."""
         with contextlib.suppress(Exception):  # the lease expiry redelivers it anyway
             await asyncio.shield(self.backend.retry(d, 0.0))
+
+    def _api_run(self, spec: StepSpec, trace_id: str, traceparent: str | None) -> tuple[Context, Transaction | None]:
+        """The ctx of one run of an API request, and its transaction when the step is transactional."""
+        tx = self._tx(spec)
+        return self._context(spec, trace_id=trace_id, topic=None, attempt=1, traceparent=traceparent, tx=tx), tx
 
     async def aclose(self) -> None:
         """Stop the executor's timeout watchdog and handler threads."""
@@ -284,8 +326,11 @@ class Router:
         with self.spans.span(route, "server", traceparent=traceparent, trace_id=trace_id,
                              attributes={"http.request.method": method, "url.path": path, "motia.step": spec.name}
                              ) as (tid, tp, span):
-            ctx = self._context(spec, trace_id=tid, topic=None, attempt=1, traceparent=tp)
-            run = RequestRun(spec, ctx, self.executor, self.publisher)
+            restart = functools.partial(self._api_run, spec, tid, tp)
+            ctx, tx = restart()
+            run = RequestRun(spec, ctx, self.executor, self.publisher, tx=tx, restart=restart,
+                             on_conflict=lambda: self.recorder.request(spec.name, tid, route, started,
+                                                                       Outcome.CONFLICT, CONFLICT_ERROR))
             try:
                 yield run
             finally:

@@ -120,6 +120,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", _path),
     _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", _path),
     _Setting("dotenv", "project", "dotenv", "MOTIA_PY_DOTENV", True, _bool),
+    _Setting("transactional", "project", "transactional", "MOTIA_PY_TRANSACTIONAL", False, _bool),
     _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, _text),
     _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", _text),
     _Setting("max_payload_bytes", "backend", "max_payload_bytes", "MOTIA_PY_MAX_PAYLOAD_BYTES", 1_048_576, _int(1)),
@@ -172,6 +173,7 @@ class Settings:
     handles_max_count: int
     log_format: str
     log_level: str
+    transactional: bool = False  # the default of steps without "transactional" in their config
 
     @property
     def settings_file(self) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import traceback as tb
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from .backends.base import Backend, Delivery, Outgoing
 from .config import BackoffSpec, BackoffType, StepSpec
@@ -26,6 +26,7 @@ from .errors import (
 )
 from .logs import StepLogger
 from .runs import Outcome, Recorder
+from .tx_state import Transaction
 
 NON_RETRYABLE = (NonRetryableError, InputValidationError, UndeclaredEmitError, EmitSchemaError,
                  PayloadTooLargeError, InvalidEmitError)
@@ -45,6 +46,21 @@ def retry_delay(backoff: BackoffSpec, attempt: int, rand: Callable[[], float] = 
     return base * rand() if backoff.jitter else base
 
 
+CONFLICT_ERROR: Final = "TransactionConflict: a state value the run read changed before it committed; run again"
+"""The error recorded with a run whose transactional commit found a changed read (``Outcome.CONFLICT``)."""
+_CONFLICT_WAIT_CAP_S: Final = 0.05
+_TX_OUTCOMES: Final = {"ok": Outcome.OK, "lost": Outcome.LOST, "conflict": Outcome.CONFLICT}
+
+
+def conflict_delay(conflicts: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before running a transactional attempt again after ``conflicts`` conflicts in a row:
+    none after the first; then full jitter below ``min(50 ms, 1 ms * 2**(conflicts-2))``, so that runs
+    that keep colliding on a hot key spread out, and a wait never exceeds 50 ms."""
+    if conflicts <= 1:
+        return 0.0
+    return rand() * min(_CONFLICT_WAIT_CAP_S, 0.001 * 2.0 ** min(conflicts - 2, 16))
+
+
 class Settler:
     """Settles deliveries against the backend and records each run."""
 
@@ -56,8 +72,11 @@ class Settler:
         self.rand = rand
 
     async def ack(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing],
-                  result_json: str | None = None) -> Outcome:
-        """Acknowledge a successful run and publish its emits in the same transaction, storing its result."""
+                  result_json: str | None = None, tx: Transaction | None = None) -> Outcome:
+        """Acknowledge a successful run and publish its emits in the same transaction, storing its result
+        (with its state writes, for a transactional run: see :meth:`commit`)."""
+        if tx is not None:
+            return await self.commit(spec, d, started, outbox, tx, result_json)
         try:
             ok = await self.backend.complete_with_result(d, outbox, result_json)
         except BackendError as exc:
@@ -66,6 +85,22 @@ class Settler:
         outcome = Outcome.OK if ok else Outcome.LOST
         if self.recorder.observers:  # checked here too: this is the hot path of every run
             self.recorder.delivery(spec, d, started, outcome, None, outbox if ok else ())
+        return outcome
+
+    async def commit(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing],
+                     tx: Transaction, result_json: str | None = None) -> Outcome:
+        """Commit a transactional run: its state writes, its emits, the acknowledgement and its result
+        together, fenced by the lease. ``Outcome.CONFLICT`` when a value it read changed meanwhile: nothing
+        is committed and the delivery stays leased, for the caller to run it again."""
+        try:
+            result = await self.backend.complete_tx_with_result(d, outbox, tx.writes(), tx.reads(), result_json)
+        except BackendError as exc:
+            self._unsettled(spec, d, "could not commit the run", exc)
+            result = "lost"
+        outcome = _TX_OUTCOMES[result]
+        if self.recorder.observers:
+            self.recorder.delivery(spec, d, started, outcome, CONFLICT_ERROR if result == "conflict" else None,
+                                   outbox if result == "ok" else ())
         return outcome
 
     async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:

@@ -142,6 +142,7 @@ class StepSpec:
     cron_policy: CronPolicy = field(default_factory=CronPolicy)
     is_async: bool = True
     line: int | None = None
+    transactional: bool | None = None  # None: the project's default ([project] transactional)
 
     @property
     def emit_topics(self) -> frozenset[str]:

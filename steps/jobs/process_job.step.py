@@ -8,6 +8,13 @@ attempt's job handle, with the progress reported here.
 
 Every change of status is also pushed to the ``jobStatus`` stream (``job_status_stream.py``), so a
 browser subscribed to group ``jobs`` sees each job run, progress and finish without polling.
+
+The step is transactional: the job's record and the ``job.completed`` / ``job.failed`` event commit
+together with the acknowledgement of ``job.enqueued``, exactly once. A worker that dies mid-job, or stalls
+until its lease goes to another worker, leaves the record as it was; only the run that commits writes it,
+so a late result never overwrites a newer one. (The ``running`` record in state is therefore never seen
+from outside: it goes from ``queued`` to its outcome; the ``jobStatus`` stream, which is not part of the
+transaction, still shows each run as it happens.)
 """
 
 from datetime import timedelta
@@ -45,6 +52,7 @@ config = {
     # Errors the handler does not catch (bugs, a lost database) are retried by the queue up to
     # 3 times, then dead-lettered; an attempt running past 30 s is cancelled.
     "infrastructure": {"handler": {"timeout": 30}, "queue": {"maxRetries": 3}},
+    "transactional": True,  # the record and the emit commit with the acknowledgement, exactly once
 }
 
 

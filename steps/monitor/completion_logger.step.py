@@ -1,4 +1,8 @@
-"""JobCompletionLogger: counts finished jobs in state (group ``stats``: completed, failed, retried)."""
+"""JobCompletionLogger: counts finished jobs in state (group ``stats``: completed, failed, retried).
+
+Transactional: each event is counted exactly once, even when a worker dies after counting and before
+acknowledging the event (the count commits with the acknowledgement).
+"""
 
 from services.jobs import STATS
 
@@ -9,6 +13,7 @@ config = {
     "subscribes": ["job.completed", "job.failed"],
     "emits": [],
     "flows": ["job-monitoring"],
+    "transactional": True,
 }
 
 

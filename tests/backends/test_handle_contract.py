@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from motia_py.backends.base import Backend, Delivery, HandleState, HandleStore, Outgoing, StepHandle, Target
+from motia_py.backends.base import (
+    Backend,
+    Delivery,
+    HandleState,
+    HandleStore,
+    Outgoing,
+    StateRead,
+    StateWrite,
+    StepHandle,
+    Target,
+)
 from motia_py.backends.compose import ComposedBackend
 from motia_py.testing import VirtualClock
 
@@ -26,9 +36,9 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: Virtual
     memory and SQLite backends (``state-on-*``, wrapping their queues)."""
     name: str = request.param
     async with opened(name.removeprefix("state-on-"), tmp_path, clock) as b:
-        # a backend without its own handle store (postgres, for now) gets the derived one, as the registry does
+        # a backend without its own handle store gets the derived one, as the registry does
         derived = name.startswith("state-on-") or not isinstance(b, HandleStore)
-        yield ComposedBackend(b, b, b, None, clock) if derived else b
+        yield ComposedBackend(b, b, b, handles=None, clock=clock) if derived else b
 
 
 Q, S, RUN, RETRY = HandleState.QUEUED, HandleState.SCHEDULED, HandleState.RUNNING, HandleState.RETRYING
@@ -340,3 +350,40 @@ async def test_keys_and_cancellations_hold_for_prioritised_and_limited_deliverie
     control = None if "Postgres" in type(backend).__name__ else FlowControl(global_concurrency=5)
     assert [d.envelope.id for d in await backend.claim("b", 10, LEASE_S, control=control)] == [first.envelope.id]
     assert await states(backend, doomed.id) == {"a": CANCELLED}
+
+
+# -- transactional commits ------------------------------------------------------------------------------
+async def test_a_transactional_commit_records_its_result_and_takes_its_outbox_keys(backend: Backend) -> None:
+    plain, env = envelope("t"), envelope("t")
+    await backend.publish([to(plain, "a"), to(env, "a")])
+    assert await backend.complete_tx(await claim_one(backend, "a"), [], [], []) == "ok"
+    assert await states(backend, plain.id) == {"a": OK}
+    d = await claim_one(backend, "a")
+    first = keyed("u", "k")
+    write = StateWrite("ns", "g", "k", "1")
+    assert await backend.complete_tx_with_result(d, [first, keyed("u", "k")], [write], [], '{"r": 1}') == "ok"
+    step = await step_of(backend, env.id, "a")
+    assert (step.state, step.result_json) == (OK, '{"r": 1}')
+    assert await states(backend, first.envelope.id) == {"a": Q}
+    assert await backend.publish_deduped([keyed("u", "k")]) == [first.envelope.id]
+    assert [d.envelope.id for d in await runnable(backend, "a")] == [first.envelope.id]
+
+
+async def test_a_commit_that_does_not_happen_records_nothing_and_takes_no_key(backend: Backend,
+                                                                               clock: VirtualClock) -> None:
+    await backend.state_set("ns", "g", "k", "1")
+    env = envelope("t")
+    await backend.publish([to(env, "a")])
+    d = await claim_one(backend, "a", lease_s=1.0)
+    changed = [StateRead("ns", "g", "k", "2")]
+    assert await backend.complete_tx_with_result(d, [keyed("u", "k")], [], changed, "1") == "conflict"
+    assert await states(backend, env.id) == {"a": RUN}
+    clock.advance(2.0)
+    again = await claim_one(backend, "a")
+    assert await backend.complete_tx_with_result(d, [keyed("u", "k")], [], [], "1") == "lost"
+    assert await states(backend, env.id) == {"a": RUN}
+    other = keyed("u", "k")
+    assert await backend.publish_deduped([other]) == [other.envelope.id]
+    assert await backend.complete_tx_with_result(again, [], [], [], None) == "ok"
+    assert await step_of(backend, env.id, "a") == replace(await step_of(backend, env.id, "a"), state=OK,
+                                                          result_json=None, attempts=2)

@@ -5,28 +5,12 @@ limits are the backend's, shared by every claimer."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from motia_py.backends.base import Backend, FlowControl, Outgoing, Target
 from motia_py.testing import VirtualClock
 
-from .conftest import BACKENDS, _params, opened
 from .helpers import LEASE_S, claim_one, data, envelope, set_identity
 from .test_queue_contract import timed
-
-# PostgreSQL does not enforce flow control in its claim yet: it refuses controlled steps (see
-# docs/backends.md) and joins this suite when it does.
-FLOW_BACKENDS = [name for name in BACKENDS if name != "postgres"]
-
-
-@pytest.fixture(params=_params(FLOW_BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
-    """An opened backend that enforces flow control, on ``clock``."""
-    async with opened(request.param, tmp_path, clock) as b:
-        yield b
 
 
 async def send(backend: Backend, step: str, *items: tuple[object, int, str | None, str | None],

@@ -5,7 +5,7 @@ them (:mod:`.records`), found by URL scheme through the ``motia_py.backends`` en
 from .compose import compose
 from .records import DeadLetter, Delivery, Envelope, FlowControl, Outgoing, QueueStats, Target, TraceRun
 from .registry import available_schemes, open_backend
-from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore, TxStore
 
 __all__ = [
     "Backend",
@@ -23,6 +23,7 @@ __all__ = [
     "Target",
     "TraceRun",
     "TraceStore",
+    "TxStore",
     "available_schemes",
     "compose",
     "open_backend",

@@ -17,14 +17,17 @@ from .records import (
     Outgoing,
     QueueStats,
     ScheduledDelivery,
+    StateRead,
+    StateWrite,
     StepHandle,
     StepQueueStats,
     Target,
     TraceRun,
+    TxResult,
     new_id,
     worker_identity,
 )
-from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore, TxStore
 
 __all__ = [
     "Backend",
@@ -42,12 +45,16 @@ __all__ = [
     "QueueStats",
     "QueueStore",
     "ScheduledDelivery",
+    "StateRead",
     "StateStore",
+    "StateWrite",
     "StepHandle",
     "StepQueueStats",
     "Target",
     "TraceRun",
     "TraceStore",
+    "TxResult",
+    "TxStore",
     "new_id",
     "worker_identity",
 ]

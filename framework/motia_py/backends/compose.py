@@ -7,8 +7,10 @@ leases, metadata and traces from :mod:`.derived`, kept in its own state store::
     backend = compose(core, traces=MyTraceStore(...))  # or bring your own store for a part
 
 The registry does this on its own for a factory result that lacks the lease or the trace methods
-(:func:`complete_backend`). The built-in backends implement every store themselves and are used as
-they are, so the hot path pays nothing for the seam.
+(:func:`complete_backend`). A backend without transactional commits (:class:`~.stores.TxStore`) gets the
+stand-in of :mod:`.derived_tx`, which is not atomic: :func:`atomic_transactions` tells them apart. The
+built-in backends implement every store themselves and are used as they are, so the hot path pays
+nothing for the seam.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..errors import UnknownBackendError
 from ..types import Clock
 from .derived import StateLeaseStore, StateTraceStore
 from .derived_handles import StateHandles
+from .derived_tx import StateTxStore
 from .records import (
     CancelResult,
     DeadLetter,
@@ -29,10 +32,13 @@ from .records import (
     Outgoing,
     QueueStats,
     ScheduledDelivery,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     TraceRun,
+    TxResult,
 )
-from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore
+from .stores import Backend, CoreBackend, HandleStore, LeaseStore, QueueStore, StateStore, TraceStore, TxStore
 
 _C = Coroutine[Any, Any, Any]
 
@@ -55,26 +61,29 @@ def missing(obj: object, protocol: type) -> list[str]:
 
 class ComposedBackend:
     """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases, traces and
-    job handles come from the given stores. ``open`` and ``close`` open and close ``core`` only: stores
-    passed in must share its connection or manage their own.
+    job handles and transactional commits come from the given stores. ``open`` and ``close`` open and
+    close ``core`` only: stores passed in must share its connection or manage their own.
 
     Job handles derived from the state store (:class:`.derived_handles.StateHandles`) follow every queue
-    call, so then the queue calls go through them (``queue``); a core with its own handle store is used
+    call and commit, so then those go through them (``queue``); a core with its own handle store is used
     as it is.
     """
 
-    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore,
+    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore, tx: TxStore | None = None,
                  handles: HandleStore | None = None, clock: Clock | None = None) -> None:
         self.core = core
         self.leases = leases
         self.traces = traces
-        derived = StateHandles(core, clock) if handles is None else None
+        self.tx: TxStore = tx if tx is not None else StateTxStore(core)
+        derived = StateHandles(core, clock, tx=self.tx) if handles is None else None
         self.handles: HandleStore = derived if derived is not None else handles  # type: ignore[assignment]
         self.queue: QueueStore = derived if derived is not None else core
+        self.commits: TxStore = derived if derived is not None else self.tx
         self.url = core.url
 
     def __repr__(self) -> str:
-        return f"ComposedBackend({self.core!r}, leases={self.leases!r}, traces={self.traces!r})"
+        return (f"ComposedBackend({self.core!r}, leases={self.leases!r}, traces={self.traces!r}, "
+                f"tx={self.tx!r})")
 
     # The methods return the part's coroutine instead of awaiting it: no extra frame per call.
     def open(self) -> Coroutine[Any, Any, None]:
@@ -266,26 +275,54 @@ class ComposedBackend:
         """See :meth:`.TraceStore.traces_prune`."""
         return self.traces.traces_prune(before, keep)
 
+    # -- transactional commits ------------------------------------------------------------------
+    def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing], writes: Sequence[StateWrite],
+                    reads: Sequence[StateRead]) -> Coroutine[Any, Any, TxResult]:
+        """See :meth:`.TxStore.complete_tx`."""
+        return self.commits.complete_tx(delivery, outgoing, writes, reads)
+
+    def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                writes: Sequence[StateWrite], reads: Sequence[StateRead], result_json: str | None
+                                ) -> Coroutine[Any, Any, TxResult]:
+        """See :meth:`.HandleStore.complete_tx_with_result` (a core with its own handle store but no
+        transactional store commits through the stand-in, which keeps no result)."""
+        if isinstance(self.commits, StateHandles):
+            return self.commits.complete_tx_with_result(delivery, outgoing, writes, reads, result_json)
+        return self.commits.complete_tx(delivery, outgoing, writes, reads)
+
 
 def compose(core: CoreBackend, *, leases: LeaseStore | None = None, traces: TraceStore | None = None,
-            handles: HandleStore | None = None, clock: Clock | None = None) -> Backend:
-    """A full backend from a queue-and-state backend and, optionally, its own lease, trace and handle stores.
+            clock: Clock | None = None, tx: TxStore | None = None, handles: HandleStore | None = None
+            ) -> Backend:
+    """A full backend from a queue-and-state backend and, optionally, its own lease, trace, transactional
+    and handle stores.
 
     Args:
         core: the queue and state stores, with ``url``, ``open`` and ``close``.
         leases: the lease/metadata store; by default :class:`.derived.StateLeaseStore` on ``core``.
         traces: the trace store; by default :class:`.derived.StateTraceStore` on ``core``.
+        clock: epoch seconds for the default lease and handle stores (``time.time`` when None).
+        tx: the transactional store; by default the non-atomic :class:`.derived_tx.StateTxStore` on ``core``
+            (``motia-py validate`` then reports transactional steps as unsupported).
         handles: the job-handle store (``core`` itself when it implements one); by default
             :class:`.derived_handles.StateHandles` around ``core``.
-        clock: epoch seconds for the default lease and handle stores (``time.time`` when None).
     """
     return ComposedBackend(core, leases if leases is not None else StateLeaseStore(core, clock),
-                           traces if traces is not None else StateTraceStore(core), handles, clock)
+                           traces if traces is not None else StateTraceStore(core), tx, handles, clock)
+
+
+def atomic_transactions(backend: object) -> bool:
+    """True when ``backend`` commits transactional attempts atomically and fenced (a
+    :class:`~.stores.TxStore` of its own), False when it has only the stand-in of :mod:`.derived_tx`."""
+    tx = backend.tx if isinstance(backend, ComposedBackend) else backend
+    return isinstance(tx, TxStore) and not isinstance(tx, StateTxStore)
 
 
 def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
     """``obj`` itself when it implements every store; else ``obj`` completed with the derived lease
-    store (when it lacks any lease or metadata method) and trace store (when it lacks any trace method).
+    store (when it lacks any lease or metadata method), trace store (when it lacks any trace method), the
+    non-atomic transactional stand-in (when it lacks ``complete_tx``) and job-handle store (when it lacks
+    any handle method).
 
     A store is replaced whole, never method by method, so that e.g. ``meta_cas`` and ``meta_get`` always
     read the same records.
@@ -303,5 +340,5 @@ def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
             "with url, open and close)")
     leases = obj if isinstance(obj, LeaseStore) else None
     traces = obj if isinstance(obj, TraceStore) else None
-    handles = obj if isinstance(obj, HandleStore) else None
-    return compose(obj, leases=leases, traces=traces, handles=handles, clock=clock)
+    return compose(obj, leases=leases, traces=traces, clock=clock, tx=obj if isinstance(obj, TxStore) else None,
+                   handles=obj if isinstance(obj, HandleStore) else None)

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from ..types import Clock
 from .derived import RESERVED_NAMESPACE, _update
+from .derived_tx import StateTxStore
 from .handle_records import event_handle, live_state
 from .records import (
     CancelResult,
@@ -38,10 +39,13 @@ from .records import (
     Outgoing,
     QueueStats,
     ScheduledDelivery,
+    StateRead,
+    StateWrite,
     StepHandle,
     StepQueueStats,
+    TxResult,
 )
-from .stores import CoreBackend
+from .stores import CoreBackend, TxStore
 
 _HANDLES: Final = "handles"
 _CANCELS: Final = "cancels"
@@ -71,6 +75,13 @@ def _waiting(**changes: Any) -> Callable[[Record], Record | None]:
     return change
 
 
+def _unless_held_by(event_id: str) -> Callable[[str | None], str | None]:
+    """A key's record dropped when ``event_id`` holds it."""
+    def change(raw: str | None) -> str | None:
+        return None if raw and json.loads(raw)["e"] == event_id else raw
+    return change
+
+
 class StateHandles:
     """The queue store of ``core`` with job handles kept in its state store (see the module docstring).
 
@@ -78,12 +89,16 @@ class StateHandles:
         core: the backend's queue and state stores.
         clock: epoch seconds (``time.time`` when None).
         namespace: the reserved state namespace.
+        tx: the transactional store whose commits it follows (by default the stand-in of
+            :mod:`.derived_tx` on ``core``).
     """
 
-    def __init__(self, core: CoreBackend, clock: Clock | None = None, namespace: str = RESERVED_NAMESPACE) -> None:
+    def __init__(self, core: CoreBackend, clock: Clock | None = None, namespace: str = RESERVED_NAMESPACE,
+                 tx: TxStore | None = None) -> None:
         self.core = core
         self.clock: Clock = clock or time.time
         self.namespace = namespace
+        self.tx: TxStore = tx if tx is not None else StateTxStore(core)
 
     # -- records ------------------------------------------------------------------------------------
     async def _change(self, event_id: str, fn: Callable[[Record], None]) -> None:
@@ -137,6 +152,13 @@ class StateHandles:
         await _update(self.core, self.namespace, _KEYS, name, change)
         return held[0] if held else None
 
+    async def _release(self, items: Sequence[Outgoing]) -> None:
+        """Give back the keys taken for ``items`` when they were not published after all."""
+        for out in items:
+            if out.key is not None:
+                await _update(self.core, self.namespace, _KEYS, json.dumps([out.envelope.topic, out.key]),
+                              _unless_held_by(out.envelope.id))
+
     async def _unkeyed(self, items: Sequence[Outgoing]) -> tuple[list[Outgoing], list[str]]:
         go, ids = [], []
         for out in items:
@@ -187,13 +209,38 @@ class StateHandles:
         """Acknowledge with the outbox (keys taken first), then record ``succeeded`` with the result."""
         go, _ = await self._unkeyed(outgoing)
         if not await self.core.complete(delivery, go):
+            await self._release(go)
             return False
-        now = self.clock()
-        await self._ended(delivery, lambda r: _finished(HandleState.SUCCEEDED, delivery, now, result=result_json))
-        for out in go:
+        await self._succeeded(delivery, go, result_json)
+        return True
+
+    async def _succeeded(self, delivery: Delivery | None, published: Sequence[Outgoing], result_json: str | None
+                         ) -> None:
+        if delivery is not None:
+            now = self.clock()
+            await self._ended(delivery, lambda r: _finished(HandleState.SUCCEEDED, delivery, now, result=result_json))
+        for out in published:
             if out.targets:
                 await self._published(out)
-        return True
+
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """See :meth:`complete_tx_with_result`."""
+        return await self.complete_tx_with_result(delivery, outgoing, writes, reads, None)
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """Commit through the transactional store (keys taken first, given back when it did not commit),
+        then record ``succeeded`` with the result. The change events of the writes get no handle records
+        until they are claimed."""
+        go, _ = await self._unkeyed(outgoing)
+        result = await self.tx.complete_tx(delivery, go, writes, reads)
+        if result != "ok":
+            await self._release(go)
+            return result
+        await self._succeeded(delivery, go, result_json)
+        return result
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Retry; the delivery waits again."""
@@ -385,104 +432,3 @@ class StateHandles:
             if json.loads(raw)["x"] <= now:
                 await self.core.state_cas(self.namespace, _KEYS, name, raw, None)
         return dropped
-
-
-class _Own:
-    """``backend`` with the queue calls :class:`DerivedHandles` overrides taken from the class after it."""
-
-    def __init__(self, backend: DerivedHandles) -> None:
-        self._backend = backend
-
-    def __getattr__(self, name: str) -> Any:
-        if name in DerivedHandles.__dict__:
-            return getattr(super(DerivedHandles, self._backend), name)
-        return getattr(self._backend, name)
-
-
-class DerivedHandles:
-    """A mixin that gives a backend class the job-handle store of :class:`StateHandles`, over its own queue
-    and state stores: ``class MyBackend(DerivedHandles, MyQueueAndState)``. Its queue calls go through the
-    handle records first (see the module docstring for what that costs); the backend stays one object, so
-    checks for its own type and capabilities still see it."""
-
-    @property
-    def _handles(self) -> StateHandles:
-        found: StateHandles | None = self.__dict__.get("_derived_handles")
-        if found is None:  # the backend's own methods, past this mixin in its class order
-            found = self.__dict__["_derived_handles"] = StateHandles(
-                _Own(self), getattr(self, "clock", None))
-        return found
-
-    async def publish(self, items: Sequence[Outgoing]) -> None:
-        """See :meth:`StateHandles.publish`."""
-        await self._handles.publish(items)
-
-    async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
-        """See :meth:`StateHandles.publish_deduped`."""
-        return await self._handles.publish_deduped(items)
-
-    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
-                    ) -> list[Delivery]:
-        """See :meth:`StateHandles.claim`."""
-        return await self._handles.claim(step, limit, lease_s, control=control)
-
-    async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
-        """See :meth:`StateHandles.hand_back`."""
-        await self._handles.hand_back(deliveries)
-
-    async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
-        """See :meth:`StateHandles.complete`."""
-        return await self._handles.complete(delivery, outgoing)
-
-    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
-                                   result_json: str | None) -> bool:
-        """See :meth:`StateHandles.complete_with_result`."""
-        return await self._handles.complete_with_result(delivery, outgoing, result_json)
-
-    async def retry(self, delivery: Delivery, delay_s: float) -> None:
-        """See :meth:`StateHandles.retry`."""
-        await self._handles.retry(delivery, delay_s)
-
-    async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:
-        """See :meth:`StateHandles.retry_with_error`."""
-        await self._handles.retry_with_error(delivery, delay_s, error)
-
-    async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None) -> None:
-        """See :meth:`StateHandles.dead_letter`."""
-        await self._handles.dead_letter(delivery, error, traceback, attempts)
-
-    async def cancel_settle(self, delivery: Delivery) -> bool:
-        """See :meth:`StateHandles.cancel_settle`."""
-        return await self._handles.cancel_settle(delivery)
-
-    async def dlq_replay(self, dead_id: str) -> bool:
-        """See :meth:`StateHandles.dlq_replay`."""
-        return await self._handles.dlq_replay(dead_id)
-
-    async def handle_get(self, event_id: str) -> EventHandle | None:
-        """See :meth:`StateHandles.handle_get`."""
-        return await self._handles.handle_get(event_id)
-
-    async def handle_find(self, prefix: str, limit: int) -> list[str]:
-        """See :meth:`StateHandles.handle_find`."""
-        return await self._handles.handle_find(prefix, limit)
-
-    async def handle_progress(self, delivery: Delivery, progress_json: str) -> None:
-        """See :meth:`StateHandles.handle_progress`."""
-        await self._handles.handle_progress(delivery, progress_json)
-
-    async def handle_cancel(self, event_id: str) -> CancelResult | None:
-        """See :meth:`StateHandles.handle_cancel`."""
-        return await self._handles.handle_cancel(event_id)
-
-    async def cancel_requests(self, deliveries: Sequence[Delivery]) -> set[str]:
-        """See :meth:`StateHandles.cancel_requests`."""
-        return await self._handles.cancel_requests(deliveries)
-
-    async def scheduled_list(self, topic: str | None, limit: int) -> list[ScheduledDelivery]:
-        """See :meth:`StateHandles.scheduled_list`."""
-        return await self._handles.scheduled_list(topic, limit)
-
-    async def handles_prune(self, before: float, keep: int) -> int:
-        """See :meth:`StateHandles.handles_prune`."""
-        return await self._handles.handles_prune(before, keep)

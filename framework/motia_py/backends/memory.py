@@ -19,6 +19,7 @@ from ..types import Clock
 from . import memory_flow as flow
 from .memory_handles import MemoryHandles
 from .memory_realtime import MemoryRealtime
+from .memory_tx import MemoryTx
 from .records import (
     DeadLetter,
     Delivery,
@@ -63,10 +64,10 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend(MemoryRealtime, MemoryHandles):
+class MemoryBackend(MemoryRealtime, MemoryHandles, MemoryTx):
     """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
     state changes are in :class:`.memory_realtime.MemoryRealtime`, its job handles in
-    :class:`.memory_handles.MemoryHandles`.
+    :class:`.memory_handles.MemoryHandles`, its transactional commits in :class:`.memory_tx.MemoryTx`.
 
     Args:
         url: ``memory://``.

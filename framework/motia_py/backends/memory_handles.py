@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..types import Clock
 from .handle_records import event_handle, live_state
+from .memory_tx import StateDicts, apply_writes, reads_hold
 from .records import (
     CancelResult,
     Delivery,
@@ -21,7 +22,10 @@ from .records import (
     HandleState,
     Outgoing,
     ScheduledDelivery,
+    StateRead,
+    StateWrite,
     StepHandle,
+    TxResult,
 )
 
 _Finished = tuple[str, str, str, int, "float | None", float, "str | None", "str | None", str, str, float]
@@ -33,8 +37,10 @@ class MemoryHandles:
 
     clock: Clock
     _queues: dict[str, Any]
+    _state: StateDicts
 
     if TYPE_CHECKING:  # provided by MemoryBackend
+        def _held(self, delivery: Delivery) -> Any: ...
         def _take(self, delivery: Delivery) -> Any: ...
         def _drop_fifo_head(self, item: Any) -> None: ...
         async def publish(self, items: Sequence[Outgoing]) -> None: ...
@@ -104,6 +110,23 @@ class MemoryHandles:
         if outgoing:
             await self.publish(outgoing)
         return True
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """:meth:`.memory_tx.MemoryTx.complete_tx`, recording ``result_json`` (one event-loop step)."""
+        if delivery is not None and self._held(delivery) is None:
+            return "lost"
+        if not reads_hold(self._state, reads):
+            return "conflict"
+        events = apply_writes(self._state, writes)
+        if events:
+            await self.publish(events)
+        if delivery is not None:
+            await self.complete_with_result(delivery, outgoing, result_json)
+        elif outgoing:
+            await self.publish(outgoing)
+        return "ok"
 
     async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
         """Publish; per item the id of the event that holds its key (its own when published)."""

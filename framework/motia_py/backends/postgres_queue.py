@@ -5,18 +5,21 @@ never wait for each other's rows); publishes and acknowledgements made during on
 go to the server as one statement each (group commit). Every statement that makes work due sends
 ``NOTIFY`` with the step's name, which the listening connection of every process turns into a wake-up of
 that step's ``wait``; a wake-up missed while that connection was down is made up by the worker's poll.
+A claim under flow control is one call of ``claim_flow`` (see :mod:`.postgres_flow_schema`); the end of
+a delivery claimed under a concurrency limit notifies its step too, since a slot may have freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import postgres_flow as flow
 from .postgres_base import Batcher, PostgresConnection
 from .postgres_sql import DEAD_COLS, complete_args, dead_from, delivery_from, publish_args, publish_rows
-from .records import DeadLetter, Delivery, Outgoing, QueueStats, StepQueueStats, new_id
+from .records import DeadLetter, Delivery, FlowControl, Outgoing, QueueStats, StepQueueStats, new_id
 
 Row = tuple[Any, ...]
 
@@ -28,6 +31,7 @@ class PostgresQueue(PostgresConnection):
         super().__init__(*args, **kwargs)
         self._publishes: Batcher[list[Row], None] = Batcher(self._publish_many)
         self._completes: Batcher[tuple[Delivery, list[Row]], tuple[bool, bool]] = Batcher(self._complete_many)
+        self._flow_sql = flow.FlowSql.build(self.schema)
 
     async def close(self) -> None:
         """Finish the batches in flight, then close the connections; deliveries stay queued."""
@@ -70,15 +74,29 @@ class PostgresQueue(PostgresConnection):
         ok, fifo = await self._completes.submit((delivery, rows))
         if ok:
             self._wake({r[1] for r in rows} | ({delivery.step} if fifo else set()))
+            if delivery.limited:
+                await self._slot_freed(delivery)
         return ok
 
+    async def _slot_freed(self, delivery: Delivery) -> None:
+        """Wake the waiters of the step of a limited delivery that ended, in every process."""
+        await self._fetchval("SELECT pg_notify($1, $2)", self.channel, delivery.step)
+        self._wake([delivery.step])
+
     # -- claims and the end of attempts ---------------------------------------------------------
-    async def claim(self, step: str, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries of ``step`` (an expired lease alone; see the protocol)."""
+    async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
+                    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of ``step`` (an expired lease alone), highest priority
+        first, within the limits of ``control`` (see the protocol)."""
         if limit <= 0:
             return []
-        rows = await self._fetch(self.sql.claim, step, limit, float(lease_s), self.time_arg(), self.identity)
-        return [delivery_from(r, step) for r in rows]
+        if control is None or not (control.rate_limit or control.limits_concurrency):
+            rows = await self._fetch(self.sql.claim, step, limit, float(lease_s), self.time_arg(), self.identity)
+            return [delivery_from(r, step) for r in rows]
+        rows = await self._fetch(self.sql.claim_flow, step, limit, float(lease_s), self.time_arg(), self.identity,
+                                 control.rate_limit, float(control.rate_period_s), control.rate_keyed,
+                                 control.global_concurrency, control.key_concurrency)
+        return [delivery_from(r, step, control.limits_concurrency) for r in rows]
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Undo the claims of deliveries that never started: due at once, the attempt not counted; one
@@ -102,6 +120,8 @@ class PostgresQueue(PostgresConnection):
         await self._fetchval(self.sql.dead_letter, delivery.id, delivery.attempt, attempts, error, traceback,
                              self.time_arg(), self.channel)
         self._wake([delivery.step])  # the next event of its FIFO group may be free now
+        if delivery.limited:
+            await self._slot_freed(delivery)
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Push the leases of running deliveries ``lease_s`` seconds into the future."""
@@ -110,12 +130,13 @@ class PostgresQueue(PostgresConnection):
                               self.time_arg(), float(lease_s))
 
     # -- waiting --------------------------------------------------------------------------------
-    async def wait(self, step: str, timeout_s: float) -> None:
+    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
         """Return when ``step`` may have a due delivery, or after ``timeout_s``.
 
         A publish through this object wakes it at once, one through any other connection when its
         ``NOTIFY`` arrives on this process's listening connection; a delayed delivery or an expiring
-        lease, when it falls due (looked up when the wait starts).
+        lease, when it falls due (looked up when the wait starts). With a ``control``, "due" means that a
+        claim with it would hand the delivery out (a rate window opening counts; a freed slot notifies).
         """
         event = self._wakeups.get(step)
         if event is None:
@@ -124,7 +145,7 @@ class PostgresQueue(PostgresConnection):
             await self._listen()
             if event.is_set():
                 return
-            due_in = await self._fetchval(self.sql.next_due, step, self.time_arg())
+            due_in = await self._due_in(step, control)
             if due_in is not None:
                 timeout_s = min(timeout_s, due_in)
             if timeout_s > 0 and not event.is_set():
@@ -132,6 +153,17 @@ class PostgresQueue(PostgresConnection):
                     await asyncio.wait_for(event.wait(), timeout_s)
         finally:
             event.clear()
+
+    async def _due_in(self, step: str, control: FlowControl | None) -> float | None:
+        """Seconds until a claim of ``step`` (with ``control``) may hand something out (None: nothing
+        known will be due)."""
+        if control is None or not (control.rate_limit or control.limits_concurrency):
+            due_in: float | None = await self._fetchval(self.sql.next_due, step, self.time_arg())
+            return due_in
+        async with self._translate_acquire() as conn:
+            now = await conn.fetchval(f"SELECT {self.sql.clock('$1')}", self.time_arg())
+            at = await flow.next_due(conn, self._flow_sql, step, control, now)
+        return None if at is None else at - now
 
     # -- counts ---------------------------------------------------------------------------------
     async def stats(self) -> QueueStats:
@@ -146,13 +178,18 @@ class PostgresQueue(PostgresConnection):
                           leased=sum(r[3] for r in rows), dead=dead, next_due_at=min(due) if due else None,
                           per_step={r[0]: r[1] + r[2] + r[3] for r in rows})
 
-    async def step_stats(self) -> dict[str, StepQueueStats]:
-        """Per step: ready, delayed, leased and dead counts and the oldest ready delivery's due time."""
+    async def step_stats(self, controls: Mapping[str, FlowControl] | None = None) -> dict[str, StepQueueStats]:
+        """Per step: ready, delayed, leased and dead counts, the oldest ready delivery's due time, and
+        (for the steps in ``controls``) the ready deliveries held back per limit."""
         async with self._translate_acquire() as conn:
-            rows = await conn.fetch(self.sql.stats, self.time_arg())
+            now = await conn.fetchval(f"SELECT {self.sql.clock('$1')}", self.time_arg())
+            rows = await conn.fetch(self.sql.stats, now)
             dead = dict(await conn.fetch(f"SELECT step, count(*) FROM {self.sql.table('dead_letters')} GROUP BY step"))
-        out = {r[0]: StepQueueStats(ready=r[1], delayed=r[2], leased=r[3], dead=dead.pop(r[0], 0),
-                                    oldest_ready_at=r[6]) for r in rows}
+            out = {r[0]: StepQueueStats(ready=r[1], delayed=r[2], leased=r[3], dead=dead.pop(r[0], 0),
+                                        oldest_ready_at=r[6]) for r in rows}
+            for step, control in (controls or {}).items():
+                if step in out:
+                    out[step].throttled.update(await flow.throttled(conn, self._flow_sql, step, control, now))
         out.update((step, StepQueueStats(dead=n)) for step, n in dead.items())
         return out
 

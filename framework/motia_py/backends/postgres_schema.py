@@ -5,7 +5,7 @@ hold several projects and the application's own tables. The version is kept in `
 :func:`migrate` brings a schema to :data:`SCHEMA_VERSION` under a transaction-level advisory lock, so
 several workers starting at once on a new database create it once. Versions: 1 the queue (deliveries,
 dead letters), state, leases, metadata, traces, the ``clock`` function (the backend's time) and the
-``claim`` function.
+``claim`` function; 2 priorities and flow control (:mod:`.postgres_flow_schema`).
 
 Times are epoch seconds as ``double precision``, the same IEEE doubles as Python's floats, so a delay
 added here and one added in Python agree to the last bit. Keys are ``COLLATE "C"``: byte order, as
@@ -20,8 +20,9 @@ from typing import Final
 import asyncpg
 
 from ..errors import BackendUnavailableError
+from .postgres_flow_schema import flow_ddl
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 DEFAULT_SCHEMA: Final = "motia"
 LOCK_CLASS: Final = 0x6D6F7469  # "moti": the first key of every advisory lock motia-py takes
 
@@ -182,7 +183,12 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-MIGRATIONS: Final = {1: _ddl_v1}
+def _ddl_v2(s: str, schema: str) -> str:
+    """Version 2: priorities and flow control (see :mod:`.postgres_flow_schema`)."""
+    return flow_ddl(s, schema, LOCK_CLASS)
+
+
+MIGRATIONS: Final = {1: _ddl_v1, 2: _ddl_v2}
 """Version -> the DDL that brings the previous version to it (given the quoted schema and its name)."""
 
 

@@ -33,10 +33,12 @@ from .postgres_schema import quote
 from .records import DeadLetter, Delivery, Envelope, Outgoing, new_id
 
 _ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
-_PUBLISH_COLS: Final = f"id, step, {_ENV}, fifo_group"
-_ARRAYS: Final = ("text", "text", "text", "text", "text", "text", "float8", "text", "text", "text", "text", "float8")
+_FLOW: Final = "priority, rate_key, conc_key"  # a Target's flow attributes (schema version 2)
+_PUBLISH_COLS: Final = f"id, step, {_ENV}, fifo_group, {_FLOW}"
+_ARRAYS: Final = ("text", "text", "text", "text", "text", "text", "float8", "text", "text", "text", "text", "integer",
+                  "text", "text", "float8")
 """The element types of the publish arrays: the columns of :data:`_PUBLISH_COLS`, then the delay."""
-DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at"
+DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at, {_FLOW}"
 _OF_DONE: Final = "WHERE r.parent IN (SELECT k FROM done) "  # the outbox rows of acknowledged deliveries
 _LEASED: Final = "d.id = x.id AND d.attempts = x.attempt AND d.lease_until IS NOT NULL"  # this attempt's lease
 
@@ -54,7 +56,8 @@ def pubsub_channel(schema: str) -> str:
 def publish_rows(items: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
     """One row per target of every item: the columns of a new delivery and its delay in seconds."""
     return [(new_id(), t.step, e.id, e.topic, e.data_json, e.trace_id, e.emitted_at, e.group_id, e.source,
-             e.traceparent, (e.group_id or "") if t.fifo else None, float(t.delay_s))
+             e.traceparent, (e.group_id or "") if t.fifo else None, t.priority, t.rate_key, t.concurrency_key,
+             float(t.delay_s))
             for out in items for e in (out.envelope,) for t in out.targets]
 
 
@@ -101,7 +104,7 @@ def _insert(table: str, now: str, first: int, *, parent: bool = False, where: st
             f"FROM unnest({arrays}) WITH ORDINALITY AS r({names}, ord) {where}ORDER BY r.ord RETURNING step")
 
 
-def _heads(d: str) -> str:
+def heads(d: str) -> str:
     """CTEs ``grp`` (the message groups of step $1) and ``head`` (the seq of each group's head, with the
     group): a skip-scan of the FIFO index, one probe per group, so a long group costs nothing."""
     return ("WITH RECURSIVE grp(g) AS ("
@@ -120,6 +123,7 @@ class Sql:
     publish: str
     complete: str
     claim: str
+    claim_flow: str
     hand_back: str
     retry: str
     dead_letter: str
@@ -134,17 +138,17 @@ class Sql:
         """The statements on the tables of ``schema``."""
         s = quote(schema)
         d = f"{s}.deliveries"
-        # $1..$12 the rows' columns and delays, $13 the time, $14 the channel
-        publish = f"WITH ins AS ({_insert(d, f'{s}.clock($13)', 1)}) " + _notify("$14", "ins")
+        # $1..$15 the rows' columns and delays, $16 the time, $17 the channel
+        publish = f"WITH ins AS ({_insert(d, f'{s}.clock($16)', 1)}) " + _notify("$17", "ins")
         # $1/$2 the (id, attempt) of each delivery to acknowledge; $3 the acknowledgement (1-based) each
-        # outbox row belongs to, $4..$15 the rows, $16 the time, $17 the channel
+        # outbox row belongs to, $4..$18 the rows, $19 the time, $20 the channel
         complete = (
             "WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS x(id, attempt, k)), "
             f"done AS (DELETE FROM {d} d USING x WHERE {_LEASED} "
             "RETURNING x.k, d.step, d.fifo_group IS NOT NULL AS fifo), "
-            f"ins AS ({_insert(d, f'{s}.clock($16)', 3, parent=True, where=_OF_DONE)}), "
+            f"ins AS ({_insert(d, f'{s}.clock($19)', 3, parent=True, where=_OF_DONE)}), "
             "woken AS (SELECT step FROM ins UNION SELECT step FROM done WHERE fifo), "
-            "sent AS (SELECT count(pg_notify($17, step)) AS n FROM woken) "
+            "sent AS (SELECT count(pg_notify($20, step)) AS n FROM woken) "
             f"SELECT k, fifo, (SELECT n FROM sent), {ASYNC_COMMIT} FROM done")
         hand_back = (
             "WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[], $3::boolean[], $4::text[]) "
@@ -161,7 +165,8 @@ class Sql:
         dead_letter = (
             one + f"gone AS (DELETE FROM {d} d USING x WHERE {_LEASED} RETURNING d.*), "
             f"ins AS (INSERT INTO {s}.dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, "
-            f"COALESCE($3::integer, attempts), $4::text, $5::text, {s}.clock($6), first_delivered_at FROM gone), "
+            f"COALESCE($3::integer, attempts), $4::text, $5::text, {s}.clock($6), first_delivered_at, {_FLOW} "
+            "FROM gone), "
             "u AS (SELECT step FROM gone WHERE fifo_group IS NOT NULL) " + _notify("$7", "u", durable=False))
         extend = (f"UPDATE {d} d SET lease_until = {s}.clock($3) + $4::float8, "
                   f"available_at = {s}.clock($3) + $4::float8 "
@@ -170,12 +175,12 @@ class Sql:
             "SELECT LEAST("
             f"(SELECT min(available_at) FROM {d} WHERE step = $1 AND fifo_group IS NULL AND lease_until IS NULL), "
             f"(SELECT min(available_at) FROM {d} WHERE step = $1 AND lease_until IS NOT NULL), "
-            f"({_heads(d)}SELECT min(d.available_at) FROM head JOIN {d} d ON d.seq = head.seq)"
+            f"({heads(d)}SELECT min(d.available_at) FROM head JOIN {d} d ON d.seq = head.seq)"
             f") - {s}.clock($2)")
         dlq_replay = (
-            f"WITH gone AS (DELETE FROM {s}.dead_letters WHERE id = $1 RETURNING step, {_ENV}), "
-            f"u AS (INSERT INTO {d} (id, step, {_ENV}, available_at) "
-            f"SELECT $2::text, step, {_ENV}, {s}.clock($3) FROM gone RETURNING step) "
+            f"WITH gone AS (DELETE FROM {s}.dead_letters WHERE id = $1 RETURNING step, {_ENV}, {_FLOW}), "
+            f"u AS (INSERT INTO {d} (id, step, {_ENV}, {_FLOW}, available_at) "
+            f"SELECT $2::text, step, {_ENV}, {_FLOW}, {s}.clock($3) FROM gone RETURNING step) "
             f"SELECT w.step, pg_notify($4, w.step) FROM u w")
         stats = (  # per step: ready, delayed, leased, the earliest lease expiry, the earliest delayed
             # standard delivery, the oldest ready delivery's due time
@@ -191,7 +196,9 @@ class Sql:
             f"AND d.available_at > {s}.clock($1) AND d.seq = (SELECT min(h.seq) FROM {d} h "
             "WHERE h.step = d.step AND h.fifo_group = d.fifo_group)")
         return cls(schema=schema, publish=publish, complete=complete,
-                   claim=f"SELECT * FROM {s}.claim($1, $2, $3, $4, $5)", hand_back=hand_back, retry=retry,
+                   claim=f"SELECT * FROM {s}.claim($1, $2, $3, $4, $5)",
+                   claim_flow=f"SELECT * FROM {s}.claim_flow($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                   hand_back=hand_back, retry=retry,
                    dead_letter=dead_letter, extend=extend, next_due=next_due, dlq_replay=dlq_replay, stats=stats,
                    stats_fifo_due=stats_fifo_due)
 
@@ -212,13 +219,16 @@ def complete_args(calls: Sequence[tuple[Delivery, Sequence[tuple[Any, ...]]]], n
             now, channel(schema)]
 
 
-def delivery_from(row: asyncpg.Record, step: str) -> Delivery:
-    """A :class:`Delivery` from a row of the ``claim`` function."""
+def delivery_from(row: asyncpg.Record, step: str, limited: bool = False) -> Delivery:
+    """A :class:`Delivery` from a row of the ``claim`` or ``claim_flow`` function (``limited``: claimed
+    under a concurrency limit)."""
     return Delivery(id=row[0], step=step, envelope=Envelope(*row[3:11]), attempt=row[1],
-                    first_delivered_at=row[2], expired=row[11], last_owner=row[12])
+                    first_delivered_at=row[2], expired=row[11], last_owner=row[12], priority=row[13],
+                    rate_key=row[14], concurrency_key=row[15], limited=limited)
 
 
 def dead_from(row: asyncpg.Record) -> DeadLetter:
     """A :class:`DeadLetter` from the columns :data:`DEAD_COLS`."""
     return DeadLetter(id=row[0], step=row[1], envelope=Envelope(*row[2:10]), attempts=row[10], error=row[11],
-                      traceback=row[12], failed_at=row[13], first_attempt_at=row[14])
+                      traceback=row[12], failed_at=row[13], first_attempt_at=row[14], priority=row[15],
+                      rate_key=row[16], concurrency_key=row[17])

@@ -12,8 +12,9 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 _ID_PROCESS = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
@@ -190,6 +191,43 @@ class QueueStats:
     def idle(self) -> bool:
         """Nothing waiting, delayed or running."""
         return self.ready == 0 and self.delayed == 0 and self.leased == 0
+
+
+TxResult = Literal["ok", "lost", "conflict"]
+"""How a transactional commit (:meth:`~.stores.TxStore.complete_tx`) ended: committed, the lease of the
+attempt was lost, or a value the attempt read had changed. Only ``"ok"`` changed anything."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """One buffered state change of a transactional attempt, applied at commit.
+
+    ``value_json`` None deletes the key; ``key`` None clears the whole group (``value_json`` is None then).
+    ``notify`` (key writes only): the change event to queue with the write when it changes the value,
+    its payload replaced by the change document, as :meth:`~.stores.StateChangeStore.state_change` does
+    (state-triggered steps).
+    """
+
+    namespace: str
+    group: str
+    key: str | None
+    value_json: str | None
+    notify: Outgoing | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateRead:
+    """What a transactional attempt read, checked at commit (optimistic concurrency).
+
+    With a ``key``: that key held ``value_json`` (None: absent). Without one (``key`` None): the whole
+    group was read and held exactly ``items`` (key -> JSON text; empty: no key).
+    """
+
+    namespace: str
+    group: str
+    key: str | None
+    value_json: str | None = None
+    items: Mapping[str, str] | None = None
 
 
 THROTTLE_REASONS: Final = ("globalConcurrency", "concurrencyKey", "rateLimit")

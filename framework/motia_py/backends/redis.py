@@ -1,10 +1,11 @@
 """The Redis backend (``redis://host:port/db``): every store on one Redis server, for many hosts.
 
 The queue store (streams, leases, delays, FIFO groups, dead letters) is :class:`.redis_queue.RedisQueue`,
-pub/sub and state changes are :class:`.redis_realtime.RedisRealtime` and the job-handle store
-:class:`.redis_handles.RedisHandles`, both on the connection of :class:`.redis_base.RedisConnection`;
-the state, lease/metadata and trace stores are here. Every key is built in :mod:`.redis_keys`, every
-atomic change is a Lua script of its store (:mod:`.redis_scripts`); payloads are JSON text, never pickle.
+pub/sub and state changes are :class:`.redis_realtime.RedisRealtime`, transactional commits
+:class:`.redis_tx.RedisTx` and the job-handle store :class:`.redis_handles.RedisHandles`, on the
+connection of :class:`.redis_base.RedisConnection`; the state, lease/metadata and trace stores are here.
+Every key is built in :mod:`.redis_keys`, every atomic change is a Lua script of its store
+(:mod:`.redis_scripts`); payloads are JSON text, never pickle.
 
 Leases (``p:lock:<key>``) carry a real TTL as well as their expiry, so locks nobody releases vanish on
 their own; this is also how the per-tick cron markers of earlier versions (``p:lock:cron-tick%3A...``,
@@ -19,13 +20,13 @@ from typing import cast
 from .records import TraceRun
 from .redis_base import MIN_VERSION, redact
 from .redis_handles import RedisHandles
-from .redis_realtime import RedisRealtime
+from .redis_tx import RedisTx
 from .registry import BackendOptions
 
 __all__ = ["MIN_VERSION", "RedisBackend", "create_backend", "redact"]
 
 
-class RedisBackend(RedisRealtime, RedisHandles):
+class RedisBackend(RedisTx, RedisHandles):
     """Backend on one Redis server (6.2 or newer), shared by any number of workers on any hosts.
 
     Args:

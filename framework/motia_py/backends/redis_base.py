@@ -28,6 +28,7 @@ from .redis_scripts_handles import HandleScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
+from .redis_scripts_tx import TxScripts
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,12 +112,13 @@ class Scripts:
     lease: LeaseScripts
     flow: FlowScripts
     handles: HandleScripts
+    tx: TxScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
         return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
-                   HandleScripts(client))
+                   HandleScripts(client), TxScripts(client))
 
 
 class RedisConnection:

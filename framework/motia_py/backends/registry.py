@@ -12,7 +12,9 @@ The object must implement at least the queue and state stores with ``url``, ``op
 ``meta_get``, ``meta_set``, ``meta_cas``) or of the trace store (``traces_*``), :func:`create_backend`
 completes it with the store built on its state store (:mod:`.derived`, records in the reserved state
 namespace ``__motia_py__``, lease expiry on ``options.clock``), through :func:`.compose.complete_backend`.
-A store is taken whole from the object or whole from the defaults, never mixed method by method.
+A store is taken whole from the object or whole from the defaults, never mixed method by method. Without
+``complete_tx`` (:class:`~.stores.TxStore`) it gets a stand-in that is not atomic (:mod:`.derived_tx`),
+and ``motia-py validate`` reports transactional steps as unsupported on it.
 """
 
 from __future__ import annotations

@@ -40,8 +40,11 @@ from .records import (
     FlowControl,
     Outgoing,
     QueueStats,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     TraceRun,
+    TxResult,
     worker_identity,
 )
 from .registry import BackendOptions
@@ -417,6 +420,15 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
     async def traces_prune(self, before: float, keep: int) -> int:
         """Retention by age and count."""
         return await self._run(_traces_prune, (before, keep))
+
+
+    # -- transactional commits ------------------------------------------------------------------
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """Check the lease and the reads, apply the writes, acknowledge and publish, in one transaction
+        committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`; with job handles:
+        :meth:`complete_tx_with_result`)."""
+        return await self.complete_tx_with_result(delivery, outgoing, writes, reads, None)
 
 
 def create_backend(url: str, options: BackendOptions) -> SqliteBackend:

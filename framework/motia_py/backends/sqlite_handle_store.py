@@ -3,17 +3,46 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ..types import Clock
 from . import sqlite_handles as sh
 from . import sqlite_queue as q
-from ._sqlite_thread import Op
-from .records import CancelResult, Delivery, EventHandle, Outgoing, ScheduledDelivery
+from . import sqlite_tx
+from ._sqlite_thread import Op, Row, each
+from .records import (
+    CancelResult,
+    Delivery,
+    EventHandle,
+    HandleState,
+    Outgoing,
+    ScheduledDelivery,
+    StateRead,
+    StateWrite,
+    TxResult,
+)
 
 A = TypeVar("A")
 R = TypeVar("R")
+
+TxArg = tuple[Delivery | None, list[Row], list[sh.KeyRow], Sequence[StateWrite], Sequence[StateRead], str | None,
+              float]
+"""(delivery or None, its outbox's rows, the outbox's keys, writes, reads, result, now)."""
+
+
+@each
+def _complete_tx(conn: sqlite3.Connection, arg: TxArg) -> tuple[TxResult, bool, list[str]]:
+    """:func:`.sqlite_tx.complete_tx` with job handles, in its transaction: the outbox's keys taken (an
+    event whose key is held is not published) and the delivery's finished record written."""
+    delivery, rows, keys, writes, reads, result_json, now = arg
+    result, fifo, notified = sqlite_tx.complete_tx(conn, [(delivery, [], writes, reads, now)])[0]
+    if result == "ok":
+        q.publish_run(conn, [sh.without(rows, sh.take_keys(conn, keys, now)) if keys else rows])
+        if delivery is not None:
+            sh.finish(conn, delivery, HandleState.SUCCEEDED, now, result_json=result_json)
+    return result, fifo, notified
 
 
 class SqliteHandles:
@@ -79,3 +108,19 @@ class SqliteHandles:
         """Retention of finished handles (read first, then one short write transaction)."""
         events = await self._run(sh.prune_candidates, (before, max(0, keep)), write=False)
         return await self._run(sh.prune, (events, self.clock()))
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """Check the lease and the reads, apply the writes, acknowledge, publish (but for the events whose
+        key is held) and record the result, in one transaction committed ahead of queued claims and
+        publishes (see :mod:`.sqlite_tx`)."""
+        now = self.clock()
+        rows = q.delivery_rows(outgoing, now) if outgoing else []
+        keys = q.key_rows(outgoing, now) if outgoing else []
+        result, fifo, notified = await self._run(
+            _complete_tx, (delivery, rows, keys, list(writes), list(reads), result_json, now), urgent=True)
+        if result == "ok":
+            ended = delivery is not None and (fifo or delivery.limited)  # its FIFO group or a slot is free
+            self._wake([r[1] for r in rows] + notified + ([delivery.step] if ended and delivery else []))
+        return result

@@ -1,4 +1,4 @@
-"""The backend protocols: four small stores, and the backends that bundle them.
+"""The backend protocols: six small stores, and the backends that bundle them.
 
 - :class:`QueueStore`: deliveries (publish, claim, complete, retry, dead letter, heartbeat, wait,
   counts) and the dead-letter queue.
@@ -7,11 +7,14 @@
 - :class:`TraceStore`: run records grouped by trace id, with retention.
 - :class:`HandleStore`: job handles: each event's status per subscriber, results, progress,
   idempotency keys, cancellation and the list of scheduled deliveries.
+- :class:`TxStore`: the commit of a transactional step's attempt: its state writes, its emits and its
+  acknowledgement together, fenced by the lease (exactly-once effects).
 
-A :class:`Backend` is all five plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
+A :class:`Backend` is all six plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
 CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
 :func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
-trace stores built on its state store.
+trace stores built on its state store, a transactional store that is not atomic (:mod:`.derived_tx`) and
+a job-handle store (:mod:`.derived_handles`).
 
 Rules every implementation keeps (the contract suite in ``tests/backends`` checks each of them):
 
@@ -38,8 +41,11 @@ from .records import (
     Outgoing,
     QueueStats,
     ScheduledDelivery,
+    StateRead,
+    StateWrite,
     StepQueueStats,
     TraceRun,
+    TxResult,
 )
 from .state_change import ANY, Expected, StateChange
 
@@ -299,18 +305,18 @@ class HandleStore(Protocol):
 
     - **States.** A delivery that still exists is ``running`` while leased (its lease may have expired
       with its worker), ``retrying`` once an attempt failed, ``scheduled`` while not due and never
-      attempted, else ``queued``. Its end (``complete``, ``complete_with_result``, ``dead_letter``,
-      ``cancel_settle``, a cancel before it ran) writes a finished record (``succeeded``, ``dead``,
-      ``cancelled``) **in the same transaction**, so at every moment each step has either a live
-      delivery or a finished record: ``handle_get`` never shows an event between the two. A replayed
-      dead letter is live again (its finished record is superseded).
+      attempted, else ``queued``. Its end (``complete``, ``complete_with_result``, ``complete_tx``,
+      ``complete_tx_with_result``, ``dead_letter``, ``cancel_settle``, a cancel before it ran) writes a
+      finished record (``succeeded``, ``dead``, ``cancelled``) **in the same transaction**, so at every
+      moment each step has either a live delivery or a finished record: ``handle_get`` never shows an
+      event between the two. A replayed dead letter is live again (its finished record is superseded).
     - **Retention.** Finished records are kept until ``handles_prune`` drops them; a live delivery's
       handle is never pruned. An unknown, pruned or never-routed event (no subscriber) is ``None``.
     - **Idempotency keys.** An :class:`~.records.Outgoing` with a ``key`` (in ``publish``,
-      ``publish_deduped``, ``complete``, ``complete_with_result``) is published only if no event of
-      the same topic took that key in the last ``key_ttl_s`` seconds; else nothing of it is enqueued.
-      The check and the publish are one atomic step: of many concurrent publishers of one key (any
-      processes), exactly one event is published.
+      ``publish_deduped``, ``complete``, ``complete_with_result``, ``complete_tx`` and its twin) is
+      published only if no event of the same topic took that key in the last ``key_ttl_s`` seconds; else
+      nothing of it is enqueued. The check and the publish are one atomic step: of many concurrent
+      publishers of one key (any processes), exactly one event is published.
     - **Cancellation.** ``handle_cancel`` ends, at once and atomically, the deliveries of the event that
       are not running (they never run), and marks the running ones: their workers learn it through
       ``cancel_requests``. A delivery of a cancelled event never starts another attempt: a backend
@@ -327,6 +333,12 @@ class HandleStore(Protocol):
     async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
                                    result_json: str | None) -> bool:
         """``complete``, storing ``result_json`` (the handler's return value) in the finished record."""
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """``complete_tx`` (see :class:`TxStore`), storing ``result_json`` in the delivery's finished record;
+        the outbox's keys are taken only when the commit is ``"ok"``."""
 
     async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:
         """``retry``, keeping ``error`` as the delivery's last error (shown while it is ``retrying``).
@@ -360,6 +372,64 @@ class HandleStore(Protocol):
         """Drop the finished handles whose last delivery ended before ``before``, and all but the
         ``keep`` most recently finished; also forget expired keys, and the cancellations of events with
         no delivery left in a queue. Return how many handles were dropped."""
+@runtime_checkable
+class TxStore(Protocol):
+    """Transactional commits: an attempt's state writes, its emits and its acknowledgement, all or nothing.
+
+    A transactional step's attempt buffers its ``ctx.state`` writes and records what it read; when its
+    handler returns, :meth:`complete_tx` commits everything at once. The rules (the contract suite
+    ``tests/backends/test_tx_contract.py`` checks each of them):
+
+    - **Atomic.** Either every effect happens (the delivery is acknowledged as by ``complete``, the
+      ``outgoing`` events are published as by ``publish``, every write is applied) or none does. A crash
+      at any point leaves one or the other, never a part. Other readers never see a part either.
+    - **Fenced.** With a ``delivery``, the commit happens only while the lease of *that attempt* is held,
+      by the very test ``complete`` uses (same ``delivery.id`` and ``delivery.attempt``, not yet
+      completed, retried or dead-lettered; a lease past its expiry that nobody claimed again still
+      counts as held). Otherwise the result is ``"lost"`` and nothing changes: a worker whose lease went
+      to another worker commits nothing. The lease is checked first: a lost lease is ``"lost"`` even when
+      a read also changed.
+    - **Validated.** Every read must still hold when the commit happens: a key read must hold the same
+      text (``StateRead.value_json``, None: still absent); a group read (``key`` None) must hold exactly
+      the same keys with the same texts (``StateRead.items``). Values are compared as text, byte for
+      byte. If any differs the result is ``"conflict"`` and nothing changes; the delivery stays leased
+      by the same attempt (the caller runs the attempt again, then commits, retries or dead-letters it).
+    - **Serialisable.** The check and the changes are one step against every other writer of the
+      backend, in this process or any other: ``state_set``, ``state_cas``, ``state_delete``,
+      ``state_clear`` and other ``complete_tx`` calls never interleave with it. Two commits that read
+      a key and both write it: one commits, the other gets ``"conflict"``.
+    - **Order of writes.** ``writes`` are applied in the order given: a group clear (``key`` None)
+      removes every key of the group, including ones written earlier in the same list, and the later
+      writes apply after it. A write with ``value_json`` None deletes the key (absent already: no
+      error). Any namespace may be written, the reserved ones included.
+    - **Without a delivery** (``delivery`` None: an API request, which has nothing to acknowledge) the
+      commit is the same, without the fence and the acknowledgement; the result is ``"ok"`` or
+      ``"conflict"``.
+    - ``complete_tx(d, outgoing, (), ())`` is ``complete(d, outgoing)`` (``"ok"`` for True, ``"lost"``
+      for False).
+    - **Changes published with the commit.** A backend that tells others about state changes (state
+      triggers, streams) publishes those of a transactional write with the commit, in the same
+      transaction, and never for a commit that ended ``"lost"`` or ``"conflict"``.
+
+    How the built-in backends keep these rules: memory checks and applies in one event-loop step;
+    SQLite runs the lease check, the read checks, the writes, the acknowledgement and the inserts of the
+    outbox in one ``BEGIN IMMEDIATE`` transaction; Redis runs them in one Lua script whose lease test is
+    the fence (on Redis Cluster every key of the script, the state hashes included, must hash to one
+    slot: use a prefix with a hash tag such as ``{motia}``). PostgreSQL (:mod:`.postgres_tx`) does it in
+    one transaction, as a SQL backend would: lock the delivery row (with the attempt as fence), read the
+    keys read with ``FOR UPDATE`` (group reads: lock the group's rows, or run the transaction SERIALIZABLE
+    so that an insert into the group aborts it) and compare, then write, delete the delivery row and
+    insert the outbox rows; a serialisation failure rolls back (PostgreSQL tries again, then answers
+    ``"conflict"``).
+
+    A backend without this store gets a non-atomic stand-in from :mod:`.derived_tx`, and ``motia-py
+    validate`` reports transactional steps as unsupported on it.
+    """
+
+    async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                          writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
+        """Commit an attempt: validate ``reads``, apply ``writes``, acknowledge ``delivery`` (when given)
+        and publish ``outgoing``, atomically; ``"ok"``, ``"lost"`` or ``"conflict"`` (see the class)."""
 
 
 @runtime_checkable
@@ -380,9 +450,9 @@ class CoreBackend(QueueStore, StateStore, Protocol):
 
 
 @runtime_checkable
-class Backend(CoreBackend, LeaseStore, TraceStore, HandleStore, Protocol):
-    """Queue, state, leases with metadata, traces and job handles behind one object: what motia-py
-    runs on."""
+class Backend(CoreBackend, LeaseStore, TraceStore, TxStore, HandleStore, Protocol):
+    """Queue, state, leases with metadata, traces, transactional commits and job handles behind one
+    object: what motia-py runs on."""
 
 
 @runtime_checkable

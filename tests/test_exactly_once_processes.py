@@ -1,0 +1,151 @@
+"""Exactly-once effects against real ``motia-py start`` processes, on SQLite, Redis and PostgreSQL: three workers,
+3,000 events, one worker SIGKILLed and replaced every 2-3 s. Each run of ``Count`` increments a per-event
+counter and a global counter through ``ctx.state.update`` and emits one event that ``Tally`` counts.
+
+Transactional, every counter comes out exact. Not transactional (the same steps with the option off), a
+worker killed after a handler wrote but before its acknowledgement makes the redelivered event count
+again: the test shows those duplicates and writes their numbers to ``counts.json`` (``-s`` prints them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from motia_py.backends.registry import BackendOptions, create_backend
+
+from .backends import postgres_support
+from .backends.test_redis import check_reachable, delete_prefix, new_prefix, redis_url
+from .conftest import ProjectFactory
+from .processes import start_process, stop, wait_started
+from .test_fault_processes import emit_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+EVENTS = 3000
+QUEUE = '"infrastructure": {"queue": {"concurrency": 4, "maxRetries": 20, "visibilityTimeout": 2}}'
+COUNT = """
+import asyncio
+config = {"type": "event", "name": "Count", "subscribes": ["work"], "emits": ["counted"], "flows": ["f"],
+          "transactional": TX, QUEUE}
+async def handler(input, ctx):
+    await asyncio.sleep(0.06)  # the work
+    await ctx.state.update("per-event", input["i"], lambda n: (n or 0) + 1)
+    await asyncio.sleep(0.06)  # more work after the bookkeeping: a kill here is what duplicates it
+    await ctx.state.update("totals", "count", lambda n: (n or 0) + 1)
+    await ctx.emit("counted", {"i": input["i"]})
+"""
+TALLY = """
+config = {"type": "event", "name": "Tally", "subscribes": ["counted"], "emits": [], "flows": ["f"],
+          "transactional": TX, QUEUE}
+async def handler(input, ctx):
+    await ctx.state.update("totals", "counted", lambda n: (n or 0) + 1)
+"""
+
+
+@pytest.fixture(params=["sqlite", "redis", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment selecting a fresh backend: a SQLite file, a private key prefix on Redis, or a
+    private schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield {"MOTIA_PY_BACKEND_URL": f"sqlite:///{tmp_path / 'motia.db'}"}
+        return
+    if request.param == "postgres":
+        pg = postgres_support.postgres_url()
+        postgres_support.check_reachable(pg)
+        schema = postgres_support.new_schema()
+        yield {"MOTIA_PY_BACKEND_URL": pg, "MOTIA_PY_BACKEND_PREFIX": schema}
+        asyncio.run(postgres_support.drop_schema(pg, schema))
+        return
+    url = redis_url()
+    check_reachable(url)
+    prefix = new_prefix()
+    yield {"MOTIA_PY_BACKEND_URL": url, "MOTIA_PY_BACKEND_PREFIX": prefix}
+    asyncio.run(delete_prefix(url, prefix))
+
+
+async def _read(root: Path, env: dict[str, str]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """(queue idle, per-event counters, totals) as the backend holds them now."""
+    backend = create_backend(env["MOTIA_PY_BACKEND_URL"],
+                             BackendOptions(root=root, prefix=env.get("MOTIA_PY_BACKEND_PREFIX", "motia")))
+    await backend.open()
+    try:
+        idle = (await backend.stats()).idle
+        per_event = {k: json.loads(v) for k, v in (await backend.state_items("f", "per-event")).items()}
+        totals = {k: json.loads(v) for k, v in (await backend.state_items("f", "totals")).items()}
+        return idle, per_event, totals
+    finally:
+        await backend.close()
+
+
+def read(root: Path, env: dict[str, str]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    return asyncio.run(_read(root, env))
+
+
+def run_with_kills(root: Path, env: dict[str, str]) -> int:
+    """Run three workers over the backlog, killing and replacing one every 2-3 s until the backlog is
+    done; return how many were killed."""
+    workers = [start_process(root, "--no-http", "--no-cron", env=env) for _ in range(3)]
+    rng = random.Random(15)
+    kills = 0
+    deadline = time.monotonic() + 420
+    try:
+        for w in workers:
+            wait_started(w)
+        next_kill = time.monotonic() + rng.uniform(2, 3)
+        while True:
+            idle, per_event, _ = read(root, env)
+            if idle and len(per_event) == EVENTS:
+                break
+            assert time.monotonic() < deadline, f"not done: {len(per_event)} events counted, idle={idle}"
+            if time.monotonic() >= next_kill:
+                victim = rng.randrange(len(workers))
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].wait(timeout=10)
+                workers[victim] = start_process(root, "--no-http", "--no-cron", env=env)
+                kills += 1
+                next_kill = time.monotonic() + rng.uniform(2, 3)
+            time.sleep(0.25)
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0, 0]
+    return kills
+
+
+@pytest.mark.parametrize("transactional", [True, False], ids=["transactional", "at-least-once"])
+def test_counters_under_sigkills_are_exact_only_when_transactional(
+        make_project: ProjectFactory, backend_env: dict[str, str], transactional: bool, tmp_path: Path) -> None:
+    tx = repr(transactional)
+    root = make_project({"motia_py.toml": "", "flows/f.toml": 'entry_topics = ["work"]\n',
+                         "steps/count.step.py": COUNT.replace("TX", tx).replace("QUEUE", QUEUE),
+                         "steps/tally.step.py": TALLY.replace("TX", tx).replace("QUEUE", QUEUE)})
+    emit_file(root, backend_env, [{"i": str(i)} for i in range(EVENTS)])
+
+    kills = run_with_kills(root, backend_env)
+
+    _, per_event, totals = read(root, backend_env)
+    counts = Counter(per_event.values())
+    report = {"backend": backend_env["MOTIA_PY_BACKEND_URL"].split(":")[0], "transactional": transactional,
+              "kills": kills, "events": len(per_event), "events_counted_twice_or_more": sum(
+                  n for c, n in counts.items() if c > 1), "extra_per_event_counts": sum(per_event.values()) - EVENTS,
+              "global_counter": totals.get("count"), "second_step_counted": totals.get("counted")}
+    (tmp_path / "counts.json").write_text(json.dumps(report))
+    print(f"\nexactly-once crash test: {json.dumps(report)}")
+    assert kills >= 6
+    assert len(per_event) == EVENTS
+    if transactional:
+        assert counts == {1: EVENTS}  # every per-event counter is exactly 1
+        assert totals == {"count": EVENTS, "counted": EVENTS}
+    else:  # at least once: the kills made some events count twice
+        assert min(per_event.values()) == 1
+        assert sum(per_event.values()) > EVENTS
+        assert totals["count"] >= EVENTS and totals["counted"] >= EVENTS
