@@ -103,8 +103,8 @@ def test_steps_lists_names_triggers_and_emits(make_project: ProjectFactory,
     root = make_project(GOOD)
     code, out, _ = run(["steps", "--json", "--project", str(root)], capsys)
     [row] = json.loads(out)["steps"]
-    assert code == 0 and row == {"name": "A", "type": "event", "trigger": "a", "emits": ["b"], "flows": ["f"],
-                                 "file": "steps/a.step.py"}
+    assert code == 0 and row == {"name": "A", "type": "event", "trigger": "a", "step": "A", "format": "0.x",
+                                 "emits": ["b"], "flows": ["f"], "file": "steps/a.step.py"}
 
 
 def test_inspection_commands_never_open_the_backend(make_project: ProjectFactory,

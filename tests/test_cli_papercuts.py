@@ -86,3 +86,31 @@ def test_a_port_in_use_suggests_how_to_pick_another(root: Path, capsys: pytest.C
     assert code == 1
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in err
     assert "--port" in err and "MOTIA_PY_SERVER_PORT" in err
+
+
+def test_emit_refuses_data_a_subscriber_would_reject_unless_no_check(make_project: ProjectFactory,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_project({
+        "motia_py.toml": '[backend]\nurl = "sqlite:///.motia/motia.db"\n',
+        "flows/f.toml": 'entry_topics = ["order"]\n',
+        "steps/order.step.py": """
+            from pydantic import BaseModel
+            class Order(BaseModel):
+                id: str
+                quantity: int
+            config = {"type": "event", "name": "TakeOrder", "subscribes": ["order"], "emits": [], "flows": ["f"],
+                      "input": Order}
+            async def handler(input, ctx): pass
+        """})
+    code, out, err = run(["emit", "order", "--data", '{"id": "o1", "quantity": "many"}', "--project", str(root)],
+                         capsys)
+    assert code == 1 and out == ""
+    assert "fails the input of step 'TakeOrder'" in err and "quantity" in err and "--no-check" in err
+    (root / "orders.jsonl").write_text('{"id": "a", "quantity": 1}\n{"id": "b"}\n')
+    code, out, err = run(["emit", "order", "--file", str(root / "orders.jsonl"), "--project", str(root)], capsys)
+    assert code == 1 and "event 2 fails the input of step 'TakeOrder'" in err and out == ""
+    code, out, _ = run(["emit", "order", "--data", '{"id": "o1", "quantity": "many"}', "--no-check",
+                        "--project", str(root)], capsys)
+    assert code == 0 and len(out.split()) == 1
+    code, out, _ = run(["emit", "order", "--data", '{"id": "o2", "quantity": 3}', "--project", str(root)], capsys)
+    assert code == 0 and len(out.split()) == 1

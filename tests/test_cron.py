@@ -184,7 +184,7 @@ def test_fires_between_an_empty_window_is_empty() -> None:
     ("expression", "tz", "field"),
     [
         ("* * *", "UTC", "cron"),
-        ("* * * * * * *", "UTC", "cron"),
+        ("* * * * * * * *", "UTC", "cron"),  # 7 fields (a year last) is valid: Motia 1.0
         ("61 * * * *", "UTC", "cron"),
         ("* 25 * * *", "UTC", "cron"),
         ("61 * * * * *", "UTC", "cron"),

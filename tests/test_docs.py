@@ -1,6 +1,7 @@
 """Every code block of the README and docs/ is checked: Python compiles, and a block that is a whole step
-file (it sets ``config`` with a ``type`` and defines its ``handler``) loads as a step without a config or
-import error; TOML and JSON parse; every ``motia-py`` command line names a real command and options."""
+file (it sets ``config`` with a ``type`` or Motia 1.0's ``triggers`` and defines its ``handler``) loads as a
+step without a config or import error; TOML and JSON parse; every ``motia-py`` command line names a real
+command and options."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def blocks(lang: str) -> list[tuple[str, str]]:
 
 
 def is_step_file(code: str) -> bool:
-    """A whole step file: a top-level ``config`` holding a ``type``, and a ``handler`` unless it is a noop."""
+    """A whole step file: a top-level ``config`` holding a ``type`` (or ``triggers``), and a ``handler`` unless
+    it is a noop."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
@@ -48,7 +50,7 @@ def is_step_file(code: str) -> bool:
     names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
              if isinstance(t, ast.Name)}
     funcs = {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
-    has_type = bool(re.search(r"""["']type["']\s*:""", code))
+    has_type = bool(re.search(r"""["'](type|triggers)["']\s*:""", code))
     return "config" in names and has_type and ("handler" in funcs or re.search(r"""["']noop["']""", code) is not None)
 
 
@@ -78,7 +80,7 @@ def test_step_file_blocks_load_as_steps(where: str, code: str, tmp_path: Path) -
     project, findings = load_project(load_settings(tmp_path, env={}))
     problems = [f.render(tmp_path) for f in findings if f.severity is Severity.ERROR and f.code in _FILE_CODES]
     assert problems == [], f"{where}: the step does not load:\n" + "\n".join(problems)
-    assert len(project.steps) == 1
+    assert len({s.display_name for s in project.steps}) == 1  # a Motia 1.0 step: one spec per trigger
 
 
 def test_some_step_blocks_are_checked() -> None:

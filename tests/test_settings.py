@@ -125,8 +125,14 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_DOTENV": "no",
         "MOTIA_PY_SERVER_METRICS": "yes",
         "MOTIA_PY_METRICS_TOKEN": "mtok",
+        "MOTIA_PY_MOTIA_SDK": "Builtin",
         "MOTIA_PY_TRANSACTIONAL": "on",
         "MOTIA_PY_STREAMS_AUTHENTICATE": "auth:check",
+        "MOTIA_PY_SERVER_MIDDLEWARE": "mw:one, mw:two",
+        "MOTIA_PY_CORS_ORIGINS": "https://a.example,https://b.example",
+        "MOTIA_PY_CORS_METHODS": "GET",
+        "MOTIA_PY_CORS_HEADERS": "*",
+        "MOTIA_PY_CORS_CREDENTIALS": "true",
     }
     assert {s.env for s in SETTINGS} == set(env)
     s = load_settings(tmp_path, env=env)
@@ -139,8 +145,20 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
     assert (s.dotenv, s.metrics, s.metrics_token) == (False, True, "mtok")
     assert (s.handles_max_age_s, s.handles_max_count) == (30.0, 9)
+    assert s.motia_sdk == "builtin"
     assert s.transactional is True
     assert s.streams_authenticate == "auth:check"
+    assert s.middleware == ("mw:one", "mw:two")
+    assert (s.cors_origins, s.cors_methods, s.cors_headers, s.cors_credentials) == (
+        ("https://a.example", "https://b.example"), ("GET",), ("*",), True)
+
+
+def test_motia_sdk_is_auto_builtin_or_installed(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, env={}).motia_sdk == "auto"
+    write(tmp_path, '[project]\nmotia_sdk = "installed"\n')
+    assert load_settings(tmp_path, env={}).motia_sdk == "installed"
+    with pytest.raises(SettingsError, match=r"motia_sdk.*auto, builtin or installed"):
+        load_settings(tmp_path, env={"MOTIA_PY_MOTIA_SDK": "bundled"})
 
 
 def test_relative_steps_dir_resolves_under_the_project_root_not_the_cwd(

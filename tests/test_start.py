@@ -174,7 +174,7 @@ def test_poison_input_is_dead_lettered_and_replay_and_purge_work(make_project: P
     worker = start_process(root, "--no-http")
     try:
         wait_started(worker)
-        assert cli(root, "emit", "work", "--data", '{"n": "oops"}').returncode == 0
+        assert cli(root, "emit", "work", "--data", '{"n": "oops"}', "--no-check").returncode == 0
 
         def dead() -> list[dict[str, object]]:
             result = cli(root, "dlq", "list", "--json")

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .cli_common import EXIT_USAGE, backend_option, fail, handle_errors, on_backend, project_option, settings_from
-from .errors import MotiaError
+from .errors import InputValidationError, MotiaError
 from .handles import delay_until
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .discovery import Project
 
 
 @click.command("emit")
@@ -34,15 +35,23 @@ if TYPE_CHECKING:
               help="Seconds the key is held (default: the subscribers' dedupWindow, or 24 h).")
 @click.option("--priority", default=None, type=click.IntRange(-1000, 1000),
               help="Claimed before lower priorities (-1000 to 1000; default: each step's own).")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="Enqueue data that fails a subscriber's input schema (it will be dead-lettered).")
 @backend_option
 @project_option
 @handle_errors
 def emit(topic: str, data: str | None, file: str | None, group: str | None, delay: float | None, at: str | None,
-         key: str | None, dedup_window: float | None, priority: int | None, backend_url: str | None,
+         key: str | None, dedup_window: float | None, priority: int | None, no_check: bool, backend_url: str | None,
          project: Path) -> None:
     """Enqueue an event on TOPIC as if it came from outside; print its event id (also its trace id).
 
-    Example: motia-py emit job.enqueued --data '{"jobId": "j1"}' --key j1
+    The data must pass the input schema of every step subscribed to TOPIC (else exit 1, naming the step
+    and the field), unless --no-check.
+
+    \b
+    Examples:
+      motia-py emit job.enqueued --data '{"jobId": "j1"}' --key j1
+      motia-py emit job.enqueued --file jobs.jsonl
     """
     from .router import Router
     from .runtime import load_project, require_valid
@@ -62,12 +71,18 @@ def emit(topic: str, data: str | None, file: str | None, group: str | None, dela
         router = Router(router_project, backend)
         router.check_external_topic(topic)
         if data is not None:
-            click.echo(await router.emit(topic, _parse_data(data), message_group_id=group, delay_s=delay or 0.0,
+            value = _parse_data(data)
+            if not no_check:
+                _check_input(router_project, topic, value, "--data")
+            click.echo(await router.emit(topic, value, message_group_id=group, delay_s=delay or 0.0,
                                          at=when, key=key, dedup_window_s=dedup_window, priority=priority))
             return
         progress = _Progress(enabled=sys.stderr.isatty())
         due_in = delay_until(when, time.time()) if when is not None else delay or 0.0
         for batch in _batches(_iter_json_lines(file or "-"), EMIT_BATCH):  # constant memory, in file order
+            if not no_check:
+                for n, value in enumerate(batch, progress.count + 1):
+                    _check_input(router_project, topic, value, f"event {n}")
             ids = await router.emit_many(topic, batch, message_group_id=group, delay_s=due_in, check=False,
                                          priority=priority)
             click.echo("\n".join(ids))
@@ -75,6 +90,26 @@ def emit(topic: str, data: str | None, file: str | None, group: str | None, dela
         progress.done()
 
     on_backend(settings, go)
+
+
+def _check_input(project: Project, topic: str, value: Any, what: str) -> None:
+    """Refuse data that a subscriber's input schema rejects (it could only be dead-lettered).
+
+    Raises:
+        InputValidationError: naming the step and each bad field.
+    """
+    for spec in project.steps:
+        if topic in spec.subscribes and spec.input is not None:
+            try:
+                spec.input.validate(value)
+            except InputValidationError as exc:
+                fields = "; ".join(f"{_where(f.get('loc'))}: {f.get('msg')}" for f in exc.fields) or str(exc)
+                raise InputValidationError(f"{what} fails the input of step '{spec.name}': {fields} "
+                                           "(--no-check enqueues it anyway)", exc.fields) from exc
+
+
+def _where(loc: object) -> str:
+    return ".".join(str(p) for p in loc) or "(root)" if isinstance(loc, list | tuple) else "(root)"
 
 
 EMIT_BATCH = 1000

@@ -74,13 +74,16 @@ def graph(fmt: str, flow: str | None, project: Path) -> None:
 def steps(as_json: bool, project: Path) -> None:
     """List steps with their triggers, emits and flows."""
     from .discovery import discover
+    from .motia1_checks import watch_label
 
     proj = discover(settings_from(project))
     rows: list[dict[str, Any]] = []
     for s in proj.steps:
         trigger = (", ".join(s.subscribes) if s.subscribes else s.cron.expression if s.cron
-                   else f"{s.api.method} {s.api.path}" if s.api else ", ".join(s.virtual_subscribes))
-        rows.append({"name": s.name, "type": s.type.value, "trigger": trigger,
+                   else f"{s.api.method} {s.api.path}" if s.api else watch_label(s.watch) if s.watch
+                   else ", ".join(s.virtual_subscribes))
+        rows.append({"name": s.name, "type": s.origin.kind if s.origin else s.type.value, "trigger": trigger,
+                     "step": s.display_name, "format": "1.0" if s.origin else "0.x",
                      "emits": [e.topic for e in s.emits], "flows": list(s.flows),
                      "file": str(s.file.relative_to(proj.root)) if s.file.is_relative_to(proj.root) else str(s.file)})
     if as_json:
@@ -90,7 +93,7 @@ def steps(as_json: bool, project: Path) -> None:
         click.echo("no steps found", err=True)
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {r['type']:<5}  {r['trigger']}"
+        click.echo(f"{r['name']:<{width}}  {r['type']:<6}  {r['trigger']}"
                    + (f"  -> {', '.join(r['emits'])}" if r["emits"] else "")
                    + (f"  [{', '.join(r['flows'])}]" if r["flows"] else ""))
     for p in proj.problems:

@@ -1,7 +1,8 @@
 """Cron expressions: parsing and the pure ``next_fire(schedule, after)``.
 
-Expressions have 5 fields (minute first) or 6 fields with **seconds first** (``*/10 * * * * *`` fires
-every ten seconds). croniter puts seconds last by default; we pass ``second_at_beginning``.
+Expressions have 5 fields (minute first), 6 fields with **seconds first** (``*/10 * * * * *`` fires
+every ten seconds), or 7: seconds first and a year last (``0 0 9 * * 1 *``), the form of Motia 1.0's
+engine. croniter puts seconds last by default; we pass ``second_at_beginning``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class CronSchedule:
 
     @property
     def has_seconds(self) -> bool:
-        """True for the 6-field form (seconds first)."""
-        return len(self.expression.split()) == 6
+        """True for the 6- and 7-field forms (seconds first)."""
+        return len(self.expression.split()) in (6, 7)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -43,10 +44,10 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
         raise CronExpressionError("'cron' must be a non-empty expression", field="cron")
     expr = " ".join(expression.split())
     n = len(expr.split())
-    if n not in (5, 6):
+    if n not in (5, 6, 7):
         raise CronExpressionError(
-            f"cron expression '{expression}' has {n} fields; expected 5 (minute hour day month weekday) "
-            "or 6 with seconds first (second minute hour day month weekday)",
+            f"cron expression '{expression}' has {n} fields; expected 5 (minute hour day month weekday), "
+            "6 with seconds first (second minute hour day month weekday) or 7 with a year last",
             field="cron",
             hint="'*/10 * * * * *' fires every 10 s; '0 * * * *' fires every hour",
         )
@@ -70,13 +71,15 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
 
 _FIELDS_5 = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _FIELDS_6 = (("second", 0, 59), *_FIELDS_5)
+_FIELDS_7 = (*_FIELDS_6, ("year", 1970, 2099))
 
 
 def _check_ranges(expr: str, shown: str) -> None:
     """Each numeric value and step within its field's range (croniter accepts ``*/61``, which would
     silently fire once an hour): a :class:`CronExpressionError` naming the field and its range."""
     parts = expr.split()
-    for text, (name, low, high) in zip(parts, _FIELDS_6 if len(parts) == 6 else _FIELDS_5, strict=True):
+    fields = {5: _FIELDS_5, 6: _FIELDS_6, 7: _FIELDS_7}[len(parts)]
+    for text, (name, low, high) in zip(parts, fields, strict=True):
         for item in text.split(","):
             base, _, step = item.partition("/")
             numbers = [n for n in base.split("-") if n.isdigit()]
@@ -138,8 +141,10 @@ def describe(schedule: CronSchedule) -> str:
     """A short description in words, e.g. ``every 10 seconds``."""
     fields = schedule.expression.split()
     sec = fields[0] if schedule.has_seconds else "0"
-    rest = fields[1:] if schedule.has_seconds else fields
+    rest = fields[1:6] if schedule.has_seconds else fields
     minute, hour, dom, month, dow = rest
+    if len(fields) == 7 and fields[6] != "*":  # a year: only the describer says it right
+        return f"{_in_words(schedule.expression)} ({schedule.timezone})"
     if all(f == "*" for f in (hour, dom, month, dow)):
         if schedule.has_seconds and minute == "*":
             if sec == "*":

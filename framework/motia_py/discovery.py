@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import StepSpec, StepType, build_step
-from .errors import CronExpressionError, StepConfigError
+from . import motia_sdk
+from .config import StepSpec, StepType
+from .errors import CronExpressionError, StepConfigError, StepFormatError
 from .findings import Finding, Severity
 from .flows import FlowSpec, load_flows
+from .motia1_config import build_steps
 from .project_imports import FINDER, FreshLoader, shadowed_packages, under
 from .settings import Settings
 from .stream_config import StreamSpec, build_stream, is_stream_file
@@ -117,18 +119,19 @@ def discover(settings: Settings) -> Project:
     """Load every step file and flow of the project; never stop at the first broken file."""
     root = settings.root
     _reset_import_state(root)
+    motia_sdk.prepare(settings.motia_sdk, root)  # what `import motia` gives step files (Motia 1.0)
     before = set(sys.modules)
     problems: list[Finding] = []
     steps: list[StepSpec] = []
     files = find_step_files(settings.steps_dir)
     used_names: set[str] = set()
     for path in files:
-        spec, problem = _load_step(path, root, used_names)
-        if spec is not None:
-            steps.append(spec)
+        specs, problem = _load_step(path, root, used_names)
+        steps.extend(specs)
         if problem is not None:
             problems.append(problem)
     streams = _load_streams(settings.steps_dir, root, used_names, problems)
+    streams += motia_sdk.declared_streams({s.name for s in streams}, problems)  # Stream("x") in 1.0 steps
     _record_project_modules(before, root)
     problems.extend(shadowed_packages(root, IGNORED_DIRS))
     flows, flow_problems = load_flows(settings.flows_dir)
@@ -261,53 +264,55 @@ def _ensure_package(root: Path, parts: tuple[str, ...]) -> str:
     return ".".join(names)
 
 
-def _load_step(path: Path, root: Path, used: set[str]) -> tuple[StepSpec | None, Finding | None]:
+def _load_step(path: Path, root: Path, used: set[str]) -> tuple[tuple[StepSpec, ...], Finding | None]:
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, Finding("import-error", Severity.ERROR, f"cannot read file: {exc}", file=path)
+        return (), Finding("import-error", Severity.ERROR, f"cannot read file: {exc}", file=path)
     try:
         compile(source, str(path), "exec")
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         # ValueError: a NUL byte; MemoryError and RecursionError: expressions nested too deeply to compile
         if not isinstance(exc, SyntaxError):
             why = "nested too deeply to compile" if isinstance(exc, MemoryError | RecursionError) else str(exc)
-            return None, Finding("syntax-error", Severity.ERROR, f"syntax error: {why}", file=path)
+            return (), Finding("syntax-error", Severity.ERROR, f"syntax error: {why}", file=path)
         msg = f"syntax error: {exc.msg}"
-        return None, Finding("syntax-error", Severity.ERROR, msg, file=path, line=exc.lineno,
+        return (), Finding("syntax-error", Severity.ERROR, msg, file=path, line=exc.lineno,
                              hint=(exc.text or "").strip() or None)
     try:
         module = _import(path, root, used)
-    except StepConfigError as exc:  # a typed config (EventConfig(...)) rejected while the file ran
-        return None, Finding("invalid-config", Severity.ERROR, str(exc), file=path, line=_error_line(exc, path),
+    except StepConfigError as exc:  # a typed config (EventConfig(...), queue(...)) rejected while the file ran
+        return (), Finding("invalid-config", Severity.ERROR, str(exc), file=path, line=_error_line(exc, path),
                              field=exc.field, hint=exc.hint)
     except BaseException as exc:  # sys.exit() or KeyboardInterrupt in a step file is that file's error
-        return None, Finding("import-error", Severity.ERROR, _describe(exc), file=path,
+        return (), Finding("import-error", Severity.ERROR, _describe(exc), file=path,
                              line=_error_line(exc, path), hint=_import_hint(exc))
     try:
         return _spec_of(module, source, path)
     except Exception as exc:  # a config object whose attributes raise: still that file's finding
-        return None, Finding("invalid-config", Severity.ERROR, f"the config cannot be read: {_describe(exc)}",
+        return (), Finding("invalid-config", Severity.ERROR, f"the config cannot be read: {_describe(exc)}",
                              file=path, line=_line_of(source, "config"))
 
 
-def _spec_of(module: types.ModuleType, source: str, path: Path) -> tuple[StepSpec | None, Finding | None]:
+def _spec_of(module: types.ModuleType, source: str, path: Path) -> tuple[tuple[StepSpec, ...], Finding | None]:
     config_line = _line_of(source, "config")
     if not hasattr(module, "config"):
-        return None, Finding("missing-config", Severity.ERROR, "the module has no 'config'", file=path,
+        return (), Finding("missing-config", Severity.ERROR, "the module has no 'config'", file=path,
                              hint="export config = {'type': 'event', 'name': ..., 'subscribes': [...]}")
     config: Any = module.config
     name = _config_name(config)
     try:
-        spec = build_step(config, getattr(module, "handler", None), path, config_line)
+        specs = build_steps(config, getattr(module, "handler", None), path, config_line)
     except StepConfigError as exc:
         code = "invalid-handler" if exc.field == "handler" else "invalid-config"
         if isinstance(exc, CronExpressionError):
             code = "invalid-cron"
+        elif isinstance(exc, StepFormatError):
+            code = "unknown-format"
         line = _line_of(source, "handler") if exc.field == "handler" and hasattr(module, "handler") else config_line
-        return None, Finding(code, Severity.ERROR, str(exc), file=path, step=name, line=line, field=exc.field,
-                             hint=exc.hint)
-    return spec, None
+        return (), Finding(code, Severity.ERROR, str(exc), file=path, step=name, line=line, field=exc.field,
+                           hint=exc.hint)
+    return specs, None
 
 
 def _describe(exc: BaseException) -> str:

@@ -43,6 +43,10 @@ class StepConfigError(MotiaError):
         self.hint = hint
 
 
+class StepFormatError(StepConfigError):
+    """A step's ``config`` is in neither format: no ``type`` (Motia 0.x) and no ``triggers`` (Motia 1.0)."""
+
+
 class CronExpressionError(StepConfigError):
     """A cron expression cannot be parsed."""
 
@@ -94,6 +98,14 @@ class InvalidResponseError(MotiaError):
 
 class ExposedWorkbenchError(MotiaError):
     """``motia-py dev`` would serve the open Workbench admin API on a non-loopback address (set a token)."""
+
+
+class ConditionSkipped(MotiaError):
+    """A trigger's ``condition`` was false (Motia 1.0 steps): the run is skipped, neither run nor failed.
+
+    Raised by the handler adapter of a 1.0 step (never by user code); the router acknowledges the
+    delivery and records the run as skipped, the HTTP layer answers 422 as Motia's engine does.
+    """
 
 
 class NonRetryableError(MotiaError):

@@ -24,6 +24,7 @@ from .discovery import Project
 from .errors import GraphError
 from .findings import Finding, Severity
 from .flow_findings import flow_findings
+from .motia1_checks import collapse, motia1_findings, v1_field, watch_label
 from .realtime_checks import realtime_findings
 from .schema import Schema, incompatibilities
 from .suggest import did_you_mean
@@ -168,11 +169,12 @@ def validate(project: Project) -> list[Finding]:
         *_steps_without_flow(project),
         *_unreachable_steps(graph, skip={f.step for f in unknown}),
         *_cycles(graph),
+        *motia1_findings(project),
         *flow_findings(project),
         *realtime_findings(project),
         *unsupported_transactions(project),
     ]
-    return sorted(findings, key=lambda f: _RANK[f.severity])
+    return sorted(collapse(project, findings), key=lambda f: _RANK[f.severity])
 
 
 def exit_code(findings: Iterable[Finding], strict: bool = False) -> int:
@@ -201,15 +203,20 @@ def _about(code: str, severity: Severity, step: StepSpec, message: str, *, field
 
 
 def _duplicate_steps(project: Project) -> Iterator[Finding]:
-    by_name: dict[str, list[StepSpec]] = defaultdict(list)
+    """Two files defining a step of one name (a Motia 1.0 step's name covers all its triggers)."""
+    first: dict[str, StepSpec] = {}
+    reported: set[tuple[Path, str]] = set()
     for s in project.steps:
-        by_name[s.name].append(s)
-    for name, group in by_name.items():
-        first = _rel(project, group[0].file)
-        for dup in group[1:]:
-            yield _about("duplicate-step", Severity.ERROR, dup,
-                         f"two steps are named '{name}': {first} and {_rel(project, dup.file)}", field="name",
-                         hint="step names must be unique in a project; rename one of them")
+        for name in dict.fromkeys((s.display_name, s.name)):
+            owner = first.setdefault(name, s)
+            if owner is s or (owner.file == s.file and owner.origin is not None):
+                continue  # the triggers of one 1.0 step share its name
+            if (s.file, owner.display_name) in reported:
+                continue
+            reported.add((s.file, owner.display_name))
+            yield _about("duplicate-step", Severity.ERROR, s,
+                         f"two steps are named '{name}': {_rel(project, owner.file)} and {_rel(project, s.file)}",
+                         field="name", hint="step names must be unique in a project; rename one of them")
 
 
 def _unknown_topics(graph: TopicGraph) -> Iterator[Finding]:
@@ -220,9 +227,11 @@ def _unknown_topics(graph: TopicGraph) -> Iterator[Finding]:
             how = "subscribes" if field == "subscribes" else "virtually subscribes"
             for t in dict.fromkeys(topics):
                 if t not in known:
-                    yield _about("unknown-topic", Severity.ERROR, s,
+                    # Motia 1.0 steps take topics other workers enqueue (another language, `motia-py emit`)
+                    severity = Severity.WARNING if s.origin is not None else Severity.ERROR
+                    yield _about("unknown-topic", severity, s,
                                  f"{how} to '{t}', which no step emits and no flow lists in entry_topics",
-                                 field=field, hint=did_you_mean(t, known) or fallback)
+                                 field=v1_field(s, field), hint=did_you_mean(t, known) or fallback)
 
 
 def _schema_mismatches(project: Project) -> Iterator[Finding]:
@@ -265,7 +274,7 @@ def _unconsumed_topics(graph: TopicGraph) -> Iterator[Finding]:
             if t not in consumed:
                 yield _about("unconsumed-topic", Severity.WARNING, s,
                              f"emits '{t}', which no step subscribes to and no flow lists in exit_topics",
-                             field="emits", hint=did_you_mean(t, consumed) or fallback)
+                             field=v1_field(s, "emits"), hint=did_you_mean(t, consumed) or fallback)
 
 
 def _steps_without_flow(project: Project) -> Iterator[Finding]:
@@ -355,13 +364,16 @@ def _unique(steps: Iterable[StepSpec]) -> list[StepSpec]:
 
 
 def _detail(step: StepSpec) -> str:
+    kind = step.origin.kind if step.origin is not None else step.type.value
     if step.api is not None:
-        return f"{step.type.value} {step.api.method} {step.api.path}"
+        return f"{kind} {step.api.method} {step.api.path}"
     if step.cron is not None:
-        return f"{step.type.value} {step.cron.expression}"
+        return f"{kind} {step.cron.expression}"
     if step.watch is not None:
-        return f"{step.type.value} {step.watch.namespace or '(flow)'}/{step.watch.group or '*'}"
-    return step.type.value
+        return f"{kind} {watch_label(step.watch)}"
+    if step.origin is not None and step.subscribes:
+        return f"{kind} {', '.join(step.subscribes)}"
+    return kind
 
 
 def _edge_label(e: GraphEdge) -> str:
@@ -437,6 +449,8 @@ def to_json(project: Project, flow: str | None = None) -> dict[str, Any]:
     steps = [{
         "name": s.name,
         "type": s.type.value,
+        "step": s.display_name,  # a Motia 1.0 step's own name (each of its triggers is one entry)
+        "trigger": s.origin.kind if s.origin is not None else None,
         "file": _rel(project, s.file),
         "line": s.line,
         "flows": list(s.flows),

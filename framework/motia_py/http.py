@@ -12,23 +12,26 @@ import dataclasses
 import errno
 import re
 import socket
+import time
 import traceback
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .backends.base import new_id
 from .config import StepSpec, StepType
-from .errors import InputValidationError, InvalidJsonError, InvalidResponseError, MotiaError
+from .errors import ConditionSkipped, InputValidationError, InvalidJsonError, InvalidResponseError, MotiaError
+from .http_extras import CorsPolicy, load_middleware
 from .query import parse_query
 from .request_run import RequestRun
 from .router import Router
 from .settings import Settings
+from .streaming import StreamReply
 from .wire import check_headers, check_status, encode_json, parse_json
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,6 +42,7 @@ class ApiRequest(dict[str, Any]):
     keys are also attributes (``req.body``, ``req.pathParams``, ``req.path_params``)."""
 
     _ALIASES = {"path_params": "pathParams", "query_params": "queryParams", "raw_body": "rawBody"}
+    raw_bytes: bytes = b""  # the body as received (Motia 1.0 handlers read it as request.request_body)
 
     def __getattr__(self, name: str) -> Any:
         key = self._ALIASES.get(name, name)
@@ -56,6 +60,7 @@ class ApiResponse:
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
     content: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None  # a body sent while the handler writes it (Motia 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,9 @@ class ApiApp:
         # literal segments beat parameters: /jobs/stats before /jobs/{id}
         routes.sort(key=lambda r: (r.spec.api.path.count("{") if r.spec.api else 0))
         self.routes = routes
+        settings = router.project.settings
+        self.cors = CorsPolicy.from_settings(settings)
+        self.middleware = load_middleware(settings)  # the project's global middleware, around every step's
 
     def match(self, method: str, path: str) -> tuple[StepSpec | None, dict[str, str], bool]:
         """The API step for ``method path``, its path parameters, and whether the path exists at all."""
@@ -148,19 +156,21 @@ class ApiApp:
             return _error(404, "not_found", message=f"no API step for {method.upper()} {path}")
         if len(raw_body) > self.body_limit_bytes:
             return _error(413, "payload_too_large", limit=self.body_limit_bytes)
+        assert spec.api is not None  # routes hold API steps only
         body: Any = {}  # Motia's handlers do req.get("body", {}).get(...): an empty body reads as {}
-        if raw_body.strip():
+        if spec.api.raw_body:  # Motia 1.0: JSON when the content type says so, None when empty
+            body = None
+        if raw_body.strip() and (not spec.api.raw_body or _json_content(headers or {})):
             try:
                 body = parse_json(raw_body)
             except InvalidJsonError as exc:
                 return _error(400, "invalid_json", message=str(exc))
-        assert spec.api is not None  # routes hold API steps only
         fields: list[dict[str, object]] = []
         try:
             query = parse_query(spec.api.query_params, query or {})
         except InputValidationError as exc:
             fields.extend(exc.fields)
-        if spec.api.body_schema is not None:
+        if spec.api.body_schema is not None and not (spec.api.raw_body and body is None):
             try:
                 body = spec.api.body_schema.validate(body)
             except InputValidationError as exc:
@@ -170,6 +180,7 @@ class ApiApp:
         req = ApiRequest(body=body, headers=dict(headers or {}), pathParams=params,
                          queryParams=dict(query or {}), rawBody=raw_body.decode("utf-8", "replace"),
                          method=method.upper(), path=path)
+        req.raw_bytes = raw_body
         return await self._run(spec, req)
 
     async def _run(self, spec: StepSpec, req: ApiRequest) -> ApiResponse:
@@ -188,7 +199,7 @@ class ApiApp:
         """Middleware, then the handler, then the response; a failure answers 500 with the trace id."""
         chain: Callable[[], Awaitable[Any]] = lambda: run.call(req)  # noqa: E731
         assert spec.api is not None
-        for mw in reversed(spec.api.middleware):
+        for mw in (*reversed(spec.api.middleware), *reversed(self.middleware)):  # global ones run first
             chain = _bind(mw, req, run.ctx, chain)
         trace_id = run.trace_id
         try:
@@ -198,6 +209,11 @@ class ApiApp:
                 response = self._check_response(spec, response)
             if response.status < 500:  # a response that failed its schema (dev) publishes nothing
                 await run.commit()
+            if response.stream is not None:  # emits made while the body streams are published at its end
+                response = dataclasses.replace(response, stream=_then(response.stream, run.commit))
+        except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: 422, as Motia's engine answers
+            run.skipped = True
+            return ApiResponse(422, {"error": "Request condition not met", "skipped": True}, {"x-trace-id": trace_id})
         except Exception as exc:
             run.fail(exc)
             extra = {"message": run.error} if self.dev else {}
@@ -215,6 +231,8 @@ class ApiApp:
             InvalidResponseError: the status, a header or the body cannot be sent.
             MotiaError: the value is not a response at all.
         """
+        if isinstance(result, StreamReply):
+            return ApiResponse(check_status(result.status), None, check_headers(result.headers), stream=result.chunks)
         dump = getattr(result, "model_dump", None)
         if callable(dump):
             body = dump(mode="json")
@@ -235,7 +253,7 @@ class ApiApp:
     def _check_response(self, spec: StepSpec, response: ApiResponse) -> ApiResponse:
         assert spec.api is not None
         schema = spec.api.response_schema.get(response.status)
-        if schema is None:
+        if schema is None or response.stream is not None:
             return response
         try:
             schema.validate(response.body)
@@ -277,6 +295,15 @@ class ApiApp:
                 extra_response = self._render(self._failed(f"{request.method} {path} failed", exc))
             await extra_response(scope, receive, send)
             return
+        started = time.perf_counter()
+        origin = request.headers.get("origin") if self.cors is not None else None
+        if (origin is not None and self.cors is not None and request.method == "OPTIONS"
+                and "access-control-request-method" in request.headers):  # a CORS preflight of an API step
+            allowed = self.cors.allows(origin) and self.match("OPTIONS", path)[2]
+            headers = self.cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
+            await Response(status_code=204 if allowed else 403, headers=headers if allowed else {})(
+                scope, receive, send)
+            return
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.body_limit_bytes:
             result = _error(413, "payload_too_large", limit=self.body_limit_bytes)
@@ -296,7 +323,12 @@ class ApiApp:
                     result = self._failed(f"{request.method} {path} failed", exc)
         if self.on_response is not None:
             self.on_response(request.method, path, result.status)
+        if origin is not None and self.cors is not None and self.cors.allows(origin):
+            result = dataclasses.replace(result, headers={**result.headers, **self.cors.response_headers(origin)})
         await self._render(result)(scope, receive, send)
+        if self.dev:  # the access log of `motia-py dev`
+            self.router.log.info(f"{request.method} {path} {result.status} "
+                                 f"{(time.perf_counter() - started) * 1000:.1f} ms", access=True)
 
     def _failed(self, what: str, exc: BaseException, trace_id: str | None = None) -> ApiResponse:
         """Log ``exc`` with its traceback and answer a 500 JSON body with the trace id to look for."""
@@ -311,6 +343,8 @@ class ApiApp:
         """The HTTP response for ``result``; one that cannot be sent becomes a logged 500 JSON answer."""
         try:
             headers = check_headers(result.headers)
+            if result.stream is not None:
+                return StreamingResponse(result.stream, status_code=result.status, headers=headers)
             if result.status in (204, 304) or (result.body is None and result.status < 200):
                 return Response(status_code=result.status, headers=headers)
             content = result.content if result.content is not None else encode_json(result.body)
@@ -319,6 +353,19 @@ class ApiApp:
             result = self._failed(f"a {result.status} response cannot be sent", exc, trace_id)
             headers, content = dict(result.headers), result.content or b"{}"
         return Response(content, status_code=result.status, headers=headers, media_type="application/json")
+
+
+def _json_content(headers: Mapping[str, str]) -> bool:
+    """No content type, or a JSON one (``application/json``, ``application/problem+json``...)."""
+    value = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    return not value or "json" in value.lower()
+
+
+async def _then(chunks: AsyncIterator[bytes], after: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """``chunks``, then ``after()`` once they end."""
+    async for chunk in chunks:
+        yield chunk
+    await after()
 
 
 def _multi(request: Request) -> dict[str, list[str]]:

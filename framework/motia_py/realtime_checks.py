@@ -43,6 +43,8 @@ def _unknown_namespaces(project: Project) -> Iterator[Finding]:
     for s in project.steps:
         if s.type is not StepType.STATE or s.watch is None or s.watch.namespace is None:
             continue
+        if s.origin is not None and s.origin.kind == "stream":  # watches a stream's items (motia1_checks)
+            continue
         if s.watch.namespace not in used:
             yield Finding("unknown-namespace", Severity.WARNING,
                           f"watches state namespace '{s.watch.namespace}', which no flow or step uses",

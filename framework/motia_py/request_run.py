@@ -33,7 +33,7 @@ class RequestRun:
     """
 
     __slots__ = ("_executor", "_on_conflict", "_publisher", "_restart", "conflicted", "conflicts", "ctx", "error",
-                 "published", "spec", "status", "tx")
+                 "published", "skipped", "spec", "status", "tx")
 
     def __init__(self, spec: StepSpec, ctx: Context, executor: Executor, publisher: Publisher, *,
                  tx: Transaction | None = None,
@@ -49,6 +49,7 @@ class RequestRun:
         self.status = 500
         self.error: str | None = None
         self.published: Sequence[Outgoing] = ()
+        self.skipped = False  # a Motia 1.0 trigger's condition said no
         self.conflicted = False
         self.conflicts = 0
 
@@ -60,6 +61,8 @@ class RequestRun:
     @property
     def outcome(self) -> Outcome:
         """How the run ended, from the status answered."""
+        if self.skipped:
+            return Outcome.SKIPPED
         return Outcome.OK if self.status < 500 else Outcome.ERROR
 
     async def call(self, req: Any) -> Any:
@@ -75,7 +78,8 @@ class RequestRun:
     async def commit(self) -> None:
         """Publish the events the handler emitted (a request that answers 5xx publishes nothing); for a
         transactional step, commit its state writes with them, all or nothing (``conflicted`` when a value
-        it read changed: nothing was committed, and :meth:`again` starts the request over)."""
+        it read changed: nothing was committed, and :meth:`again` starts the request over). Called again
+        (a streamed answer, when its body ends), publish the events emitted since."""
         outbox = self.ctx.outbox
         if self.tx is not None:
             result = await self._publisher.backend.complete_tx(None, outbox, self.tx.writes(), self.tx.reads())
@@ -87,9 +91,10 @@ class RequestRun:
             else:
                 self.published = tuple(outbox)
             return
-        if outbox:
-            await self._publisher.publish(outbox)
-            self.published = tuple(outbox)
+        new = outbox[len(self.published):]
+        if new:
+            await self._publisher.publish(new)
+            self.published = (*self.published, *new)
 
     async def again(self, rand: Callable[[], float] = random.random) -> None:
         """Start a transactional request over after a conflict: a fresh ``ctx`` and transaction, at once

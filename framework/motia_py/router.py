@@ -25,6 +25,7 @@ from .config import CronOverlap, StepSpec, StepType
 from .context import Context
 from .cron_guard import CronGuard
 from .discovery import Project
+from .errors import ConditionSkipped
 from .executor import Executor
 from .handles import encode_result
 from .logs import LogSink, framework_logger
@@ -98,8 +99,9 @@ class Router:
         self._namespaces = {s.name: project.namespace_of(s) for s in project.steps}
         self._transactional = transactional_steps(project)
         self.publisher.set_project(project)
-        self.streams = project_streams(project.streams, self.backend)
         self.state_triggers = StateTriggers(project, self.clock)
+        self.streams = project_streams(project.streams, self.backend,
+                                       lambda ns: self.state_triggers.notifier(ns, None, None))
         self._blocking_streams: tuple[asyncio.AbstractEventLoop, Streams] | None = None
 
     # -- publishing (see publisher.py) --------------------------------------------------------------
@@ -246,6 +248,9 @@ class Router:
                         await self._hand_back(d)
                         raise
                     outcome = await self.settler.cancelled(spec, d, started, ran=True)
+                except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: not run, not failed
+                    self._ended(d, ctx)
+                    outcome = await self.settler.skip(spec, d, started)
                 except BaseException as exc:
                     self._ended(d, ctx)
                     outcome = await (self.settler.cancelled(spec, d, started, ran=True) if ctx.cancelled
@@ -291,6 +296,9 @@ class Router:
                 await self._hand_back(d)
                 raise
             return await self.settler.cancelled(spec, d, started, ran=True)
+        except ConditionSkipped:
+            self._ended(d, ctx)
+            return await self.settler.skip(spec, d, started)
         except BaseException as exc:
             self._ended(d, ctx)
             if ctx.cancelled:

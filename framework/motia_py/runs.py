@@ -23,7 +23,7 @@ class Outcome(str, enum.Enum):
     DEAD = "dead"  # failed for good; moved to the dead-letter queue
     TIMEOUT_RETRIED = "timeout-retried"
     TIMEOUT_DEAD = "timeout-dead"
-    SKIPPED = "skipped"  # a cron tick skipped because the previous run still ran (overlap: skip)
+    SKIPPED = "skipped"  # a cron tick skipped (the previous run still ran), or a 1.0 trigger's condition said no
     DEFERRED = "deferred"  # a late cron tick handed back until the run before it ends
     LOST = "lost"  # the lease was lost (another worker owns the delivery) or the step was removed
     ERROR = "error"  # an API run that answered 5xx

@@ -93,6 +93,14 @@ def _otel(v: Any) -> str:
     return "on" if _bool(v) else "off"
 
 
+def _motia_sdk(v: Any) -> str:
+    """``auto``, ``builtin`` or ``installed``: which package ``import motia`` gives step files."""
+    s = str(v).strip().lower()
+    if s not in ("auto", "builtin", "installed"):
+        raise ValueError("must be auto, builtin or installed")
+    return s
+
+
 def _opt_str(v: Any) -> str | None:
     return None if v is None or v == "" else _text(v)
 
@@ -112,6 +120,14 @@ def _hosts(v: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _names(v: Any) -> tuple[str, ...]:
+    """A list of strings in the file, comma-separated in the environment."""
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list | tuple):
+        raise ValueError("must be a list of strings")
+    return tuple(s for s in (_text(item).strip() for item in items) if s)
+
+
 _MAX_INT = 2**63 - 1  # what SQLite and Redis integers hold
 _MAX_SECONDS = 10 * 365 * 86_400.0
 
@@ -120,6 +136,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("steps_dir", "project", "steps_dir", "MOTIA_PY_STEPS_DIR", "steps", _path),
     _Setting("flows_dir", "project", "flows_dir", "MOTIA_PY_FLOWS_DIR", "flows", _path),
     _Setting("dotenv", "project", "dotenv", "MOTIA_PY_DOTENV", True, _bool),
+    _Setting("motia_sdk", "project", "motia_sdk", "MOTIA_PY_MOTIA_SDK", "auto", _motia_sdk),
     _Setting("transactional", "project", "transactional", "MOTIA_PY_TRANSACTIONAL", False, _bool),
     _Setting("backend_url", "backend", "url", "MOTIA_PY_BACKEND_URL", DEFAULT_BACKEND_URL, _text),
     _Setting("redis_prefix", "backend", "prefix", "MOTIA_PY_BACKEND_PREFIX", "motia", _text),
@@ -131,6 +148,12 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("metrics", "server", "metrics", "MOTIA_PY_SERVER_METRICS", False, _bool),
     _Setting("metrics_token", "server", "metrics_token", "MOTIA_PY_METRICS_TOKEN", None, _opt_str),
     _Setting("allowed_hosts", "server", "allowed_hosts", "MOTIA_PY_SERVER_ALLOWED_HOSTS", (), _hosts),
+    _Setting("middleware", "server", "middleware", "MOTIA_PY_SERVER_MIDDLEWARE", (), _names),
+    _Setting("cors_origins", "cors", "origins", "MOTIA_PY_CORS_ORIGINS", (), _names),
+    _Setting("cors_methods", "cors", "methods", "MOTIA_PY_CORS_METHODS",
+             ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"), _names),
+    _Setting("cors_headers", "cors", "headers", "MOTIA_PY_CORS_HEADERS", ("content-type", "authorization"), _names),
+    _Setting("cors_credentials", "cors", "credentials", "MOTIA_PY_CORS_CREDENTIALS", False, _bool),
     _Setting("streams_authenticate", "streams", "authenticate", "MOTIA_PY_STREAMS_AUTHENTICATE", None, _opt_str),
     _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, _seconds),
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
@@ -153,6 +176,7 @@ class Settings:
     steps_dir: Path
     flows_dir: Path
     dotenv: bool
+    motia_sdk: str  # auto | builtin | installed: what `import motia` gives step files (see motia_sdk.py)
     backend_url: str
     redis_prefix: str
     max_payload_bytes: int
@@ -163,6 +187,11 @@ class Settings:
     metrics: bool
     metrics_token: str | None
     allowed_hosts: tuple[str, ...]
+    middleware: tuple[str, ...]  # "module:function" of the project: run around every API step
+    cors_origins: tuple[str, ...]  # empty: CORS off
+    cors_methods: tuple[str, ...]
+    cors_headers: tuple[str, ...]
+    cors_credentials: bool
     streams_authenticate: str | None  # "module:function" of the project: the stream clients' authenticate hook
     grace_period_s: float
     traces_enabled: bool

@@ -105,11 +105,11 @@ class Settler:
 
     async def skip(self, spec: StepSpec, d: Delivery, started: float) -> Outcome:
         """Acknowledge a delivery that deliberately did not run (a skipped cron tick, a state change that a
-        state step's condition declined)."""
+        state step's condition declined, a Motia 1.0 trigger whose condition was false)."""
         try:
             await self.backend.complete(d, ())
         except BackendError as exc:
-            self._unsettled(spec, d, "could not acknowledge the skipped tick", exc)
+            self._unsettled(spec, d, "could not acknowledge the skipped delivery", exc)
         self.recorder.delivery(spec, d, started, Outcome.SKIPPED, None)
         return Outcome.SKIPPED
 

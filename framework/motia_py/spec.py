@@ -117,6 +117,22 @@ class ApiSpec:
     response_schema: Mapping[int, Schema] = field(default_factory=dict)
     query_params: tuple[QueryParam, ...] = ()
     middleware: tuple[Callable[..., Any], ...] = ()
+    raw_body: bool = False  # Motia 1.0: a body whose content type is not JSON reaches the handler unparsed
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerOrigin:
+    """Where a step of the Motia 1.0 format came from: one trigger of a step file's ``triggers``.
+
+    A 1.0 step with several triggers becomes one :class:`StepSpec` per trigger, all calling the same
+    handler; each is named ``<step>#<kind>`` (``#<kind><n>`` when the step has several of that kind),
+    and a step with a single trigger keeps its own name.
+    """
+
+    step: str  # the step's own name (config["name"])
+    kind: str  # "queue" | "http" | "cron" | "state" | "stream"
+    index: int  # position in the step's triggers
+    count: int  # how many triggers the step has
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity equality: specs hold dicts and callables
@@ -143,6 +159,12 @@ class StepSpec:
     is_async: bool = True
     line: int | None = None
     transactional: bool | None = None  # None: the project's default ([project] transactional)
+    origin: TriggerOrigin | None = None  # set for steps of the Motia 1.0 format (``triggers``)
+
+    @property
+    def display_name(self) -> str:
+        """The name users gave the step (a Motia 1.0 step's own name, without its trigger suffix)."""
+        return self.origin.step if self.origin is not None else self.name
 
     @property
     def emit_topics(self) -> frozenset[str]:

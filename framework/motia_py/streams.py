@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 from .backends.base import Backend
 from .backends.realtime import pubsub_of, state_changes_of
 from .errors import InputValidationError, MotiaError
-from .state import dumps
+from .state import Notify, dumps
 from .stream_config import StreamSpec
 from .suggest import did_you_mean
 
@@ -65,11 +65,12 @@ def message(stream: str, group_id: str, item_id: str | None, event: Mapping[str,
 class Stream:
     """One stream's items, as ``ctx.streams.<name>`` (see the module docstring)."""
 
-    __slots__ = ("_changes", "_pubsub", "backend", "spec")
+    __slots__ = ("_changes", "_pubsub", "backend", "notify", "spec")
 
-    def __init__(self, spec: StreamSpec, backend: Backend) -> None:
+    def __init__(self, spec: StreamSpec, backend: Backend, notify: Notify | None = None) -> None:
         self.spec = spec
         self.backend = backend
+        self.notify = notify  # a change event for the steps whose stream triggers watch it (Motia 1.0)
         self._changes = state_changes_of(backend)
         self._pubsub = pubsub_of(backend)
 
@@ -92,14 +93,16 @@ class Stream:
         """
         item = self._validated(str(id), data)
         text = dumps(item)
-        change = await self._changes.state_change(self.spec.namespace, str(group_id), str(id), text)
+        notify = self.notify(str(group_id), str(id)) if self.notify is not None else None
+        change = await self._changes.state_change(self.spec.namespace, str(group_id), str(id), text, notify=notify)
         kind = "create" if change.old_json is None else "update"
         await self._publish(str(group_id), str(id), {"type": kind, "data": item})
         return item
 
     async def delete(self, group_id: str, id: str) -> dict[str, Any] | None:
         """Delete the item; push ``delete`` when it existed; return it (None when absent)."""
-        change = await self._changes.state_change(self.spec.namespace, str(group_id), str(id), None)
+        notify = self.notify(str(group_id), str(id)) if self.notify is not None else None
+        change = await self._changes.state_change(self.spec.namespace, str(group_id), str(id), None, notify=notify)
         if change.old_json is None:
             return None
         item = dict(json.loads(change.old_json))
@@ -222,9 +225,14 @@ class Streams:
         return Streams({n: SyncStream(s, loop) if isinstance(s, Stream) else s for n, s in self._by_name.items()})
 
 
-def project_streams(specs: tuple[StreamSpec, ...], backend: Backend) -> Streams:
-    """``ctx.streams`` of a project (the first stream of a duplicated name wins; validation reports it)."""
+def project_streams(specs: tuple[StreamSpec, ...], backend: Backend,
+                    notifier: Callable[[str], Notify | None] | None = None) -> Streams:
+    """``ctx.streams`` of a project (the first stream of a duplicated name wins; validation reports it).
+
+    ``notifier(namespace)`` gives the change events of a stream's writes for the steps that watch it
+    (Motia 1.0 stream triggers; None when none does)."""
     by_name: dict[str, Stream | SyncStream] = {}
     for spec in specs:
-        by_name.setdefault(spec.name, Stream(spec, backend))
+        if spec.name not in by_name:
+            by_name[spec.name] = Stream(spec, backend, notifier(spec.namespace) if notifier is not None else None)
     return Streams(by_name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json as _json
 import os
 import time
@@ -104,6 +105,7 @@ class Harness:
         self._runtime: Runtime | None = None
         self._api: ApiApp | None = None
         self._hub: StreamHub | None = None
+        self._stalled = 0  # see _turn
         self.last_response: ApiResponse | None = None
 
     @property
@@ -181,6 +183,7 @@ class Harness:
                 an endless loop of events).
         """
         deadline = time.monotonic() + timeout
+        self._stalled = 0
         while not await self._turn(deadline, timeout):
             await asyncio.sleep(0.001)
 
@@ -193,10 +196,13 @@ class Harness:
         stats = await self.backend.stats()
         if worker.in_flight == 0 and stats.idle:
             return True
-        if worker.in_flight == 0 and stats.ready == 0 and stats.next_due_at is not None:
+        # rounds with nothing running while events count as ready (FIFO groups held by a retry)
+        self._stalled = self._stalled + 1 if worker.in_flight == 0 and stats.ready else 0
+        if worker.in_flight == 0 and (stats.ready == 0 or self._stalled > 20) and stats.next_due_at is not None:
             if stats.next_due_at > self.clock.now:
                 self.clock.now = stats.next_due_at
             self.backend.notify_all()
+            self._stalled = 0
         elif worker.in_flight == 0 and stats.ready:  # held back by rate limits: on to the next window
             opens = [t for s in self.runtime.router.steps.values() if s.queue.flow.control is not None
                      and (t := self.backend.next_claimable(s.name, s.queue.flow.control)) is not None]
@@ -208,8 +214,15 @@ class Harness:
         return False
 
     async def run_cron(self, name: str, scheduled_at: datetime | None = None) -> str:
-        """Fire cron step ``name`` once now (through its queue) and run until idle; return the trace id."""
+        """Fire cron step ``name`` once now (through its queue) and run until idle; return the trace id.
+
+        A Motia 1.0 step's own name stands for its cron trigger when it has exactly one.
+        """
         spec = self.project.step(name)
+        if spec is None:
+            triggers = [s for s in self.project.steps if s.cron is not None and s.display_name == name]
+            spec = triggers[0] if len(triggers) == 1 else None
+            name = spec.name if spec is not None else name
         if spec is None or spec.cron is None:
 
             crons = [s.name for s in self.project.steps if s.cron is not None]
@@ -224,7 +237,8 @@ class Harness:
                       query: dict[str, Any] | None = None, raw_body: bytes | None = None) -> tuple[int, Any]:
         """Call an API step without a server (middleware, validation and emits run as in the server).
 
-        Returns ``(status, body)``; :attr:`last_response` keeps the headers too.
+        Returns ``(status, body)``; :attr:`last_response` keeps the headers too. A streamed answer (server-sent
+        events) is read to its end: its body is the text received.
         """
         if self._api is None or self._api.router is not self.runtime.router:
             self._api = ApiApp(self.runtime.router, body_limit_bytes=self.runtime.project.settings.body_limit_bytes,
@@ -232,6 +246,10 @@ class Harness:
         raw = raw_body if raw_body is not None else (b"" if json is None else _json.dumps(json).encode())
         hdrs = {"content-type": "application/json", **(headers or {})}
         response = await self._api.handle(method, path, headers=hdrs, query=query, raw_body=raw)
+        if response.stream is not None:
+            content = b"".join([chunk async for chunk in response.stream])
+            response = dataclasses.replace(response, stream=None, content=content,
+                                           body=content.decode("utf-8", "replace"))
         self.last_response = response
         return response.status, response.body
 
@@ -267,5 +285,5 @@ class Harness:
         return await self.backend.dlq_list(limit=10_000)
 
     def runs_of(self, step: str) -> list[RunRecord]:
-        """Handler runs of one step, in order."""
-        return [r for r in self.runs if r.step == step]
+        """Handler runs of one step, in order (a Motia 1.0 step's name covers all its triggers)."""
+        return [r for r in self.runs if r.step == step or r.step.startswith(step + "#")]

@@ -322,8 +322,7 @@ class HandleStore(Protocol):
       ``cancel_requests``. A delivery of a cancelled event never starts another attempt: a backend
       drops it, or hands it out of ``claim`` with ``cancelled=True`` for the worker to settle with
       ``cancel_settle`` without running it; a failed attempt of it is not retried.
-    - ``result_json`` and ``progress_json`` are JSON text stored byte for byte (the caller enforces
-      their size limit).
+    - ``result_json`` and ``progress_json`` are JSON text, stored byte for byte (size limits: the caller's).
     """
 
     async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
@@ -337,16 +336,14 @@ class HandleStore(Protocol):
     async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
                                       writes: Sequence[StateWrite], reads: Sequence[StateRead],
                                       result_json: str | None) -> TxResult:
-        """``complete_tx`` (see :class:`TxStore`), storing ``result_json`` in the delivery's finished record;
-        the outbox's keys are taken only when the commit is ``"ok"``."""
+        """``complete_tx``, storing ``result_json`` in the finished record; outbox keys are taken only on ``"ok"``."""
 
     async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:
         """``retry``, keeping ``error`` as the delivery's last error (shown while it is ``retrying``).
         A delivery whose event was cancelled is ended as ``cancelled`` instead."""
 
     async def cancel_settle(self, delivery: Delivery) -> bool:
-        """End a leased delivery as ``cancelled``: no retry, no dead letter, nothing published. False
-        (nothing changed) when the lease of this attempt was lost."""
+        """End a leased delivery as ``cancelled`` (no retry, dead letter or outbox); False when its lease was lost."""
 
     async def handle_get(self, event_id: str) -> EventHandle | None:
         """The handle of one event (exact id), or None when unknown or pruned."""
@@ -361,8 +358,7 @@ class HandleStore(Protocol):
         """Cancel an event (see the class docstring); None when the event is unknown or pruned."""
 
     async def cancel_requests(self, deliveries: Sequence[Delivery]) -> set[str]:
-        """The ids of those ``deliveries`` whose event was cancelled (polled by workers for the
-        deliveries they run; cheap when nothing was cancelled)."""
+        """The ids of those ``deliveries`` whose event was cancelled (polled by workers; cheap when none was)."""
 
     async def scheduled_list(self, topic: str | None, limit: int) -> list[ScheduledDelivery]:
         """Up to ``limit`` scheduled deliveries (not due, never attempted, not cancelled), of ``topic``
@@ -372,6 +368,8 @@ class HandleStore(Protocol):
         """Drop the finished handles whose last delivery ended before ``before``, and all but the
         ``keep`` most recently finished; also forget expired keys, and the cancellations of events with
         no delivery left in a queue. Return how many handles were dropped."""
+
+
 @runtime_checkable
 class TxStore(Protocol):
     """Transactional commits: an attempt's state writes, its emits and its acknowledgement, all or nothing.
