@@ -71,7 +71,7 @@ async def handler(job: JobEnqueued, ctx):
                          eventId=ctx.event_id)
     await ctx.state.set(JOBS, job.jobId, record)
     await publish_status(ctx, job, RUNNING, 0.0)
-    ctx.logger.info("Running job", jobId=job.jobId, type=job.type, attempt=job.attempt)
+    ctx.logger.info("Running job", jobId=job.jobId, type=job.type, jobAttempt=job.attempt)
     await ctx.progress(0.0, f"attempt {job.attempt} of {job.maxAttempts}", jobId=job.jobId)
 
     retry_in_s = None
@@ -87,18 +87,18 @@ async def handler(job: JobEnqueued, ctx):
     else:
         await ctx.state.set(JOBS, job.jobId, with_status(record, COMPLETED, result=result))
         await publish_status(ctx, job, COMPLETED, 1.0)
-        ctx.logger.info("Job completed", jobId=job.jobId, attempt=job.attempt)
+        ctx.logger.info("Job completed", jobId=job.jobId, jobAttempt=job.attempt)
         await ctx.emit("job.completed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
                                          "result": result})
         return result  # the result of this attempt's job handle
 
     if retry_in_s is None:
         record = with_status(record, FAILED, error=error)
-        ctx.logger.error("Job failed", jobId=job.jobId, attempt=job.attempt, error=error)
+        ctx.logger.error("Job failed", jobId=job.jobId, jobAttempt=job.attempt, error=error)
     else:
         retry_at = iso(now() + timedelta(seconds=retry_in_s))
         record = with_status(record, RETRY_SCHEDULED, error=error, retryAt=retry_at)
-        ctx.logger.warn("Job failed; retry scheduled", jobId=job.jobId, attempt=job.attempt, retryAt=retry_at)
+        ctx.logger.warn("Job failed; retry scheduled", jobId=job.jobId, jobAttempt=job.attempt, retryAt=retry_at)
     await ctx.state.set(JOBS, job.jobId, record)
     await publish_status(ctx, job, record["status"], 1.0 if retry_in_s is None else 0.0, error)
     await ctx.emit("job.failed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,

@@ -26,4 +26,4 @@ async def handler(ctx):
         event = enqueued_event(job)
         event_id = await ctx.emit("job.enqueued", event)
         await ctx.state.set(JOBS, job["jobId"], with_status(job, QUEUED, at=now, eventId=event_id))
-        ctx.logger.info("Re-queuing job", jobId=job["jobId"], was=job["status"], attempt=event["attempt"])
+        ctx.logger.info("Re-queuing job", jobId=job["jobId"], was=job["status"], jobAttempt=event["attempt"])
