@@ -1,18 +1,19 @@
-"""Run the benchmarks: ``python -m bench [delivery|transactional|reload|streams|userpath|all] [--backends ...]``."""
+"""Run the benchmarks: ``python -m bench [delivery|handles|transactional|reload|streams|userpath|all]
+[--backends ...]`` (memory, sqlite, redis, postgres)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import delivery, transactional
+from . import delivery, handles, transactional
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the selected benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=["all", "delivery", "transactional", "reload", "streams", "userpath"])
+                        choices=["all", "delivery", "handles", "transactional", "reload", "streams", "userpath"])
     parser.add_argument("--backends", default="memory,sqlite,redis,postgres")
     parser.add_argument("--events", type=int, default=None, help="events per run (delivery 20,000; userpath 10,000)")
     parser.add_argument("--chain-runs", type=int, default=None, help="chains per run (delivery 300; userpath 500)")
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.which in ("all", "delivery"):
         delivery.main(args.backends.split(","), args.events or 20_000, args.chain_runs or 300)
+    if args.which in ("all", "handles"):
+        handles.main(args.backends.split(","), args.events or 20_000)
     if args.which in ("all", "transactional"):
         transactional.main(args.backends.split(","), args.events or 20_000, args.chain_runs or 300)
     if args.which in ("all", "streams"):

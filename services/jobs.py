@@ -2,6 +2,14 @@
 
 A job lives in state (group ``jobs``, key ``jobId``) as a plain dict; the helpers here build and
 update those dicts so that every step writes the same shape. Times are ISO-8601 strings in UTC.
+
+What lives where: motia-py's job handle of each event already knows whether a delivery is queued,
+scheduled, running, retrying, done, dead or cancelled, with its result and progress (``ctx.status``,
+``motia-py status``). The record in state holds what the application itself decides and queries across
+jobs: its own statuses and retry policy (``retry_scheduled`` with a ``retryAt``, re-queued by the
+JobScheduler cron), the failed jobs list, and ``eventId``, the handle of the job's current attempt.
+The job's id is the id of the ``email.requested``/``data.requested`` event that created it, so
+``POST /jobs`` can answer it at once.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ STATUSES = (QUEUED, DELAYED, RUNNING, RETRY_SCHEDULED, COMPLETED, FAILED)
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
-RUNNING_TIMEOUT_S = 300.0
 
 JobType = Literal["email", "data"]
 
@@ -129,11 +136,12 @@ def compute_backoff(attempt: int, base_s: float = RETRY_BASE_S, cap_s: float = R
 
 
 def new_job(job_type: JobType, payload: dict[str, Any], max_attempts: int = 3,
-            delay_s: float = 0.0, at: datetime | None = None) -> dict[str, Any]:
-    """A fresh job record: ``queued``, or ``delayed`` with a ``runAt`` when ``delay_s`` > 0."""
+            delay_s: float = 0.0, at: datetime | None = None, job_id: str | None = None) -> dict[str, Any]:
+    """A fresh job record: ``queued``, or ``delayed`` with a ``runAt`` when ``delay_s`` > 0 (the queue
+    holds its ``job.enqueued`` event back until then)."""
     at = at or now()
     job: dict[str, Any] = {
-        "jobId": uuid.uuid4().hex,
+        "jobId": job_id or uuid.uuid4().hex,
         "type": job_type,
         "payload": payload,
         "status": QUEUED,
@@ -161,12 +169,8 @@ def enqueued_event(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_due(job: dict[str, Any], at: datetime) -> bool:
-    """True when a delayed job's ``runAt`` or a retry's ``retryAt`` has come."""
-    if job.get("status") == DELAYED:
-        return parse_time(job["runAt"]) <= at
-    if job.get("status") == RETRY_SCHEDULED:
-        return parse_time(job["retryAt"]) <= at
-    return False
+    """True when a job waiting for its user-land retry has reached its ``retryAt``."""
+    return job.get("status") == RETRY_SCHEDULED and parse_time(job["retryAt"]) <= at
 
 
 def count_by_status(jobs: list[dict[str, Any]]) -> dict[str, int]:

@@ -120,6 +120,8 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_TRACES_MAX_AGE": "60",
         "MOTIA_PY_TRACES_MAX_COUNT": "7",
         "MOTIA_PY_TRACES_OTEL": "off",
+        "MOTIA_PY_HANDLES_MAX_AGE": "30",
+        "MOTIA_PY_HANDLES_MAX_COUNT": "9",
         "MOTIA_PY_DOTENV": "no",
         "MOTIA_PY_SERVER_METRICS": "yes",
         "MOTIA_PY_METRICS_TOKEN": "mtok",
@@ -142,6 +144,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (s.log_format, s.log_level) == ("text", "error")
     assert (s.traces_enabled, s.traces_max_age_s, s.traces_max_count, s.traces_otel) == (False, 60.0, 7, "off")
     assert (s.dotenv, s.metrics, s.metrics_token) == (False, True, "mtok")
+    assert (s.handles_max_age_s, s.handles_max_count) == (30.0, 9)
     assert s.motia_sdk == "builtin"
     assert s.transactional is True
     assert s.streams_authenticate == "auth:check"

@@ -1,9 +1,9 @@
 """The ``motia-py`` command line (thin: parse arguments, call the library, map errors to exit codes).
 
 This module only assembles the command group. The commands live in one module per noun (``cli_project``,
-``cli_run``, ``cli_emit``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``, ``cli_queue``,
-``cli_rules``), what they share in ``cli_common`` (exit codes included); imports flow downward only, and
-nothing imports this module.
+``cli_run``, ``cli_emit``, ``cli_handles``, ``cli_state``, ``cli_dlq``, ``cli_cron``, ``cli_trace``,
+``cli_queue``, ``cli_rules``), what they share in ``cli_common`` (exit codes included); imports flow downward
+only, and nothing imports this module.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import click
 from .cli_cron import cron
 from .cli_dlq import dlq
 from .cli_emit import emit
+from .cli_handles import cancel, scheduled, status
 from .cli_project import create, graph, openapi, steps, validate
 from .cli_queue import queue
 from .cli_rules import rules
@@ -40,7 +41,8 @@ def cli(project: Path | None, backend_url: str | None) -> None:
     """
 
 
-for _command in (validate, graph, steps, create, openapi, start, dev, emit, state, trace, cron, dlq, queue, rules):
+for _command in (validate, graph, steps, create, openapi, start, dev, emit, status, cancel, scheduled, state, trace,
+                 cron, dlq, queue, rules):
     cli.add_command(_command)
 
 

@@ -38,7 +38,10 @@ _STATUS_COLOURS = {"ok": "green", "retried": "yellow", "failed": "red"}
 @handle_errors
 def trace(target: str, step: str | None, status: str | None, limit: int, as_json: bool,
           backend_url: str | None, project: Path) -> None:
-    """Show one trace as a tree (which event caused which step run), or `trace list` recent traces."""
+    """Show one trace as a tree (which event caused which step run), or `trace list` recent traces.
+
+    ID may be any unique prefix of a trace id (at least 6 characters), such as the short id of a log line.
+    """
     settings = settings_from(project, backend_url=backend_url)
     if target == "list":
         _list_traces(settings, step, status, limit, as_json)
@@ -71,15 +74,15 @@ def _list_traces(settings: Settings, step: str | None, status: str | None, limit
                    f"{r['entry']}  {r['runs']} run(s) {r['duration_ms']:.1f} ms  {', '.join(r['steps'])}")
 
 
-def _show_trace(settings: Settings, trace_id: str, as_json: bool) -> None:
-    from .tracing import build_tree, render_tree, summarize
+def _show_trace(settings: Settings, ref: str, as_json: bool) -> None:
+    from .tracing import build_tree, find_trace, render_tree, summarize
 
-    async def go(b: Backend) -> list[dict[str, Any]]:
-        return [json.loads(r) for r in await b.traces_get(trace_id)]
+    async def go(b: Backend) -> tuple[str, list[dict[str, Any]]]:
+        return await find_trace(b, ref, settings.traces_max_count)
 
-    runs = on_backend(settings, go)
+    trace_id, runs = on_backend(settings, go)
     if not runs:
-        fail(f"no trace '{trace_id}' (traces are kept {settings.traces_max_age_s:g} s, "
+        fail(f"no trace '{ref}' (traces are kept {settings.traces_max_age_s:g} s, "
              f"at most {settings.traces_max_count})")
     if as_json:
         echo_json({"trace_id": trace_id, "summary": summarize(trace_id, runs), "tree": build_tree(runs)})

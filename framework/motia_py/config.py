@@ -353,6 +353,8 @@ def _infrastructure(value: Any, *, cron: bool) -> dict[str, Any]:
         delay_s=duration(q.get("delay_seconds", 0), f"{w}.delaySeconds", minimum=0),
         concurrency=count(q.get("concurrency", 20), f"{w}.concurrency", minimum=1),
         backoff=backoff,
+        dedup_window_s=(None if q.get("dedup_window") is None
+                        else duration(q["dedup_window"], f"{w}.dedupWindow", minimum=0.001)),
         flow=parse_flow(q, w),
     )
     if cron:

@@ -31,7 +31,8 @@ KEYS: dict[StepType, set[str]] = {
 INFRA_KEYS = {"handler", "queue", "cron"}
 HANDLER_KEYS = {"timeout"}
 HANDLER_IGNORED = {"ram", "cpu"}  # Motia cloud only
-QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff"} | FLOW_KEYS
+QUEUE_KEYS = {"type", "max_retries", "visibility_timeout", "delay_seconds", "concurrency", "backoff",
+              "dedup_window"} | FLOW_KEYS
 BACKOFF_KEYS = {"type", "delay", "max_delay", "jitter"}
 CRON_POLICY_KEYS = {"overlap", "missed"}
 EMIT_KEYS = {"topic", "label", "conditional", "schema"}

@@ -50,7 +50,7 @@ def parse_item(item: EmitItem) -> tuple[str, Any, str | None, float]:
 
 
 async def emit_items(publisher: Publisher, items: Iterable[EmitItem]) -> list[str]:
-    """Publish every item in one backend call; return their trace ids (event ids), in order.
+    """Publish every item in one backend call; return their event ids (each also its trace's id), in order.
 
     Every item is checked before anything is published: nothing is published when one fails.
 
@@ -72,14 +72,16 @@ async def emit_items(publisher: Publisher, items: Iterable[EmitItem]) -> list[st
             publisher.check_external_topic(topic)
             checked.add(topic)
         text = encode_payload(data, limit)
-        if spans is None:
+        if spans is None:  # the event starts a trace, and its id is the trace's id
             tid = new_id()
-            batch.append(outgoing(topic, text, tid, group, delay_s, None, None))
+            out = outgoing(topic, text, tid, group, delay_s, None, None, event_id=tid)
         else:
+            fresh = not spans.in_span()
             with spans.span(f"publish {topic}", "producer",
                             attributes={"messaging.destination.name": topic}) as (tid, tp, _):
-                batch.append(outgoing(topic, text, tid, group, delay_s, None, tp))
-        ids.append(tid)
+                out = outgoing(topic, text, tid, group, delay_s, None, tp, event_id=tid if fresh else None)
+        batch.append(out)
+        ids.append(out.envelope.id)
     if batch:
         await publisher.backend.publish(batch)
     return ids

@@ -130,3 +130,19 @@ class BackendUnavailableError(BackendError):
 
 class UnknownBackendError(BackendError):
     """No backend is registered for a URL's scheme."""
+
+
+class UnknownEventError(MotiaError):
+    """No event has this id (or id prefix): it never existed, or its handle was pruned by retention."""
+
+
+class AmbiguousIdError(MotiaError):
+    """An id prefix matches more than one event or trace; ``candidates`` lists them."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class WaitTimeoutError(MotiaError, TimeoutError):
+    """``wait`` gave up: the event had not finished within the timeout (it keeps running)."""

@@ -65,6 +65,10 @@ class Otel:
             self._propagator.inject(carrier)
             yield f"{sc.trace_id:032x}", carrier.get("traceparent", ""), span
 
+    def in_span(self) -> bool:
+        """Whether a span is active here (a publish then joins its trace instead of starting one)."""
+        return bool(self._trace.get_current_span().get_span_context().is_valid)
+
     def mark_failed(self, span: Any, error: str) -> None:
         """Set an error status on ``span`` (for failures handled without an exception escaping)."""
         from opentelemetry.trace import Status, StatusCode
@@ -140,6 +144,10 @@ class NoOtel:
              attributes: Mapping[str, Any] | None = None) -> _NoSpanScope:
         """Yield ``(trace_id or a new id, None, a span that ignores attributes)``."""
         return _NoSpanScope(trace_id or new_id())
+
+    def in_span(self) -> bool:
+        """Never: without OpenTelemetry every publish from outside starts its own trace."""
+        return False
 
     def mark_failed(self, span: Any, error: str) -> None:
         """Nothing to mark."""

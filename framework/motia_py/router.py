@@ -19,13 +19,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from .backends.base import Backend, Delivery, Outgoing
+from .backends.base import Backend, Delivery, HandleStore, Outgoing
+from .backends.compose import complete_backend
 from .config import CronOverlap, StepSpec, StepType
 from .context import Context
 from .cron_guard import CronGuard
 from .discovery import Project
 from .errors import ConditionSkipped
 from .executor import Executor
+from .handles import encode_result
 from .logs import LogSink, framework_logger
 from .otel import NO_OTEL, Otel
 from .publisher import Publisher
@@ -64,7 +66,9 @@ class Router:
         observers: Iterable[Observer] = (),
         otel: Otel | None = None,
     ) -> None:
-        self.backend = backend
+        # a backend built by hand without the job-handle store (a plug-in's, not through the registry)
+        # gets the one derived from its state store, as the registry would give it
+        self.backend = backend if isinstance(backend, HandleStore) else complete_backend(backend, clock)
         self.clock: Clock = clock or time.time
         self.log_sink = log_sink
         self.log = framework_logger(log_sink)
@@ -75,6 +79,7 @@ class Router:
         self.settler = Settler(backend, self.recorder, self.log, rand)
         self.cron = CronGuard(backend, self.clock, self.log)
         self.max_payload_bytes = project.settings.max_payload_bytes
+        self.running: dict[str, tuple[Context, asyncio.Task[Any] | None, bool]] = {}  # delivery id -> its run
         self.set_project(project)
 
     @property
@@ -110,14 +115,16 @@ class Router:
         return self.publisher.outgoing(topic, data_json, trace_id, group_id, delay_s, source, traceparent, priority)
 
     async def emit(self, topic: str, data: Any, *, trace_id: str | None = None, message_group_id: str | None = None,
-                   delay_s: float = 0.0, check: bool = True, priority: int | None = None) -> str:
-        """Publish an event from outside any step; return its trace id (see :meth:`Publisher.emit`)."""
+                   delay_s: float = 0.0, check: bool = True, priority: int | None = None,
+                   at: datetime | None = None, key: str | None = None, dedup_window_s: float | None = None) -> str:
+        """Publish an event from outside any step; return its event id (see :meth:`Publisher.emit`)."""
         return await self.publisher.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                         delay_s=delay_s, check=check, priority=priority)
+                                         delay_s=delay_s, check=check, priority=priority, at=at, key=key,
+                                         dedup_window_s=dedup_window_s)
 
     async def emit_many(self, topic: str, items: Iterable[Any], *, message_group_id: str | None = None,
                         delay_s: float = 0.0, check: bool = True, priority: int | None = None) -> list[str]:
-        """Publish many events on one topic atomically; return their trace ids (see :meth:`Publisher.emit_many`)."""
+        """Publish many events on one topic atomically; return their event ids (see :meth:`Publisher.emit_many`)."""
         return await self.publisher.emit_many(topic, items, message_group_id=message_group_id, delay_s=delay_s,
                                               check=check, priority=priority)
 
@@ -128,18 +135,22 @@ class Router:
     # -- running ------------------------------------------------------------------------------------
     def _context(self, spec: StepSpec, *, trace_id: str, topic: str | None, attempt: int,
                  scheduled_at: datetime | None = None, traceparent: str | None = None,
-                 tx: Transaction | None = None, source_id: str | None = None) -> Context:
+                 tx: Transaction | None = None, source_id: str | None = None, delivery: Delivery | None = None
+                 ) -> Context:
         ns = self._namespaces.get(spec.name) or self.project.namespace_of(spec)
         notify = self.state_triggers.notifier(ns, trace_id, spec.name, traceparent)
         async_state = State(self.backend, ns, notify) if tx is None else TxState(self.backend, ns, tx, notify)
         state: State | SyncState = async_state
         streams = self.streams
+        loop = None
         if not spec.is_async:
-            state = SyncState(async_state, asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            state = SyncState(async_state, loop)
             streams = self._blocking(streams)
         return Context(spec, trace_id=trace_id, topic=topic, attempt=attempt, state=state, log_sink=self.log_sink,
                        factory=self.publisher.outgoing, max_payload_bytes=self.max_payload_bytes,
-                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams, source_id=source_id)
+                       scheduled_at=scheduled_at, traceparent=traceparent, streams=streams, source_id=source_id,
+                       delivery=delivery, handles=self.backend, clock=self.clock, loop=loop)
 
     def _tx(self, spec: StepSpec) -> Transaction | None:
         """A fresh transaction for a run of a transactional step; None for the others."""
@@ -151,6 +162,39 @@ class Router:
         if self._blocking_streams is None or self._blocking_streams[0] is not loop:
             self._blocking_streams = (loop, streams.blocking(loop))
         return self._blocking_streams[1]
+
+    def cancel_running(self, delivery_id: str) -> bool:
+        """Tell the run of a delivery (in this process) that its event was cancelled: ``ctx.cancelled``
+        becomes true and an async handler gets ``asyncio.CancelledError``. False when it does not run here
+        (or was told already)."""
+        entry = self.running.get(delivery_id)
+        if entry is None or entry[0].cancelled:
+            return False
+        ctx, task, is_async = entry
+        ctx.cancelled = True
+        if is_async and task is not None:
+            task.cancel()
+        return True
+
+    def _ended(self, d: Delivery, ctx: Context) -> None:
+        """Forget the run of ``d`` with ``ctx`` (a stalled attempt may end after the next one started)."""
+        entry = self.running.get(d.id)
+        if entry is not None and entry[0] is ctx:
+            del self.running[d.id]
+
+    def _stopped_for_cancel(self, d: Delivery, ctx: Context) -> bool:
+        """After CancelledError: whether only :meth:`cancel_running` cancelled the run (not a shutdown)."""
+        self._ended(d, ctx)
+        task = asyncio.current_task()
+        return ctx.cancelled and (task is None or task.uncancel() == 0)
+
+    def _result(self, spec: StepSpec, ctx: Context, value: Any) -> str | None:
+        """A handler's return value as its stored result; a value that cannot be stored is dropped with a
+        warning on the run (the attempt still succeeds)."""
+        text, problem = encode_result(value, self.max_payload_bytes)
+        if problem is not None:
+            ctx.logger.warning(f"the result of '{spec.name}' was not stored: {problem}")
+        return text
 
     async def run_delivery(self, d: Delivery) -> Outcome:
         """Run one delivery to the end: ack with its emits, retry with backoff, or dead-letter.
@@ -173,6 +217,8 @@ class Router:
         spec = self.steps.get(d.step)
         if spec is None or spec.handler is None:
             return Outcome.LOST  # the step was removed by a reload; the lease expires and it stays queued
+        if d.cancelled:  # its event was cancelled: settle it, never run it
+            return await self.settler.cancelled(spec, d, self.clock(), ran=False)
         if d.attempt > spec.queue.max_retries + 1:  # earlier attempts ended without a verdict: the worker died
             return await self.settler.exhausted(spec, d, self.clock())
         env = d.envelope
@@ -185,26 +231,40 @@ class Router:
                 started = self.clock()
                 tx = self._tx(spec)
                 ctx = self._context(spec, trace_id=env.trace_id, topic=env.topic, attempt=d.attempt,
-                                    traceparent=span.traceparent, tx=tx, source_id=env.id)
+                                    traceparent=span.traceparent, tx=tx, source_id=env.id, delivery=d)
+                self.running[d.id] = (ctx, asyncio.current_task(), spec.is_async)
                 skip = False
+                result = None
                 try:
                     data = env.data
                     skip = spec.watch is not None and not await admits(spec, data, ctx)  # a state step's condition
                     if not skip:
-                        await self.executor.call(spec, spec.input.validate(data) if spec.input is not None else data,
-                                                 ctx)
+                        result = await self.executor.call(
+                            spec, spec.input.validate(data) if spec.input is not None else data, ctx)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except asyncio.CancelledError:
-                    await self._hand_back(d)
-                    raise
+                    if not self._stopped_for_cancel(d, ctx):
+                        await self._hand_back(d)
+                        raise
+                    outcome = await self.settler.cancelled(spec, d, started, ran=True)
                 except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: not run, not failed
+                    self._ended(d, ctx)
                     outcome = await self.settler.skip(spec, d, started)
                 except BaseException as exc:
-                    outcome = await self.settler.fail(spec, d, exc, started)
+                    self._ended(d, ctx)
+                    outcome = await (self.settler.cancelled(spec, d, started, ran=True) if ctx.cancelled
+                                     else self.settler.fail(spec, d, exc, started))
                 else:
-                    outcome = await (self.settler.skip(spec, d, started) if skip else
-                                     self.settler.ack(spec, d, started, ctx.outbox, tx))
+                    self._ended(d, ctx)
+                    if ctx.cancelled:
+                        outcome = await self.settler.cancelled(spec, d, started, ran=True)
+                    elif skip:
+                        outcome = await self.settler.skip(spec, d, started)
+                    else:
+                        outcome = await self.settler.ack(spec, d, started, ctx.outbox,
+                                                         None if result is None else self._result(spec, ctx, result),
+                                                         tx)
             span.finish(outcome, outcome is not Outcome.OK and (outcome.failed or outcome.retried))
         return outcome
 
@@ -214,7 +274,8 @@ class Router:
         scheduled = datetime.fromisoformat(payload["scheduled_at"]) if payload else datetime.now(UTC)
         tx = self._tx(spec)
         ctx = self._context(spec, trace_id=d.envelope.trace_id, topic=None, attempt=d.attempt,
-                            scheduled_at=scheduled, traceparent=traceparent, tx=tx, source_id=d.envelope.id)
+                            scheduled_at=scheduled, traceparent=traceparent, tx=tx, source_id=d.envelope.id,
+                            delivery=d)
         exclusive = spec.cron_policy.overlap is CronOverlap.SKIP
         if exclusive:
             refused = await self.cron.admit(spec, d, scheduled, started)
@@ -224,19 +285,30 @@ class Router:
                 self.log.info(f"cron '{spec.name}' tick skipped: the previous run is still running",
                               step=spec.name, trace_id=d.envelope.trace_id)
                 return await self.settler.skip(spec, d, started)
+        self.running[d.id] = (ctx, asyncio.current_task(), spec.is_async)
         try:
             async with self.cron.held(spec, d) if exclusive else contextlib.nullcontext():
-                await self.executor.call(spec, ctx)
+                result = await self.executor.call(spec, ctx)
         except (KeyboardInterrupt, SystemExit):
             raise
         except asyncio.CancelledError:
-            await self._hand_back(d)
-            raise
+            if not self._stopped_for_cancel(d, ctx):
+                await self._hand_back(d)
+                raise
+            return await self.settler.cancelled(spec, d, started, ran=True)
         except ConditionSkipped:
+            self._ended(d, ctx)
             return await self.settler.skip(spec, d, started)
         except BaseException as exc:
+            self._ended(d, ctx)
+            if ctx.cancelled:
+                return await self.settler.cancelled(spec, d, started, ran=True)
             return await self.settler.fail(spec, d, exc, started)
-        return await self.settler.ack(spec, d, started, ctx.outbox, tx)
+        self._ended(d, ctx)
+        if ctx.cancelled:
+            return await self.settler.cancelled(spec, d, started, ran=True)
+        return await self.settler.ack(spec, d, started, ctx.outbox,
+                                      None if result is None else self._result(spec, ctx, result), tx)
 
     async def _hand_back(self, d: Delivery) -> None:
         """Shutdown past the grace period: hand the delivery back at once rather than wait for its lease."""

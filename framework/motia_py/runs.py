@@ -27,6 +27,7 @@ class Outcome(str, enum.Enum):
     DEFERRED = "deferred"  # a late cron tick handed back until the run before it ends
     LOST = "lost"  # the lease was lost (another worker owns the delivery) or the step was removed
     ERROR = "error"  # an API run that answered 5xx
+    CANCELLED = "cancelled"  # its event was cancelled: stopped while running, or never run (not retried)
     CONFLICT = "conflict"  # a transactional run whose reads changed before it committed: run again at once
 
     @property
@@ -49,7 +50,7 @@ _FAILED = frozenset({Outcome.DEAD, Outcome.TIMEOUT_DEAD, Outcome.ERROR})
 _RETRIED = frozenset({Outcome.RETRIED, Outcome.TIMEOUT_RETRIED})
 _MARKS = {Outcome.OK: "ok", Outcome.RETRIED: "RETRY", Outcome.DEAD: "DEAD", Outcome.TIMEOUT_RETRIED: "TIMEOUT/RETRY",
           Outcome.TIMEOUT_DEAD: "TIMEOUT/DEAD", Outcome.SKIPPED: "skipped", Outcome.DEFERRED: "deferred",
-          Outcome.LOST: "lost", Outcome.ERROR: "ERROR", Outcome.CONFLICT: "conflict"}
+          Outcome.LOST: "lost", Outcome.ERROR: "ERROR", Outcome.CANCELLED: "CANCELLED", Outcome.CONFLICT: "conflict"}
 
 
 class RunKind(str, enum.Enum):

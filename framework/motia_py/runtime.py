@@ -13,6 +13,7 @@ from .backends.registry import BackendOptions, create_backend
 from .discovery import Project, discover
 from .errors import GraphError
 from .findings import Finding, Severity
+from .handles import HandleJanitor
 from .logs import LogSink
 from .otel import Otel
 from .router import Router
@@ -88,6 +89,9 @@ class Runtime:
                              **kwargs)
         self.worker = Worker(self.router, poll_s=poll_s) if workers else None
         self.scheduler = Scheduler(self.router, clock=clock) if cron else None
+        s = project.settings  # finished job handles are pruned where workers run
+        self.janitor = HandleJanitor(self.router.backend, s.handles_max_age_s, s.handles_max_count,
+                                     clock=self.router.clock) if workers else None
         self._started = False
 
     @property
@@ -107,6 +111,8 @@ class Runtime:
             self.recorder.start()
         if self.worker is not None:
             await self.worker.start()
+        if self.janitor is not None:
+            self.janitor.start()
         if self.scheduler is not None:
             await self.scheduler.start()
         self._started = True
@@ -136,6 +142,8 @@ class Runtime:
             await self.scheduler.stop()
         if self.worker is not None:
             await self.worker.stop(grace_s)
+        if self.janitor is not None:
+            await self.janitor.stop()
         await self.router.aclose()
         if self.recorder is not None:
             await self.recorder.stop()

@@ -160,6 +160,8 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, _seconds),
     _Setting("traces_max_count", "traces", "max_count", "MOTIA_PY_TRACES_MAX_COUNT", 10_000, _int(0)),
     _Setting("traces_otel", "traces", "otel", "MOTIA_PY_TRACES_OTEL", "auto", _otel),
+    _Setting("handles_max_age_s", "handles", "max_age", "MOTIA_PY_HANDLES_MAX_AGE", 86_400.0, _seconds),
+    _Setting("handles_max_count", "handles", "max_count", "MOTIA_PY_HANDLES_MAX_COUNT", 100_000, _int(0)),
     _Setting("log_format", "logging", "format", "MOTIA_PY_LOG_FORMAT", "auto", _text),
     _Setting("log_level", "logging", "level", "MOTIA_PY_LOG_LEVEL", "info", _text),
 )
@@ -196,6 +198,8 @@ class Settings:
     traces_max_age_s: float
     traces_max_count: int
     traces_otel: str
+    handles_max_age_s: float
+    handles_max_count: int
     log_format: str
     log_level: str
     transactional: bool = False  # the default of steps without "transactional" in their config

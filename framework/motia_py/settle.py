@@ -72,13 +72,13 @@ class Settler:
         self.rand = rand
 
     async def ack(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing],
-                  tx: Transaction | None = None) -> Outcome:
-        """Acknowledge a successful run and publish its emits in the same transaction (with its state
-        writes, for a transactional run: see :meth:`commit`)."""
+                  result_json: str | None = None, tx: Transaction | None = None) -> Outcome:
+        """Acknowledge a successful run and publish its emits in the same transaction, storing its result
+        (with its state writes, for a transactional run: see :meth:`commit`)."""
         if tx is not None:
-            return await self.commit(spec, d, started, outbox, tx)
+            return await self.commit(spec, d, started, outbox, tx, result_json)
         try:
-            ok = await self.backend.complete(d, outbox)
+            ok = await self.backend.complete_with_result(d, outbox, result_json)
         except BackendError as exc:
             self._unsettled(spec, d, "could not acknowledge the delivery", exc)
             ok = False
@@ -88,12 +88,12 @@ class Settler:
         return outcome
 
     async def commit(self, spec: StepSpec, d: Delivery, started: float, outbox: Sequence[Outgoing],
-                     tx: Transaction) -> Outcome:
-        """Commit a transactional run: its state writes, its emits and the acknowledgement together,
-        fenced by the lease. ``Outcome.CONFLICT`` when a value it read changed meanwhile: nothing is
-        committed and the delivery stays leased, for the caller to run it again."""
+                     tx: Transaction, result_json: str | None = None) -> Outcome:
+        """Commit a transactional run: its state writes, its emits, the acknowledgement and its result
+        together, fenced by the lease. ``Outcome.CONFLICT`` when a value it read changed meanwhile: nothing
+        is committed and the delivery stays leased, for the caller to run it again."""
         try:
-            result = await self.backend.complete_tx(d, outbox, tx.writes(), tx.reads())
+            result = await self.backend.complete_tx_with_result(d, outbox, tx.writes(), tx.reads(), result_json)
         except BackendError as exc:
             self._unsettled(spec, d, "could not commit the run", exc)
             result = "lost"
@@ -136,7 +136,7 @@ class Settler:
         else:
             delay = retry_delay(spec.queue.backoff, d.attempt, self.rand)
             try:
-                await self.backend.retry(d, delay)
+                await self.backend.retry_with_error(d, delay, error)
             except BackendError as berr:
                 self._unsettled(spec, d, "failed and its retry could not be scheduled", berr)
             else:
@@ -163,6 +163,20 @@ class Settler:
                            trace_id=d.envelope.trace_id, step=spec.name, topic=d.envelope.topic, attempt=d.attempt)
         self.recorder.delivery(spec, d, started, Outcome.DEAD, error)
         return Outcome.DEAD
+
+    async def cancelled(self, spec: StepSpec, d: Delivery, started: float, *, ran: bool) -> Outcome:
+        """End a delivery of a cancelled event: stopped while it ran (``ran``), or never started. Not
+        retried, not dead-lettered; its emits are dropped."""
+        try:
+            await self.backend.cancel_settle(d)
+        except BackendError as berr:
+            self._unsettled(spec, d, "was cancelled but could not be settled", berr)
+        else:
+            self.log.info(f"'{spec.name}' {'stopped' if ran else 'not run'}: its event was cancelled",
+                          trace_id=d.envelope.trace_id, step=spec.name, topic=d.envelope.topic, attempt=d.attempt,
+                          event_id=d.envelope.id)
+        self.recorder.delivery(spec, d, started, Outcome.CANCELLED, "cancelled" if ran else "cancelled before it ran")
+        return Outcome.CANCELLED
 
     def _unsettled(self, spec: StepSpec, d: Delivery, what: str, exc: BackendError) -> None:
         lease = spec.queue.visibility_timeout_s

@@ -90,6 +90,7 @@ class QueueSpec:
     delay_s: float = 0.0
     concurrency: int = 20
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    dedup_window_s: float | None = None  # idempotency keys of the step's topics are held this long
     flow: FlowSpec = field(default_factory=FlowSpec)  # fleet-wide limits and default priority (flow_control)
 
     @property

@@ -14,6 +14,7 @@ moves its clock to the next due time instead of sleeping, so tests of retries ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json as _json
 import os
@@ -27,6 +28,7 @@ from .backends.base import DeadLetter, Outgoing
 from .backends.memory import MemoryBackend
 from .discovery import Project
 from .errors import MotiaError
+from .handles import Cancellation, EventStatus, ProgressCallback, cancel_event, event_status, wait_event
 from .http import ApiApp, ApiResponse
 from .logs import framework_logger
 from .runs import RunRecord
@@ -60,8 +62,10 @@ class _RecordingBackend(MemoryBackend):
         self.published: list[Outgoing] = []
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        self.published.extend(items)
         await super().publish(items)
+        # an event whose idempotency key another event holds was not published
+        self.published.extend(o for o in items if o.key is None
+                              or self._keys[(o.envelope.topic, o.key)][0] == o.envelope.id)
 
 
 class _LocalStreamClient(_Subscriber):
@@ -101,6 +105,7 @@ class Harness:
         self._runtime: Runtime | None = None
         self._api: ApiApp | None = None
         self._hub: StreamHub | None = None
+        self._stalled = 0  # see _turn
         self.last_response: ApiResponse | None = None
 
     @property
@@ -134,14 +139,41 @@ class Harness:
             await self._runtime.stop(grace_s=5.0)
 
     async def emit(self, topic: str, data: Any = None, *, message_group_id: str | None = None,
-                   delay: float | None = None, trace_id: str | None = None, priority: int | None = None) -> str:
-        """Send an event from outside (as the CLI or an API would); return its trace id.
+                   delay: float | None = None, at: datetime | None = None, key: str | None = None,
+                   dedup_window: float | None = None, trace_id: str | None = None, priority: int | None = None) -> str:
+        """Send an event from outside (as the CLI or an API would); return its event id (the id of its
+        trace too). ``at``, ``key``, ``dedup_window`` and ``priority`` as in :meth:`motia_py.Client.emit`
+        (on the harness's virtual clock).
 
         Raises:
             UnknownTopicError: no step subscribes to the topic and no flow lists it as an entry topic.
         """
         return await self.runtime.router.emit(topic, data, trace_id=trace_id, message_group_id=message_group_id,
-                                              delay_s=float(delay or 0.0), priority=priority)
+                                              delay_s=float(delay or 0.0), priority=priority, at=at,
+                                              key=key, dedup_window_s=dedup_window)
+
+    async def status(self, event_id: str) -> EventStatus:
+        """An event's status per subscribing step (see :meth:`motia_py.Client.status`)."""
+        return await event_status(self.backend, event_id)
+
+    async def wait(self, event_id: str, *, timeout: float = 30.0, on_progress: ProgressCallback | None = None
+                   ) -> EventStatus:
+        """Run the project until the event finished; return its status (see :meth:`motia_py.Client.wait`).
+
+        Virtual time moves as in :meth:`run_until_idle`; ``timeout`` is in real seconds.
+        """
+        deadline = time.monotonic() + timeout
+
+        async def turn() -> None:
+            with contextlib.suppress(TimeoutError):  # wait_event reports its own timeout
+                await self._turn(deadline, timeout)
+            await asyncio.sleep(0.001)
+
+        return await wait_event(self.backend, event_id, timeout_s=timeout, on_progress=on_progress, between=turn)
+
+    async def cancel(self, event_id: str) -> Cancellation:
+        """Cancel an event (see :meth:`motia_py.Client.cancel`)."""
+        return await cancel_event(self.backend, event_id)
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:
         """Run until no event is queued, delayed or being handled (jumping the clock over delays).
@@ -150,31 +182,36 @@ class Harness:
             TimeoutError: still busy after ``timeout`` real seconds (a handler that never returns, or
                 an endless loop of events).
         """
+        deadline = time.monotonic() + timeout
+        self._stalled = 0
+        while not await self._turn(deadline, timeout):
+            await asyncio.sleep(0.001)
+
+    async def _turn(self, deadline: float, timeout: float) -> bool:
+        """Let the workers run a little; True when idle. With only delayed work left, jump the clock."""
         worker = self.runtime.worker
         assert worker is not None  # the harness always runs workers
-        deadline = time.monotonic() + timeout
-        stalled = 0  # rounds with nothing running while events count as ready (FIFO groups held by a retry)
-        while True:
-            for _ in range(3):
-                await asyncio.sleep(0)
-            stats = await self.backend.stats()
-            if worker.in_flight == 0 and stats.idle:
-                return
-            stalled = stalled + 1 if worker.in_flight == 0 and stats.ready else 0
-            if worker.in_flight == 0 and (stats.ready == 0 or stalled > 20) and stats.next_due_at is not None:
-                if stats.next_due_at > self.clock.now:
-                    self.clock.now = stats.next_due_at
+        for _ in range(3):
+            await asyncio.sleep(0)
+        stats = await self.backend.stats()
+        if worker.in_flight == 0 and stats.idle:
+            return True
+        # rounds with nothing running while events count as ready (FIFO groups held by a retry)
+        self._stalled = self._stalled + 1 if worker.in_flight == 0 and stats.ready else 0
+        if worker.in_flight == 0 and (stats.ready == 0 or self._stalled > 20) and stats.next_due_at is not None:
+            if stats.next_due_at > self.clock.now:
+                self.clock.now = stats.next_due_at
+            self.backend.notify_all()
+            self._stalled = 0
+        elif worker.in_flight == 0 and stats.ready:  # held back by rate limits: on to the next window
+            opens = [t for s in self.runtime.router.steps.values() if s.queue.flow.control is not None
+                     and (t := self.backend.next_claimable(s.name, s.queue.flow.control)) is not None]
+            if opens and min(opens) > self.clock.now:
+                self.clock.now = min(opens)
                 self.backend.notify_all()
-                stalled = 0
-            elif worker.in_flight == 0 and stats.ready:  # held back by rate limits: on to the next window
-                opens = [t for s in self.runtime.router.steps.values() if s.queue.flow.control is not None
-                         and (t := self.backend.next_claimable(s.name, s.queue.flow.control)) is not None]
-                if opens and min(opens) > self.clock.now:
-                    self.clock.now = min(opens)
-                    self.backend.notify_all()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not idle after {timeout} s: {worker.in_flight} running, {stats}")
-            await asyncio.sleep(0.001)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not idle after {timeout} s: {worker.in_flight} running, {stats}")
+        return False
 
     async def run_cron(self, name: str, scheduled_at: datetime | None = None) -> str:
         """Fire cron step ``name`` once now (through its queue) and run until idle; return the trace id.

@@ -18,6 +18,7 @@ from typing import Any
 
 from .backends.base import Backend, TraceRun
 from .errors import BackendError
+from .handles import MIN_PREFIX, unique
 from .logs import LogSink, _to_logging
 from .runs import Outcome, RunRecord
 
@@ -124,6 +125,24 @@ class TraceRecorder:
             self._task = None
         with contextlib.suppress(BackendError):
             await self.flush()
+
+
+async def find_trace(backend: Backend, ref: str, scan: int) -> tuple[str, list[dict[str, Any]]]:
+    """(trace id, its runs) of the trace ``ref`` names: its id, or a unique prefix of at least 6 characters
+    among the ``scan`` most recently active traces. No runs: no such trace.
+
+    Raises:
+        AmbiguousIdError: the prefix matches several traces (listed).
+    """
+    runs = [json.loads(r) for r in await backend.traces_get(ref)]
+    if runs or len(ref.strip()) < MIN_PREFIX:
+        return ref, runs
+    ref = ref.strip()
+    candidates = [t for t in await backend.traces_recent(scan) if t.startswith(ref)]
+    if not candidates:
+        return ref, []
+    trace_id = unique(ref, sorted(candidates), "trace")
+    return trace_id, [json.loads(r) for r in await backend.traces_get(trace_id)]
 
 
 def summarize(trace_id: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

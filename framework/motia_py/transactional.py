@@ -41,10 +41,11 @@ def postgres_of(backend: Backend) -> PostgresBackend:
     Raises:
         BackendError: it is another backend (the event could not share the caller's transaction).
     """
-    if not isinstance(backend, PostgresBackend):
+    pg = backend if isinstance(backend, PostgresBackend) else getattr(backend, "core", None)  # composed: its core
+    if not isinstance(pg, PostgresBackend):
         raise BackendError(f"emit(..., connection=...) publishes inside your PostgreSQL transaction, so it needs "
                            f"the postgres backend; this client's backend is {backend.url}")
-    return backend
+    return pg
 
 
 @contextlib.contextmanager
@@ -53,10 +54,12 @@ def _prepared(publisher: Publisher, topic: str, data: Any, trace_id: str | None,
     """The checks and the fan-out of :meth:`Publisher.emit`, inside its producer span."""
     publisher.check_external_topic(topic)
     text = encode_payload(data, publisher.max_payload_bytes)
+    fresh = trace_id is None and not publisher.spans.in_span()  # a new trace: the event's id is the trace's
     with publisher.spans.span(f"publish {topic}", "producer", trace_id=trace_id,
                               attributes={"messaging.destination.name": topic}) as (tid, tp, _):
-        yield (publisher.outgoing(topic, text, trace_id or tid, group_id, delay_s, None, tp, priority),
-               trace_id or tid)
+        out = publisher.outgoing(topic, text, trace_id or tid, group_id, delay_s, None, tp, priority,
+                                 event_id=tid if fresh else None)
+        yield out, out.envelope.id
 
 
 def _statement(backend: PostgresBackend, out: Outgoing) -> tuple[str, list[Any]] | None:

@@ -20,7 +20,10 @@ nothing from the network. It reads the API below and follows ``api/events`` (ser
                                 and the ready events each limit holds back (``heldBy``)
     GET  streams                [{"name", "schema", "groups"}] (the page then joins a group over the
                                 stream WebSocket at ``/``, as any stream client does)
-    POST emit {"topic", "data", "priority"?} -> {"traceId"};  POST call {"method", "path", "body"} -> the response
+    POST emit {"topic", "data", "key"?, "priority"?} -> {"traceId", "eventId"};  POST call {"method", "path",
+                                "body"} -> the response
+    GET  status/{id}            an event's status per step (id: the event id or a unique prefix)
+    POST cancel/{id}            cancel an event -> {"changed", "cancelled", "requested", "status"}
     GET  events                 SSE: ``trace`` (a summary) when a trace appears or changes, ``ping``
 """
 
@@ -40,6 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from . import workbench_jobs as jobs
 from .backends.records import StepQueueStats
 from .config import StepType
 from .discovery import Project
@@ -49,7 +53,7 @@ from .http import ApiApp
 from .publisher import CRON_TOPIC_PREFIX
 from .runtime import Runtime
 from .settings import Settings
-from .tracing import build_tree, summarize
+from .tracing import summarize
 from .wire import parse_json
 
 PREFIX = "/__workbench"
@@ -208,6 +212,8 @@ class Workbench:
                 ("GET", r"/api/streams", self.streams),
                 ("POST", r"/api/emit", self.emit),
                 ("POST", r"/api/call", self.call),
+                ("GET", r"/api/status/(?P<id>[^/]+)", self.status),
+                ("POST", r"/api/cancel/(?P<id>[^/]+)", self.cancel),
                 ("GET", r"/api/events", self.events),
             )
         ]
@@ -355,12 +361,11 @@ class Workbench:
         return _json(sorted(out, key=lambda s: s["started_at"], reverse=True))
 
     async def trace(self, request: Request, params: dict[str, str]) -> Response:
-        """One trace: its summary and the tree of runs (which run's emit caused which)."""
+        """One trace (by its id or a unique prefix): its summary and the tree of runs (which run's emit
+        caused which)."""
         await self._flush()
-        runs = await self._runs(params["id"])
-        if not runs:
-            return _error(404, "unknown_trace", f"no trace '{params['id']}' (or it is past retention)")
-        return _json({"trace_id": params["id"], "summary": summarize(params["id"], runs), "tree": build_tree(runs)})
+        code, body = await jobs.trace(self.app.router.backend, params["id"], self.settings.traces_max_count)
+        return _json(body, code)
 
     async def events(self, request: Request, _: dict[str, str]) -> Response:
         """Server-sent events: ``ready`` once, then ``trace`` per new or changed trace, ``ping`` now and then."""
@@ -440,16 +445,30 @@ class Workbench:
         topic = body.get("topic")
         if not isinstance(topic, str) or not topic.strip():
             return _error(400, "invalid_request", "'topic' must be a non-empty string")
+        key = body.get("key") or None
+        if key is not None and not isinstance(key, str):
+            return _error(400, "invalid_request", "'key' must be a string")
         priority = body.get("priority")
         try:
-            trace_id = await self.app.router.emit(topic.strip(), body.get("data", {}), priority=priority)
+            event_id = await self.app.router.emit(topic.strip(), body.get("data", {}), key=key, priority=priority)
         except BackendError:
             raise  # a 503, not the caller's fault
         except UnknownTopicError as exc:
             return _error(400, "unknown_topic", str(exc))
         except MotiaError as exc:
             return _error(400, "invalid_event", str(exc))
-        return _json({"traceId": trace_id})
+        return _json({"traceId": event_id, "eventId": event_id})
+
+    # -- job handles --------------------------------------------------------------------------------
+    async def status(self, request: Request, params: dict[str, str]) -> Response:
+        """An event's status per subscribing step (see :mod:`.workbench_jobs`)."""
+        code, body = await jobs.status(self.app.router.backend, params["id"])
+        return _json(body, code)
+
+    async def cancel(self, request: Request, params: dict[str, str]) -> Response:
+        """Cancel an event (see :mod:`.workbench_jobs`)."""
+        code, body = await jobs.cancel(self.app.router.backend, params["id"])
+        return _json(body, code)
 
     async def call(self, request: Request, _: dict[str, str]) -> Response:
         """Call an API step through the app's pipeline (validation, middleware, emits, traces)."""

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .backends.base import Delivery
 from .config import QUEUED_TYPES
@@ -17,6 +17,8 @@ from .router import Router
 from .waker import Waker
 
 _HEAD_START_S = 0.005
+CANCEL_POLL_S = 0.5
+"""How often a worker asks whether the events of the deliveries it holds were cancelled."""
 
 
 @dataclass(slots=True)
@@ -44,12 +46,16 @@ class Worker:
         poll_s: the longest one wait for work lasts before the backend is asked again (every backend
             returns sooner on a publish or a due time; idle consumers share one wait, see :mod:`.waker`).
         steps: only these steps (default: all event and cron steps).
+        cancel_poll_s: how often to ask whether the events of held deliveries were cancelled.
     """
 
-    def __init__(self, router: Router, *, poll_s: float = 0.5, steps: set[str] | None = None) -> None:
+    def __init__(self, router: Router, *, poll_s: float = 0.5, steps: set[str] | None = None,
+                 cancel_poll_s: float = CANCEL_POLL_S) -> None:
         self.router = router
         self.poll_s = poll_s
         self.only = steps
+        self.cancel_poll_s = cancel_poll_s
+        self._cancel_watch: asyncio.Task[None] | None = None
         self._consumers: dict[str, _Consumer] = {}
         self._retired: list[_Consumer] = []
         self._stopping = asyncio.Event()
@@ -75,6 +81,8 @@ class Worker:
         self.sync()
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat(), name="motia-heartbeat")
+        if self._cancel_watch is None:
+            self._cancel_watch = asyncio.create_task(self._watch_cancels(), name="motia-cancels")
 
     def sync(self) -> None:
         """Start consumers for new steps and stop those of removed steps (after a reload).
@@ -248,6 +256,28 @@ class Worker:
                 if held:
                     await self._renew(c.step, held, lease)
 
+    async def _watch_cancels(self) -> None:
+        """Every ``cancel_poll_s``, while this worker holds deliveries: ask the backend which of their events
+        were cancelled; stop those runs, and mark those claimed but not started (they are settled unrun)."""
+        while True:
+            await asyncio.sleep(self.cancel_poll_s)
+            consumers = (*self._consumers.values(), *self._retired)
+            held = [d for c in consumers for d in (*c.active.values(), *c.pending)]
+            if not held:
+                continue
+            try:
+                gone = await self.router.backend.cancel_requests(held)
+            except BackendError:
+                continue  # the heartbeat reports outages; the next round asks again
+            if not gone:
+                continue
+            for c in consumers:
+                for i, d in enumerate(c.pending):
+                    if d.id in gone and not d.cancelled:
+                        c.pending[i] = replace(d, cancelled=True)
+                for delivery_id in [i for i in c.active if i in gone]:
+                    self.router.cancel_running(delivery_id)
+
     async def _renew(self, step: str, held: list[Delivery], lease_s: float) -> None:
         try:
             await self.router.backend.extend(held, lease_s)
@@ -299,5 +329,10 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        if self._cancel_watch is not None:
+            self._cancel_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cancel_watch
+            self._cancel_watch = None
         self._consumers.clear()
         self._retired.clear()

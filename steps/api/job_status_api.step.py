@@ -1,6 +1,12 @@
-"""GET /jobs/:jobId: a job's record (status, attempts, result or error) from the ``jobs`` state."""
+"""GET /jobs/:jobId: a job's record (status, attempts, result or error) from the ``jobs`` state, with the
+job handle of its current attempt (queue state, attempts, progress, result).
 
-from services.jobs import JOBS
+A job accepted a moment ago may have no record yet (its producer has not run): then its request's handle
+answers, as ``queued``.
+"""
+
+from motia_py.errors import UnknownEventError
+from services.jobs import JOBS, QUEUED
 
 config = {
     "type": "api",
@@ -17,8 +23,19 @@ config = {
 }
 
 
+async def handle_of(ctx, event_id):
+    try:
+        return (await ctx.status(event_id)).to_json()
+    except UnknownEventError:
+        return None  # never published, or past the handles' retention
+
+
 async def handler(req, ctx):
-    job = await ctx.state.get(JOBS, req.pathParams["jobId"])
-    if job is None:
+    job_id = req.pathParams["jobId"]
+    job = await ctx.state.get(JOBS, job_id)
+    if job is not None:
+        return {"status": 200, "body": {**job, "handle": await handle_of(ctx, job.get("eventId") or job_id)}}
+    request = await handle_of(ctx, job_id) if len(job_id) == 32 else None
+    if request is None or request["topic"] not in ("email.requested", "data.requested"):
         return {"status": 404, "body": {"error": "no such job"}}
-    return {"status": 200, "body": job}
+    return {"status": 200, "body": {"jobId": job_id, "status": QUEUED, "handle": request}}

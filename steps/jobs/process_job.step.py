@@ -2,7 +2,9 @@
 
 Retries happen in user land, as in Motia's background-job example: on a retryable error the
 handler stores ``retry_scheduled`` with a ``retryAt`` (exponential backoff with full jitter) and
-returns normally; the JobScheduler cron step re-queues the job when that time comes.
+returns normally; the JobScheduler cron step re-queues the job when that time comes. The job's
+result is also the handler's return value, so ``motia-py status`` and ``ctx.status`` show it on the
+attempt's job handle, with the progress reported here.
 
 Every change of status is also pushed to the ``jobStatus`` stream (``job_status_stream.py``), so a
 browser subscribed to group ``jobs`` sees each job run, progress and finish without polling.
@@ -65,10 +67,12 @@ async def handler(job: JobEnqueued, ctx):
     if record.get("status") == COMPLETED:  # delivery is at least once: never run a job twice
         ctx.logger.info("Job already completed; skipping", jobId=job.jobId)
         return
-    record = with_status(record, RUNNING, attempts=job.attempt, maxAttempts=job.maxAttempts, error=None)
+    record = with_status(record, RUNNING, attempts=job.attempt, maxAttempts=job.maxAttempts, error=None,
+                         eventId=ctx.event_id)
     await ctx.state.set(JOBS, job.jobId, record)
     await publish_status(ctx, job, RUNNING, 0.0)
-    ctx.logger.info("Running job", jobId=job.jobId, type=job.type, attempt=job.attempt)
+    ctx.logger.info("Running job", jobId=job.jobId, type=job.type, jobAttempt=job.attempt)
+    await ctx.progress(0.0, f"attempt {job.attempt} of {job.maxAttempts}", jobId=job.jobId)
 
     retry_in_s = None
     try:
@@ -83,18 +87,18 @@ async def handler(job: JobEnqueued, ctx):
     else:
         await ctx.state.set(JOBS, job.jobId, with_status(record, COMPLETED, result=result))
         await publish_status(ctx, job, COMPLETED, 1.0)
-        ctx.logger.info("Job completed", jobId=job.jobId, attempt=job.attempt)
+        ctx.logger.info("Job completed", jobId=job.jobId, jobAttempt=job.attempt)
         await ctx.emit("job.completed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,
                                          "result": result})
-        return
+        return result  # the result of this attempt's job handle
 
     if retry_in_s is None:
         record = with_status(record, FAILED, error=error)
-        ctx.logger.error("Job failed", jobId=job.jobId, attempt=job.attempt, error=error)
+        ctx.logger.error("Job failed", jobId=job.jobId, jobAttempt=job.attempt, error=error)
     else:
         retry_at = iso(now() + timedelta(seconds=retry_in_s))
         record = with_status(record, RETRY_SCHEDULED, error=error, retryAt=retry_at)
-        ctx.logger.warn("Job failed; retry scheduled", jobId=job.jobId, attempt=job.attempt, retryAt=retry_at)
+        ctx.logger.warn("Job failed; retry scheduled", jobId=job.jobId, jobAttempt=job.attempt, retryAt=retry_at)
     await ctx.state.set(JOBS, job.jobId, record)
     await publish_status(ctx, job, record["status"], 1.0 if retry_in_s is None else 0.0, error)
     await ctx.emit("job.failed", {"jobId": job.jobId, "type": job.type, "attempts": job.attempt,

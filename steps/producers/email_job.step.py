@@ -1,13 +1,13 @@
 """EmailJobProducer: turns an ``email.requested`` event into a queued (or delayed) email job."""
 
-from services.jobs import JOBS, QUEUED, EmailRequest, enqueued_event, new_job
+from services.jobs import JOBS, EmailRequest, enqueued_event, new_job
 
 config = {
     "type": "event",
     "name": "EmailJobProducer",
     "description": "Creates an email job from a request and queues it (or delays it)",
     "subscribes": ["email.requested"],
-    "emits": [{"topic": "job.enqueued", "conditional": True}],
+    "emits": ["job.enqueued"],
     "input": EmailRequest,
     "flows": ["job-processing"],
 }
@@ -15,8 +15,10 @@ config = {
 
 async def handler(request: EmailRequest, ctx):
     payload = {"to": request.to, "subject": request.subject, "body": request.body}
-    job = new_job("email", payload, request.maxAttempts, delay_s=request.delaySeconds)
+    # the request's event id is the job's id (POST /jobs answered it already)
+    job = new_job("email", payload, request.maxAttempts, delay_s=request.delaySeconds, job_id=ctx.event_id)
+    # the queue holds a delayed job back until its runAt; the key enqueues it once even if this runs twice
+    job["eventId"] = await ctx.emit("job.enqueued", enqueued_event(job), delay=request.delaySeconds,
+                                    key=job["jobId"])
     await ctx.state.set(JOBS, job["jobId"], job)
     ctx.logger.info("Email job created", jobId=job["jobId"], status=job["status"])
-    if job["status"] == QUEUED:
-        await ctx.emit("job.enqueued", enqueued_event(job))

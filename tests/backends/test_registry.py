@@ -110,7 +110,7 @@ async def test_a_backend_registered_from_outside_runs_a_project(tmp_path: Path, 
         assert await backend.state_get("f", "g", "k") == '{"x":1}'
 
 
-async def test_a_backend_with_only_queue_and_state_gets_leases_metadata_and_traces(
+async def test_a_backend_with_only_queue_and_state_gets_leases_metadata_traces_and_handles(
     tmp_path: Path, make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = tmp_path / "site"
@@ -151,8 +151,10 @@ async def test_a_backend_with_only_queue_and_state_gets_leases_metadata_and_trac
         assert await backend.state_get("f", "g", "k") == '{"x":1}'
         assert await backend.acquire("lock", "me", 60) and not await backend.acquire("lock", "you", 60)
         assert await backend.meta_cas("m", None, "1") and await backend.meta_get("m") == "1"
+        handle = await backend.handle_get(trace_id)  # the emit's event id is its trace id
+        assert handle is not None and [(s.step, s.state.value) for s in handle.steps] == [("A", "succeeded")]
         # everything the defaults keep lives in the backend's own state store, in the reserved namespace
-        assert await core.state_groups(RESERVED_NAMESPACE) == ["leases", "meta", "trace-runs", "traces"]
+        assert await core.state_groups(RESERVED_NAMESPACE) == ["handles", "leases", "meta", "trace-runs", "traces"]
 
 
 def test_a_factory_result_without_the_queue_store_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -368,12 +368,16 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
         assert (d.envelope.data, d.envelope.traceparent) == ({"x": 1}, None)  # queued work survives the upgrade
         await backend.traces_add([TraceRun("t1", 1.0, "{}")])  # and the new tables exist
         assert await backend.traces_recent(1) == ["t1"]
+        assert await backend.complete_with_result(d, [], '"done"')  # job handles of work queued before
+        handle = await backend.handle_get("e1")
+        assert handle is not None and [(s.state.value, s.result_json) for s in handle.steps] == [("succeeded",
+                                                                                                 '"done"')]
     finally:
         await backend.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT owner FROM deliveries ORDER BY id").fetchall() == [("new:1",), ("new:1",)]
+        assert conn.execute("SELECT id, owner FROM deliveries").fetchall() == [("d2", "new:1")]  # d completed
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "deliveries_expiry" in indexes and "deliveries_leased" not in indexes
+        assert {"deliveries_expiry", "deliveries_event"} <= indexes and "deliveries_leased" not in indexes
     conn.close()
 
 

@@ -44,7 +44,7 @@ async def test_a_version_5_file_gains_priorities_and_keys_in_place(tmp_path: Pat
     finally:
         await b.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7  # 6 flow control, 7 handles
     conn.close()
 
 

@@ -1,11 +1,21 @@
-"""Backends: four store protocols bundled into a :class:`Backend` (:mod:`.stores`), the records that cross
+"""Backends: five store protocols bundled into a :class:`Backend` (:mod:`.stores`), the records that cross
 them (:mod:`.records`), found by URL scheme through the ``motia_py.backends`` entry points (:mod:`.registry`).
 """
 
 from .compose import compose
 from .records import DeadLetter, Delivery, Envelope, FlowControl, Outgoing, QueueStats, Target, TraceRun
 from .registry import available_schemes, open_backend
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore, WaitStore
+from .stores import (
+    Backend,
+    CoreBackend,
+    HandleStore,
+    LeaseStore,
+    QueueStore,
+    StateStore,
+    TraceStore,
+    TxStore,
+    WaitStore,
+)
 
 __all__ = [
     "Backend",
@@ -14,6 +24,7 @@ __all__ = [
     "Delivery",
     "Envelope",
     "FlowControl",
+    "HandleStore",
     "LeaseStore",
     "Outgoing",
     "QueueStats",

@@ -22,20 +22,34 @@ from typing import Any
 from ..errors import UnknownBackendError
 from ..types import Clock
 from .derived import StateLeaseStore, StateTraceStore, wait_any_by_step
+from .derived_handles import StateHandles
 from .derived_tx import StateTxStore
 from .records import (
+    CancelResult,
     DeadLetter,
     Delivery,
+    EventHandle,
     FlowControl,
     Outgoing,
     QueueStats,
+    ScheduledDelivery,
     StateRead,
     StateWrite,
     StepQueueStats,
     TraceRun,
     TxResult,
 )
-from .stores import Backend, CoreBackend, LeaseStore, QueueStore, StateStore, TraceStore, TxStore, WaitStore
+from .stores import (
+    Backend,
+    CoreBackend,
+    HandleStore,
+    LeaseStore,
+    QueueStore,
+    StateStore,
+    TraceStore,
+    TxStore,
+    WaitStore,
+)
 
 _C = Coroutine[Any, Any, Any]
 
@@ -58,15 +72,24 @@ def missing(obj: object, protocol: type) -> list[str]:
 
 class ComposedBackend:
     """A :class:`~.stores.Backend` whose queue and state come from ``core`` and whose leases, traces and
-    transactional commits come from the given stores. ``open`` and ``close`` open and close ``core`` only:
-    stores passed in must share its connection or manage their own."""
+    job handles and transactional commits come from the given stores. ``open`` and ``close`` open and
+    close ``core`` only: stores passed in must share its connection or manage their own.
 
-    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore, tx: TxStore | None = None
-                 ) -> None:
+    Job handles derived from the state store (:class:`.derived_handles.StateHandles`) follow every queue
+    call and commit, so then those go through them (``queue``); a core with its own handle store is used
+    as it is.
+    """
+
+    def __init__(self, core: CoreBackend, leases: LeaseStore, traces: TraceStore, tx: TxStore | None = None,
+                 handles: HandleStore | None = None, clock: Clock | None = None) -> None:
         self.core = core
         self.leases = leases
         self.traces = traces
         self.tx: TxStore = tx if tx is not None else StateTxStore(core)
+        derived = StateHandles(core, clock, tx=self.tx) if handles is None else None
+        self.handles: HandleStore = derived if derived is not None else handles  # type: ignore[assignment]
+        self.queue: QueueStore = derived if derived is not None else core
+        self.commits: TxStore = derived if derived is not None else self.tx
         self.url = core.url
 
     def __repr__(self) -> str:
@@ -85,42 +108,42 @@ class ComposedBackend:
     # -- queue ----------------------------------------------------------------------------------
     def publish(self, items: Sequence[Outgoing]) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.publish`."""
-        return self.core.publish(items)
+        return self.queue.publish(items)
 
     def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
               ) -> Coroutine[Any, Any, list[Delivery]]:
         """See :meth:`.QueueStore.claim` (a core without flow control works for steps without limits)."""
         if control is None:
-            return self.core.claim(step, limit, lease_s)
-        return self.core.claim(step, limit, lease_s, control=control)
+            return self.queue.claim(step, limit, lease_s)
+        return self.queue.claim(step, limit, lease_s, control=control)
 
     def hand_back(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.hand_back`."""
-        return self.core.hand_back(deliveries)
+        return self.queue.hand_back(deliveries)
 
     def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.complete`."""
-        return self.core.complete(delivery, outgoing)
+        return self.queue.complete(delivery, outgoing)
 
     def retry(self, delivery: Delivery, delay_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.retry`."""
-        return self.core.retry(delivery, delay_s)
+        return self.queue.retry(delivery, delay_s)
 
     def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                     ) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.dead_letter`."""
-        return self.core.dead_letter(delivery, error, traceback, attempts)
+        return self.queue.dead_letter(delivery, error, traceback, attempts)
 
     def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.extend`."""
-        return self.core.extend(deliveries, lease_s)
+        return self.queue.extend(deliveries, lease_s)
 
     def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None
              ) -> Coroutine[Any, Any, None]:
         """See :meth:`.QueueStore.wait`."""
         if control is None:
-            return self.core.wait(step, timeout_s)
-        return self.core.wait(step, timeout_s, control=control)
+            return self.queue.wait(step, timeout_s)
+        return self.queue.wait(step, timeout_s, control=control)
 
     def wait_any(self, steps: Collection[str], timeout_s: float) -> Coroutine[Any, Any, set[str]]:
         """See :meth:`.WaitStore.wait_any` (the core's own, or one ``wait`` per step)."""
@@ -130,30 +153,30 @@ class ComposedBackend:
 
     def stats(self) -> Coroutine[Any, Any, QueueStats]:
         """See :meth:`.QueueStore.stats`."""
-        return self.core.stats()
+        return self.queue.stats()
 
     def step_stats(self, controls: Mapping[str, FlowControl] | None = None
                    ) -> Coroutine[Any, Any, dict[str, StepQueueStats]]:
         """See :meth:`.QueueStore.step_stats`."""
         if controls is None:
-            return self.core.step_stats()
-        return self.core.step_stats(controls)
+            return self.queue.step_stats()
+        return self.queue.step_stats(controls)
 
     def dlq_list(self, limit: int = 100) -> Coroutine[Any, Any, list[DeadLetter]]:
         """See :meth:`.QueueStore.dlq_list`."""
-        return self.core.dlq_list(limit)
+        return self.queue.dlq_list(limit)
 
     def dlq_get(self, dead_id: str) -> Coroutine[Any, Any, DeadLetter | None]:
         """See :meth:`.QueueStore.dlq_get`."""
-        return self.core.dlq_get(dead_id)
+        return self.queue.dlq_get(dead_id)
 
     def dlq_replay(self, dead_id: str) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.dlq_replay`."""
-        return self.core.dlq_replay(dead_id)
+        return self.queue.dlq_replay(dead_id)
 
     def dlq_purge(self, dead_id: str) -> Coroutine[Any, Any, bool]:
         """See :meth:`.QueueStore.dlq_purge`."""
-        return self.core.dlq_purge(dead_id)
+        return self.queue.dlq_purge(dead_id)
 
     # -- state ----------------------------------------------------------------------------------
     def state_get(self, namespace: str, group: str, key: str) -> Coroutine[Any, Any, str | None]:
@@ -206,6 +229,52 @@ class ComposedBackend:
         """See :meth:`.LeaseStore.meta_cas`."""
         return self.leases.meta_cas(key, expected, new)
 
+    # -- job handles ----------------------------------------------------------------------------
+    def publish_deduped(self, items: Sequence[Outgoing]) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.HandleStore.publish_deduped`."""
+        return self.handles.publish_deduped(items)
+
+    def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing], result_json: str | None
+                             ) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.HandleStore.complete_with_result`."""
+        return self.handles.complete_with_result(delivery, outgoing, result_json)
+
+    def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.HandleStore.retry_with_error`."""
+        return self.handles.retry_with_error(delivery, delay_s, error)
+
+    def cancel_settle(self, delivery: Delivery) -> Coroutine[Any, Any, bool]:
+        """See :meth:`.HandleStore.cancel_settle`."""
+        return self.handles.cancel_settle(delivery)
+
+    def handle_get(self, event_id: str) -> Coroutine[Any, Any, EventHandle | None]:
+        """See :meth:`.HandleStore.handle_get`."""
+        return self.handles.handle_get(event_id)
+
+    def handle_find(self, prefix: str, limit: int) -> Coroutine[Any, Any, list[str]]:
+        """See :meth:`.HandleStore.handle_find`."""
+        return self.handles.handle_find(prefix, limit)
+
+    def handle_progress(self, delivery: Delivery, progress_json: str) -> Coroutine[Any, Any, None]:
+        """See :meth:`.HandleStore.handle_progress`."""
+        return self.handles.handle_progress(delivery, progress_json)
+
+    def handle_cancel(self, event_id: str) -> Coroutine[Any, Any, CancelResult | None]:
+        """See :meth:`.HandleStore.handle_cancel`."""
+        return self.handles.handle_cancel(event_id)
+
+    def cancel_requests(self, deliveries: Sequence[Delivery]) -> Coroutine[Any, Any, set[str]]:
+        """See :meth:`.HandleStore.cancel_requests`."""
+        return self.handles.cancel_requests(deliveries)
+
+    def scheduled_list(self, topic: str | None, limit: int) -> Coroutine[Any, Any, list[ScheduledDelivery]]:
+        """See :meth:`.HandleStore.scheduled_list`."""
+        return self.handles.scheduled_list(topic, limit)
+
+    def handles_prune(self, before: float, keep: int) -> Coroutine[Any, Any, int]:
+        """See :meth:`.HandleStore.handles_prune`."""
+        return self.handles.handles_prune(before, keep)
+
     # -- traces ---------------------------------------------------------------------------------
     def traces_add(self, runs: Sequence[TraceRun]) -> Coroutine[Any, Any, None]:
         """See :meth:`.TraceStore.traces_add`."""
@@ -227,24 +296,36 @@ class ComposedBackend:
     def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing], writes: Sequence[StateWrite],
                     reads: Sequence[StateRead]) -> Coroutine[Any, Any, TxResult]:
         """See :meth:`.TxStore.complete_tx`."""
-        return self.tx.complete_tx(delivery, outgoing, writes, reads)
+        return self.commits.complete_tx(delivery, outgoing, writes, reads)
+
+    def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                writes: Sequence[StateWrite], reads: Sequence[StateRead], result_json: str | None
+                                ) -> Coroutine[Any, Any, TxResult]:
+        """See :meth:`.HandleStore.complete_tx_with_result` (a core with its own handle store but no
+        transactional store commits through the stand-in, which keeps no result)."""
+        if isinstance(self.commits, StateHandles):
+            return self.commits.complete_tx_with_result(delivery, outgoing, writes, reads, result_json)
+        return self.commits.complete_tx(delivery, outgoing, writes, reads)
 
 
 def compose(core: CoreBackend, *, leases: LeaseStore | None = None, traces: TraceStore | None = None,
-            clock: Clock | None = None, tx: TxStore | None = None) -> Backend:
-    """A full backend from a queue-and-state backend and, optionally, its own lease, trace and
-    transactional stores.
+            clock: Clock | None = None, tx: TxStore | None = None, handles: HandleStore | None = None
+            ) -> Backend:
+    """A full backend from a queue-and-state backend and, optionally, its own lease, trace, transactional
+    and handle stores.
 
     Args:
         core: the queue and state stores, with ``url``, ``open`` and ``close``.
         leases: the lease/metadata store; by default :class:`.derived.StateLeaseStore` on ``core``.
         traces: the trace store; by default :class:`.derived.StateTraceStore` on ``core``.
-        clock: epoch seconds for the default lease store's expiry (``time.time`` when None).
+        clock: epoch seconds for the default lease and handle stores (``time.time`` when None).
         tx: the transactional store; by default the non-atomic :class:`.derived_tx.StateTxStore` on ``core``
             (``motia-py validate`` then reports transactional steps as unsupported).
+        handles: the job-handle store (``core`` itself when it implements one); by default
+            :class:`.derived_handles.StateHandles` around ``core``.
     """
     return ComposedBackend(core, leases if leases is not None else StateLeaseStore(core, clock),
-                           traces if traces is not None else StateTraceStore(core), tx)
+                           traces if traces is not None else StateTraceStore(core), tx, handles, clock)
 
 
 def atomic_transactions(backend: object) -> bool:
@@ -256,9 +337,9 @@ def atomic_transactions(backend: object) -> bool:
 
 def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
     """``obj`` itself when it implements every store; else ``obj`` completed with the derived lease
-    store (when it lacks any lease or metadata method), trace store (when it lacks any trace method) and
-    multi-step wait (when it lacks ``wait_any``) and the non-atomic transactional stand-in (when it lacks
-    ``complete_tx``).
+    store (when it lacks any lease or metadata method), trace store (when it lacks any trace method), the
+    multi-step wait (when it lacks ``wait_any``), the non-atomic transactional stand-in (when it lacks
+    ``complete_tx``) and job-handle store (when it lacks any handle method).
 
     A store is replaced whole, never method by method, so that e.g. ``meta_cas`` and ``meta_get`` always
     read the same records.
@@ -276,4 +357,5 @@ def complete_backend(obj: object, clock: Clock | None = None) -> Backend:
             "with url, open and close)")
     leases = obj if isinstance(obj, LeaseStore) else None
     traces = obj if isinstance(obj, TraceStore) else None
-    return compose(obj, leases=leases, traces=traces, clock=clock, tx=obj if isinstance(obj, TxStore) else None)
+    return compose(obj, leases=leases, traces=traces, clock=clock, tx=obj if isinstance(obj, TxStore) else None,
+                   handles=obj if isinstance(obj, HandleStore) else None)

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 
 from ..types import Clock
 from . import memory_flow as flow
+from .memory_handles import MemoryHandles
 from .memory_realtime import MemoryRealtime
 from .memory_tx import MemoryTx
-from .memory_wait import MemoryWait
+from .memory_wait import MemoryWait, StepEvent, Wakeups
 from .records import (
     DeadLetter,
     Delivery,
     Envelope,
     FlowControl,
+    HandleState,
     Outgoing,
     QueueStats,
     StepQueueStats,
@@ -33,7 +35,6 @@ from .records import (
     worker_identity,
 )
 from .registry import BackendOptions
-from .wakeups import StepEvent, Wakeups
 
 
 @dataclass(slots=True)
@@ -64,10 +65,10 @@ class _StepQueue:
     wakeup: asyncio.Event | None = None
 
 
-class MemoryBackend(MemoryRealtime, MemoryTx, MemoryWait):
+class MemoryBackend(MemoryRealtime, MemoryHandles, MemoryTx, MemoryWait):
     """In-process backend (``memory://``). Not shared between processes; lost on exit. Its pub/sub and
-    state changes are in :class:`.memory_realtime.MemoryRealtime`, its transactional commits in
-    :class:`.memory_tx.MemoryTx`.
+    state changes are in :class:`.memory_realtime.MemoryRealtime`, its job handles in
+    :class:`.memory_handles.MemoryHandles`, its transactional commits in :class:`.memory_tx.MemoryTx`.
 
     Args:
         url: ``memory://``.
@@ -89,6 +90,7 @@ class MemoryBackend(MemoryRealtime, MemoryTx, MemoryWait):
         self._traces: dict[str, tuple[float, list[str]]] = {}  # trace id -> (latest run start, runs)
         self._hub = Wakeups()
         self._starts: dict[str, flow.Starts] = {}  # per step: its rate windows' starts
+        self._init_handles()
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -121,6 +123,8 @@ class MemoryBackend(MemoryRealtime, MemoryTx, MemoryWait):
         """Enqueue one delivery per target."""
         now = self.clock()
         for out in items:
+            if out.key is not None and self._key_holder(out, now) is not None:
+                continue  # the key is taken: an event was published with it within its window
             for t in out.targets:
                 self._enqueue(_Item(id=new_id(), step=t.step, envelope=out.envelope, seq=next(self._seq),
                                     available_at=now + t.delay_s, fifo=t.fifo, priority=t.priority,
@@ -144,7 +148,8 @@ class MemoryBackend(MemoryRealtime, MemoryTx, MemoryWait):
         return Delivery(id=item.id, step=item.step, envelope=item.envelope, attempt=item.attempts,
                         first_delivered_at=item.first_delivered_at, expired=expired,
                         last_owner=last_owner if expired else None, priority=item.priority,
-                        rate_key=item.rate_key, concurrency_key=item.conc_key, limited=limited)
+                        rate_key=item.rate_key, concurrency_key=item.conc_key, limited=limited,
+                        cancelled=bool(self._cancels) and item.envelope.id in self._cancels)
 
     async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
                     ) -> list[Delivery]:
@@ -235,15 +240,8 @@ class MemoryBackend(MemoryRealtime, MemoryTx, MemoryWait):
             q.wakeup.set()
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
-        """Acknowledge and publish the outbox; False when the lease was lost."""
-        item = self._take(delivery)
-        if item is None:
-            return False
-        if item.fifo:
-            self._drop_fifo_head(item)
-        if outgoing:
-            await self.publish(outgoing)
-        return True
+        """Acknowledge and publish the outbox; False when the lease was lost (see ``complete_with_result``)."""
+        return await self.complete_with_result(delivery, outgoing, None)
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Deliver again after ``delay_s``."""
@@ -276,6 +274,7 @@ class MemoryBackend(MemoryRealtime, MemoryTx, MemoryWait):
                                          failed_at=self.clock(), first_attempt_at=item.first_delivered_at,
                                          priority=item.priority, rate_key=item.rate_key,
                                          concurrency_key=item.conc_key)
+        self._finish(item, HandleState.DEAD, error=error, attempts=attempts)
 
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Heartbeat: push leases forward."""

@@ -13,6 +13,8 @@ from .wakeups import StepEvent, Wakeups, wait_due
 if TYPE_CHECKING:
     from ..types import Clock
 
+__all__ = ["MemoryWait", "StepEvent", "Wakeups"]
+
 
 class MemoryWait:
     """:class:`~.stores.WaitStore` for the memory backend."""

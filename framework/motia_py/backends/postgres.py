@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .derived_handles_mixin import DerivedHandles
 from .postgres_base import PostgresConnection
 from .postgres_realtime import PostgresRealtime
 from .postgres_tx import PostgresTx
@@ -22,7 +23,7 @@ from .registry import BackendOptions
 __all__ = ["PostgresBackend", "PostgresConnection", "create_backend"]
 
 
-class PostgresBackend(PostgresTx, PostgresRealtime):
+class PostgresBackend(DerivedHandles, PostgresTx, PostgresRealtime):  # job handles on its state store, for now
     """Backend on one PostgreSQL database (PostgreSQL 12 or newer), shared by any number of workers.
 
     Args:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from . import postgres_flow as flow
+from .derived import wait_any_by_step
 from .postgres_base import Batcher, PostgresConnection
 from .postgres_sql import DEAD_COLS, complete_args, dead_from, delivery_from, publish_args, publish_rows
 from .records import DeadLetter, Delivery, FlowControl, Outgoing, QueueStats, StepQueueStats, new_id
@@ -153,6 +154,11 @@ class PostgresQueue(PostgresConnection):
                     await asyncio.wait_for(event.wait(), timeout_s)
         finally:
             event.clear()
+
+    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
+        """:meth:`~.stores.WaitStore.wait_any` as one :meth:`wait` per step, raced (the listening connection
+        is one per process already; each wait looks its step's due time up)."""
+        return await wait_any_by_step(self, steps, timeout_s)
 
     async def _due_in(self, step: str, control: FlowControl | None) -> float | None:
         """Seconds until a claim of ``step`` (with ``control``) may hand something out (None: nothing

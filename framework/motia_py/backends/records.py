@@ -6,6 +6,7 @@ deliveries, each with its own attempts, lease, retries and dead letter. Payloads
 
 from __future__ import annotations
 
+import enum
 import itertools
 import json
 import os
@@ -16,14 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
-_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_PROCESS = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
 def new_id() -> str:
-    """A fresh id, 32 hex characters: a random per-process prefix and a counter (much cheaper than
-    uuid4 on the hot path, and unique across processes with overwhelming probability)."""
-    return f"{_ID_PREFIX}{next(_id_counter):020x}"
+    """A fresh id, 32 hex characters: the low 32 bits of a per-process counter (started at a random
+    value), a random per-process part, then the counter's higher bits.
+
+    The first 8 characters (the short form in log lines) differ from one id to the next, so the short
+    ids of two traces tell them apart; within a process ids still grow in order, which keeps the
+    database indexes on them cheap to insert into. Much cheaper than uuid4 on the hot path, and unique
+    across processes with overwhelming probability.
+    """
+    n = next(_id_counter)
+    return f"{n & 0xFFFFFFFF:08x}{_ID_PROCESS}{n >> 32:012x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +87,16 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """An event to publish and the steps it goes to (fan-out is decided by the publisher)."""
+    """An event to publish and the steps it goes to (fan-out is decided by the publisher).
+
+    With a ``key`` (an idempotency key), the event is published only if no event of the same topic
+    took that key within the last ``key_ttl_s`` seconds (see :class:`~.stores.HandleStore`).
+    """
 
     envelope: Envelope
     targets: tuple[Target, ...]
+    key: str | None = None
+    key_ttl_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +114,7 @@ class Delivery:
     rate_key: str | None = None
     concurrency_key: str | None = None
     limited: bool = False  # claimed under a concurrency limit: ending it frees a slot (waiters are woken)
+    cancelled: bool = False  # its event was cancelled: settle it with ``cancel_settle``, never run it
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +253,89 @@ class FlowControl:
     def limits_concurrency(self) -> bool:
         """Whether a claim may hold back deliveries until a running one ends."""
         return self.global_concurrency > 0 or self.key_concurrency > 0
+
+
+class HandleState(str, enum.Enum):
+    """Where one delivery (an event at one subscribing step) stands, as ``motia-py status`` shows it."""
+
+    QUEUED = "queued"  # due, waiting for a worker
+    SCHEDULED = "scheduled"  # not due yet (``delay``, ``at``, ``delaySeconds``), no attempt made
+    RUNNING = "running"  # leased by a worker (or its worker died and the lease has not run out yet)
+    RETRYING = "retrying"  # an attempt failed; waiting for the next one
+    SUCCEEDED = "succeeded"  # acknowledged: the handler returned
+    DEAD = "dead"  # failed for good (in the dead-letter queue)
+    CANCELLED = "cancelled"  # cancelled before it ran, or stopped while it ran
+
+    @property
+    def finished(self) -> bool:
+        """Nothing will run this delivery again (unless a dead letter is replayed)."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({HandleState.SUCCEEDED, HandleState.DEAD, HandleState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class StepHandle:
+    """One subscriber's delivery of an event: its state and what is known about its attempts.
+
+    ``result_json`` (the handler's return value) and ``progress_json`` (the latest ``ctx.progress``)
+    are JSON text. Times are epoch seconds: ``due_at`` when it is or was due (live deliveries),
+    ``started_at`` its first attempt, ``finished_at`` when it ended.
+    """
+
+    step: str
+    state: HandleState
+    delivery_id: str | None = None
+    attempts: int = 0
+    due_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result_json: str | None = None
+    progress_json: str | None = None
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventHandle:
+    """An event and the delivery to each subscribing step (sorted by step name)."""
+
+    event_id: str
+    topic: str
+    trace_id: str
+    emitted_at: float
+    steps: tuple[StepHandle, ...]
+
+    @property
+    def finished(self) -> bool:
+        """Every subscriber is done with it (succeeded, dead or cancelled)."""
+        return all(s.state.finished for s in self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What ``handle_cancel`` did: the steps whose delivery was cancelled before it ran, the steps whose
+    running handler was asked to stop, and the event afterwards. Neither: it had finished already."""
+
+    handle: EventHandle
+    cancelled: tuple[str, ...] = ()
+    requested: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        """Something was cancelled or asked to stop."""
+        return bool(self.cancelled or self.requested)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledDelivery:
+    """A delivery not due yet and never attempted (``motia-py scheduled list``)."""
+
+    event_id: str
+    step: str
+    topic: str
+    trace_id: str
+    due_at: float
+    emitted_at: float
+    delivery_id: str

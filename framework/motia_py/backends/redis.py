@@ -2,9 +2,10 @@
 
 The queue store (streams, leases, delays, FIFO groups, dead letters) is :class:`.redis_queue.RedisQueue`,
 pub/sub and state changes are :class:`.redis_realtime.RedisRealtime`, transactional commits
-:class:`.redis_tx.RedisTx`, on the connection of :class:`.redis_base.RedisConnection`; the state,
-lease/metadata and trace stores are here. Every key is built in :mod:`.redis_keys`, every atomic change
-is a Lua script of its store (:mod:`.redis_scripts`); payloads are JSON text, never pickle.
+:class:`.redis_tx.RedisTx` and the job-handle store :class:`.redis_handles.RedisHandles`, on the
+connection of :class:`.redis_base.RedisConnection`; the state, lease/metadata and trace stores are here.
+Every key is built in :mod:`.redis_keys`, every atomic change is a Lua script of its store
+(:mod:`.redis_scripts`); payloads are JSON text, never pickle.
 
 Leases (``p:lock:<key>``) carry a real TTL as well as their expiry, so locks nobody releases vanish on
 their own; this is also how the per-tick cron markers of earlier versions (``p:lock:cron-tick%3A...``,
@@ -18,13 +19,14 @@ from typing import cast
 
 from .records import TraceRun
 from .redis_base import MIN_VERSION, redact
+from .redis_handles import RedisHandles
 from .redis_tx import RedisTx
 from .registry import BackendOptions
 
 __all__ = ["MIN_VERSION", "RedisBackend", "create_backend", "redact"]
 
 
-class RedisBackend(RedisTx):
+class RedisBackend(RedisTx, RedisHandles):
     """Backend on one Redis server (6.2 or newer), shared by any number of workers on any hosts.
 
     Args:

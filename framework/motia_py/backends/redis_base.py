@@ -24,6 +24,7 @@ from ..types import Clock
 from .records import worker_identity
 from .redis_keys import Keys
 from .redis_scripts_flow import FlowScripts
+from .redis_scripts_handles import HandleScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
@@ -150,13 +151,14 @@ class Scripts:
     state: StateScripts
     lease: LeaseScripts
     flow: FlowScripts
+    handles: HandleScripts
     tx: TxScripts
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
         return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
-                   TxScripts(client))
+                   HandleScripts(client), TxScripts(client))
 
 
 class RedisConnection:

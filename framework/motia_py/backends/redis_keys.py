@@ -39,6 +39,14 @@ Layout (``p`` is the prefix, ``<x>`` an escaped name)::
     p:meta                   HASH   framework metadata
     p:traces                 ZSET   trace id, scored by its latest run's start
     p:trace:<trace id>       LIST   the trace's run records (JSON), oldest first
+    p:h:<event id>           HASH   an event's handle (see :mod:`.redis_handles`): ``@`` published at, ``i``
+                                    [topic, trace id, emitted at], ``s:<step>`` "q|uid|delay|kind" while the
+                                    delivery lives, else its finished record (JSON); ``e:<step>`` the last
+                                    error, ``p:<step>`` the latest progress, ``c`` cancel requested at, ``x``
+                                    cancelled deliveries still in a queue
+    p:handles                ZSET   event ids with a finished delivery, scored by the latest finish
+    p:cancels                ZSET   cancelled event ids (claims flag their deliveries), scored by cancel time
+    p:key:<topic>:<key>      STRING "event id|expires at" of an idempotency key (with a real TTL as well)
     p:pubsub:<channel>       (pub/sub channel, not a key) messages of one PubSubStore channel
 """
 
@@ -96,6 +104,8 @@ class Keys:
         self.dlq_index: Final = f"{prefix}:dlq:index"
         self.meta: Final = f"{prefix}:meta"
         self.traces: Final = f"{prefix}:traces"
+        self.handles: Final = f"{prefix}:handles"
+        self.cancels: Final = f"{prefix}:cancels"
         self._steps: dict[str, StepKeys] = {}
 
     def step(self, step: str) -> StepKeys:
@@ -140,6 +150,13 @@ class Keys:
         """The run records of one trace."""
         return f"{self.prefix}:trace:{escape(trace_id)}"
 
+    def handle(self, event_id: str) -> str:
+        """The handle of one event."""
+        return f"{self.prefix}:h:{escape(event_id)}"
+
+    def idempotency(self, topic: str, key: str) -> str:
+        """The idempotency key ``key`` of ``topic``."""
+        return f"{self.prefix}:key:{escape(topic)}:{escape(key)}"
 
 @dataclass(frozen=True, slots=True)
 class FlowKeys:

@@ -5,17 +5,18 @@ See :mod:`.redis_scripts` for the conventions (time, keys) every script keeps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Final
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from . import redis_scripts_inspect as inspect
-from .records import Delivery, Outgoing, new_id
-from .redis_keys import Keys, StepKeys, escape, flow_keys
+from .records import Delivery
+from .redis_keys import StepKeys, escape
+from .redis_publish import HANDLES_LUA, encode_outgoing
 from .redis_scripts import CLOCK
-from .redis_tags import tag
+
+__all__ = ["MOVE_MAX", "PRELUDE", "QueueScripts", "delivery_keys", "encode_outgoing", "fifo_group", "queue_keys"]
 
 MOVE_MAX: Final = 500  # delayed deliveries moved into a stream per claim (bounds the script's run time)
 
@@ -97,32 +98,36 @@ local function drop_fifo_head(list, ready, waiting, fleases, wake_key, group, no
 end
 -- Publish the block at KEYS[k..], ARGV[a..] (see encode_outgoing); returns the indices after it.
 -- With apply false the block is only skipped (a complete whose lease was lost publishes nothing).
+-- An envelope whose idempotency key is held publishes nothing: its index and the holder's id go to dups.
+""" + HANDLES_LUA + r"""
 local function publish(k, a, now, seq_key, apply)
   local env0, now_s = a, fmt(now)
-  a = a + tonumber(ARGV[a]) + 1
+  local skip = {}
+  k, a = handles(k, a + tonumber(ARGV[a]) + 1, now, now_s, apply, skip)
   local n = tonumber(ARGV[a])
   a = a + 1
   for _ = 1, n do
     local kind, env, uid = ARGV[a], ARGV[env0 + tonumber(ARGV[a + 1])], ARGV[a + 2]
     local delay, group = tonumber(ARGV[a + 3]), ARGV[a + 4]
+    local go = apply and not skip[ARGV[a + 1]]
     a = a + 5
     if string.byte(kind) < 97 then  -- a tagged target (upper case): its step's claims take the flow path
       if apply then redis.call('SET', KEYS[k], '1') end
       k, kind = k + 1, string.lower(kind)
     end
     if kind == 's' then
-      if apply then
+      if go then
         redis.call('XADD', KEYS[k], '*', 'id', uid, 'env', env, 'attempts', '0', 'first', '', 'due', now_s)
       end
       k = k + 1
     elseif kind == 'd' then
-      if apply then
+      if go then
         redis.call('ZADD', KEYS[k], now + delay, uid .. '|0||' .. env)
         wake(KEYS[k + 1])
       end
       k = k + 2
     else
-      if apply then
+      if go then
         local seq = redis.call('INCR', seq_key)
         if redis.call('RPUSH', KEYS[k], fifo_item(seq, fmt(now + delay), 0, '', uid, env)) == 1 then
           fifo_schedule(KEYS[k], KEYS[k + 1], KEYS[k + 2], group, now)
@@ -137,19 +142,21 @@ end
 """
 
 # KEYS: seq, then one publish block. ARGV: now, then the block.
+# Returns the envelopes whose key was held: flat (index in the block, the holder's event id).
 _PUBLISH: Final = _PRELUDE + r"""
 local now = clock(ARGV[1])
 publish(2, 2, now, KEYS[1], true)
-return 1
+return dups
 """
 
-# KEYS: seq, then per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners +
-# its publish block. ARGV: now, count, then per delivery: group uid attempt fifo_group + its publish block.
+# KEYS: seq, handles, then per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake
+# owners handle + its publish block. ARGV: now, count, then per delivery: group uid attempt fifo_group event_id
+# finished record (without its closing brace) + its publish block.
 # Returns 1 (completed) or 0 (lease lost) per delivery. Standard deliveries are acknowledged with one
 # XACK/XDEL/ZREM/HDEL per stream at the end (a Lua-to-Redis call costs more than the command itself).
 _COMPLETE: Final = _PRELUDE + r"""
-local now = clock(ARGV[1])
-local k, a, out, taken, acks = 2, 3, {}, {}, {}
+local now, now_s = clock(ARGV[1])
+local k, a, out, taken, acks, fins = 3, 3, {}, {}, {}, {}
 for i = 1, tonumber(ARGV[2]) do
   local grp, uid, attempt, fgroup = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local kind, eid = nil, nil
@@ -166,10 +173,16 @@ for i = 1, tonumber(ARGV[2]) do
     drop_fifo_head(KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], fgroup, now)
     redis.call('HDEL', KEYS[k + 8], uid)
   end
-  if kind then taken[uid] = true end
+  if kind then
+    taken[uid] = true
+    redis.call('HSET', KEYS[k + 9], 's:' .. grp, ARGV[a + 5] .. ',"f":' .. now_s .. '}')
+    fins[#fins + 1] = now
+    fins[#fins + 1] = ARGV[a + 4]
+  end
   out[i] = kind and 1 or 0
-  k, a = publish(k + 9, a + 4, now, KEYS[1], kind ~= nil)
+  k, a = publish(k + 10, a + 6, now, KEYS[1], kind ~= nil)
 end
+for i = 1, #fins, 1000 do redis.call('ZADD', KEYS[2], unpack(fins, i, math.min(i + 999, #fins))) end
 for stream, ack in pairs(acks) do
   redis.call('XACK', stream, ack.grp, unpack(ack.eids))
   redis.call('XDEL', stream, unpack(ack.eids))
@@ -180,14 +193,25 @@ end
 return out
 """
 
-# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flow_flag
+# KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flow_flag cancels
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
 # Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
 # else the due ones, flat, 4 fields each: (id, envelope, attempt, first delivered at); {'~flow'} when the
-# step takes the flow path (redis_scripts_flow.CLAIM).
+# step takes the flow path (redis_scripts_flow.CLAIM). When some of them belong to cancelled events, a list
+# of their ids follows (the worker settles them without running them).
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
 if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 1 then return {'~flow'} end
+local function screen(out, stride)
+  if #out == 0 or redis.call('EXISTS', KEYS[11]) == 0 then return out end
+  local gone = {}
+  for i = 1, #out, stride do
+    local eid = string.match(out[i + 1], '{"id":"([^"]*)"')
+    if eid and redis.call('ZSCORE', KEYS[11], eid) then gone[#gone + 1] = out[i] end
+  end
+  if #gone > 0 then out[#out + 1] = gone end
+  return out
+end
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ready, waiting, fleases, owners = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local grp, consumer, left = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -223,7 +247,7 @@ while true do
         redis.call('ZADD', leases, lease_until, uid)
         redis.call('HSET', inflight, uid, eid .. '|' .. (att + 1) .. '|' .. first)
         redis.call('HSET', owners, uid, me)
-        return {uid, fields(c[1][2]).env, att + 1, first, '1', last}
+        return screen({uid, fields(c[1][2]).env, att + 1, first, '1', last}, 6)
       end
     end
     redis.call('ZREM', leases, uid)  -- its entry is gone: nothing to deliver
@@ -239,7 +263,7 @@ while true do
       redis.call('LSET', list, 0, fifo_item(seq, hat, att + 1, first, huid, env))
       redis.call('ZADD', fleases, lease_until, g)
       redis.call('HSET', owners, huid, me)
-      return {huid, env, att + 1, first, '1', last}
+      return screen({huid, env, att + 1, first, '1', last}, 6)
     end
     redis.call('ZREM', fleases, g)
   end
@@ -302,7 +326,7 @@ if left > 0 and redis.call('EXISTS', ready, waiting) > 0 then
   end
   if #groups > 0 then redis.call('ZREM', ready, unpack(groups)) end
 end
-return out
+return screen(out, 4)
 """
 
 # KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners delayed
@@ -336,10 +360,10 @@ end
 return 0
 """
 
-# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners dlq dlq_index
-# ARGV: now group uid attempt fifo_group record
+# KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners dlq dlq_index handle handles
+# ARGV: now group uid attempt fifo_group record event_id finished_record (without its closing brace)
 _DEAD: Final = _PRELUDE + r"""
-local now = clock(ARGV[1])
+local now, now_s = clock(ARGV[1])
 local uid, fgroup = ARGV[3], ARGV[5]
 local kind, eid = leased(KEYS[2], KEYS[7], KEYS[4], uid, tonumber(ARGV[4]), fgroup)
 if kind == 's' then
@@ -352,6 +376,8 @@ end
 redis.call('HDEL', KEYS[9], uid)
 redis.call('HSET', KEYS[10], uid, ARGV[6])
 redis.call('ZADD', KEYS[11], now, uid)
+redis.call('HSET', KEYS[12], 's:' .. ARGV[2], ARGV[8] .. ',"f":' .. now_s .. '}')
+redis.call('ZADD', KEYS[13], now, ARGV[7])
 return 1
 """
 
@@ -419,14 +445,20 @@ ensure_group(KEYS[1], ARGV[1], KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: dlq dlq_index stream. ARGV: now, dead id, new delivery id, envelope.
+# KEYS: dlq dlq_index stream handle. ARGV: now, dead id, new delivery id, envelope, step.
 _REPLAY: Final = CLOCK + r"""
 local _, now_s = clock(ARGV[1])
 if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[3], 'env', ARGV[4], 'attempts', '0', 'first', '', 'due', now_s)
+redis.call('HSET', KEYS[4], 's:' .. ARGV[5], 'q|' .. ARGV[3] .. '|0|s')
+redis.call('HDEL', KEYS[4], 'e:' .. ARGV[5])
 return 1
 """
+
+
+PRELUDE: Final = _PRELUDE
+"""The queue scripts' shared Lua functions (for the handle scripts of :mod:`.redis_scripts_handles`)."""
 
 
 class QueueScripts:
@@ -448,41 +480,6 @@ class QueueScripts:
 
 
 # -- argument layouts -------------------------------------------------------------------------------
-def encode_outgoing(keys: Keys, items: Sequence[Outgoing], ks: list[str], args: list[str]) -> None:
-    """Append one publish block for ``items`` to ``ks`` (KEYS) and ``args`` (ARGV).
-
-    ARGV: envelope count, the envelopes' JSON (each once, then the tagged text of each target with a
-    priority or keys, see :mod:`.redis_tags`), target count, then per target ``kind, envelope index, new
-    delivery id, delay_s, escaped FIFO group``; kind ``s`` (ready now; KEYS: stream), ``d`` (delayed;
-    KEYS: delayed, wake) or ``f`` (FIFO; KEYS: list, ready, wait, wake); upper case: tagged, KEYS first
-    its step's flow flag.
-    """
-    envs = [out.envelope.to_json() for out in items]
-    targets: list[str] = []
-    for i, out in enumerate(items, 1):
-        for t in out.targets:
-            sk, index = keys.step(t.step), str(i)
-            prefix = tag(t.priority, t.rate_key, t.concurrency_key)
-            if prefix:
-                envs.append(prefix + envs[i - 1])
-                index = str(len(envs))
-                ks.append(flow_keys(keys.prefix, t.step).flag)
-            if t.fifo:
-                group = out.envelope.group_id or ""
-                ks += (sk.fifo_list(group), sk.fifo_ready, sk.fifo_wait, sk.wake)
-                targets += ("F" if prefix else "f", index, new_id(), repr(max(0.0, float(t.delay_s))), escape(group))
-            elif t.delay_s > 0:
-                ks += (sk.delayed, sk.wake)
-                targets += ("D" if prefix else "d", index, new_id(), repr(float(t.delay_s)), "")
-            else:
-                ks.append(sk.stream)
-                targets += ("S" if prefix else "s", index, new_id(), "0", "")
-    args.append(str(len(envs)))
-    args += envs
-    args.append(str(len(targets) // 5))
-    args += targets
-
-
 def fifo_group(delivery: Delivery) -> str:
     """The escaped FIFO group a delivery would belong to (the scripts look at it only for FIFO ones)."""
     return escape(delivery.envelope.group_id or "")

@@ -18,7 +18,8 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from .records import Delivery, Outgoing, StateRead, StateWrite
+from .handle_records import finish_json_open
+from .records import Delivery, HandleState, Outgoing, StateRead, StateWrite
 from .redis_keys import Keys
 from .redis_scripts_queue import (
     _PRELUDE,  # the queue scripts' helpers: leased, drop_*, publish
@@ -37,6 +38,8 @@ _MARKER: Final = "__motia_py_state_change__"  # the payload of a change event's 
 # has_value value | 'g' n key1 value1 ... keyn valuen; write count, per write 's' key value group notify |
 # 'd' key group notify | 'c' group, where notify is '0', or '1' then the change document's head and the
 # event's publish block (its payload the quoted marker); the outbox's publish block.
+# With a delivery, KEYS end with the handles index and the event's handle, ARGV with the event id and the
+# delivery's finished record without its closing brace (see redis_publish).
 # Returns 'ok', 'lost' or 'conflict'.
 _COMPLETE_TX: Final = r"""
 local argv = {}
@@ -120,6 +123,10 @@ elseif kind == 'f' then
   drop_fifo_head(KEYS[d + 3], KEYS[d + 4], KEYS[d + 5], KEYS[d + 6], KEYS[d + 7], fgroup, now)
   redis.call('HDEL', KEYS[d + 8], uid)
 end
+if kind then  -- the delivery's finished record (job handles): KEYS and ARGV end with it
+  redis.call('HSET', KEYS[#KEYS], 's:' .. ARGV[3], ARGV[#ARGV] .. ',"f":' .. fmt(now) .. '}')
+  redis.call('ZADD', KEYS[#KEYS - 1], now, ARGV[#ARGV - 1])
+end
 publish(k, a, now, KEYS[1], true)
 return 'ok'
 """
@@ -133,8 +140,10 @@ class TxScripts:
 
 
 def encode_tx(keys: Keys, now: str, delivery: Delivery | None, outgoing: Sequence[Outgoing],
-              writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> tuple[list[str], list[str]]:
-    """KEYS and ARGV of the commit script (layout above)."""
+              writes: Sequence[StateWrite], reads: Sequence[StateRead], result_json: str | None = None
+              ) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of the commit script (layout above); ``result_json`` goes to the delivery's
+    finished record."""
     ks, args = [keys.seq], [now]
     if delivery is None:
         args += ("", "", "", "", "")
@@ -165,4 +174,9 @@ def encode_tx(keys: Keys, now: str, delivery: Delivery | None, outgoing: Sequenc
         template = Outgoing(envelope=replace(w.notify.envelope, data_json=_MARKER), targets=w.notify.targets)
         encode_outgoing(keys, [template], ks, args)
     encode_outgoing(keys, outgoing, ks, args)
+    if delivery is not None:
+        ks += (keys.handles, keys.handle(delivery.envelope.id))
+        args += (delivery.envelope.id, finish_json_open(
+            HandleState.SUCCEEDED, delivery_id=delivery.id, attempts=delivery.attempt,
+            started_at=delivery.first_delivered_at, result_json=result_json))
     return ks, args

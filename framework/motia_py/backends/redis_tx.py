@@ -18,9 +18,16 @@ class RedisTx(RedisRealtime):
                           writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
         """Check the lease and the reads, apply the writes, acknowledge and publish, in one script (see
         :class:`.stores.TxStore`)."""
+        return await self.complete_tx_with_result(delivery, outgoing, writes, reads, None)
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """:meth:`complete_tx`, writing the delivery's finished record with ``result_json`` in the same
+        script (job handles; keys of the outbox are taken by its publish block)."""
         notified = (w.notify for w in writes if w.notify is not None)
         await self._ensure_steps(t.step for out in (*outgoing, *notified) for t in out.targets)
-        ks, args = encode_tx(self.keys, self._now(), delivery, outgoing, writes, reads)
+        ks, args = encode_tx(self.keys, self._now(), delivery, outgoing, writes, reads, result_json)
         with self._translate():
             result = cast(TxResult, await self._s.tx.complete_tx(keys=ks, args=args))
         if result == "ok" and delivery is not None:

@@ -31,8 +31,8 @@ from typing import Any, Final, TypeVar
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from . import sqlite_flow as flow
+from . import sqlite_handles as sh
 from . import sqlite_queue as q
-from . import sqlite_tx
 from ._sqlite_thread import Connection, Op, Row, each
 from .records import (
     DeadLetter,
@@ -48,6 +48,7 @@ from .records import (
     worker_identity,
 )
 from .registry import BackendOptions
+from .sqlite_handle_store import SqliteHandles
 from .sqlite_realtime import SqliteRealtime
 from .sqlite_schema import connect, resolve_path
 from .sqlite_watch import WalWatch
@@ -122,7 +123,7 @@ def _meta_cas(conn: sqlite3.Connection, arg: tuple[str, str | None, str]) -> boo
     return True
 
 
-class SqliteBackend(SqliteRealtime):
+class SqliteBackend(SqliteRealtime, SqliteHandles):
     """Durable backend on one SQLite file in WAL mode, shared by the worker processes of one machine.
     Its pub/sub and state changes are in :class:`.sqlite_realtime.SqliteRealtime`.
 
@@ -205,10 +206,15 @@ class SqliteBackend(SqliteRealtime):
 
     # -- queue ----------------------------------------------------------------------------------
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        """Enqueue one delivery per target of every item, in one transaction."""
-        rows = q.delivery_rows(items, self.clock())
+        """Enqueue one delivery per target of every item (but of those whose key is held), in one transaction."""
+        now = self.clock()
+        rows = q.delivery_rows(items, now)
         if rows:
-            await self._run(q.publish_run, rows)
+            keys = q.key_rows(items, now)
+            if keys:
+                rows = sh.without(rows, await self._run(q.publish_keyed, (rows, keys, now)))
+            else:
+                await self._run(q.publish_run, rows)
             self._wake(r[1] for r in rows)
 
     async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
@@ -235,8 +241,15 @@ class SqliteBackend(SqliteRealtime):
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Delete the delivery and publish ``outgoing`` in one transaction; False when the lease was lost."""
-        rows = q.delivery_rows(outgoing, self.clock()) if outgoing else []
-        ok, fifo = await self._run(q.complete_run, (delivery, rows), urgent=True)
+        return await self.complete_with_result(delivery, outgoing, None)
+
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """:meth:`complete`, recording ``result_json`` in the delivery's finished record."""
+        now = self.clock()
+        rows = q.delivery_rows(outgoing, now) if outgoing else []
+        keys = q.key_rows(outgoing, now) if outgoing else []
+        ok, fifo = await self._run(q.complete_run, (delivery, rows, result_json, keys, now), urgent=True)
         self._dirty.add(delivery.step)
         if ok:
             self._wake([r[1] for r in rows] + ([delivery.step] if fifo or delivery.limited else []))
@@ -470,17 +483,9 @@ class SqliteBackend(SqliteRealtime):
     async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
                           writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
         """Check the lease and the reads, apply the writes, acknowledge and publish, in one transaction
-        committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`)."""
-        now = self.clock()
-        rows = q.delivery_rows(outgoing, now) if outgoing else []
-        result, fifo, notified = await self._run(
-            sqlite_tx.complete_tx, (delivery, rows, list(writes), list(reads), now), urgent=True)
-        if delivery is not None:
-            self._dirty.add(delivery.step)
-        if result == "ok":
-            ended = delivery is not None and (fifo or delivery.limited)  # its FIFO group or a slot is free
-            self._wake([r[1] for r in rows] + notified + ([delivery.step] if ended and delivery else []))
-        return result
+        committed ahead of queued claims and publishes (see :mod:`.sqlite_tx`; with job handles:
+        :meth:`complete_tx_with_result`)."""
+        return await self.complete_tx_with_result(delivery, outgoing, writes, reads, None)
 
 
 def create_backend(url: str, options: BackendOptions) -> SqliteBackend:

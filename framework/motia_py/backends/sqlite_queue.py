@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
+from . import sqlite_handles as sh
 from ._sqlite_thread import Row, each
-from .records import DeadLetter, Delivery, Envelope, Outgoing, QueueStats, StepQueueStats, new_id
+from .records import DeadLetter, Delivery, Envelope, HandleState, Outgoing, QueueStats, StepQueueStats, new_id
 
 CHUNK: Final = 64  # rows per multi-row statement (64 x 15 columns stays under SQLite's old 999 limit)
 
@@ -78,6 +79,11 @@ def delivery_rows(items: Sequence[Outgoing], now: float) -> list[Row]:
     return rows
 
 
+def key_rows(items: Sequence[Outgoing], now: float) -> list[sh.KeyRow]:
+    """The idempotency keys of the keyed ``items`` (topic, key, event id, expiry)."""
+    return [(o.envelope.topic, o.key, o.envelope.id, now + o.key_ttl_s) for o in items if o.key is not None]
+
+
 def _insert_sql(n: int, flow: bool = False) -> str:
     columns, marks = (f", {_FLOW}", ", ?, ?, ?") if flow else ("", "")
     return (f"INSERT INTO deliveries (id, step, {_ENV}, fifo_group, available_at{columns}) VALUES "
@@ -115,10 +121,24 @@ def publish_run(conn: sqlite3.Connection, args: Sequence[list[Row]]) -> list[Non
     return [None] * len(args)
 
 
-def complete_run(conn: sqlite3.Connection, args: Sequence[tuple[Delivery, list[Row]]]) -> list[tuple[bool, bool]]:
-    """(acknowledged, was on a FIFO queue) per call; the outboxes of the acknowledged ones are published."""
+@each
+def publish_keyed(conn: sqlite3.Connection, arg: tuple[list[Row], list[sh.KeyRow], float]) -> dict[str, str]:
+    """Publish rows whose events' keys are free (taking them); {event id: holder} of the others."""
+    rows, keys, now = arg
+    held = sh.take_keys(conn, keys, now)
+    _insert(conn, sh.without(rows, held))
+    return held
+
+
+Completion = tuple[Delivery, list[Row], str | None, list[sh.KeyRow], float]
+"""One ``complete``: the delivery, its outbox's rows, its result, the outbox's keys, and now."""
+
+
+def complete_run(conn: sqlite3.Connection, args: Sequence[Completion]) -> list[tuple[bool, bool]]:
+    """(acknowledged, was on a FIFO queue) per call; the outboxes of the acknowledged ones are published
+    (but for the events whose idempotency key is held) and their finished records written."""
     leased: dict[str, tuple[int, int, bool]] = {}
-    for chunk in _padded([d.id for d, _ in args]):
+    for chunk in _padded([c[0].id for c in args]):
         for seq, id_, attempts, fifo in conn.execute(
                 f"SELECT seq, id, attempts, fifo_group IS NOT NULL FROM deliveries "
                 f"WHERE lease_until IS NOT NULL AND id IN {_IN}", chunk):
@@ -126,7 +146,9 @@ def complete_run(conn: sqlite3.Connection, args: Sequence[tuple[Delivery, list[R
     results: list[tuple[bool, bool]] = []
     done: list[int] = []
     rows: list[Row] = []
-    for d, outbox in args:
+    keys: list[sh.KeyRow] = []
+    finished: list[tuple[Delivery, str | None]] = []
+    for d, outbox, result, outbox_keys, _ in args:
         hit = leased.get(d.id)
         if hit is None or hit[1] != d.attempt:
             results.append((False, False))
@@ -134,10 +156,14 @@ def complete_run(conn: sqlite3.Connection, args: Sequence[tuple[Delivery, list[R
         del leased[d.id]  # a second complete() of the same attempt loses
         done.append(hit[0])
         rows += outbox
+        keys += outbox_keys
+        finished.append((d, result))
         results.append((True, hit[2]))
     for chunk in _padded(done):
         conn.execute(f"DELETE FROM deliveries WHERE seq IN {_IN}", chunk)
-    _insert(conn, rows)
+    now = args[-1][4]
+    _insert(conn, sh.without(rows, sh.take_keys(conn, keys, now)) if keys else rows)
+    sh.finish_many(conn, finished, now)
     return results
 
 
@@ -163,10 +189,11 @@ def lease(conn: sqlite3.Connection, rows: list[Row], step: str, now: float, leas
     until = now + lease_s
     for chunk in _padded([row[0] for row in rows]):
         conn.execute(_LEASE, [until, until, now, owner, *chunk])
-    return [Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
-                     first_delivered_at=now if row[3] is None else row[3], expired=expired,
-                     last_owner=row[12] if expired else None, priority=row[13], rate_key=row[14],
-                     concurrency_key=row[15], limited=limited) for row in rows]
+    return sh.flag_cancelled(conn, [
+        Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
+                 first_delivered_at=now if row[3] is None else row[3], expired=expired,
+                 last_owner=row[12] if expired else None, priority=row[13], rate_key=row[14],
+                 concurrency_key=row[15], limited=limited) for row in rows])  # cancelled events flagged
 
 
 @each
@@ -228,6 +255,7 @@ def dead_letter(conn: sqlite3.Connection, arg: tuple[Delivery, str, str, float, 
     conn.execute(f"INSERT INTO dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, COALESCE(?, attempts), ?, ?, ?, "
                  f"first_delivered_at, {_FLOW} FROM deliveries WHERE id = ?", (attempts, error, traceback, now, d.id))
     conn.execute("DELETE FROM deliveries WHERE id = ?", (d.id,))
+    sh.finish(conn, d, HandleState.DEAD, now, attempts=attempts, error=error)
     return bool(row[0])
 
 

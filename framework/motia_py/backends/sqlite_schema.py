@@ -6,7 +6,9 @@ per-tick leases ``cron-tick:<step>:<time>`` of versions 1 to 3 are deleted by th
 on deliveries (the worker that took the lease) and one index of every leased row, standard or FIFO, by
 lease expiry (replacing ``deliveries_leased``, which held the standard ones only); 6 flow control:
 ``priority``, ``rate_key`` and ``conc_key`` on deliveries and dead letters, an index of the standard rows
-of a priority other than 0, and ``flow_starts`` (the starts of each step's rate windows).
+of a priority other than 0, and ``flow_starts`` (the starts of each step's rate windows); 7 job handles:
+an index of deliveries by event id, the ``handles`` (finished records with an index of finish times, last
+errors, progress), ``cancels`` and ``keys`` (idempotency keys) tables.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import unquote
 from ..errors import BackendUnavailableError
 from ..meta_keys import cron_tick
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 BUSY_TIMEOUT_MS: Final = 5000
 
 SCHEMA: Final = """
@@ -60,6 +62,21 @@ CREATE TABLE IF NOT EXISTS trace_runs (seq INTEGER PRIMARY KEY, trace_id TEXT NO
 CREATE INDEX IF NOT EXISTS trace_runs_trace ON trace_runs (trace_id, seq);
 CREATE TABLE IF NOT EXISTS traces (trace_id TEXT PRIMARY KEY, last REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traces_last ON traces (last);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE TABLE IF NOT EXISTS handles (
+    event_id TEXT NOT NULL, step TEXT NOT NULL,
+    topic TEXT NOT NULL, trace_id TEXT NOT NULL, emitted_at REAL NOT NULL,
+    state TEXT,                  -- succeeded | dead | cancelled once finished; NULL: notes of a live delivery
+    delivery_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL, finished_at REAL,
+    error TEXT, result TEXT, progress TEXT,
+    PRIMARY KEY (event_id, step)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS handles_finished ON handles (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS cancels (event_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keys (
+    topic TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (topic, key)
+) WITHOUT ROWID;
 """
 
 

@@ -6,14 +6,16 @@
 - :class:`LeaseStore`: leases (cron overlap locks) and small framework metadata (cron records).
 - :class:`TraceStore`: run records grouped by trace id, with retention.
 - :class:`WaitStore`: one wait for work on many steps at once (what a worker's idle consumers share).
+- :class:`HandleStore`: job handles: each event's status per subscriber, results, progress,
+  idempotency keys, cancellation and the list of scheduled deliveries.
 - :class:`TxStore`: the commit of a transactional step's attempt: its state writes, its emits and its
   acknowledgement together, fenced by the lease (exactly-once effects).
 
-A :class:`Backend` is the first six plus ``url``, ``open`` and ``close``; the router, workers, scheduler
-and CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
+A :class:`Backend` is all seven plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
+CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
 :func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
-trace stores built on its state store, a ``wait_any`` built on its per-step ``wait``, and a
-transactional store that is not atomic (:mod:`.derived_tx`).
+trace stores built on its state store, a ``wait_any`` built on its per-step ``wait``, a transactional
+store that is not atomic (:mod:`.derived_tx`) and a job-handle store (:mod:`.derived_handles`).
 
 Rules every implementation keeps (the contract suite in ``tests/backends`` checks each of them):
 
@@ -32,11 +34,14 @@ from typing import Protocol, runtime_checkable
 
 from .pubsub import Subscription
 from .records import (
+    CancelResult,
     DeadLetter,
     Delivery,
+    EventHandle,
     FlowControl,
     Outgoing,
     QueueStats,
+    ScheduledDelivery,
     StateRead,
     StateWrite,
     StepQueueStats,
@@ -317,6 +322,80 @@ class WaitStore(Protocol):
 
 
 @runtime_checkable
+class HandleStore(Protocol):
+    """Job handles: every event can be looked up, awaited, deduplicated and cancelled.
+
+    A *handle* is an event with one :class:`~.records.StepHandle` per subscribing step (the targets it
+    was published to). Rules every implementation keeps:
+
+    - **States.** A delivery that still exists is ``running`` while leased (its lease may have expired
+      with its worker), ``retrying`` once an attempt failed, ``scheduled`` while not due and never
+      attempted, else ``queued``. Its end (``complete``, ``complete_with_result``, ``complete_tx``,
+      ``complete_tx_with_result``, ``dead_letter``, ``cancel_settle``, a cancel before it ran) writes a
+      finished record (``succeeded``, ``dead``, ``cancelled``) **in the same transaction**, so at every
+      moment each step has either a live delivery or a finished record: ``handle_get`` never shows an
+      event between the two. A replayed dead letter is live again (its finished record is superseded).
+    - **Retention.** Finished records are kept until ``handles_prune`` drops them; a live delivery's
+      handle is never pruned. An unknown, pruned or never-routed event (no subscriber) is ``None``.
+    - **Idempotency keys.** An :class:`~.records.Outgoing` with a ``key`` (in ``publish``,
+      ``publish_deduped``, ``complete``, ``complete_with_result``, ``complete_tx`` and its twin) is
+      published only if no event of the same topic took that key in the last ``key_ttl_s`` seconds; else
+      nothing of it is enqueued. The check and the publish are one atomic step: of many concurrent
+      publishers of one key (any processes), exactly one event is published.
+    - **Cancellation.** ``handle_cancel`` ends, at once and atomically, the deliveries of the event that
+      are not running (they never run), and marks the running ones: their workers learn it through
+      ``cancel_requests``. A delivery of a cancelled event never starts another attempt: a backend
+      drops it, or hands it out of ``claim`` with ``cancelled=True`` for the worker to settle with
+      ``cancel_settle`` without running it; a failed attempt of it is not retried.
+    - ``result_json`` and ``progress_json`` are JSON text, stored byte for byte (size limits: the caller's).
+    """
+
+    async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
+        """``publish``, returning per item the id of the event that holds its key: its own envelope id
+        when it was published (always, for an item without a key), else the first event's id."""
+
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """``complete``, storing ``result_json`` (the handler's return value) in the finished record."""
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """``complete_tx``, storing ``result_json`` in the finished record; outbox keys are taken only on ``"ok"``."""
+
+    async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:
+        """``retry``, keeping ``error`` as the delivery's last error (shown while it is ``retrying``).
+        A delivery whose event was cancelled is ended as ``cancelled`` instead."""
+
+    async def cancel_settle(self, delivery: Delivery) -> bool:
+        """End a leased delivery as ``cancelled`` (no retry, dead letter or outbox); False when its lease was lost."""
+
+    async def handle_get(self, event_id: str) -> EventHandle | None:
+        """The handle of one event (exact id), or None when unknown or pruned."""
+
+    async def handle_find(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of known events (live or finished) that start with ``prefix``, sorted."""
+
+    async def handle_progress(self, delivery: Delivery, progress_json: str) -> None:
+        """Store the latest progress of a delivery (replacing the previous one)."""
+
+    async def handle_cancel(self, event_id: str) -> CancelResult | None:
+        """Cancel an event (see the class docstring); None when the event is unknown or pruned."""
+
+    async def cancel_requests(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids of those ``deliveries`` whose event was cancelled (polled by workers; cheap when none was)."""
+
+    async def scheduled_list(self, topic: str | None, limit: int) -> list[ScheduledDelivery]:
+        """Up to ``limit`` scheduled deliveries (not due, never attempted, not cancelled), of ``topic``
+        only when given, the earliest due first."""
+
+    async def handles_prune(self, before: float, keep: int) -> int:
+        """Drop the finished handles whose last delivery ended before ``before``, and all but the
+        ``keep`` most recently finished; also forget expired keys, and the cancellations of events with
+        no delivery left in a queue. Return how many handles were dropped."""
+
+
+@runtime_checkable
 class TxStore(Protocol):
     """Transactional commits: an attempt's state writes, its emits and its acknowledgement, all or nothing.
 
@@ -394,9 +473,9 @@ class CoreBackend(QueueStore, StateStore, Protocol):
 
 
 @runtime_checkable
-class Backend(CoreBackend, LeaseStore, TraceStore, TxStore, WaitStore, Protocol):
-    """Queue, state, leases with metadata, traces, transactional commits and the multi-step wait behind
-    one object: what motia-py runs on."""
+class Backend(CoreBackend, LeaseStore, TraceStore, TxStore, HandleStore, WaitStore, Protocol):
+    """Queue, state, leases with metadata, traces, transactional commits, job handles and the multi-step
+    wait behind one object: what motia-py runs on."""
 
 
 @runtime_checkable
