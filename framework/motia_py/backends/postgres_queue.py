@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from . import postgres_flow as flow
-from .derived import wait_any_by_step
 from .postgres_base import Batcher, PostgresConnection
 from .postgres_sql import DEAD_COLS, complete_args, dead_from, delivery_from, publish_args, publish_rows
 from .records import DeadLetter, Delivery, FlowControl, Outgoing, QueueStats, StepQueueStats, new_id
+from .wakeups import StepEvent, Wakeups
 
 Row = tuple[Any, ...]
 
@@ -33,6 +34,7 @@ class PostgresQueue(PostgresConnection):
         self._publishes: Batcher[list[Row], None] = Batcher(self._publish_many)
         self._completes: Batcher[tuple[Delivery, list[Row]], tuple[bool, bool]] = Batcher(self._complete_many)
         self._flow_sql = flow.FlowSql.build(self.schema)
+        self._hub = Wakeups()  # the pending wait_any calls, signalled through the steps' wake-up events
 
     async def close(self) -> None:
         """Finish the batches in flight, then close the connections; deliveries stay queued."""
@@ -141,7 +143,7 @@ class PostgresQueue(PostgresConnection):
         """
         event = self._wakeups.get(step)
         if event is None:
-            event = self._wakeups[step] = asyncio.Event()
+            event = self._wakeups[step] = StepEvent(step, self._hub)
         try:
             await self._listen()
             if event.is_set():
@@ -156,9 +158,24 @@ class PostgresQueue(PostgresConnection):
             event.clear()
 
     async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
-        """:meth:`~.stores.WaitStore.wait_any` as one :meth:`wait` per step, raced (the listening connection
-        is one per process already; each wait looks its step's due time up)."""
-        return await wait_any_by_step(self, steps, timeout_s)
+        """The steps that may have a due delivery, waiting up to ``timeout_s`` for one: a notification
+        (on the process's one listening connection) or a write through this object wakes it; the due
+        times of the steps are looked up once when it starts (one query per step, concurrently)."""
+        order = list(dict.fromkeys(steps))
+        for s in order:
+            if s not in self._wakeups:
+                self._wakeups[s] = StepEvent(s, self._hub)
+        started = time.monotonic()
+        with self._hub.waiting(order) as waiter:
+            await self._listen()
+            dues = await asyncio.gather(*(self._due_in(s, None) for s in order))
+            later = {s: d for s, d in zip(order, dues, strict=True) if d is not None}
+            due = {s for s, d in later.items() if d <= 0}
+            if due or waiter.hits:
+                return due | waiter.hits
+            hits = await waiter.wait(min([timeout_s, *later.values()]) - (time.monotonic() - started))
+        elapsed = time.monotonic() - started
+        return hits or {s for s, d in later.items() if d <= elapsed}
 
     async def _due_in(self, step: str, control: FlowControl | None) -> float | None:
         """Seconds until a claim of ``step`` (with ``control``) may hand something out (None: nothing

@@ -1,18 +1,16 @@
 """The backend protocols: small stores, and the backends that bundle them.
 
-- :class:`QueueStore`: deliveries (publish, claim, complete, retry, dead letter, heartbeat, wait,
-  counts) and the dead-letter queue.
+- :class:`QueueStore`: deliveries (publish, claim, settle, heartbeat, wait, counts) and dead letters.
 - :class:`StateStore`: the flows' key-value state (JSON text under namespace, group and key).
 - :class:`LeaseStore`: leases (cron overlap locks) and small framework metadata (cron records).
 - :class:`TraceStore`: run records grouped by trace id, with retention.
-- :class:`WaitStore`: one wait for work on many steps at once (what a worker's idle consumers share).
 - :class:`HandleStore`: job handles: each event's status per subscriber, results, progress,
   idempotency keys, cancellation and the list of scheduled deliveries.
 - :class:`TxStore`: the commit of a transactional step's attempt: its state writes, its emits and its
   acknowledgement together, fenced by the lease (exactly-once effects).
 
-A :class:`Backend` is all seven plus ``url``, ``open`` and ``close``; the router, workers, scheduler and
-CLI use one. A :class:`CoreBackend` is the least a backend must implement (the queue and state stores);
+A :class:`Backend` is these six, :class:`.wait_store.WaitStore`, ``url``, ``open`` and ``close``: what the
+router, workers, scheduler and CLI use. A :class:`CoreBackend` is the least a backend implements (queue, state);
 :func:`motia_py.backends.compose.compose` (and the registry, on its own) completes one with lease and
 trace stores built on its state store, a ``wait_any`` built on its per-step ``wait``, a transactional
 store that is not atomic (:mod:`.derived_tx`) and a job-handle store (:mod:`.derived_handles`).
@@ -29,7 +27,7 @@ Rules every implementation keeps (the contract suite in ``tests/backends`` check
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from .pubsub import Subscription
@@ -49,6 +47,7 @@ from .records import (
     TxResult,
 )
 from .state_change import ANY, Expected, StateChange
+from .wait_store import WaitStore as WaitStore
 
 
 @runtime_checkable
@@ -295,30 +294,6 @@ class TraceStore(Protocol):
     async def traces_prune(self, before: float, keep: int) -> int:
         """Drop the traces last active before ``before``, and all but the ``keep`` most recently active;
         return how many traces were dropped."""
-
-
-@runtime_checkable
-class WaitStore(Protocol):
-    """Waiting for work on many steps at once, at a constant cost whatever their number.
-
-    A worker's idle consumers share one ``wait_any`` call (see :mod:`motia_py.waker`) instead of one
-    :meth:`QueueStore.wait` each: on Redis one blocking read covers every step (one connection), on
-    SQLite one watcher per process notices other processes' commits, and a publish through the backend
-    object wakes the waits of its steps directly.
-    """
-
-    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
-        """Return the steps of ``steps`` that may have a due delivery, waiting up to ``timeout_s`` for one.
-
-        Consumes nothing. Returns at once (with those steps) when a delivery of some of ``steps`` is
-        already due; otherwise promptly after a publish for any of them (through any connection, other
-        processes included), or when the earliest next delayed delivery, FIFO head or lease expiry among
-        them falls due, naming the steps concerned; ``set()`` after ``timeout_s`` with nothing to report.
-        It may name a step that has nothing due after all (a spurious wake-up), never one not in
-        ``steps``. Cancelling a call is cheap and leaves the backend as it was. The cost of one call (in
-        connections, and in work while it waits) does not grow with the number of steps beyond reading
-        their due times once.
-        """
 
 
 @runtime_checkable
