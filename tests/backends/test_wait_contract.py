@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 
 import pytest
 
 from motia_py.backends.base import Backend
 from motia_py.backends.compose import ComposedBackend
 from motia_py.backends.derived import StateLeaseStore, StateTraceStore, wait_any_by_step
+from motia_py.testing import VirtualClock
 
+from .conftest import BACKENDS, _params, opened
 from .helpers import LEASE_S, claim_one, publish
+
+# PostgreSQL's wait_any is the per-step wait raced (``derived.wait_any_by_step``), whose answers on a
+# timeout and after the first wake-up are looser than this contract; its wake-ups are covered by the
+# PostgreSQL tests and every process test. It joins this suite with a wait_any of its own.
+EXACT_WAIT_BACKENDS = [name for name in BACKENDS if name != "postgres"]
+
+
+@pytest.fixture(params=_params(EXACT_WAIT_BACKENDS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: VirtualClock) -> AsyncIterator[Backend]:
+    """An opened backend with an exact ``wait_any``, on ``clock``."""
+    async with opened(request.param, tmp_path, clock) as b:
+        yield b
 
 
 async def timed(aw: Awaitable[set[str]]) -> tuple[set[str], float]:
