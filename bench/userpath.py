@@ -38,7 +38,8 @@ from .userpath_project import WorkerProcess, env, write_harness_project
 BACKENDS: dict[str, Callable[[Path], str | None]] = {
     "sqlite": lambda root: f"sqlite:///{root / 'motia.db'}",
     "redis": lambda root: os.environ.get("MOTIA_PY_BENCH_REDIS_URL") or os.environ.get("MOTIA_PY_TEST_REDIS_URL"),
-    # "postgres": lambda root: os.environ.get("MOTIA_PY_BENCH_POSTGRES_URL"),
+    "postgres": lambda root: os.environ.get("MOTIA_PY_BENCH_POSTGRES_URL") or os.environ.get(
+        "MOTIA_PY_TEST_POSTGRES_URL"),
 }
 """Backend name -> its URL for a run in ``root`` (None: skipped, e.g. no server configured)."""
 
@@ -99,7 +100,7 @@ async def _enqueue_rates(url: str, n: int, root: Path) -> dict[str, float]:
     from motia_py import Client
 
     project = root / "producer"
-    prefix = f"motia-bench-{uuid.uuid4().hex[:8]}"
+    prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
     write_harness_project(project, url, prefix)
     client = Client.from_project(project)
     try:
@@ -129,7 +130,7 @@ async def motia_trial(name: str, url: str, n: int, chains: int, root: Path) -> d
 
     res = await _enqueue_rates(url, n, root)
     project = root / "harness"
-    prefix = f"motia-bench-{uuid.uuid4().hex[:8]}"
+    prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
     write_harness_project(project, url, prefix)
     m = Marks(root)
     await m.start()

@@ -30,7 +30,11 @@ _SETTLE_S = 1.0
 
 
 async def forget(url: str, prefix: str) -> None:
-    """Delete a run's Redis keys (a SQLite run's file goes with its directory)."""
+    """Delete a run's Redis keys or PostgreSQL schema (a SQLite run's file goes with its directory)."""
+    if url.startswith("postgres"):
+        from .delivery import _drop_schema
+
+        await _drop_schema(url, prefix)
     if not url.startswith("redis"):
         return
     import redis.asyncio as aioredis
@@ -137,7 +141,7 @@ async def idle_part(urls: dict[str, str], trials: int, window_s: float, base: Pa
             runs = []
             for t in range(trials):
                 root = base / f"idle-{b}-{steps}-{t}"
-                prefix = f"motia-bench-{uuid.uuid4().hex[:8]}"
+                prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
                 write_idle_project(root, url, prefix, steps)
                 async with Client.from_project(root) as client:
                     await client.emit("t0", {})
@@ -186,8 +190,8 @@ async def example_part(urls: dict[str, str], trials: int, window_s: float, base:
             root = base / f"example-{b}-{t}"
             copy_example_app(root, url)
             prefix = "motia"
-            if url.startswith("redis"):
-                prefix = f"motia-bench-{uuid.uuid4().hex[:8]}"
+            if not url.startswith("sqlite"):
+                prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
                 (root / "motia_py.toml").write_text((root / "motia_py.toml").read_text().replace(
                     f'url = "{url}"', f'url = "{url}"\nprefix = "{prefix}"'))
             async with Client.from_project(root) as client:
@@ -255,7 +259,7 @@ async def scale_part(urls: dict[str, str], workers: list[int], n: int, trials: i
             runs = []
             for t in range(trials):
                 root = base / f"scale-{b}-{w}-{t}"
-                prefix = f"motia-bench-{uuid.uuid4().hex[:8]}"
+                prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
                 write_harness_project(root, url, prefix)
                 m = Marks(root)
                 await m.start()
