@@ -133,6 +133,7 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
         "MOTIA_PY_CORS_METHODS": "GET",
         "MOTIA_PY_CORS_HEADERS": "*",
         "MOTIA_PY_CORS_CREDENTIALS": "true",
+        "MOTIA_PY_EVENT_LOOP": "AsyncIO",
     }
     assert {s.env for s in SETTINGS} == set(env)
     s = load_settings(tmp_path, env=env)
@@ -147,10 +148,19 @@ def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     assert (s.handles_max_age_s, s.handles_max_count) == (30.0, 9)
     assert s.motia_sdk == "builtin"
     assert s.transactional is True
+    assert s.event_loop == "asyncio"
     assert s.streams_authenticate == "auth:check"
     assert s.middleware == ("mw:one", "mw:two")
     assert (s.cors_origins, s.cors_methods, s.cors_headers, s.cors_credentials) == (
         ("https://a.example", "https://b.example"), ("GET",), ("*",), True)
+
+
+def test_event_loop_is_auto_uvloop_or_asyncio(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, env={}).event_loop == "auto"
+    write(tmp_path, '[worker]\nevent_loop = "uvloop"\n')
+    assert load_settings(tmp_path, env={}).event_loop == "uvloop"
+    with pytest.raises(SettingsError, match=r"event_loop.*auto, uvloop or asyncio"):
+        load_settings(tmp_path, env={"MOTIA_PY_EVENT_LOOP": "trio"})
 
 
 def test_motia_sdk_is_auto_builtin_or_installed(tmp_path: Path) -> None:

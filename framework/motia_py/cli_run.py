@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from .cli_common import backend_option, handle_errors, project_option, require_project, run_async, settings_from
+from .cli_common import backend_option, handle_errors, project_option, require_project, settings_from
+from .loops import run_on
 
 
 def exit_now_if_threads_linger(code: int) -> None:
@@ -44,7 +45,7 @@ def start(workers: int, no_http: bool, no_cron: bool, host: str | None, port: in
     settings = settings_from(project, backend_url=backend_url, host=host, port=port)
     require_project(settings)
     configure_logging(settings.log_format, settings.log_level)
-    code = run_async(run(settings, StartOptions(workers=workers, http=not no_http, cron=not no_cron)))
+    code = run_on(settings.event_loop, run(settings, StartOptions(workers=workers, http=not no_http, cron=not no_cron)))
     exit_now_if_threads_linger(code)
     sys.exit(code)
 
@@ -66,6 +67,6 @@ def dev(host: str | None, port: int | None, backend_url: str | None, project: Pa
 
     check_dev_exposure(settings)  # before anything starts: a dev server on the network needs a token
     configure_logging("text" if settings.log_format == "auto" else settings.log_format, settings.log_level)
-    code = run_async(run_dev(settings))
+    code = run_on(settings.event_loop, run_dev(settings))
     exit_now_if_threads_linger(code)
     sys.exit(code)

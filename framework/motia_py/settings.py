@@ -101,6 +101,14 @@ def _motia_sdk(v: Any) -> str:
     return s
 
 
+def _event_loop(v: Any) -> str:
+    """``auto``, ``uvloop`` or ``asyncio``: the event loop of ``start`` and ``dev`` (see loops.py)."""
+    s = str(v).strip().lower()
+    if s not in ("auto", "uvloop", "asyncio"):
+        raise ValueError("must be auto, uvloop or asyncio")
+    return s
+
+
 def _opt_str(v: Any) -> str | None:
     return None if v is None or v == "" else _text(v)
 
@@ -156,6 +164,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("cors_credentials", "cors", "credentials", "MOTIA_PY_CORS_CREDENTIALS", False, _bool),
     _Setting("streams_authenticate", "streams", "authenticate", "MOTIA_PY_STREAMS_AUTHENTICATE", None, _opt_str),
     _Setting("grace_period_s", "worker", "grace_period", "MOTIA_PY_GRACE_PERIOD", 30.0, _seconds),
+    _Setting("event_loop", "worker", "event_loop", "MOTIA_PY_EVENT_LOOP", "auto", _event_loop),
     _Setting("traces_enabled", "traces", "enabled", "MOTIA_PY_TRACES_ENABLED", True, _bool),
     _Setting("traces_max_age_s", "traces", "max_age", "MOTIA_PY_TRACES_MAX_AGE", 86_400.0, _seconds),
     _Setting("traces_max_count", "traces", "max_count", "MOTIA_PY_TRACES_MAX_COUNT", 10_000, _int(0)),
@@ -202,6 +211,7 @@ class Settings:
     handles_max_count: int
     log_format: str
     log_level: str
+    event_loop: str = "auto"  # auto | uvloop | asyncio: the event loop of start and dev (see loops.py)
     transactional: bool = False  # the default of steps without "transactional" in their config
 
     @property

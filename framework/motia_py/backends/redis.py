@@ -116,11 +116,16 @@ class RedisBackend(RedisTx, RedisHandles):
         """Store run records in one transaction."""
         if not runs:
             return
+        records: dict[str, list[str]] = {}
+        last: dict[str, float] = {}
+        for trace_id, started_at, raw in runs:  # one RPUSH per trace and one ZADD for all, in one transaction
+            records.setdefault(trace_id, []).append(raw)
+            last[trace_id] = max(last.get(trace_id, started_at), started_at)
         with self._translate():
             async with self._c.pipeline(transaction=True) as pipe:
-                for trace_id, started_at, raw in runs:
-                    pipe.rpush(self.keys.trace(trace_id), raw)
-                    pipe.zadd(self.keys.traces, {trace_id: float(started_at)}, gt=True)
+                for trace_id, raws in records.items():
+                    pipe.rpush(self.keys.trace(trace_id), *raws)
+                pipe.zadd(self.keys.traces, {t: repr(float(at)) for t, at in last.items()}, gt=True)
                 await pipe.execute()
 
     async def traces_get(self, trace_id: str) -> list[str]:

@@ -17,12 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from .records import worker_identity
 from .redis_keys import Keys
+from .redis_pack import use_hiredis_packing
+from .redis_scripts_complete import COMPLETE
 from .redis_scripts_flow import FlowScripts
 from .redis_scripts_handles import HandleScripts
 from .redis_scripts_lease import LeaseScripts
@@ -153,12 +156,13 @@ class Scripts:
     flow: FlowScripts
     handles: HandleScripts
     tx: TxScripts
+    complete: AsyncScript  # acknowledge, publish, prefetch (redis_scripts_complete)
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
         return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
-                   HandleScripts(client), TxScripts(client))
+                   HandleScripts(client), TxScripts(client), client.register_script(COMPLETE))
 
 
 class RedisConnection:
@@ -224,11 +228,11 @@ class RedisConnection:
     def _connect(self, socket_timeout: float | None) -> Redis:
         # At most _COMMAND_CONNECTIONS connections: concurrent commands queue for one rather than open
         # more (the hot paths batch their calls anyway), so a worker's connections stay few.
-        return Redis.from_pool(BlockingConnectionPool.from_url(
+        return Redis.from_pool(use_hiredis_packing(BlockingConnectionPool.from_url(
             self._url, max_connections=_COMMAND_CONNECTIONS, timeout=None, decode_responses=True,
             socket_timeout=socket_timeout, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
             health_check_interval=30, retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3),
-            client_name="motia-py"))
+            client_name="motia-py")))
 
     async def _ensure_steps(self, steps: Iterable[str]) -> None:
         """Create the consumer group (at id 0) and register the step, once per step and process."""

@@ -44,21 +44,19 @@ from redis.exceptions import NoScriptError
 from ..types import Clock
 from .handle_records import finish_json_open
 from .records import (
-    DeadLetter,
     Delivery,
-    Envelope,
     FlowControl,
     HandleState,
     Outgoing,
     QueueStats,
     StepQueueStats,
-    new_id,
 )
 from .redis_base import Batcher
-from .redis_flow import RedisFlow
+from .redis_dlq import RedisDeadLetters
 from .redis_keys import CONSUMER, flow_keys
+from .redis_prefetch import Prefetch
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
-from .redis_tags import tag, untag
+from .redis_tags import tag
 from .redis_wake import ActivityHub, Generation, StreamWatch
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
@@ -67,7 +65,7 @@ _DUE_TRUSTED_S: Final = 1.0  # how long a step's due time read by wait_any is re
 _SCAN: Final = 1000  # stream entries (dead letters) read per round trip by step_stats
 
 
-class RedisQueue(RedisFlow):
+class RedisQueue(RedisDeadLetters):
     """The queue store and dead-letter queue of :class:`.redis.RedisBackend` (see the module docstring)."""
 
     def __init__(self, url: str, prefix: str = "motia", clock: Clock | None = None,
@@ -81,6 +79,7 @@ class RedisQueue(RedisFlow):
         self._publishes: Batcher[Sequence[Outgoing], dict[str, str]] = Batcher(self._publish_batch)
         self._completes: Batcher[tuple[Delivery, Sequence[Outgoing], str | None], bool] = Batcher(
             self._complete_batch)
+        self._prefetch = Prefetch(self._hub, self.hand_back)
 
     async def close(self) -> None:
         """Finish the batched calls, stop blocking reads and disconnect; deliveries stay queued."""
@@ -89,6 +88,7 @@ class RedisQueue(RedisFlow):
         await self._publishes.drain()
         await self._completes.drain()
         await self._claims.drain()
+        await self._prefetch.close()
         await self._watch.close()
         self._watch = StreamWatch(self._watch_client, lambda: self._c, self._hub)
         self._hub.signal_all()  # pending waits return now rather than at their timeout
@@ -130,11 +130,18 @@ class RedisQueue(RedisFlow):
         if limit <= 0:
             return []
         if control is not None:
+            self._prefetch.claimed(step, limit, lease_s, 0, control)
             flat = await self._flow_claim(step, min(limit, _MAX_CLAIM), lease_s, control)
             return await self._screened(self._deliveries(flat, step, control.limits_concurrency))
+        before = self._hub.generation(step)
+        got = self._prefetch.take(step, limit)
+        if got:  # leased by a completion of this process (see redis_prefetch)
+            self._prefetch.claimed(step, limit, lease_s, len(got), None)
+            if len(got) < limit:
+                self._drained[step] = before
+            return got
         sk = self.keys.step(step)
         self._require_open()
-        before = self._hub.generation(step)
         with self._translate():
             flat = await self._claims.call((
                 [*queue_keys(sk), sk.owner, self.keys.steps, flow_keys(self.keys.prefix, step).flag, self.keys.cancels],
@@ -147,6 +154,7 @@ class RedisQueue(RedisFlow):
                 await self._flow_claim(step, min(limit, _MAX_CLAIM), lease_s, None), step, False))
         gone: set[str] = set(flat.pop()) if flat and isinstance(flat[-1], list) else set()  # cancelled events
         got = self._deliveries(flat, step, False)
+        self._prefetch.claimed(step, min(limit, _MAX_CLAIM), lease_s, len(got), None)
         if len(got) < min(limit, _MAX_CLAIM) and not (got and got[0].expired):
             self._drained[step] = before  # nothing else was due: waits may trust the step's due time
         return [replace(d, cancelled=True) if d.id in gone else d for d in got] if gone else got
@@ -220,10 +228,38 @@ class RedisQueue(RedisFlow):
                      finish_json_open(HandleState.SUCCEEDED, delivery_id=d.id, attempts=d.attempt,
                                       started_at=d.first_delivered_at, result_json=result))
             encode_outgoing(self.keys, outgoing, ks, args)
-        with self._translate():
-            done = await self._s.queue.complete(keys=ks, args=args)
+        asked = self._prefetch.wanted(t.step for _, outgoing, _ in calls for out in outgoing for t in out.targets
+                                      if not t.fifo and t.delay_s <= 0 and not tag(t.priority, t.rate_key,
+                                                                                  t.concurrency_key))
+        if asked:
+            ks.append(self.keys.cancels)
+            args += (str(len(asked)), CONSUMER, self.identity)
+            for step, limit, lease_s in asked:
+                sk = self.keys.step(step)
+                ks += (sk.stream, sk.inflight, sk.lease, sk.owner, flow_keys(self.keys.prefix, step).flag)
+                args += (step, str(min(limit, _MAX_CLAIM)), repr(float(lease_s)))
+        try:
+            with self._translate():
+                done = await self._s.complete(keys=ks, args=args)
+        except BaseException:
+            self._prefetch.forget(step for step, _, _ in asked)
+            raise
+        if asked:
+            self._prefetched(asked, done.pop())
         await self._wake_limited(d for (d, _, _), ok in zip(calls, done, strict=True) if ok)
         return [bool(x) for x in done]
+
+    def _prefetched(self, asked: list[tuple[str, int, float]], answers: list[Any]) -> None:
+        """Keep what a completion claimed for waiting steps (see :mod:`.redis_prefetch`); tell the blocking
+        read about the entries it took, so that they do not wake the steps again."""
+        for (step, _, _), (last, flat) in zip(asked, answers, strict=True):
+            gone: set[str] = set(flat.pop()) if flat and isinstance(flat[-1], list) else set()
+            got = self._deliveries(flat, step, False)
+            if gone:
+                got = [replace(d, cancelled=True) if d.id in gone else d for d in got]
+            if last:
+                self._watch.seen(self.keys.step(step).stream, last)
+            self._prefetch.answered(step, got)
 
     def _single(self, d: Delivery) -> tuple[list[str], list[str]]:
         """KEYS and the leading ARGV (now group uid attempt fifo_group) of the retry and dead-letter scripts."""
@@ -295,6 +331,9 @@ class RedisQueue(RedisFlow):
         that starts again at once (a worker's consumers come and go) costs no round trip.
         """
         order = list(dict.fromkeys(steps))
+        stashed = self._prefetch.stashed(order)
+        if stashed:
+            return stashed
         started = time.monotonic()
         with self._hub.waiting(order) as waiter:
             later: dict[str, float] = {}
@@ -417,61 +456,3 @@ class RedisQueue(RedisFlow):
             if int(n) < _SCAN:
                 return oldest
             start = f"({last}"
-
-    # -- dead letters ---------------------------------------------------------------------------
-    @staticmethod
-    def _dead(dead_id: str, record: str, failed_at: float) -> DeadLetter:
-        r = json.loads(record)
-        env, priority, rate_key, conc_key = untag(r["env"])
-        return DeadLetter(id=dead_id, step=r["step"], envelope=Envelope.from_json(env), attempts=r["attempts"],
-                          error=r["error"], traceback=r["traceback"], failed_at=failed_at,
-                          first_attempt_at=r["first"], priority=priority, rate_key=rate_key,
-                          concurrency_key=conc_key)
-
-    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
-        """Dead letters, newest first."""
-        if limit <= 0:
-            return []
-        c = self._c
-        with self._translate():
-            index = cast(list[tuple[str, float]],
-                         await c.zrevrange(self.keys.dlq_index, 0, limit - 1, withscores=True))
-            if not index:
-                return []
-            records = cast(list[str | None], await c.hmget(self.keys.dlq, [i for i, _ in index]))
-        return [self._dead(i, r, at) for (i, at), r in zip(index, records, strict=True) if r is not None]
-
-    async def dlq_get(self, dead_id: str) -> DeadLetter | None:
-        """One dead letter by id."""
-        c = self._c
-        with self._translate():
-            record = cast(str | None, await c.hget(self.keys.dlq, dead_id))
-            failed_at = await c.zscore(self.keys.dlq_index, dead_id)
-        if record is None or failed_at is None:
-            return None
-        return self._dead(dead_id, record, float(failed_at))
-
-    async def dlq_replay(self, dead_id: str) -> bool:
-        """Put a dead letter back on its step's stream with fresh attempts; False when unknown."""
-        with self._translate():
-            record = await self._c.hget(self.keys.dlq, dead_id)
-        if record is None:
-            return False
-        r = json.loads(record)
-        await self._ensure_steps([r["step"]])
-        if r["env"].startswith("#"):  # prioritised or keyed: its step's claims must sort it in
-            await self._mark_flow(r["step"])
-        event_id = Envelope.from_json(untag(r["env"])[0]).id
-        with self._translate():
-            return bool(await self._s.queue.replay(
-                keys=[self.keys.dlq, self.keys.dlq_index, self.keys.step(r["step"]).stream, self.keys.handle(event_id)],
-                args=[self._now(), dead_id, new_id(), r["env"], r["step"]]))
-
-    async def dlq_purge(self, dead_id: str) -> bool:
-        """Delete a dead letter; False when unknown."""
-        with self._translate():
-            async with self._c.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.dlq, dead_id)
-                pipe.zrem(self.keys.dlq_index, dead_id)
-                removed, _ = await pipe.execute()
-        return bool(removed)

@@ -91,6 +91,49 @@ end
 local function set_owner(owners, uid, who)
   if who == '' then redis.call('HDEL', owners, uid) else redis.call('HSET', owners, uid, who) end
 end
+-- Lease up to n entries of a stream never delivered to its group, attempt + 1 (as a claim does).
+-- Returns them flat, 4 fields each (id, envelope, attempt, first delivered at), and the id of the last
+-- one; or nil and the error (NOGROUP when the group is missing).
+local function take_new(stream, grp, consumer, n, inflight, leases, owners, lease_until, me, now_s)
+  local r = redis.pcall('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  if type(r) == 'table' and r.err then return nil, r.err end
+  local out, zadd, hset, own, last = {}, {}, {}, {}, ''
+  for _, e in ipairs(r and r[1][2] or {}) do
+    local f = fields(e[2])
+    local first = f.first
+    if first == nil or first == '' then first = now_s end
+    local attempt = tonumber(f.attempts or '0') + 1
+    local z, o = #zadd, #out
+    zadd[z + 1] = lease_until
+    zadd[z + 2] = f.id
+    hset[z + 1] = f.id
+    hset[z + 2] = e[1] .. '|' .. attempt .. '|' .. first
+    own[z + 1] = f.id
+    own[z + 2] = me
+    out[o + 1] = f.id
+    out[o + 2] = f.env
+    out[o + 3] = attempt
+    out[o + 4] = first
+    last = e[1]
+  end
+  for i = 1, #zadd, 1000 do  -- chunks: unpack() is limited by the Lua stack
+    redis.call('ZADD', leases, unpack(zadd, i, math.min(i + 999, #zadd)))
+    redis.call('HSET', inflight, unpack(hset, i, math.min(i + 999, #hset)))
+    redis.call('HSET', owners, unpack(own, i, math.min(i + 999, #own)))
+  end
+  return out, nil, last
+end
+-- Claimed deliveries (flat, stride fields each) of cancelled events: their ids follow as one list.
+local function screen(out, stride, cancels)
+  if #out == 0 or redis.call('EXISTS', cancels) == 0 then return out end
+  local gone = {}
+  for i = 1, #out, stride do
+    local eid = string.match(out[i + 1], '{"id":"([^"]*)"')
+    if eid and redis.call('ZSCORE', cancels, eid) then gone[#gone + 1] = out[i] end
+  end
+  if #gone > 0 then out[#out + 1] = gone end
+  return out
+end
 local function drop_fifo_head(list, ready, waiting, fleases, wake_key, group, now)
   redis.call('LPOP', list)
   redis.call('ZREM', fleases, group)
@@ -149,50 +192,6 @@ publish(2, 2, now, KEYS[1], true)
 return dups
 """
 
-# KEYS: seq, handles, then per delivery: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake
-# owners handle + its publish block. ARGV: now, count, then per delivery: group uid attempt fifo_group event_id
-# finished record (without its closing brace) + its publish block.
-# Returns 1 (completed) or 0 (lease lost) per delivery. Standard deliveries are acknowledged with one
-# XACK/XDEL/ZREM/HDEL per stream at the end (a Lua-to-Redis call costs more than the command itself).
-_COMPLETE: Final = _PRELUDE + r"""
-local now, now_s = clock(ARGV[1])
-local k, a, out, taken, acks, fins = 3, 3, {}, {}, {}, {}
-for i = 1, tonumber(ARGV[2]) do
-  local grp, uid, attempt, fgroup = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
-  local kind, eid = nil, nil
-  if not taken[uid] then kind, eid = leased(KEYS[k + 1], KEYS[k + 6], KEYS[k + 3], uid, attempt, fgroup) end
-  if kind == 's' then
-    local ack = acks[KEYS[k]]
-    if ack == nil then
-      ack = {grp = grp, inflight = KEYS[k + 1], lease = KEYS[k + 2], owners = KEYS[k + 8], eids = {}, uids = {}}
-      acks[KEYS[k]] = ack
-    end
-    ack.eids[#ack.eids + 1] = eid
-    ack.uids[#ack.uids + 1] = uid
-  elseif kind == 'f' then
-    drop_fifo_head(KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], fgroup, now)
-    redis.call('HDEL', KEYS[k + 8], uid)
-  end
-  if kind then
-    taken[uid] = true
-    redis.call('HSET', KEYS[k + 9], 's:' .. grp, ARGV[a + 5] .. ',"f":' .. now_s .. '}')
-    fins[#fins + 1] = now
-    fins[#fins + 1] = ARGV[a + 4]
-  end
-  out[i] = kind and 1 or 0
-  k, a = publish(k + 10, a + 6, now, KEYS[1], kind ~= nil)
-end
-for i = 1, #fins, 1000 do redis.call('ZADD', KEYS[2], unpack(fins, i, math.min(i + 999, #fins))) end
-for stream, ack in pairs(acks) do
-  redis.call('XACK', stream, ack.grp, unpack(ack.eids))
-  redis.call('XDEL', stream, unpack(ack.eids))
-  redis.call('ZREM', ack.lease, unpack(ack.uids))
-  redis.call('HDEL', ack.inflight, unpack(ack.uids))
-  redis.call('HDEL', ack.owners, unpack(ack.uids))
-end
-return out
-"""
-
 # KEYS: stream inflight lease delayed fifo_ready fifo_wait fifo_lease owners steps flow_flag cancels
 # ARGV: now group consumer limit lease_s fifo_prefix step move_max owner
 # Returns a delivery whose lease expired alone, as (id, envelope, attempt, first delivered at, '1', last owner),
@@ -202,16 +201,6 @@ return out
 _CLAIM: Final = _PRELUDE + r"""
 local now, now_s = clock(ARGV[1])
 if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 1 then return {'~flow'} end
-local function screen(out, stride)
-  if #out == 0 or redis.call('EXISTS', KEYS[11]) == 0 then return out end
-  local gone = {}
-  for i = 1, #out, stride do
-    local eid = string.match(out[i + 1], '{"id":"([^"]*)"')
-    if eid and redis.call('ZSCORE', KEYS[11], eid) then gone[#gone + 1] = out[i] end
-  end
-  if #gone > 0 then out[#out + 1] = gone end
-  return out
-end
 local stream, inflight, leases, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ready, waiting, fleases, owners = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local grp, consumer, left = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -247,7 +236,7 @@ while true do
         redis.call('ZADD', leases, lease_until, uid)
         redis.call('HSET', inflight, uid, eid .. '|' .. (att + 1) .. '|' .. first)
         redis.call('HSET', owners, uid, me)
-        return screen({uid, fields(c[1][2]).env, att + 1, first, '1', last}, 6)
+        return screen({uid, fields(c[1][2]).env, att + 1, first, '1', last}, 6, KEYS[11])
       end
     end
     redis.call('ZREM', leases, uid)  -- its entry is gone: nothing to deliver
@@ -263,7 +252,7 @@ while true do
       redis.call('LSET', list, 0, fifo_item(seq, hat, att + 1, first, huid, env))
       redis.call('ZADD', fleases, lease_until, g)
       redis.call('HSET', owners, huid, me)
-      return screen({huid, env, att + 1, first, '1', last}, 6)
+      return screen({huid, env, att + 1, first, '1', last}, 6, KEYS[11])
     end
     redis.call('ZREM', fleases, g)
   end
@@ -276,36 +265,15 @@ local function emit(uid, env, attempt, first)
   out[#out + 1] = first
   left = left - 1
 end
-local zadd, hset, own = {}, {}, {}  -- written with one ZADD and two HSETs at the end
-local function lease(uid, eid, attempt, first, env)
-  zadd[#zadd + 1] = lease_until
-  zadd[#zadd + 1] = uid
-  hset[#hset + 1] = uid
-  hset[#hset + 1] = eid .. '|' .. attempt .. '|' .. first
-  own[#own + 1] = uid
-  own[#own + 1] = me
-  emit(uid, env, attempt, first)
-end
 -- 3. entries never delivered to the group
-local r = redis.pcall('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
-if type(r) == 'table' and r.err then
-  if not string.find(r.err, 'NOGROUP', 1, true) then return redis.error_reply(r.err) end
+local got, err = take_new(stream, grp, consumer, left, inflight, leases, owners, lease_until, me, now_s)
+if err then
+  if not string.find(err, 'NOGROUP', 1, true) then return redis.error_reply(err) end
   ensure_group(stream, grp, KEYS[9], ARGV[7])
-  r = redis.call('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', left, 'STREAMS', stream, '>')
+  got = take_new(stream, grp, consumer, left, inflight, leases, owners, lease_until, me, now_s)
 end
-if r then
-  for _, e in ipairs(r[1][2]) do
-    local f = fields(e[2])
-    local first = f.first
-    if first == nil or first == '' then first = now_s end
-    lease(f.id, e[1], tonumber(f.attempts or '0') + 1, first, f.env)
-  end
-end
-for i = 1, #zadd, 1000 do  -- chunks: unpack() is limited by the Lua stack
-  redis.call('ZADD', leases, unpack(zadd, i, math.min(i + 999, #zadd)))
-  redis.call('HSET', inflight, unpack(hset, i, math.min(i + 999, #hset)))
-  redis.call('HSET', owners, unpack(own, i, math.min(i + 999, #own)))
-end
+for i = 1, #got do out[i] = got[i] end
+left = left - #got / 4
 -- 4. the heads of FIFO groups that are free and due, oldest head first
 if left > 0 and redis.call('EXISTS', ready, waiting) > 0 then
   local w = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
@@ -326,7 +294,7 @@ if left > 0 and redis.call('EXISTS', ready, waiting) > 0 then
   end
   if #groups > 0 then redis.call('ZREM', ready, unpack(groups)) end
 end
-return screen(out, 4)
+return screen(out, 4, KEYS[11])
 """
 
 # KEYS: stream inflight lease fifo_list fifo_ready fifo_wait fifo_lease wake owners delayed
@@ -466,7 +434,6 @@ class QueueScripts:
 
     def __init__(self, client: Redis) -> None:
         self.publish: AsyncScript = client.register_script(_PUBLISH)
-        self.complete: AsyncScript = client.register_script(_COMPLETE)
         self.claim: AsyncScript = client.register_script(_CLAIM)
         self.retry: AsyncScript = client.register_script(_RETRY)
         self.dead: AsyncScript = client.register_script(_DEAD)

@@ -115,6 +115,12 @@ class StreamWatch:
             interrupt = asyncio.ensure_future(self._interrupt())
             interrupt.add_done_callback(_retrieve)
 
+    def seen(self, key: str, last: str) -> None:
+        """Entries of stream ``key`` up to id ``last`` are taken care of already (a completion of this
+        process claimed them): reading them wakes nothing."""
+        if key in self._ids and _newer(last, self._ids[key]):
+            self._ids[key] = last
+
     async def close(self) -> None:
         """Stop reading and close the blocking connection."""
         task, self._task = self._task, None
@@ -169,6 +175,7 @@ class StreamWatch:
         if not got:
             return
         read = {str(key): [str(e[0]) for e in entries] for key, entries in _pairs(got)}
+        read = {key: seen for key, seen in read.items() if _newer(seen[-1], self._ids[key])}  # see seen()
         self._grew(read)
         for key, seen in read.items():
             if _newer(seen[-1], self._ids[key]):
