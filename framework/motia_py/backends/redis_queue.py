@@ -37,7 +37,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -54,6 +54,7 @@ from .records import (
 from .redis_base import Batcher
 from .redis_dlq import RedisDeadLetters
 from .redis_keys import CONSUMER, flow_keys
+from .redis_pack import use_hiredis_packing
 from .redis_prefetch import Prefetch
 from .redis_scripts_queue import MOVE_MAX, delivery_keys, encode_outgoing, fifo_group, queue_keys
 from .redis_tags import tag
@@ -96,9 +97,12 @@ class RedisQueue(RedisDeadLetters):
 
     def _watch_client(self) -> Redis:
         """The client of the one blocking read (one connection, no socket timeout)."""
-        return Redis.from_url(self._url, decode_responses=True, socket_timeout=None,
-                              socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
-                              health_check_interval=30, single_connection_client=True, client_name="motia-py")
+        pool = use_hiredis_packing(ConnectionPool.from_url(
+            self._url, decode_responses=True, socket_timeout=None, socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            socket_keepalive=True, health_check_interval=30, client_name="motia-py"))
+        client = Redis(connection_pool=pool, single_connection_client=True)
+        client.auto_close_connection_pool = True  # its pool is its own: closed with it
+        return client
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Enqueue one delivery per target of every item (but those whose key is held), atomically."""
