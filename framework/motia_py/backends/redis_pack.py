@@ -1,16 +1,19 @@
-"""Command packing in C for the asyncio Redis client.
+"""Packing and sending commands faster with the asyncio Redis client.
 
-redis-py's asyncio connections build the bytes of every command in Python, argument by argument, where
-its synchronous ones use hiredis's ``pack_command``. A worker's scripts carry dozens to hundreds of
-arguments per call (a batch of completions with their outboxes), so packing took over a quarter of a
-draining worker's CPU. :func:`use_hiredis_packing` gives a connection pool's connections hiredis's
-packer for the arguments it encodes exactly as redis-py does (text as UTF-8, bytes as they are,
-integers in decimal); a command with anything else (floats, memoryviews) is packed by redis-py as before.
+- redis-py's asyncio connections build the bytes of every command in Python, argument by argument, where
+  its synchronous ones use hiredis's ``pack_command``. A worker's scripts carry dozens to hundreds of
+  arguments per call (a batch of completions with their outboxes), so packing took over a quarter of a
+  draining worker's CPU. The connections of :func:`use_hiredis_packing` pack with hiredis the commands
+  whose arguments it encodes exactly as redis-py does (text as UTF-8, bytes as they are, integers in
+  decimal); a command with anything else (floats, memoryviews) is packed by redis-py as before.
+- With a socket timeout, redis-py sends every command under ``asyncio.wait_for``, which on Python 3.11
+  runs the write as a task of its own: one more turn of the event loop per command. These connections
+  write at once and only wait (with redis-py's timeout and errors) when the socket did not take it all.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from hiredis import pack_command as _pack
 from redis.asyncio import ConnectionPool
@@ -40,7 +43,19 @@ def _fast(base: type[AbstractConnection]) -> type[AbstractConnection]:
             return [_pack(args)]
         return base.pack_command(self, *args)
 
-    made = _CLASSES[base] = type(f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command})
+    async def send_packed_command(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        writer = getattr(self, "_writer", None)
+        if (not isinstance(command, list) or writer is None or not self.is_connected
+                or writer.transport.is_closing()):
+            return await base.send_packed_command(self, command, check_health)  # connects, or reports the loss
+        if check_health:
+            await cast(Any, self).check_health()
+        writer.writelines(command)
+        if writer.transport.get_write_buffer_size():  # the socket did not take it all: drain, as redis-py does
+            await base.send_packed_command(self, [], check_health=False)
+
+    made = _CLASSES[base] = type(f"Hiredis{base.__name__}", (base,), {
+        "pack_command": pack_command, "send_packed_command": send_packed_command})
     return made
 
 
