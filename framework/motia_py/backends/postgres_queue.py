@@ -160,7 +160,7 @@ class PostgresQueue(PostgresConnection):
     async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
         """The steps that may have a due delivery, waiting up to ``timeout_s`` for one: a notification
         (on the process's one listening connection) or a write through this object wakes it; the due
-        times of the steps are looked up once when it starts (one query per step, concurrently)."""
+        times of the steps are looked up once when it starts (one statement for all of them)."""
         order = list(dict.fromkeys(steps))
         for s in order:
             if s not in self._wakeups:
@@ -168,8 +168,8 @@ class PostgresQueue(PostgresConnection):
         started = time.monotonic()
         with self._hub.waiting(order) as waiter:
             await self._listen()
-            dues = await asyncio.gather(*(self._due_in(s, None) for s in order))
-            later = {s: d for s, d in zip(order, dues, strict=True) if d is not None}
+            rows = await self._fetch(self.sql.next_due_many, order, self.time_arg())
+            later = {s: d for s, d in rows if d is not None}
             due = {s for s, d in later.items() if d <= 0}
             if due or waiter.hits:
                 return due | waiter.hits

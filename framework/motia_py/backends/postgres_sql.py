@@ -104,15 +104,26 @@ def _insert(table: str, now: str, first: int, *, parent: bool = False, where: st
             f"FROM unnest({arrays}) WITH ORDINALITY AS r({names}, ord) {where}ORDER BY r.ord RETURNING step")
 
 
-def heads(d: str) -> str:
-    """CTEs ``grp`` (the message groups of step $1) and ``head`` (the seq of each group's head, with the
-    group): a skip-scan of the FIFO index, one probe per group, so a long group costs nothing."""
+def heads(d: str, step: str = "$1") -> str:
+    """CTEs ``grp`` (the message groups of step ``step``, $1 by default) and ``head`` (the seq of each
+    group's head, with the group): a skip-scan of the FIFO index, one probe per group, so a long group
+    costs nothing."""
     return ("WITH RECURSIVE grp(g) AS ("
-            f"(SELECT fifo_group FROM {d} WHERE step = $1 AND fifo_group IS NOT NULL ORDER BY fifo_group LIMIT 1) "
-            f"UNION ALL SELECT (SELECT fifo_group FROM {d} WHERE step = $1 AND fifo_group > grp.g "
+            f"(SELECT fifo_group FROM {d} WHERE step = {step} AND fifo_group IS NOT NULL ORDER BY fifo_group "
+            f"LIMIT 1) UNION ALL SELECT (SELECT fifo_group FROM {d} WHERE step = {step} AND fifo_group > grp.g "
             "ORDER BY fifo_group LIMIT 1) FROM grp WHERE grp.g IS NOT NULL), "
-            f"head AS (SELECT (SELECT seq FROM {d} WHERE step = $1 AND fifo_group = grp.g ORDER BY seq LIMIT 1) "
-            "AS seq FROM grp WHERE grp.g IS NOT NULL) ")
+            f"head AS (SELECT (SELECT seq FROM {d} WHERE step = {step} AND fifo_group = grp.g ORDER BY seq "
+            "LIMIT 1) AS seq FROM grp WHERE grp.g IS NOT NULL) ")
+
+
+def next_due_of(d: str, clock: str, step: str, now: str) -> str:
+    """Seconds from ``now`` until step ``step`` has something due (a due time, a lease expiry, a FIFO
+    head); NULL when nothing is scheduled. Each part is an index probe."""
+    return ("LEAST("
+            f"(SELECT min(available_at) FROM {d} WHERE step = {step} AND fifo_group IS NULL AND lease_until IS NULL), "
+            f"(SELECT min(available_at) FROM {d} WHERE step = {step} AND lease_until IS NOT NULL), "
+            f"({heads(d, step)}SELECT min(d.available_at) FROM head JOIN {d} d ON d.seq = head.seq)"
+            f") - {clock}({now})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,7 @@ class Sql:
     dead_letter: str
     extend: str
     next_due: str
+    next_due_many: str
     dlq_replay: str
     stats: str
     stats_fifo_due: str
@@ -171,12 +183,9 @@ class Sql:
         extend = (f"UPDATE {d} d SET lease_until = {s}.clock($3) + $4::float8, "
                   f"available_at = {s}.clock($3) + $4::float8 "
                   f"FROM unnest($1::text[], $2::integer[]) AS x(id, attempt) WHERE {_LEASED} RETURNING {ASYNC_COMMIT}")
-        next_due = (  # seconds until step $1 has something due (a due time, a lease expiry, a FIFO head)
-            "SELECT LEAST("
-            f"(SELECT min(available_at) FROM {d} WHERE step = $1 AND fifo_group IS NULL AND lease_until IS NULL), "
-            f"(SELECT min(available_at) FROM {d} WHERE step = $1 AND lease_until IS NOT NULL), "
-            f"({heads(d)}SELECT min(d.available_at) FROM head JOIN {d} d ON d.seq = head.seq)"
-            f") - {s}.clock($2)")
+        next_due = "SELECT " + next_due_of(d, f"{s}.clock", "$1", "$2")  # seconds until step $1 has work
+        # per step of the array $1: the same, in one statement (one round trip for every idle step)
+        next_due_many = f"SELECT w.step, {next_due_of(d, f'{s}.clock', 'w.step', '$2')} FROM unnest($1::text[]) w(step)"
         dlq_replay = (
             f"WITH gone AS (DELETE FROM {s}.dead_letters WHERE id = $1 RETURNING step, {_ENV}, {_FLOW}), "
             f"u AS (INSERT INTO {d} (id, step, {_ENV}, {_FLOW}, available_at) "
@@ -199,8 +208,8 @@ class Sql:
                    claim=f"SELECT * FROM {s}.claim($1, $2, $3, $4, $5)",
                    claim_flow=f"SELECT * FROM {s}.claim_flow($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                    hand_back=hand_back, retry=retry,
-                   dead_letter=dead_letter, extend=extend, next_due=next_due, dlq_replay=dlq_replay, stats=stats,
-                   stats_fifo_due=stats_fifo_due)
+                   dead_letter=dead_letter, extend=extend, next_due=next_due, next_due_many=next_due_many,
+                   dlq_replay=dlq_replay, stats=stats, stats_fifo_due=stats_fifo_due)
 
     def table(self, name: str) -> str:
         """A table of the schema, quoted (for the simple statements written where they are used)."""
