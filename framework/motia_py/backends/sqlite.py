@@ -142,11 +142,13 @@ class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
         self._db = Connection(path, connect)
         self._init_waits(poll_s)
 
-    async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
+    async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False,
+                   inline: bool = False) -> R:
         """Run ``op`` on the connection's thread. ``urgent`` calls (the end of an attempt, lease renewals)
-        are committed ahead of the other calls queued with them (see :mod:`._sqlite_thread`)."""
+        are committed ahead of the other calls queued with them; short ``inline`` ones run at once when
+        the thread is idle (see :mod:`._sqlite_thread`)."""
         try:
-            return await self._db.submit(op, arg, write, urgent)
+            return await self._db.submit(op, arg, write, urgent, inline)
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite backend {self.path}: {exc}") from exc
 
@@ -194,7 +196,7 @@ class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
             if keys:
                 rows = sh.without(rows, await self._run(q.publish_keyed, (rows, keys, now)))
             else:
-                await self._run(q.publish_run, rows)
+                await self._run(q.publish_run, rows, inline=True)
             self._wake_rows(rows, now)
 
     async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
