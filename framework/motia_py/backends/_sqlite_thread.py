@@ -17,7 +17,8 @@ waits in this thread is redone (delivered again after its lease).
 thread has nothing to do runs at once on the caller's thread, in a transaction of its own: no hop to
 the thread and back. It never waits for a lock there: the connection's busy timeout is 0, and when
 another process holds the write lock the call goes to the thread like any other. Its caller resumes
-on the next loop iteration (an ``await`` still yields), and calls submitted after it keep their order.
+on the next loop iteration (an ``await`` still yields), and calls submitted after it keep their order;
+those submitted before it resumes (concurrent emits) go to the thread together, one transaction.
 
 **Waiting for the write lock** happens on the thread only, in short sleeps (from 50 µs, doubling up
 to 1 ms, for up to ``BUSY_TIMEOUT_MS``) rather than SQLite's own busy handler, whose first sleep is a
@@ -89,6 +90,7 @@ class Connection:
         self._conn: sqlite3.Connection | None = None  # set by the thread once open
         self._use = threading.Lock()  # held by whichever thread runs a transaction on the connection
         self._queued = 0  # calls handed to the thread whose results did not reach the loop yet
+        self._inlined = False  # a call ran inline and its caller has not resumed yet
         self._writes = 0  # since the last checkpoint was asked for
         self._checkpoints = checkpoint.Checkpointer(path, lambda: self._inbox.put(_FINISH_CHECKPOINT))
 
@@ -118,8 +120,9 @@ class Connection:
             raise BackendError(f"sqlite backend {self.path} is not open")
         future: asyncio.Future[R] = loop.create_future()
         call = _Call(op, arg, write, future, urgent)
-        if inline and not self._pending and not self._queued and self._inline(call):
-            loop.call_soon(_resolve, future, call.ok, call.value)
+        if inline and not self._inlined and not self._pending and not self._queued and self._inline(call):
+            self._inlined = True  # until its caller resumes: calls made meanwhile go to the thread together
+            loop.call_soon(self._inline_done, call)
             return future
         if not self._pending:
             loop.call_soon(self._flush)  # hand over everything submitted in this iteration at once
@@ -139,6 +142,10 @@ class Connection:
         finally:
             self._use.release()
         return True
+
+    def _inline_done(self, call: _Call) -> None:
+        self._inlined = False
+        _resolve(call.future, call.ok, call.value)
 
     def _wrote(self, calls: int) -> None:
         """``calls`` write calls committed (under ``_use``): a checkpoint every ``checkpoint.EVERY``."""
