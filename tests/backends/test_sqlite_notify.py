@@ -49,3 +49,23 @@ async def test_a_listener_that_closed_is_forgotten(tmp_path: Path) -> None:
     assert await asyncio.wait_for(sub.get(), 5) == "2"
     await b.close()
     assert got.empty()
+
+
+async def test_post_goes_to_the_other_listeners_not_to_its_own_socket(tmp_path: Path) -> None:
+    a, b = Notifier(tmp_path / "n"), Notifier(tmp_path / "n")
+    got_a, got_b = asyncio.Queue[str](), asyncio.Queue[str]()
+    try:
+        await a.listen("c", got_a.put_nowait)
+        await b.listen("c", got_b.put_nowait)
+        assert a.post("c", "1") == 1  # no await: written once connected
+        assert await asyncio.wait_for(got_b.get(), 5) == "1"
+        assert b.post("c", "2") == 1
+        assert await asyncio.wait_for(got_a.get(), 5) == "2"
+        assert got_a.empty() and got_b.empty()
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_post_with_nobody_listening_reaches_no_one(tmp_path: Path) -> None:
+    assert Notifier(tmp_path / "missing").post("c", "1") == 0

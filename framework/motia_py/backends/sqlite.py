@@ -20,13 +20,11 @@ the state, lease, metadata and trace operations are here.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
@@ -51,14 +49,11 @@ from .registry import BackendOptions
 from .sqlite_handle_store import SqliteHandles
 from .sqlite_realtime import SqliteRealtime
 from .sqlite_schema import connect, resolve_path
-from .sqlite_watch import WalWatch
-from .wakeups import Wakeups
+from .sqlite_waits import SAFETY_POLL_S, SqliteWaits
 
 A = TypeVar("A")
 R = TypeVar("R")
 
-_POLL_S: Final = 0.025  # how often waiting steps look for commits made by other connections
-_POLL_FORCE: Final = 8  # every this many ticks the database is asked even if the WAL looks unchanged
 
 
 # -- state, lease, metadata and trace operations (run on the connection's thread) ------------------
@@ -123,9 +118,10 @@ def _meta_cas(conn: sqlite3.Connection, arg: tuple[str, str | None, str]) -> boo
     return True
 
 
-class SqliteBackend(SqliteRealtime, SqliteHandles):
+class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
     """Durable backend on one SQLite file in WAL mode, shared by the worker processes of one machine.
-    Its pub/sub and state changes are in :class:`.sqlite_realtime.SqliteRealtime`.
+    Its waits are in :class:`.sqlite_waits.SqliteWaits`, its pub/sub and state changes in
+    :class:`.sqlite_realtime.SqliteRealtime`.
 
     Args:
         url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
@@ -133,29 +129,26 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         clock: epoch seconds; ``time.time`` by default.
         identity: the owner recorded on every claim; by default ``worker_identity()`` (``host:pid``),
             read when the backend opens. The attribute of that name may be changed at any time.
+        poll_s: how often the WAL watcher looks for other processes' commits that came with no message
+            (the safety net of :mod:`.sqlite_waits`).
     """
 
-    def __init__(self, url: str, path: Path, clock: Clock | None = None, identity: str | None = None) -> None:
+    def __init__(self, url: str, path: Path, clock: Clock | None = None, identity: str | None = None, *,
+                 poll_s: float = SAFETY_POLL_S) -> None:
         self.url = url
         self.path = path
         self.clock: Clock = clock or time.time
         self._identity = identity
         self._db = Connection(path, connect)
-        self._hub = Wakeups()  # the pending waits, woken by this object's publishes and by the poller
-        self._due: dict[str, float | None] = {}  # each step's next due time as read at _version (a cache)
-        self._dirty: set[str] = set()  # steps this object changed since their due time was read
-        self._watch = WalWatch(f"{path}-wal", _POLL_S, _POLL_FORCE, self._changed)
-        self._check: asyncio.Task[None] | None = None  # reading what another process committed
-        self._check_again = False
-        self._version: int | None = None  # PRAGMA data_version when the due times were last read
-        self._due_timer: asyncio.TimerHandle | None = None
-        self._controls: dict[str, FlowControl] = {}  # the flow control of the waiting steps that have one
+        self._init_waits(poll_s)
 
-    async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R:
+    async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False,
+                   inline: bool = False) -> R:
         """Run ``op`` on the connection's thread. ``urgent`` calls (the end of an attempt, lease renewals)
-        are committed ahead of the other calls queued with them (see :mod:`._sqlite_thread`)."""
+        are committed ahead of the other calls queued with them; short ``inline`` ones run at once when
+        the thread is idle (see :mod:`._sqlite_thread`)."""
         try:
-            return await self._db.submit(op, arg, write, urgent)
+            return await self._db.submit(op, arg, write, urgent, inline)
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite backend {self.path}: {exc}") from exc
 
@@ -175,18 +168,13 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
     def identity(self, value: str) -> None:
         self._identity = value
 
-    def _wake(self, steps: Iterable[str]) -> None:
-        """A change made through this object: the steps' due times are read again, their waits woken."""
-        steps = set(steps)
-        self._dirty.update(steps)
-        self._hub.signal(steps)
-
     async def open(self) -> None:
         """Create the file, its directory and the schema. Raises BackendUnavailableError."""
         if self._db.open:
             return
         if self._identity is None:
             self._identity = worker_identity()  # once, in the process that uses the file
+        self._cross.reopen()
         try:
             await self._db.start()
         except (OSError, sqlite3.Error) as exc:
@@ -194,14 +182,8 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
 
     async def close(self) -> None:
         """Finish the queued calls and close the file; deliveries stay queued."""
+        await self._close_waits()
         await self._close_realtime()
-        self._watch.stop()
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-        if self._check is not None:
-            self._check.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._check
         await self._db.stop()
 
     # -- queue ----------------------------------------------------------------------------------
@@ -214,8 +196,8 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
             if keys:
                 rows = sh.without(rows, await self._run(q.publish_keyed, (rows, keys, now)))
             else:
-                await self._run(q.publish_run, rows)
-            self._wake(r[1] for r in rows)
+                await self._run(q.publish_run, rows, inline=True)
+            self._wake_rows(rows, now)
 
     async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
                     ) -> list[Delivery]:
@@ -252,13 +234,13 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         ok, fifo = await self._run(q.complete_run, (delivery, rows, result_json, keys, now), urgent=True)
         self._dirty.add(delivery.step)
         if ok:
-            self._wake([r[1] for r in rows] + ([delivery.step] if fifo or delivery.limited else []))
+            self._wake_rows(rows, now, [delivery.step] if fifo or delivery.limited else [])
         return ok
 
     async def retry(self, delivery: Delivery, delay_s: float) -> None:
         """Release the lease; the delivery is due again after ``delay_s``."""
-        if await self._run(q.retry, (delivery, self.clock() + delay_s), urgent=True):
-            self._wake([delivery.step])  # due again, or (limited) a slot freed
+        if await self._run(q.retry, (delivery, self.clock() + delay_s), urgent=True):  # due again, or a slot
+            self._wake([delivery.step] if delay_s <= 0 or delivery.limited else [], [delivery.step])
 
     async def dead_letter(self, delivery: Delivery, error: str, traceback: str, attempts: int | None = None
                           ) -> None:
@@ -272,101 +254,6 @@ class SqliteBackend(SqliteRealtime, SqliteHandles):
         if deliveries:
             await self._run(q.extend, (self.clock() + lease_s, list(deliveries)), urgent=True)
             self._dirty.update(d.step for d in deliveries)
-
-    async def wait(self, step: str, timeout_s: float, *, control: FlowControl | None = None) -> None:
-        """Return when ``step`` may have a due delivery (with ``control``: one a claim with it would hand
-        out), or after ``timeout_s`` (see :meth:`wait_any`)."""
-        if control is None:
-            await self.wait_any((step,), timeout_s)
-            return
-        self._controls[step] = control  # its due times are read under its limits, and always afresh
-        try:
-            await self.wait_any((step,), timeout_s)
-        finally:
-            if not self._hub.waiters_of(step):
-                self._controls.pop(step, None)
-
-    async def wait_any(self, steps: Collection[str], timeout_s: float) -> set[str]:
-        """The steps that may have a due delivery, waiting up to ``timeout_s`` for one.
-
-        A publish through this object wakes it at once; commits by other connections (other worker
-        processes) are noticed by one watcher per backend object (:mod:`.sqlite_watch`), whatever the
-        number of steps and waits, within ``_POLL_S``.
-        """
-        started = time.monotonic()
-        with self._hub.waiting(steps) as waiter:
-            try:
-                await self._read_due_times(tuple(waiter.steps), tuple(
-                    s for s in waiter.steps if s in self._dirty or s not in self._due or s in self._controls))
-                now = self.clock()
-                later = {s: t - now for s in waiter.steps if (t := self._due.get(s)) is not None}
-                due = {s for s, wait_s in later.items() if wait_s <= 0}
-                if due or waiter.hits:
-                    return due | waiter.hits
-                self._watch.watch(True)
-                hits = await waiter.wait(min([timeout_s, *later.values()]) - (time.monotonic() - started))
-            finally:
-                if self._hub.count <= 1:
-                    self._watch.watch(False)  # the last pending wait: the watcher pauses
-        elapsed = time.monotonic() - started
-        return hits or {s for s, wait_s in later.items() if wait_s <= elapsed}
-
-    def _due_now(self, steps: Iterable[str]) -> set[str]:
-        """The steps due now by the due times last read."""
-        now = self.clock()
-        return {s for s in steps if (t := self._due.get(s)) is not None and t <= now}
-
-    async def _read_due_times(self, steps: tuple[str, ...], need: tuple[str, ...]) -> None:
-        """Bring the due times of ``steps`` up to date: all of them when another process committed since
-        they were read (and the others are forgotten), else those of ``need`` (changed here, or unknown)."""
-        self._dirty.difference_update(need)  # a change from now on marks them again
-        controls = tuple(self._controls.get(s) for s in steps)
-        try:
-            seen, dues = await self._run(flow.due_times, (self._version, steps, need, controls, self.clock()),
-                                         write=False)
-        except BaseException:  # cancelled (a waker asks again) or failed: they are still to be read
-            self._dirty.update(need)
-            raise
-        if seen != self._version:
-            self._due.clear()
-            self._version = seen
-        self._due.update(dues)
-
-    def _changed(self) -> None:
-        """The WAL changed (or it is time to look anyway): read the due times of the waited-for steps
-        once, unless a read is under way (then once more after it)."""
-        if self._check is not None:
-            self._check_again = True
-        elif self._hub:
-            self._check = asyncio.create_task(self._read_dues(), name=f"motia-sqlite-check:{self.path.name}")
-
-    async def _read_dues(self) -> None:
-        """Wake the waits of the steps that have something due, and set a timer for the next due time."""
-        try:
-            again = True
-            while again and self._hub:
-                self._check_again = False
-                steps = tuple(self._hub.steps)
-                await self._read_due_times(steps, tuple(
-                    s for s in steps if s in self._dirty or s not in self._due or s in self._controls))
-                self._hub.signal(self._due_now(steps))
-                again = self._check_again
-            self._time_next_due()
-        except BackendError:
-            pass  # closed (or failing): the waits still return at their timeout
-        finally:
-            self._check = None
-
-    def _time_next_due(self) -> None:
-        """Wake the waits when the earliest due time read for them (by any process's commit) comes."""
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-            self._due_timer = None
-        later = [t for s in self._hub.steps if (t := self._due.get(s)) is not None]
-        if later:
-            delay = max(0.0, min(later) - self.clock())
-            self._due_timer = asyncio.get_running_loop().call_later(
-                delay, lambda: self._hub.signal(self._due_now(self._hub.steps)))
 
     async def stats(self) -> QueueStats:
         """Counts of ready, delayed, leased and dead deliveries."""

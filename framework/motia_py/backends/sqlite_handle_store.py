@@ -52,14 +52,15 @@ class SqliteHandles:
 
     if TYPE_CHECKING:  # provided by SqliteBackend
         async def _run(self, op: Op[A, R], arg: A, *, write: bool = True, urgent: bool = False) -> R: ...
-        def _wake(self, steps: Iterable[str]) -> None: ...
+        def _wake(self, steps: Iterable[str], later: Iterable[str] = ()) -> None: ...
+        def _wake_rows(self, rows: Iterable[Row], now: float, steps: Iterable[str] = ()) -> None: ...
 
     async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
         """Publish (one transaction); per item the id of the event that holds its key (its own when new)."""
         now = self.clock()
         rows = q.delivery_rows(items, now)
         held = await self._run(q.publish_keyed, (rows, q.key_rows(items, now), now)) if rows else {}
-        self._wake({r[1] for r in sh.without(rows, held)})
+        self._wake_rows(sh.without(rows, held), now)
         return [held.get(o.envelope.id, o.envelope.id) for o in items]
 
     async def retry_with_error(self, delivery: Delivery, delay_s: float, error: str) -> None:
@@ -67,7 +68,7 @@ class SqliteHandles:
         now = self.clock()
         _, wake = await self._run(sh.retry_with_error, (delivery, now + delay_s, error, now), urgent=True)
         if wake:
-            self._wake([delivery.step])
+            self._wake([delivery.step] if delay_s <= 0 or delivery.limited else [], [delivery.step])
 
     async def cancel_settle(self, delivery: Delivery) -> bool:
         """End a leased delivery as cancelled; False when the lease was lost."""
@@ -122,5 +123,5 @@ class SqliteHandles:
             _complete_tx, (delivery, rows, keys, list(writes), list(reads), result_json, now), urgent=True)
         if result == "ok":
             ended = delivery is not None and (fifo or delivery.limited)  # its FIFO group or a slot is free
-            self._wake([r[1] for r in rows] + notified + ([delivery.step] if ended and delivery else []))
+            self._wake_rows(rows, now, notified + ([delivery.step] if ended and delivery else []))
         return result

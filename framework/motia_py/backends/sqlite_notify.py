@@ -5,7 +5,10 @@ Every process that listens binds one Unix stream socket in the *notify folder* o
 process that sends lists the folder and writes each message to every socket there, its own included,
 over one connection per peer kept open between messages; the reader side hands what arrives to its
 :class:`~.pubsub.Fanout`. A socket left behind by a killed process refuses connections and is deleted by
-the first sender that finds it so.
+the first sender that finds it so; a socket that cannot be reached for another reason (a process of
+another user) is tried again at most once a second. :meth:`Notifier.post` is the sender's fire-and-forget
+form (no ``await``, other processes only), for hints such as the queue's wake-ups
+(:mod:`.sqlite_wake`): with nobody listening it costs one ``stat`` of the folder.
 
 Properties (they make :class:`~.stores.PubSubStore`'s rules hold on SQLite):
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import secrets
@@ -50,6 +54,7 @@ PEER_BUFFER_BYTES: Final = 8 * 1024 * 1024
 _MAX_ADDRESS: Final = 100  # bytes of a socket path (Linux allows 107, macOS 103)
 _HEADER: Final = struct.Struct("!IH")  # message bytes, channel bytes
 _SETTLE_S: Final = 0.05  # a folder listing younger than this past its mtime is not trusted (coarse mtimes)
+_RETRY_S: Final = 1.0  # a peer that could not be reached (but is not gone) is not tried again before this
 
 
 def notify_dir(database: Path) -> Path:
@@ -75,8 +80,10 @@ class Notifier:
         self._path: Path | None = None
         self._server: asyncio.AbstractServer | None = None
         self._peers: dict[str, asyncio.Task[asyncio.StreamWriter | None]] = {}
+        self._failed: dict[str, float] = {}  # peer -> when connecting to it failed (but it is not gone)
         self._listing: tuple[int, float, list[str]] | None = None  # (dir mtime_ns, taken at, socket names)
         self._readers: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[asyncio.StreamWriter | None]] = set()  # connections cancelled
         self._start_lock = asyncio.Lock()
 
     @classmethod
@@ -129,18 +136,33 @@ class Notifier:
 
     # -- sending ------------------------------------------------------------------------------------
     def _socket_names(self) -> list[str]:
-        """The socket files in the folder; the listing is reused while the folder's mtime is unchanged."""
+        """The socket files in the folder; the listing is reused while the folder's mtime is unchanged.
+        The connections to sockets that left the folder are closed when it is listed again."""
         try:
             mtime = self.directory.stat().st_mtime_ns
         except FileNotFoundError:
             return []
-        now = time.time()
         cached = self._listing
         if cached is not None and cached[0] == mtime and cached[1] - mtime / 1e9 > _SETTLE_S:
             return cached[2]
         names = sorted(e.name for e in os.scandir(self.directory) if e.name.endswith(".sock"))
-        self._listing = (mtime, now, names)
+        self._listing = (mtime, time.time(), names)
+        if self._peers or self._failed:
+            present = set(names)
+            for gone in [n for n in self._peers if n not in present]:
+                self._forget(gone)
+            self._failed = {n: t for n, t in self._failed.items() if n in present}
         return names
+
+    def _peer(self, name: str) -> asyncio.Task[asyncio.StreamWriter | None] | None:
+        """The connection (made or under way) to the socket ``name``; None while it is not to be tried."""
+        task = self._peers.get(name)
+        if task is None:
+            failed = self._failed.get(name)
+            if failed is not None and time.monotonic() - failed < _RETRY_S:
+                return None
+            task = self._peers[name] = asyncio.ensure_future(self._connect(name))
+        return task
 
     async def _connect(self, name: str) -> asyncio.StreamWriter | None:
         path = self.directory / name
@@ -151,6 +173,8 @@ class Notifier:
                 with contextlib.suppress(OSError):
                     path.unlink()
                 self._listing = None
+            else:  # another user's, or too busy: not tried again for a while
+                self._failed[name] = time.monotonic()
             return None
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -158,29 +182,56 @@ class Notifier:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024 * 1024)
         return writer
 
+    def _write(self, name: str, task: asyncio.Task[asyncio.StreamWriter | None], frame: bytes) -> bool:
+        """Write ``frame`` to the connection made by ``task`` (done); False when that peer is not there."""
+        if self._peers.get(name) is not task or task.cancelled():
+            return False
+        writer = task.result()
+        if writer is None or writer.is_closing():
+            self._forget(name)
+            return False
+        if writer.transport.get_write_buffer_size() > PEER_BUFFER_BYTES:
+            self.dropped += 1
+            self._forget(name)  # a peer that reads nothing: drop its connection and what it held
+            return False
+        writer.write(frame)
+        return True
+
     async def send(self, channel: str, message: str) -> int:
         """Send ``message`` on ``channel`` to every listening process (this one too); return how many."""
-        body, chan = message.encode(), channel.encode()
-        frame = _HEADER.pack(len(body), len(chan)) + chan + body
+        frame = _frame(channel, message)
+        reached = 0
+        for name in self._socket_names():
+            task = self._peer(name)
+            if task is None:
+                continue
+            if not task.done():
+                await asyncio.wait((task,))  # not cancelled with it, when it is forgotten meanwhile
+            reached += self._write(name, task, frame)
+        return reached
+
+    def post(self, channel: str, message: str) -> int:
+        """Send ``message`` on ``channel`` to every *other* listening process (not this notifier's own
+        socket) without waiting: written now to the peers already connected, once connected to the others.
+        Returns how many peers it went to. Costs one ``stat`` of the folder when nobody listens."""
         names = self._socket_names()
-        for gone in set(self._peers) - set(names):
-            self._forget(gone)
+        if not names:
+            return 0
+        frame = _frame(channel, message)
+        own = None if self._path is None else self._path.name
         reached = 0
         for name in names:
-            task = self._peers.get(name)
-            if task is None:
-                task = self._peers[name] = asyncio.ensure_future(self._connect(name))
-            writer = task.result() if task.done() else await task
-            if writer is None or writer.is_closing():
-                self._forget(name)
+            if name == own or (task := self._peer(name)) is None:
                 continue
-            if writer.transport.get_write_buffer_size() > PEER_BUFFER_BYTES:
-                self.dropped += 1
-                self._forget(name)  # a peer that reads nothing: drop its connection and what it held
-                continue
-            writer.write(frame)
-            reached += 1
+            if task.done():
+                reached += self._write(name, task, frame)
+            else:
+                task.add_done_callback(functools.partial(self._write_later, name, frame))
+                reached += 1
         return reached
+
+    def _write_later(self, name: str, frame: bytes, task: asyncio.Task[asyncio.StreamWriter | None]) -> None:
+        self._write(name, task, frame)
 
     def _forget(self, name: str) -> None:
         task = self._peers.pop(name, None)
@@ -188,12 +239,15 @@ class Notifier:
             return
         if not task.done():
             task.cancel()
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         elif not task.cancelled() and (writer := task.result()) is not None:
             writer.close()
 
     # -- closing ------------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Stop listening (the socket file is deleted), close the peer connections and subscriptions."""
+        """Stop listening (the socket file is deleted), close the peer connections (after what was sent
+        or posted to them was written) and subscriptions."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -208,6 +262,16 @@ class Notifier:
             with contextlib.suppress(OSError):
                 self._path.unlink()
             self._path = None
+        connecting = [t for t in self._peers.values() if not t.done()]
+        if connecting:  # what was posted to them is written once they connect
+            await asyncio.wait(connecting, timeout=1.0)
         for name in list(self._peers):
             self._forget(name)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self.fanout.close()
+
+
+def _frame(channel: str, message: str) -> bytes:
+    body, chan = message.encode(), channel.encode()
+    return _HEADER.pack(len(body), len(chan)) + chan + body

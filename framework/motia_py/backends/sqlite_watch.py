@@ -1,12 +1,12 @@
-"""How one SQLite backend object notices other processes' commits without costing an idle worker CPU:
-a thread ``stat``s the database's WAL file every ``interval_s`` while waits are pending and calls back
-into the event loop only when the file changed (its size or modification time), or every
-``force_every`` ticks in case a change left both as they were. The callback then asks the database
-(``PRAGMA data_version`` and the due times) once for every pending wait.
+"""The safety net by which one SQLite backend object notices other processes' commits that came with no
+message (:mod:`.sqlite_wake` carries the others): a thread ``stat``s the database's WAL file every
+``interval_s`` (about a second) while waits are pending and calls back into the event loop only when the
+file changed (its size or modification time), or every ``force_every`` ticks in case a change left both
+as they were. The callback then asks the database (``PRAGMA data_version`` and the due times) once for
+every pending wait.
 
 A thread that sleeps and ``stat``s costs a fraction of what an event-loop timer costs per tick, and the
-loop is woken only when there is something to look at. This is polling still (a commit is noticed
-within ``interval_s``); a notification from the committing process can replace it.
+loop is woken only when there is something to look at.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import Callable
 
 
@@ -32,7 +31,7 @@ class WalWatch:
 
     def __init__(self, path: str, interval_s: float, force_every: int, on_change: Callable[[], None]) -> None:
         self._path = path
-        self._interval_s = interval_s
+        self.interval_s = interval_s  # read at every tick: it may be changed while the thread runs
         self._force_every = force_every
         self._on_change = on_change
         self._active = threading.Event()
@@ -51,7 +50,7 @@ class WalWatch:
             (self._active.set if on else self._active.clear)()
 
     def stop(self) -> None:
-        """Stop the thread (it exits within one tick)."""
+        """Stop the thread (it exits at once)."""
         self._stopped.set()
         self._active.set()  # a paused thread wakes up to see it is stopped
         self._thread = None
@@ -63,7 +62,7 @@ class WalWatch:
             if not self._active.is_set():  # paused: look at once when resumed, not an interval later
                 self._active.wait()
             else:
-                time.sleep(self._interval_s)  # cheaper per tick than Event.wait (no Condition, no lock per call)
+                self._stopped.wait(self.interval_s)  # a tick a second or so: stop() ends it at once
             if self._stopped.is_set():
                 return
             ticks += 1
