@@ -7,17 +7,17 @@ Both forms are wrapped in :class:`Schema`, which validates data, reports every b
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
 from .errors import InputValidationError, StepConfigError
 
 if TYPE_CHECKING:  # jsonschema and referencing are imported when a JSON-schema dict is used: a project of
-    # pydantic models never loads them
+    # pydantic models never loads them; pydantic is imported by step files whose schemas are models
     import jsonschema
+    import pydantic
     import referencing._core
 
     _Resolver = referencing._core.Resolver[Any]  # not exported by referencing, but what .resolver() returns
@@ -52,6 +52,8 @@ class Schema:
             InputValidationError: listing every bad field.
         """
         if self.model is not None:
+            import pydantic  # imported already: the model is one of its classes
+
             try:
                 return self.model.model_validate(data)
             except pydantic.ValidationError as exc:
@@ -99,6 +101,12 @@ def _summary(fields: list[dict[str, object]]) -> str:
     return "; ".join(parts)
 
 
+def _is_model_class(value: Any) -> bool:
+    """True for a pydantic model class (there is none while pydantic is not imported)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+
+
 def to_schema(value: Any, field: str) -> Schema | None:
     """Turn what a user wrote as ``input``/``bodySchema``/an emit ``schema`` into a :class:`Schema`.
 
@@ -112,7 +120,7 @@ def to_schema(value: Any, field: str) -> Schema | None:
     """
     if value is None:
         return None
-    if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
+    if _is_model_class(value):
         try:
             json_schema = value.model_json_schema()
         except Exception as exc:  # pydantic raises several kinds here (BaseModel itself, arbitrary types)

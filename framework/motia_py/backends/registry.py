@@ -1,7 +1,8 @@
 """Find a backend by URL scheme through the ``motia_py.backends`` entry-point group.
 
-The built-in backends are registered the same way (see ``pyproject.toml``), so a separate package adds
-``postgres://`` by declaring an entry point; nothing here changes. An entry point names a factory
+The built-in backends are registered the same way (see ``pyproject.toml``, mirrored by :data:`BUILTIN` so
+that their schemes are found without reading every distribution's metadata), so a separate package adds
+a scheme by declaring an entry point; nothing here changes. An entry point names a factory
 ``create_backend(url, options)`` that returns a backend object (not opened)::
 
     [project.entry-points."motia_py.backends"]
@@ -43,6 +44,32 @@ class BackendOptions:
     prefix: str = "motia"
 
 
+BUILTIN = {
+    "memory": "motia_py.backends.memory:create_backend",
+    "sqlite": "motia_py.backends.sqlite:create_backend",
+    "redis": "motia_py.backends.redis:create_backend",
+    "postgres": "motia_py.backends.postgres:create_backend",
+    "postgresql": "motia_py.backends.postgres:create_backend",
+}
+"""The built-in backends' entry points, as ``pyproject.toml`` registers them: their schemes are found
+without reading the installed distributions' metadata (importing ``importlib.metadata`` and scanning
+every distribution costs a worker's boot tens of milliseconds). Other schemes go through the entry points."""
+
+
+class _Builtin:
+    """A built-in backend's entry point (``name``, ``value``, ``load()``) without ``importlib.metadata``."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name, self.value = name, value
+
+    def load(self) -> Any:
+        """The factory the entry point names."""
+        import importlib
+
+        module, _, attr = self.value.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
 def _factories() -> dict[str, Any]:
     from importlib.metadata import entry_points  # not at import: the commands that never open a backend skip it
 
@@ -63,8 +90,10 @@ def create_backend(url: str, options: BackendOptions) -> Backend:
             object lacks a method of the queue or state store.
     """
     scheme = urlsplit(url).scheme or url.split(":", 1)[0]
-    eps = _factories()
-    ep = eps.get(scheme)
+    ep: Any = _Builtin(scheme, BUILTIN[scheme]) if scheme in BUILTIN else None
+    if ep is None:
+        eps = _factories()
+        ep = eps.get(scheme)
     if ep is None:
         hint = did_you_mean(scheme, list(eps))
         raise UnknownBackendError(
