@@ -63,13 +63,17 @@ class _ProjectFinder:
                 return None
             spec = importlib.machinery.PathFinder.find_spec(fullname, [str(root)])
         else:
-            if not any(under(Path(p), root) for p in path):
-                return None
+            if fullname.startswith(_OWN) or not any(under(Path(p), root) for p in path):
+                return None  # motia-py's own modules never come from the project (nor fresh), even when
+                # the framework sits inside the project root (a checkout of motia-py validating its example)
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader) and spec.origin:
             # helpers are compiled from source too, never from a .pyc (see FreshLoader)
             spec.loader = FreshLoader(fullname, spec.origin)
         return spec
+
+
+_OWN = f"{__package__}."
 
 
 def _paths_outside(root: Path) -> list[str]:

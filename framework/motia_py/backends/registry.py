@@ -23,14 +23,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import UnknownBackendError
 from ..suggest import did_you_mean
 from ..types import Clock
-from .compose import complete_backend
-from .stores import Backend
+
+if TYPE_CHECKING:
+    from .stores import Backend
 
 GROUP = "motia_py.backends"
 
@@ -104,6 +105,8 @@ def create_backend(url: str, options: BackendOptions) -> Backend:
     except Exception as exc:  # a broken plug-in: one clear error, not a traceback
         raise UnknownBackendError(f"the '{scheme}' backend ({ep.value}) failed to load: "
                                   f"{type(exc).__name__}: {exc}") from exc
+    from .compose import complete_backend  # not at import: validate reads BUILTIN without the stores
+
     return complete_backend(factory(url, options), options.clock)
 
 
