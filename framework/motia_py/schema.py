@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import check_cache
 from .errors import InputValidationError, StepConfigError
 
 if TYPE_CHECKING:  # jsonschema and referencing are imported when a JSON-schema dict is used: a project of
@@ -128,23 +129,29 @@ def to_schema(value: Any, field: str) -> Schema | None:
                                   field=field, hint="pass a pydantic model class whose fields are JSON types") from exc
         return Schema(json=json_schema, model=value)
     if isinstance(value, dict):
-        import jsonschema
-
         _check_shape(value, field)
-        try:
-            jsonschema.Draft202012Validator.check_schema(value)
-        except jsonschema.SchemaError as exc:
-            raise StepConfigError(
-                f"'{field}' is not a valid JSON schema: {exc.message}", field=field
-            ) from exc
-        _check_refs(value, field)
-        _check_usable(value, field)
+        key = check_cache.key_of(value)
+        if not check_cache.passed("json-schema", key):  # checked by an earlier discovery: no jsonschema import
+            _check_json_schema(value, field)
+            check_cache.remember("json-schema", key)
         return Schema(json=value)
     raise StepConfigError(
         f"'{field}' must be a pydantic model class or a JSON-schema dict, not {type(value).__name__}",
         field=field,
         hint="pass the class itself (Model), or Model.model_json_schema()",
     )
+
+
+def _check_json_schema(schema: dict[str, Any], field: str) -> None:
+    """A valid JSON schema (by its metaschema) whose every ``$ref`` resolves and that can be used."""
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise StepConfigError(f"'{field}' is not a valid JSON schema: {exc.message}", field=field) from exc
+    _check_refs(schema, field)
+    _check_usable(schema, field)
 
 
 def _check_shape(schema: dict[str, Any], field: str) -> None:
