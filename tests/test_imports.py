@@ -180,6 +180,9 @@ def test_the_check_cache_keys_only_plain_json_values() -> None:
     assert key_of({"required": ("a",)}) is None  # a tuple is not remembered: it is always checked
     assert key_of({1: "a"}) != key_of({"1": "a"})
     assert key_of({"a": True}) != key_of({"a": 1})
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    assert key_of([{"type": "array"}, cyclic]) is None
 
 
 def test_the_builtin_backends_are_found_without_entry_points_as_pyproject_registers_them() -> None:

@@ -97,13 +97,19 @@ def session(root: Path) -> Iterator[CheckCache]:
 def key_of(value: Any) -> str | None:
     """A key for ``value`` when it is made only of plain JSON types (exactly ``dict``, ``list``, ``str``,
     numbers, ``bool``, ``None``; no subclass, no tuple), else None (it is then always checked). Two
-    values with the same key are equal and of the same types throughout."""
+    values with the same key are equal and of the same types throughout. A container met twice (a
+    cycle, or one shared) gives None too."""
     stack = [value]
+    seen: set[int] = set()
     while stack:
         node = stack.pop()
         kind = type(node)
         if kind not in _EXACT:
             return None
+        if kind is dict or kind is list:
+            if id(node) in seen:
+                return None
+            seen.add(id(node))
         if kind is dict:
             stack.extend(node.keys())
             stack.extend(node.values())

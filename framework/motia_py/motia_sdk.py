@@ -3,10 +3,11 @@
 
 The rule, set by ``[project] motia_sdk`` in ``motia_py.toml`` (or ``MOTIA_PY_MOTIA_SDK``):
 
-- ``builtin``: before step files are imported, the built-in SDK is registered in ``sys.modules`` as
-  ``motia`` (with its submodules ``motia.types``, ``motia.triggers``, ...), for the rest of the process.
-  Every ``import motia`` in that process gets it, step files, their helpers and any other code alike;
-  an installed ``motia`` is not imported.
+- ``builtin``: before step files are imported, the built-in SDK is registered as ``motia`` (with its
+  submodules ``motia.types``, ``motia.triggers``, ...), for the rest of the process: a finder first on
+  ``sys.meta_path`` puts it in ``sys.modules`` under those names on the first ``import motia``. Every
+  ``import motia`` in that process gets it, step files, their helpers and any other code alike; an
+  installed ``motia`` is not imported.
 - ``installed``: nothing is registered; ``import motia`` finds the installed package as usual. Its
   ``enqueue``, ``stateManager``, ``Stream`` and ``logger`` talk to Motia's engine (iii), which motia-py
   does not run, so steps that call them fail; ``motia-py validate`` warns.
