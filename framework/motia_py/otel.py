@@ -29,6 +29,7 @@ class Otel:
 
     def __init__(self, provider: Any = None) -> None:
         import secrets  # here, not at import: a worker without OpenTelemetry skips hmac and hashlib
+
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
