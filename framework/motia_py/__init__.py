@@ -7,7 +7,6 @@ Python code, and the test harness (``motia_py.testing.Harness``).
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .config import ApiConfig, CronConfig, EventConfig, NoopConfig
 from .errors import (
     BackendError,
     BackendUnavailableError,
@@ -25,13 +24,16 @@ from .errors import (
 if TYPE_CHECKING:
     from .client import Client
     from .context import Context
+    from .typed_config import ApiConfig, CronConfig, EventConfig, NoopConfig
 
-_LAZY = {"Client": "client", "Context": "context"}
+_LAZY = {"Client": "client", "Context": "context", "ApiConfig": "typed_config", "CronConfig": "typed_config",
+         "EventConfig": "typed_config", "NoopConfig": "typed_config"}
 
 
 def __getattr__(name: str) -> Any:
-    """``Client`` and ``Context`` are imported on first use: the CLI's commands that never run events
-    (``validate``, ``graph``, ...) skip the runtime they bring."""
+    """``Client``, ``Context`` and the typed configs are imported on first use: the CLI's commands that
+    never run events (``validate``, ``graph``, ...) skip the runtime they bring, and projects whose step
+    configs are dicts never import pydantic."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'motia_py' has no attribute {name!r}")

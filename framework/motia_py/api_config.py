@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from . import check_cache
 from .config_keys import (
     HTTP_METHODS,
     QUERY_PARAM_KEYS,
@@ -109,10 +110,13 @@ def _query_param(i: int, p: Any) -> QueryParam:
                        default=q.get("default"), has_default="default" in q,
                        required=boolean(q.get("required", False), f"{where}.required"))
     if param.has_default and schema is not None:
-        try:
-            schema.validate(param.default)
-        except InputValidationError as exc:
-            raise StepConfigError(f"'{where}.default' fails its schema: {exc}", field=f"{where}.default") from exc
+        key = check_cache.key_of([schema.json, param.default])
+        if not check_cache.passed("json-default", key):  # checked by an earlier discovery: no jsonschema import
+            try:
+                schema.validate(param.default)
+            except InputValidationError as exc:
+                raise StepConfigError(f"'{where}.default' fails its schema: {exc}", field=f"{where}.default") from exc
+            check_cache.remember("json-default", key)
     if param.has_default and param.required:
         raise StepConfigError(f"'{where}' is required and has a default; give one or the other",
                               field=f"{where}.required")

@@ -8,23 +8,47 @@ only, and nothing imports this module.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
-from .cli_cron import cron
-from .cli_dlq import dlq
-from .cli_emit import emit
-from .cli_handles import cancel, scheduled, status
-from .cli_project import create, graph, openapi, steps, validate
-from .cli_queue import queue
-from .cli_rules import rules
-from .cli_run import dev, start
-from .cli_state import state
-from .cli_trace import trace
+COMMANDS = {
+    "validate": "cli_project", "graph": "cli_project", "steps": "cli_project", "create": "cli_project",
+    "openapi": "cli_project", "start": "cli_run", "dev": "cli_run", "emit": "cli_emit", "status": "cli_handles",
+    "cancel": "cli_handles", "scheduled": "cli_handles", "state": "cli_state", "trace": "cli_trace",
+    "cron": "cli_cron", "dlq": "cli_dlq", "queue": "cli_queue", "rules": "cli_rules",
+}
+"""Each command and the module that defines it (under the same name): a command's module, and what it
+imports, is loaded when that command runs (or ``--help`` lists it), so ``motia-py start`` never loads
+``emit``'s or ``cron``'s."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A command group whose commands are imported on first use (the same names, help and errors)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module the first time."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f".{COMMANDS[cmd_name]}", __package__)
+            self.add_command(getattr(module, cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, sorted (as a plain group lists them)."""
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """Resolve as a plain group does; an unknown name first loads every command, so that the error
+        suggests the nearest ones."""
+        if args and args[0] not in COMMANDS:
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="motia-py", prog_name="motia-py")
 @click.option("--project", "project", default=None, metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
               help="The project directory for the subcommand (default: .).")
@@ -39,11 +63,6 @@ def cli(project: Path | None, backend_url: str | None) -> None:
       motia-py emit job.enqueued --data '{"type": "email"}'
     Shell completion: eval "$(_MOTIA_PY_COMPLETE=bash_source motia-py)" (zsh_source, fish_source).
     """
-
-
-for _command in (validate, graph, steps, create, openapi, start, dev, emit, status, cancel, scheduled, state, trace,
-                 cron, dlq, queue, rules):
-    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,6 @@ or the command line is wrong; 3 the backend cannot be reached; 130 interrupted.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import sys
@@ -123,6 +122,8 @@ def iso_time(ts: float | None) -> str | None:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion on a fresh event loop."""
+    import asyncio  # not at import: the commands that run nothing asynchronous (validate, graph) skip it
+
     return asyncio.run(coro)
 
 

@@ -26,7 +26,7 @@ def validate(as_json: bool, strict: bool, project: Path) -> None:
     """
     from .findings import Severity
     from .graph import exit_code
-    from .runtime import load_project
+    from .project_load import load_project
 
     settings = settings_from(project)
     require_project(settings)

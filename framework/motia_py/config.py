@@ -11,12 +11,10 @@ here, so ``from motia_py.config import StepSpec, QueueSpec, ...`` keeps working.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
-
-import pydantic
-from pydantic.alias_generators import to_camel
+from typing import TYPE_CHECKING, Any
 
 from .api_config import normalise_path, parse_api
 from .config_keys import (
@@ -66,6 +64,9 @@ from .spec import (
 from .state_watch import WATCH_KEYS, parse_watch
 from .suggest import did_you_mean
 
+if TYPE_CHECKING:
+    from .typed_config import ApiConfig, CronConfig, EventConfig, NoopConfig, TypedConfig
+
 __all__ = [
     "HTTP_METHODS",
     "QUEUED_TYPES",
@@ -93,94 +94,22 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------
-# Typed config objects (the alternative to dicts). They share the dict path: to_dict() then build.
+_TYPED = frozenset({"ApiConfig", "CronConfig", "EventConfig", "NoopConfig", "TypedConfig"})
 
 
-class _BaseConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-        alias_generator=to_camel,
-        arbitrary_types_allowed=True,
-        frozen=True,
-    )
-    step_type: ClassVar[StepType] = StepType.EVENT
+def __getattr__(name: str) -> Any:
+    """The typed configs live in :mod:`motia_py.typed_config` (pydantic), imported on first use."""
+    if name not in _TYPED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import typed_config
 
-    name: str
-    description: str = ""
-    flows: list[str] = []
-    emits: list[Any] = []
-    virtual_emits: list[Any] = []
-    virtual_subscribes: list[str] = []
-
-    @pydantic.model_validator(mode="before")
-    @classmethod
-    def _check_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = KEYS[cls.step_type] | IGNORED
-            normalise_keys(data, allowed, set(), "")
-            data = {snake(k): v for k, v in data.items() if snake(k) not in IGNORED and k != "type"}
-        return data
-
-    @pydantic.model_validator(mode="wrap")
-    @classmethod
-    def _as_step_config_error(cls, data: Any, handler: pydantic.ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(data)
-        except pydantic.ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(camel(str(p)) for p in err["loc"]) or None
-            raise StepConfigError(f"{cls.__name__}: '{where}': {err['msg']}", field=where) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a Motia-style dict (snake_case keys), with ``type`` set."""
-        out = {k: getattr(self, k) for k in type(self).model_fields if k in self.model_fields_set}
-        out["name"] = self.name
-        out["type"] = self.step_type.value
-        return out
+    return getattr(typed_config, name)
 
 
-class EventConfig(_BaseConfig):
-    """Config of an event step: ``subscribes`` topics, optional ``input`` schema."""
-
-    step_type: ClassVar[StepType] = StepType.EVENT
-    subscribes: list[str]
-    input: Any = None
-    infrastructure: dict[str, Any] | None = None
-    transactional: bool | None = None
-
-
-class CronConfig(_BaseConfig):
-    """Config of a cron step: ``cron`` expression (5 fields, or 6 with seconds first)."""
-
-    step_type: ClassVar[StepType] = StepType.CRON
-    cron: str
-    timezone: str = "UTC"
-    infrastructure: dict[str, Any] | None = None
-    transactional: bool | None = None
-
-
-class ApiConfig(_BaseConfig):
-    """Config of an API step: ``path``, ``method`` and optional schemas and middleware."""
-
-    step_type: ClassVar[StepType] = StepType.API
-    path: str
-    method: str = "GET"
-    body_schema: Any = None
-    response_schema: dict[Any, Any] | None = None
-    query_params: list[Any] = []
-    middleware: list[Any] = []
-    transactional: bool | None = None
-
-
-class NoopConfig(_BaseConfig):
-    """Config of a noop step: graph-only edges (``virtualEmits``, ``virtualSubscribes``)."""
-
-    step_type: ClassVar[StepType] = StepType.NOOP
-
-
-TypedConfig = EventConfig | CronConfig | ApiConfig | NoopConfig
+def _is_typed(config: Any) -> bool:
+    """True for an ``EventConfig``, ``CronConfig``, ... (only possible once :mod:`.typed_config` is loaded)."""
+    typed = sys.modules.get(f"{__package__}.typed_config")
+    return typed is not None and isinstance(config, typed._BaseConfig)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -193,7 +122,7 @@ def build_step(config: Any, handler: Any, file: Path, line: int | None = None) -
     Raises:
         StepConfigError: the first problem found, naming the field and giving a hint.
     """
-    if isinstance(config, _BaseConfig):
+    if _is_typed(config):
         raw: Mapping[str, Any] = config.to_dict()
     elif isinstance(config, Mapping):
         raw = config

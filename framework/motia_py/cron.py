@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import check_cache
 from .errors import CronExpressionError
 
 # croniter is imported by the functions that use it: a project without cron steps never loads it.
@@ -51,9 +52,13 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
             field="cron",
             hint="'*/10 * * * * *' fires every 10 s; '0 * * * *' fires every hour",
         )
+    _check_ranges(expr, expression)
+    key = f"{expr}\x00{timezone}"
+    if check_cache.passed("cron", key):  # checked by an earlier discovery: no croniter import
+        _zone(timezone)
+        return CronSchedule(expression=expr, timezone=timezone)
     from croniter import CroniterBadDateError, croniter
 
-    _check_ranges(expr, expression)
     try:
         valid = croniter.is_valid(expr, second_at_beginning=True)
     except Exception:  # croniter raises more than its own errors on hostile input (huge numbers)
@@ -68,6 +73,7 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
                                   hint="check the day and month fields (e.g. February has no 31st)") from exc
     except Exception as exc:
         raise CronExpressionError(f"cron expression '{expression}' is invalid: {exc}", field="cron") from exc
+    check_cache.remember("cron", key)
     return CronSchedule(expression=expr, timezone=timezone)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import motia_sdk
+from . import check_cache, motia_sdk
 from .config import StepSpec, StepType
 from .errors import CronExpressionError, StepConfigError, StepFormatError
 from .findings import Finding, Severity
@@ -116,7 +116,16 @@ def _find(steps_dir: Path, wanted: Callable[[str], bool]) -> list[Path]:
 
 
 def discover(settings: Settings) -> Project:
-    """Load every step file and flow of the project; never stop at the first broken file."""
+    """Load every step file and flow of the project; never stop at the first broken file.
+
+    The slow pure checks (JSON schemas, cron expressions) that passed are remembered in the project's
+    ``.motia/checks.json`` (see :mod:`.check_cache`); step files are imported every time.
+    """
+    with check_cache.session(settings.root):
+        return _discover(settings)
+
+
+def _discover(settings: Settings) -> Project:
     root = settings.root
     _reset_import_state(root)
     motia_sdk.prepare(settings.motia_sdk, root)  # what `import motia` gives step files (Motia 1.0)

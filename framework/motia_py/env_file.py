@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
-
 from .errors import ProjectError
 
 ENV_FILE = ".env"
@@ -45,6 +43,8 @@ def load_env_file(root: Path, file_settings: Mapping[str, Any]) -> list[str]:
     path = root / ENV_FILE
     if not dotenv_enabled(file_settings, os.environ) or not path.is_file():
         return []
+    from dotenv import load_dotenv  # only when there is a file to read
+
     before = set(os.environ)
     try:
         # override=False also makes ${VAR} expand to the value the process actually uses

@@ -36,8 +36,6 @@ from .config_keys import (
 )
 from .cron import parse_cron
 from .errors import StepConfigError, StepFormatError
-from .motia1_http import adapter as http_adapter
-from .motia1_run import TriggerPlan, adapter
 from .schema import to_schema
 from .spec import BackoffSpec, BackoffType, EmitSpec, QueueSpec, QueueType, StepSpec, StepType, TriggerOrigin
 from .state_watch import StateWatch
@@ -348,6 +346,9 @@ def build_v1_steps(raw: Mapping[str, Any], handler: Any, file: Path, line: int |
     common: dict[str, Any] = {"file": file, "line": line, "description": text(cfg, "description"),
                               "flows": str_list(cfg, "flows"), "emits": emits, "is_async": True}
     topics = frozenset(e.topic for e in emits)
+    from .motia1_http import adapter as http_adapter  # the 1.0 run-time (and the SDK's types): 1.0 steps only
+    from .motia1_run import TriggerPlan, adapter
+
     specs = []
     for i, ((kind, t), spec_name) in enumerate(zip(parsed, _names(name, [k for k, _ in parsed]), strict=True)):
         fields, plan_fields = _trigger_fields(kind, t, i)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,9 +28,12 @@ class Otel:
     enabled = True
 
     def __init__(self, provider: Any = None) -> None:
+        import secrets  # here, not at import: a worker without OpenTelemetry skips hmac and hashlib
+
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+        self._randbits = secrets.randbits
         self._trace = trace
         self._propagator = TraceContextTextMapPropagator()
         self.tracer = (provider or trace.get_tracer_provider()).get_tracer("motia_py", __version__)
@@ -44,7 +46,7 @@ class Otel:
         if trace_id and len(trace_id) == 32 and not trace.get_current_span().get_span_context().is_valid:
             # an event from a publisher without OpenTelemetry: keep its trace id under a remote parent
             with contextlib.suppress(ValueError):
-                ctx = trace.SpanContext(trace_id=int(trace_id, 16), span_id=secrets.randbits(64) or 1,
+                ctx = trace.SpanContext(trace_id=int(trace_id, 16), span_id=self._randbits(64) or 1,
                                         is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
                 return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
         return None  # the current context: a caller's active span, or a new trace

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.abc
 import importlib.machinery
-import importlib.metadata
 import os
 import re
 import sys
@@ -34,7 +32,7 @@ def under(path: Path, root: Path) -> bool:
     return "site-packages" not in path.parts
 
 
-class _ProjectFinder(importlib.abc.MetaPathFinder):
+class _ProjectFinder:
     """Resolve the project's own top-level packages from the project root, for project code only.
 
     Without it, a namespace folder of the project (``services/`` without ``__init__.py``) loses to a
@@ -42,6 +40,7 @@ class _ProjectFinder(importlib.abc.MetaPathFinder):
     Only imports made by project code (a file under the root) are redirected; the standard library,
     motia-py and its dependencies are never taken from the project, whoever imports them, even when
     the project root is the working directory of ``python -m motia_py`` (first on ``sys.path`` then).
+    (A finder by protocol: ``importlib.abc`` would import ``importlib.resources`` and ``tempfile``.)
     """
 
     root: Path | None = None
@@ -53,20 +52,28 @@ class _ProjectFinder(importlib.abc.MetaPathFinder):
         if path is None:
             if not ((root / fullname).is_dir() or (root / f"{fullname}.py").is_file()):
                 return None
-            if fullname in sys.stdlib_module_names or fullname in framework_packages():
-                # the real one, from anywhere but the project root
+            if fullname in sys.stdlib_module_names:
                 return importlib.machinery.PathFinder.find_spec(fullname, _paths_outside(root))
+            installed = importlib.machinery.PathFinder.find_spec(fullname, _paths_outside(root))
+            if installed is not None and fullname in framework_packages():
+                # the real one, from anywhere but the project root (framework_packages() reads every
+                # installed distribution's metadata: only asked when the name is installed at all)
+                return installed
             if not _imported_by_project_code(root):
                 return None
             spec = importlib.machinery.PathFinder.find_spec(fullname, [str(root)])
         else:
-            if not any(under(Path(p), root) for p in path):
-                return None
+            if fullname.startswith(_OWN) or not any(under(Path(p), root) for p in path):
+                return None  # motia-py's own modules never come from the project (nor fresh), even when
+                # the framework sits inside the project root (a checkout of motia-py validating its example)
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader) and spec.origin:
             # helpers are compiled from source too, never from a .pyc (see FreshLoader)
             spec.loader = FreshLoader(fullname, spec.origin)
         return spec
+
+
+_OWN = f"{__package__}."
 
 
 def _paths_outside(root: Path) -> list[str]:
@@ -109,12 +116,16 @@ def _dist_key(name: str) -> str:
 @functools.cache
 def _owners() -> Mapping[str, list[str]]:
     """Top-level import name -> the installed distributions that provide it (read once per process)."""
+    import importlib.metadata
+
     return importlib.metadata.packages_distributions()
 
 
 @functools.cache
 def framework_packages() -> frozenset[str]:
     """The top-level import names of motia-py and of everything it depends on (never taken from a project)."""
+    import importlib.metadata
+
     by_dist: dict[str, set[str]] = {}
     for top, dists in _owners().items():
         for d in dists:

@@ -1,4 +1,8 @@
-"""The runtime: discovery -> validation -> backend -> router -> workers -> cron (-> HTTP)."""
+"""The runtime: discovery -> validation -> backend -> router -> workers -> cron (-> HTTP).
+
+:func:`load_project` and :func:`require_valid` (discovery and validation) live in :mod:`.project_load`,
+which the commands that never run events import without this module; they are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,11 @@ from typing import Any
 
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
-from .discovery import Project, discover
-from .errors import GraphError
-from .findings import Finding, Severity
+from .discovery import Project
 from .handles import HandleJanitor
 from .logs import LogSink
 from .otel import Otel
+from .project_load import load_project, require_valid
 from .router import Router
 from .runs import Observer
 from .scheduler import Scheduler
@@ -24,25 +27,7 @@ from .tracing import TraceRecorder, TraceSettings
 from .types import Clock
 from .worker import Worker
 
-
-def load_project(settings: Settings, *, cycles: bool = False) -> tuple[Project, list[Finding]]:
-    """Discover and validate a project; return it with every finding (errors included).
-
-    The cycle findings (info only: they never fail a project) come with ``cycles=True``, as ``motia-py
-    validate`` and ``dev`` show them; running a project does without them (and without networkx).
-    """
-    from .graph import validate
-
-    project = discover(settings)
-    return project, validate(project, cycles=cycles)
-
-
-def require_valid(project: Project, findings: list[Finding]) -> None:
-    """Raise GraphError (listing every error) when ``findings`` hold an error."""
-    errors = [f for f in findings if f.severity is Severity.ERROR]
-    if errors:
-        lines = "\n".join("  " + f.render(project.root) for f in errors)
-        raise GraphError(f"the project has {len(errors)} error(s):\n{lines}", list(errors))
+__all__ = ["Runtime", "backend_for", "load_project", "require_valid", "trace_settings"]
 
 
 def trace_settings(settings: Settings) -> TraceSettings:

@@ -7,17 +7,18 @@ Both forms are wrapped in :class:`Schema`, which validates data, reports every b
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
+from . import check_cache
 from .errors import InputValidationError, StepConfigError
 
 if TYPE_CHECKING:  # jsonschema and referencing are imported when a JSON-schema dict is used: a project of
-    # pydantic models never loads them
+    # pydantic models never loads them; pydantic is imported by step files whose schemas are models
     import jsonschema
+    import pydantic
     import referencing._core
 
     _Resolver = referencing._core.Resolver[Any]  # not exported by referencing, but what .resolver() returns
@@ -52,6 +53,8 @@ class Schema:
             InputValidationError: listing every bad field.
         """
         if self.model is not None:
+            import pydantic  # imported already: the model is one of its classes
+
             try:
                 return self.model.model_validate(data)
             except pydantic.ValidationError as exc:
@@ -99,6 +102,12 @@ def _summary(fields: list[dict[str, object]]) -> str:
     return "; ".join(parts)
 
 
+def _is_model_class(value: Any) -> bool:
+    """True for a pydantic model class (there is none while pydantic is not imported)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+
+
 def to_schema(value: Any, field: str) -> Schema | None:
     """Turn what a user wrote as ``input``/``bodySchema``/an emit ``schema`` into a :class:`Schema`.
 
@@ -112,7 +121,7 @@ def to_schema(value: Any, field: str) -> Schema | None:
     """
     if value is None:
         return None
-    if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
+    if _is_model_class(value):
         try:
             json_schema = value.model_json_schema()
         except Exception as exc:  # pydantic raises several kinds here (BaseModel itself, arbitrary types)
@@ -120,23 +129,29 @@ def to_schema(value: Any, field: str) -> Schema | None:
                                   field=field, hint="pass a pydantic model class whose fields are JSON types") from exc
         return Schema(json=json_schema, model=value)
     if isinstance(value, dict):
-        import jsonschema
-
         _check_shape(value, field)
-        try:
-            jsonschema.Draft202012Validator.check_schema(value)
-        except jsonschema.SchemaError as exc:
-            raise StepConfigError(
-                f"'{field}' is not a valid JSON schema: {exc.message}", field=field
-            ) from exc
-        _check_refs(value, field)
-        _check_usable(value, field)
+        key = check_cache.key_of(value)
+        if not check_cache.passed("json-schema", key):  # checked by an earlier discovery: no jsonschema import
+            _check_json_schema(value, field)
+            check_cache.remember("json-schema", key)
         return Schema(json=value)
     raise StepConfigError(
         f"'{field}' must be a pydantic model class or a JSON-schema dict, not {type(value).__name__}",
         field=field,
         hint="pass the class itself (Model), or Model.model_json_schema()",
     )
+
+
+def _check_json_schema(schema: dict[str, Any], field: str) -> None:
+    """A valid JSON schema (by its metaschema) whose every ``$ref`` resolves and that can be used."""
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise StepConfigError(f"'{field}' is not a valid JSON schema: {exc.message}", field=field) from exc
+    _check_refs(schema, field)
+    _check_usable(schema, field)
 
 
 def _check_shape(schema: dict[str, Any], field: str) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .backends.compose import atomic_transactions
-from .backends.registry import BackendOptions, create_backend
+from .backends.registry import BUILTIN
 from .config import StepSpec, StepType
 from .discovery import Project
 from .errors import MotiaError
@@ -38,6 +37,11 @@ def unsupported_transactions(project: Project) -> Iterator[Finding]:
     if not steps:
         return
     url = project.settings.backend_url
+    if url.split(":", 1)[0] in BUILTIN:
+        return  # every built-in backend commits atomically (tests/test_imports.py checks): none is built
+    from .backends.compose import atomic_transactions
+    from .backends.registry import BackendOptions, create_backend
+
     try:
         backend = create_backend(url, BackendOptions(root=project.root, prefix=project.settings.redis_prefix))
     except MotiaError:
