@@ -18,6 +18,7 @@ Adding a backend is one line in :data:`BACKENDS`.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import os
 import random
 import shutil
@@ -33,7 +34,7 @@ from . import marks
 from . import userpath_extra as extra
 from .common import percentile, save, table
 from .delivery import bare_chain_latency, bare_queue_rate
-from .userpath_project import WorkerProcess, env, write_harness_project
+from .userpath_project import FRAMEWORK, WorkerProcess, env, write_harness_project
 
 BACKENDS: dict[str, Callable[[Path], str | None]] = {
     "sqlite": lambda root: f"sqlite:///{root / 'motia.db'}",
@@ -262,6 +263,9 @@ async def amain(backends: list[str], n: int, chains: int, trials: int, idle_wind
 def main(backends: list[str], n: int, chains: int, trials: int, idle_window_s: float = 5.0,
          scale: list[int] | None = None, parts: set[str] | None = None) -> None:
     """Run, print the tables and write ``bench/results/userpath.json``."""
+    # Workers boot from bytecode, as from an installed package (pip compiles it), even where
+    # PYTHONDONTWRITEBYTECODE is set: otherwise every boot would compile motia-py's modules again.
+    compileall.compile_dir(str(FRAMEWORK), quiet=1)
     summary = asyncio.run(amain(backends, n, chains, trials, idle_window_s, scale or [1, 2, 4],
                                 parts or {"path", "idle", "example", "scale"}))
     path = save("userpath", [], summary)
