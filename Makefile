@@ -17,10 +17,12 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/motia-py dev --project .
 
+# the tests run in two processes (most of them wait on subprocesses); a file's tests stay together in one
+# (`--dist loadfile`). One test alone: .venv/bin/python -m pytest tests/FILE.py::NAME
 test: $(STAMP)
 	$(VENV)/bin/ruff check framework tests bench steps
 	$(VENV)/bin/mypy
-	bash scripts/with-redis.sh bash scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q
+	bash scripts/with-redis.sh bash scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check framework tests bench steps
