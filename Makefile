@@ -17,10 +17,14 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/motia-py dev --project .
 
+# The tests run in two processes (most of them wait on subprocesses), a file's tests together in one
+# (`--dist loadfile`); then those marked `serial` (latency measurements) run alone.
+# One test: .venv/bin/python -m pytest tests/FILE.py::NAME (under the two scripts for a server test).
 test: $(STAMP)
 	$(VENV)/bin/ruff check framework tests bench steps
 	$(VENV)/bin/mypy
-	bash scripts/with-redis.sh bash scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q
+	bash scripts/with-redis.sh bash scripts/with-postgres.sh sh -c \
+	  '$(PY) -m pytest -q -n 2 --dist loadfile -m "not serial" && $(PY) -m pytest -q -m serial'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check framework tests bench steps

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +30,13 @@ def make_project(tmp_path: Path) -> ProjectFactory:
         return base
 
     return make
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Captured output and logs as text that encodes to UTF-8 (lone surrogates escaped): some tests log
+    them on purpose, and ``pytest -n`` must send every report from its worker processes as UTF-8."""
+    report: pytest.TestReport = yield
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]
+    return report

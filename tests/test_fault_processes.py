@@ -21,7 +21,7 @@ from .backends.postgres_support import check_reachable as check_postgres
 from .backends.postgres_support import drop_schema, new_schema, postgres_url
 from .backends.test_redis import check_reachable, delete_prefix, new_prefix, redis_url
 from .conftest import ProjectFactory
-from .processes import lines, start_process, stop, wait_started, wait_until
+from .processes import lines, logs_of, start_process, stop, wait_started, wait_until
 
 pytestmark = [pytest.mark.slow]
 
@@ -134,40 +134,61 @@ def test_a_poison_event_is_dead_lettered_after_three_attempts_and_spares_the_oth
     assert took < 30, f"settled in {took:.1f} s"
 
 
+class Killer:
+    """SIGKILLs one started worker (one that holds deliveries) and starts another in its place each time
+    ``step`` more events are done: the kills follow progress, so a faster or slower machine gets as many."""
+
+    def __init__(self, root: Path, env: dict[str, str], workers: list[subprocess.Popen[str]], seed: int,
+                 step: tuple[int, int]) -> None:
+        self.root, self.env, self.workers, self.step = root, env, workers, step
+        self.rng = random.Random(seed)
+        self.kills = 0
+        self.next_kill = self.rng.uniform(*step)
+
+    def maybe_kill(self, progress: int, total: int) -> None:
+        """Kill and replace a worker when ``progress`` passed the next mark (before the last event)."""
+        running = [i for i, w in enumerate(self.workers) if has_started(w)]
+        if progress < self.next_kill or progress >= total or not running:
+            return
+        victim = self.rng.choice(running)
+        self.workers[victim].send_signal(signal.SIGKILL)
+        self.workers[victim].wait(timeout=10)
+        self.workers[victim] = start_process(self.root, "--no-http", "--no-cron", env=self.env)
+        self.kills += 1
+        self.next_kill = progress + self.rng.uniform(*self.step)
+
+
+def has_started(proc: subprocess.Popen[str]) -> bool:
+    """Whether the process logged 'motia-py started'."""
+    return any("motia-py started" in str(r.get("msg")) for r in logs_of(proc))
+
+
 def test_workers_sigkilled_every_few_seconds_lose_no_event(make_project: ProjectFactory,
                                                            backend_env: dict[str, str]) -> None:
-    root = project(make_project, delay=0.04, concurrency=4)  # about 10 s of work: several kills
-    emit_file(root, backend_env, [{"i": str(i)} for i in range(3000)])
-    wanted = {str(i) for i in range(3000)}
+    root = project(make_project, delay=0.04, concurrency=4)  # about 5 s of work, 5 kills
+    emit_file(root, backend_env, [{"i": str(i)} for i in range(1500)])
+    wanted = {str(i) for i in range(1500)}
     workers = [start_process(root, "--no-http", "--no-cron", env=backend_env) for _ in range(3)]
-    rng = random.Random(7)
-    kills = 0
-    next_kill = time.monotonic() + rng.uniform(2, 3)
+    killer = Killer(root, backend_env, workers, seed=7, step=(200, 300))
     try:
         for w in workers:
             wait_started(w)
 
-        def finished() -> bool:  # kill one worker every 2-3 s and start a new one in its place
-            nonlocal kills, next_kill
-            if time.monotonic() >= next_kill and len(set(done(root))) < len(wanted):
-                victim = rng.randrange(len(workers))
-                workers[victim].send_signal(signal.SIGKILL)
-                workers[victim].wait(timeout=10)
-                workers[victim] = start_process(root, "--no-http", "--no-cron", env=backend_env)
-                kills += 1
-                next_kill = time.monotonic() + rng.uniform(2, 3)
-            return set(done(root)) >= wanted
+        def finished() -> bool:
+            progress = len(set(done(root)))
+            killer.maybe_kill(progress, len(wanted))
+            return progress >= len(wanted)
         wait_until(finished, 240, "every event despite the kills")
         for w in workers:  # a replacement started just now: let it finish starting before SIGTERM
             wait_started(w)
     finally:
         codes = [stop(w) for w in workers]
     assert codes == [0, 0, 0]
-    assert kills >= 3
+    assert killer.kills >= 4
     assert set(done(root)) == wanted
     assert dead_letters(root, backend_env) == []
     duplicates = sum(n - 1 for n in Counter(done(root)).values())
-    assert duplicates <= kills * 3 * 4  # only runs in flight at a kill may run twice (concurrency 4)
+    assert duplicates <= killer.kills * 3 * 4  # only runs in flight at a kill may run twice (concurrency 4)
 
 
 def test_workers_sigkilled_and_a_redis_restart_lose_no_event(make_project: ProjectFactory, tmp_path: Path) -> None:
@@ -180,31 +201,24 @@ def test_workers_sigkilled_and_a_redis_restart_lose_no_event(make_project: Proje
     with private_redis(data) as start_redis:
         server = start_redis()
         env = {"MOTIA_PY_BACKEND_URL": f"redis://127.0.0.1:{start_redis.port}/0"}  # type: ignore[attr-defined]
-        emit_file(root, env, [{"i": str(i)} for i in range(3000)])  # acknowledged: fsync-always AOF
-        wanted = {str(i) for i in range(3000)}
+        emit_file(root, env, [{"i": str(i)} for i in range(1500)])  # acknowledged: fsync-always AOF
+        wanted = {str(i) for i in range(1500)}
         workers = [start_process(root, "--no-http", "--no-cron", env=env) for _ in range(3)]
-        rng = random.Random(11)
-        kills, restarted = 0, False
-        next_kill = time.monotonic() + rng.uniform(2, 3)
+        killer = Killer(root, env, workers, seed=11, step=(300, 450))
+        restarted = False
         try:
             for w in workers:
                 wait_started(w)
 
             def finished() -> bool:
-                nonlocal kills, next_kill, server, restarted
+                nonlocal server, restarted
                 progress = len(set(done(root)))
-                if not restarted and progress >= 1000:  # Redis itself dies once, mid-run, and comes back
+                if not restarted and progress >= 500:  # Redis itself dies once, mid-run, and comes back
                     server.send_signal(signal.SIGKILL)
                     server.wait()
                     server = start_redis()
                     restarted = True
-                if time.monotonic() >= next_kill and progress < len(wanted):
-                    victim = rng.randrange(len(workers))
-                    workers[victim].send_signal(signal.SIGKILL)
-                    workers[victim].wait(timeout=10)
-                    workers[victim] = start_process(root, "--no-http", "--no-cron", env=env)
-                    kills += 1
-                    next_kill = time.monotonic() + rng.uniform(2, 3)
+                killer.maybe_kill(progress, len(wanted))
                 return progress >= len(wanted)
             wait_until(finished, 240, "every event despite the kills and the Redis restart")
             for w in workers:
@@ -212,6 +226,6 @@ def test_workers_sigkilled_and_a_redis_restart_lose_no_event(make_project: Proje
         finally:
             codes = [stop(w) for w in workers]
         assert dead_letters(root, env) == []
-    assert restarted and kills >= 2
+    assert restarted and killer.kills >= 2
     assert codes == [0, 0, 0]
     assert set(done(root)) == wanted

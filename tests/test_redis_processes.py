@@ -66,20 +66,20 @@ def emit_all(root: Path, env: dict[str, str], n: int) -> None:
     assert len(result.stdout.split()) == n
 
 
-def test_three_workers_share_3000_events_each_handled_once(make_project: ProjectFactory,
+def test_three_workers_share_1000_events_each_handled_once(make_project: ProjectFactory,
                                                            redis_env: dict[str, str]) -> None:
     root = project(make_project, 0.002)
     workers = [start_process(root, "--no-http", "--no-cron", env=redis_env) for _ in range(3)]
     try:
         for w in workers:
             wait_started(w)
-        emit_all(root, redis_env, 3000)
-        wait_until(lambda: len(collected(root, "done")) >= 3000, 120, "3000 events")
+        emit_all(root, redis_env, 1000)
+        wait_until(lambda: len(collected(root, "done")) >= 1000, 120, "1000 events")
     finally:
         codes = [stop(w) for w in workers]
     assert codes == [0, 0, 0]
     done = collected(root, "done")
-    assert len(done) == 3000 and set(done) == {str(i) for i in range(3000)}
+    assert len(done) == 1000 and set(done) == {str(i) for i in range(1000)}
     assert len(list((root / "out").glob("done-*"))) == 3  # every worker took a share
 
 

@@ -23,7 +23,7 @@ from .backends.postgres_support import drop_schema, new_schema, postgres_url
 from .backends.redis_support import check_reachable, new_prefix, redis_url
 from .conftest import ProjectFactory
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # latency: make test runs these alone
 
 WRITES = 200
 P99_LIMIT_S = 0.100

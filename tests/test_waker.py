@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from motia_py.backends.memory import MemoryBackend
 from motia_py.runtime import Runtime, backend_for
 
-from .backends.redis_support import check_reachable, delete_prefix, new_prefix, redis_url
+from .backends.redis_support import check_reachable, delete_prefix, new_prefix, private_redis, redis_url
 from .conftest import ProjectFactory
 from .probes import emit, inject, load, until, wait
 
@@ -83,13 +83,16 @@ async def test_two_hundred_idle_steps_share_one_wait_and_any_of_them_wakes_it(ma
 
 # -- Redis: connections ---------------------------------------------------------------------------
 @pytest.fixture
-def redis_project(make_project: ProjectFactory) -> Iterator[tuple[Path, str]]:
-    url = redis_url()
-    check_reachable(url)
-    prefix = new_prefix()
-    root = make_project({**many_steps(), "motia_py.toml": f'[backend]\nurl = "{url}"\nprefix = "{prefix}"\n'})
-    yield root, url
-    asyncio.run(delete_prefix(url, prefix))
+def redis_project(make_project: ProjectFactory, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """The project on a Redis server of its own: the test counts the server's connections, which other
+    tests running at the same time (``pytest -n``) would add to on the shared one."""
+    check_reachable(redis_url())  # as every Redis test: never skipped silently in CI
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    with private_redis(data) as start_redis:
+        start_redis()
+        url = f"redis://127.0.0.1:{start_redis.port}/0"  # type: ignore[attr-defined]
+        yield make_project({**many_steps(), "motia_py.toml": f'[backend]\nurl = "{url}"\n'}), url
 
 
 async def _connections_named_motia(url: str) -> int:
