@@ -119,6 +119,7 @@ def workers(root: Path, env: dict[str, str]) -> list[subprocess.Popen[str]]:
     return procs
 
 
+@pytest.mark.serial  # it judges handler start times: a test process beside it can stall a worker past the slack
 def test_a_rate_limit_holds_across_three_workers(make_project: ProjectFactory, backend_env: dict[str, str]) -> None:
     root = project(make_project, {"rateLimit": {"limit": 5, "period": 1}}, delay=0.01)
     procs = workers(root, backend_env)
