@@ -96,7 +96,13 @@ def test_a_sigkilled_workers_events_are_finished_by_the_others(make_project: Pro
         emit_all(root, postgres_env, 600)  # about 5 s of work for the three: the kill lands mid-run
         victim = workers[0]
         victim_starts = root / "out" / f"start-{victim.pid}"
-        wait_until(lambda: len(lines(victim_starts)) >= 3, 30, "the victim to be mid-handler")
+        victim_dones = root / "out" / f"done-{victim.pid}"
+
+        def mid_handler() -> bool:  # started, not done: killed now, they are in flight (a handler takes 0.2 s)
+            starts = lines(victim_starts)
+            return len(starts) >= 3 and bool({x.split()[0] for x in starts} - set(lines(victim_dones)))
+
+        wait_until(mid_handler, 30, "the victim to be mid-handler")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         wait_until(lambda: set(collected(root, "done")) >= {str(i) for i in range(600)}, 60, "every event")
