@@ -92,3 +92,20 @@ async def test_a_prefetch_takes_no_more_than_the_waiting_step_has_room_for(open_
     assert len(await other.claim("B", 10, LEASE_S)) == 3  # the other 3 were never leased
     got = await worker.claim("B", 2, LEASE_S)
     assert sorted(d.envelope.data for d in got) == [0, 1] and all(d.attempt == 1 for d in got)
+
+
+async def test_a_prefetched_event_goes_back_before_its_short_lease_runs_out(
+        open_backend: OpenBackend) -> None:  # noqa: F811
+    worker, other = await open_backend(), await open_backend()
+    await worker.publish([out("A", 1)])
+    [a] = await worker.claim("A", 5, LEASE_S)
+    assert await worker.claim("B", 3, 0.3) == []  # B's consumer leases for 0.3 s
+    waiting = await waiting_for(worker, "B")
+    assert await worker.complete(a, [out("B", 2)])
+    await asyncio.wait_for(waiting, 5)
+    deadline = time.monotonic() + 5
+    while not (got := await other.claim("B", 10, LEASE_S)):
+        assert time.monotonic() < deadline, "the prefetched event never went back to its queue"
+        await asyncio.sleep(0.01)
+    # handed back (attempt not counted), not found with an expired lease (which would count attempt 2)
+    assert [(d.envelope.data, d.attempt, d.expired) for d in got] == [(2, 1, False)]

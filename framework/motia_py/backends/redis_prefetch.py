@@ -11,8 +11,9 @@ The rules that keep a prefetch a claim like any other:
   last claim had no flow control and asked for more than it got: at most that many more (the consumer's
   free slots then), and with that claim's lease;
 - one prefetch per step at a time, and none while what the last one took is still here;
-- what a consumer does not take within ``STALE_S`` (it stopped, or its step was removed by a reload) is
-  handed back, not counted as an attempt, like any claimed delivery that never started.
+- what a consumer does not take within ``STALE_S`` (or a third of the lease, if shorter: nothing renews
+  it here) is handed back, not counted as an attempt, like any claimed delivery that never started
+  (its consumer stopped, or its step was removed by a reload).
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ class Prefetch:
                 out.append((step, *shape))
         return out
 
-    def answered(self, step: str, got: list[Delivery]) -> None:
-        """What a completion claimed for ``step`` (maybe nothing): kept for its consumer, whose wait is woken."""
+    def answered(self, step: str, got: list[Delivery], lease_s: float) -> None:
+        """What a completion claimed for ``step`` with a lease of ``lease_s`` (maybe nothing): kept for its
+        consumer, whose wait is woken; handed back if not taken well before the lease runs out."""
         self._asked.discard(step)
         if not got:
             return
         self._stash[step] = got
-        self._timers[step] = asyncio.get_running_loop().call_later(self.stale_s, self._stale, step)
+        stale_s = min(self.stale_s, lease_s / 3)  # nobody renews a lease here: back long before it expires
+        self._timers[step] = asyncio.get_running_loop().call_later(stale_s, self._stale, step)
         Wakeups.signal(self._hub, (step,))  # a wake-up, not activity seen on its streams
 
     def forget(self, steps: Iterable[str]) -> None:

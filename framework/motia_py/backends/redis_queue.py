@@ -256,14 +256,14 @@ class RedisQueue(RedisDeadLetters):
     def _prefetched(self, asked: list[tuple[str, int, float]], answers: list[Any]) -> None:
         """Keep what a completion claimed for waiting steps (see :mod:`.redis_prefetch`); tell the blocking
         read about the entries it took, so that they do not wake the steps again."""
-        for (step, _, _), (last, flat) in zip(asked, answers, strict=True):
+        for (step, _, lease_s), (last, flat) in zip(asked, answers, strict=True):
             gone: set[str] = set(flat.pop()) if flat and isinstance(flat[-1], list) else set()
             got = self._deliveries(flat, step, False)
             if gone:
                 got = [replace(d, cancelled=True) if d.id in gone else d for d in got]
             if last:
                 self._watch.seen(self.keys.step(step).stream, last)
-            self._prefetch.answered(step, got)
+            self._prefetch.answered(step, got, lease_s)
 
     def _single(self, d: Delivery) -> tuple[list[str], list[str]]:
         """KEYS and the leading ARGV (now group uid attempt fifo_group) of the retry and dead-letter scripts."""
