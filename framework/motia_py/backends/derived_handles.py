@@ -19,9 +19,10 @@ implements :class:`~.stores.HandleStore` itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -101,12 +102,15 @@ class StateHandles:
         self.tx: TxStore = tx if tx is not None else StateTxStore(core)
 
     # -- records ------------------------------------------------------------------------------------
-    async def _change(self, event_id: str, fn: Callable[[Record], None]) -> None:
+    async def _change(self, event_id: str, fn: Callable[[Record], None], new: bool = False) -> None:
         def change(raw: str | None) -> str | None:
             rec: Record = json.loads(raw) if raw else {"s": {}, "p": {}}
             fn(rec)
             return json.dumps(rec, separators=(",", ":"))
 
+        # a new event has no record yet: one compare-and-set, no read first (unless that guess loses)
+        if new and await self.core.state_cas(self.namespace, _HANDLES, event_id, None, change(None)):
+            return
         await _update(self.core, self.namespace, _HANDLES, event_id, change)
 
     async def _record(self, event_id: str) -> Record | None:
@@ -121,7 +125,7 @@ class StateHandles:
             for t in out.targets:
                 rec["s"].setdefault(t.step, {"live": 1, "due": now + t.delay_s, "a": 0, "run": False})
 
-        await self._change(env.id, fn)
+        await self._change(env.id, fn, new=True)
 
     async def _ended(self, d: Delivery, rec_of: Callable[[Record], Record | None]) -> None:
         def fn(rec: Record) -> None:
@@ -177,9 +181,7 @@ class StateHandles:
         """:meth:`publish`; per item the id of the event that holds its key."""
         go, ids = await self._unkeyed(items)
         await self.core.publish(go)
-        for out in go:
-            if out.targets:
-                await self._published(out)
+        await _all(self._published(out) for out in go if out.targets)
         return ids
 
     async def claim(self, step: str, limit: int, lease_s: float, *, control: FlowControl | None = None
@@ -190,15 +192,13 @@ class StateHandles:
         if not got:
             return got
         cancels = await self.core.state_items(self.namespace, _CANCELS)
-        for d in got:
-            await self._ended(d, _running(d))
+        await _all(self._ended(d, _running(d)) for d in got)
         return [replace(d, cancelled=True) if d.envelope.id in cancels else d for d in got]
 
     async def hand_back(self, deliveries: Sequence[Delivery]) -> None:
         """Hand back; the deliveries wait again."""
         await self.core.hand_back(deliveries)
-        for d in deliveries:
-            await self._ended(d, _waiting(attempts=d.attempt - 1))
+        await _all(self._ended(d, _waiting(attempts=d.attempt - 1)) for d in deliveries)
 
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
         """Acknowledge, then record ``succeeded``."""
@@ -216,12 +216,12 @@ class StateHandles:
 
     async def _succeeded(self, delivery: Delivery | None, published: Sequence[Outgoing], result_json: str | None
                          ) -> None:
+        updates = [self._published(out) for out in published if out.targets]
         if delivery is not None:
             now = self.clock()
-            await self._ended(delivery, lambda r: _finished(HandleState.SUCCEEDED, delivery, now, result=result_json))
-        for out in published:
-            if out.targets:
-                await self._published(out)
+            updates.append(self._ended(
+                delivery, lambda r: _finished(HandleState.SUCCEEDED, delivery, now, result=result_json)))
+        await _all(updates)
 
     async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
                           writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
@@ -432,3 +432,10 @@ class StateHandles:
             if json.loads(raw)["x"] <= now:
                 await self.core.state_cas(self.namespace, _KEYS, name, raw, None)
         return dropped
+
+
+async def _all(updates: Iterable[Awaitable[None]]) -> None:
+    """Run the record updates of a batch's events concurrently (as many at a time as the backend has
+    connections), not one after the other: each is its own compare-and-set loop, so two updates of one
+    event that race retry rather than lose one another."""
+    await asyncio.gather(*updates)
