@@ -131,8 +131,15 @@ def test_a_rate_limit_holds_across_three_workers(make_project: ProjectFactory, b
     assert codes == [0, 0, 0]
     times = [r.start for r in runs(root)]
     assert len(times) == 30
-    busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
-    assert busiest == 5, f"a 1-second window held {busiest} starts"  # 5: the limit was the bottleneck
+
+    def busiest(window_s: float) -> int:
+        return max(sum(1 for t in times if s <= t < s + window_s) for s in times)
+
+    # The limit counts claims; a handler starts a little after its claim (more on a busy machine, and on
+    # PostgreSQL, whose job-handle records cost round trips in between). Judged on 0.9 s windows, up to
+    # 0.1 s of that delay cannot make an honest limiter fail, while a limit of even 6 a second would.
+    assert busiest(0.9) <= 5, f"a 0.9-second window held {busiest(0.9)} starts"
+    assert busiest(1.1) >= 5  # the limit was the bottleneck: its windows were full
     assert len({r.pid for r in runs(root)}) >= 2  # the workers shared the limit
 
 
