@@ -66,3 +66,10 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
 def lines(path: Path) -> list[str]:
     """The lines of a file (empty when it does not exist yet)."""
     return path.read_text().splitlines() if path.exists() else []
+
+
+def in_flight(starts: Path, dones: Path, at_least: int = 3) -> bool:
+    """A process has recorded ``at_least`` handler starts (one event id first on each line of ``starts``)
+    and some of them have no line in ``dones`` yet: killed now, it dies with handlers in flight."""
+    started = lines(starts)
+    return len(started) >= at_least and bool({x.split()[0] for x in started} - set(lines(dones)))

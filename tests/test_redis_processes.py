@@ -17,7 +17,7 @@ import pytest
 
 from .backends.test_redis import check_reachable, delete_prefix, new_prefix, private_redis, redis_url
 from .conftest import ProjectFactory
-from .processes import lines, start_process, stop, wait_started, wait_until
+from .processes import in_flight, lines, start_process, stop, wait_started, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -94,12 +94,7 @@ def test_a_sigkilled_workers_events_are_finished_by_the_others(make_project: Pro
         victim = workers[0]
         victim_starts = root / "out" / f"start-{victim.pid}"
         victim_dones = root / "out" / f"done-{victim.pid}"
-
-        def mid_handler() -> bool:  # started, not done: killed now, they are in flight (a handler takes 0.2 s)
-            starts = lines(victim_starts)
-            return len(starts) >= 3 and bool({x.split()[0] for x in starts} - set(lines(victim_dones)))
-
-        wait_until(mid_handler, 30, "the victim to be mid-handler")
+        wait_until(lambda: in_flight(victim_starts, victim_dones), 30, "the victim to be mid-handler")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         wait_until(lambda: set(collected(root, "done")) >= {str(i) for i in range(120)}, 60, "every event")

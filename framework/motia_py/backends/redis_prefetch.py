@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from .records import Delivery, FlowControl
-from .wakeups import Wakeups
+from .redis_wake import ActivityHub
 
 STALE_S: Final = 2.0  # a prefetched delivery not taken by then goes back to its queue
 
@@ -36,7 +36,7 @@ class Prefetch:
         hand_back: returns deliveries that will not run here to their queues.
     """
 
-    def __init__(self, hub: Wakeups, hand_back: Callable[[list[Delivery]], Awaitable[None]]) -> None:
+    def __init__(self, hub: ActivityHub, hand_back: Callable[[list[Delivery]], Awaitable[None]]) -> None:
         self._hub = hub
         self._hand_back = hand_back
         self._shape: dict[str, tuple[int, float]] = {}  # step -> (free slots, lease) after its last claim
@@ -74,7 +74,7 @@ class Prefetch:
         self._stash[step] = got
         stale_s = min(self.stale_s, lease_s / 3)  # nobody renews a lease here: back long before it expires
         self._timers[step] = asyncio.get_running_loop().call_later(stale_s, self._stale, step)
-        Wakeups.signal(self._hub, (step,))  # a wake-up, not activity seen on its streams
+        self._hub.nudge((step,))
 
     def forget(self, steps: Iterable[str]) -> None:
         """The prefetches for ``steps`` failed (no answer will come)."""

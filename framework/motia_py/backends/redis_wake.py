@@ -63,6 +63,11 @@ class ActivityHub(Wakeups):
         steps = list(steps)
         self.grew(steps, steps)
 
+    def nudge(self, steps: Iterable[str]) -> None:
+        """Wake the waits of ``steps`` without counting activity on their streams (their due times stay
+        trusted): for work this process holds already, such as what a completion claimed."""
+        super().signal(steps)
+
     def signal_all(self) -> None:
         """Make every due time read so far stale and wake every wait."""
         self.epoch += 1
