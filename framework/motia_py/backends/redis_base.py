@@ -1,8 +1,9 @@
 """The redis backend's connection: clients, scripts, error translation, group commit.
 
-:class:`RedisConnection` is the base of :class:`.redis.RedisBackend`: it owns the two clients (one for
-commands, one for blocking reads only), the registered scripts and the key builder, and translates every
-redis-py exception into :class:`~motia_py.errors.BackendError`.
+:class:`RedisConnection` is the base of :class:`.redis.RedisBackend`: it owns the command client (a
+:class:`~.redis_lane.LaneRedis`: one pooled connection and a lane for scripts run one at a time), the
+registered scripts and the key builder, and translates every redis-py exception into
+:class:`~motia_py.errors.BackendError`. The blocking read has a client of its own (:mod:`.redis_wake`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
 from .records import worker_identity
 from .redis_keys import Keys
+from .redis_lane import LaneRedis
 from .redis_pack import use_hiredis_packing
 from .redis_scripts_complete import COMPLETE
 from .redis_scripts_flow import FlowScripts
@@ -40,7 +42,7 @@ MIN_VERSION: Final = (6, 2)
 _MAX_BATCH: Final = 256  # calls per group-committed script run
 _SOCKET_TIMEOUT_S: Final = 10.0
 _CONNECT_TIMEOUT_S: Final = 5.0
-_COMMAND_CONNECTIONS: Final = 2  # per backend object; its one blocking read has a connection of its own
+_POOLED_CONNECTIONS: Final = 1  # per backend object, besides its lane (redis_lane) and its blocking read
 
 def redact(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs and error messages)."""
@@ -185,7 +187,6 @@ class RedisConnection:
         self._url = url
         self._where = _where(url)
         self._client: Redis | None = None
-        self._blocking: Redis | None = None  # blocking XREADs only, so they never hold a command connection
         self._scripts: Scripts | None = None
         self._known_steps: set[str] = set()
 
@@ -225,14 +226,18 @@ class RedisConnection:
         """ARGV "now" of every script: the injected clock, or "" for Redis's own time."""
         return "" if self.clock is None else repr(float(self.clock()))
 
-    def _connect(self, socket_timeout: float | None) -> Redis:
-        # At most _COMMAND_CONNECTIONS connections: concurrent commands queue for one rather than open
+    def _pool(self, socket_timeout: float | None) -> BlockingConnectionPool:
+        # At most _POOLED_CONNECTIONS connections: concurrent commands queue for one rather than open
         # more (the hot paths batch their calls anyway), so a worker's connections stay few.
-        return Redis.from_pool(use_hiredis_packing(BlockingConnectionPool.from_url(
-            self._url, max_connections=_COMMAND_CONNECTIONS, timeout=None, decode_responses=True,
+        return cast(BlockingConnectionPool, use_hiredis_packing(BlockingConnectionPool.from_url(
+            self._url, max_connections=_POOLED_CONNECTIONS, timeout=None, decode_responses=True,
             socket_timeout=socket_timeout, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
             health_check_interval=30, retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3),
             client_name="motia-py")))
+
+    def _connect(self, socket_timeout: float | None) -> Redis:
+        """A client of its own pool (pub/sub)."""
+        return Redis.from_pool(self._pool(socket_timeout))
 
     async def _ensure_steps(self, steps: Iterable[str]) -> None:
         """Create the consumer group (at id 0) and register the step, once per step and process."""
@@ -251,7 +256,7 @@ class RedisConnection:
             db = urlsplit(self._url).path.strip("/")
             if db and not db.isdigit():  # redis-py would quietly use database 0
                 raise ValueError(f"the path must be a database number, not {db!r}")
-            client, blocking = self._connect(_SOCKET_TIMEOUT_S), self._connect(None)
+            client = LaneRedis.with_lane(self._pool(_SOCKET_TIMEOUT_S))  # two connections: lane and pool
         except ValueError as exc:
             raise BackendUnavailableError(f"bad Redis URL {self.url!r}: {exc}") from exc
         try:
@@ -259,25 +264,21 @@ class RedisConnection:
             info = await client.info("server")
         except (RedisError, OSError) as exc:
             await client.aclose()
-            await blocking.aclose()
             raise BackendUnavailableError(f"cannot reach Redis at {self._where}: {exc}") from exc
         version = str(info.get("redis_version", "0"))
         if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < MIN_VERSION:
             await client.aclose()
-            await blocking.aclose()
             raise BackendUnavailableError(
                 f"Redis at {self._where} is version {version}; motia-py needs {'.'.join(map(str, MIN_VERSION))}+")
-        self._client, self._blocking = client, blocking
+        self._client = client
         self._scripts = Scripts.register(client)
         self._known_steps.clear()
 
     async def close(self) -> None:
-        """Disconnect both clients."""
+        """Disconnect the command client (its lane and its pool)."""
         if self._client is None:
             return
-        client, blocking = self._client, self._blocking
-        self._client = self._blocking = self._scripts = None
+        client = self._client
+        self._client = self._scripts = None
         with self._translate():
             await client.aclose()
-            if blocking is not None:
-                await blocking.aclose()

@@ -1,0 +1,120 @@
+"""The redis backend's lane (``redis_lane``): scripts run one at a time on a connection of their own.
+
+Each test runs a private redis-server, as the tests flush its scripts, kill and pause its clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from redis.asyncio import Redis
+
+from motia_py.backends.redis import RedisBackend
+from motia_py.backends.registry import BackendOptions, create_backend
+
+from .helpers import data, envelope, to
+from .redis_support import private_redis
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server's URL."""
+    with private_redis(tmp_path) as start:
+        start()
+        yield f"redis://127.0.0.1:{start.port}/0"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def admin(server: str) -> AsyncIterator[Redis]:
+    """A plain client of the private server."""
+    client = Redis.from_url(server, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def backend(server: str, tmp_path: Path) -> AsyncIterator[RedisBackend]:
+    """An opened redis backend on the private server."""
+    b = create_backend(server, BackendOptions(root=tmp_path))
+    assert isinstance(b, RedisBackend)
+    await b.open()
+    yield b
+    await b.close()
+
+
+async def ours(admin: Redis) -> list[dict[str, Any]]:
+    """The backend's connections (named motia-py) as CLIENT LIST reports them."""
+    return [c for c in await admin.client_list() if c.get("name") == "motia-py"]
+
+
+async def publish(backend: RedisBackend, *values: int) -> None:
+    for v in values:
+        await backend.publish([to(envelope(data=v), "s")])
+
+
+async def drained(backend: RedisBackend) -> list[int]:
+    """The payloads of every due delivery of step ``s``, claimed, in order."""
+    return sorted(cast(list[int], data(await backend.claim("s", 100, 30.0))))
+
+
+async def wait_for(check: Callable[[], Any], what: str) -> Any:
+    """Poll the server until ``check()`` (a coroutine function) returns something true."""
+    async with asyncio.timeout(10):
+        while not (found := await check()):
+            await asyncio.sleep(0.01)
+    assert found, what
+    return found
+
+
+async def test_calls_one_at_a_time_take_the_lane(backend: RedisBackend, admin: Redis) -> None:
+    await publish(backend, *range(20))
+    conns = await ours(admin)
+    assert len(conns) == 2, conns  # the lane and the pooled connection, no more
+    assert [c["cmd"] for c in conns].count("evalsha") == 1, conns  # the publishes went down the lane
+    assert await drained(backend) == list(range(20))
+
+
+async def test_flushed_scripts_are_loaded_again(backend: RedisBackend, admin: Redis) -> None:
+    await publish(backend, 1)
+    await admin.script_flush()
+    await publish(backend, 2, 3)
+    assert await drained(backend) == [1, 2, 3]
+
+
+async def test_a_killed_lane_reconnects_and_loses_nothing(backend: RedisBackend, admin: Redis) -> None:
+    await publish(backend, 1)
+    [lane] = [c for c in await ours(admin) if c["cmd"] == "evalsha"]
+    await admin.client_kill_filter(_id=lane["id"])
+    await publish(backend, 2)  # the dead lane sends this one through the pool
+    await publish(backend, 3)  # and reconnects for the next
+    relaned = [c for c in await ours(admin) if c["cmd"] == "evalsha"]
+    assert relaned and relaned[0]["id"] != lane["id"], relaned
+    assert await drained(backend) == [1, 2, 3]
+
+
+async def test_a_cancelled_call_leaves_no_reply_for_the_next(backend: RedisBackend, admin: Redis) -> None:
+    await publish(backend, 1)
+    await admin.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+    try:
+        task = asyncio.ensure_future(publish(backend, 2))
+
+        async def blocked() -> bool:
+            return any("b" in c["flags"] and c["cmd"] == "evalsha" for c in await ours(admin))
+
+        await wait_for(blocked, "the publish is held by the pause")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+    await publish(backend, 3)
+    got = await drained(backend)  # a claim reading the cancelled publish's reply would fail or return []
+    assert got in ([1, 3], [1, 2, 3]), got  # the cancelled publish may have run: it was sent
+    assert (await backend.claim("s", 10, 30.0)) == []
