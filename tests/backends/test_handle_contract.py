@@ -76,6 +76,15 @@ def keyed(topic: str, key: str, ttl_s: float = 60.0, *steps: str) -> Outgoing:
 
 
 # -- status through a delivery's life -----------------------------------------------------------------
+async def test_every_event_of_a_batch_has_its_handle(backend: Backend) -> None:
+    envs = [envelope(f"t{i % 2}") for i in range(6)]
+    await backend.publish([to(e, *(("a", "b") if i % 2 else ("a",))) for i, e in enumerate(envs)])
+    for i, e in enumerate(envs):
+        handle = await backend.handle_get(e.id)
+        assert handle is not None and handle.topic == e.topic
+        assert {s.step: s.state for s in handle.steps} == ({"a": Q, "b": Q} if i % 2 else {"a": Q})
+
+
 async def test_unknown_event_has_no_handle(backend: Backend) -> None:
     assert await backend.handle_get("0" * 32) is None
     assert await backend.handle_cancel("0" * 32) is None

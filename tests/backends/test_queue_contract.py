@@ -63,6 +63,25 @@ async def test_one_publish_call_keeps_its_items_in_order(backend: Backend) -> No
     assert data(await backend.claim("a", 10, LEASE_S)) == [0, 1, 2, 3]
 
 
+async def test_one_publish_call_of_many_topics_keeps_each_steps_order(backend: Backend) -> None:
+    # runs of events with the same subscribers (a, then a+b, then a, then c), and events with no subscriber
+    envs = [envelope(data=i) for i in range(9)]
+    steps = [("a",), ("a",), ("a", "b"), ("a", "b"), (), ("a",), ("c",), ("c",), ("a", "b")]
+    await backend.publish([to(e, *ss) for e, ss in zip(envs, steps, strict=True)])
+    got = {s: data(await backend.claim(s, 20, LEASE_S)) for s in ("a", "b", "c")}
+    assert got == {"a": [0, 1, 2, 3, 5, 8], "b": [2, 3, 8], "c": [6, 7]}
+    assert (await backend.stats()).leased == 11
+
+
+async def test_a_batch_with_a_delayed_item_keeps_the_order_of_the_rest(backend: Backend, clock: VirtualClock
+                                                                        ) -> None:
+    envs = [envelope(data=i) for i in range(4)]
+    await backend.publish([to(envs[0], "a"), to(envs[1], "a", delay_s=5), to(envs[2], "a"), to(envs[3], "a")])
+    assert data(await backend.claim("a", 10, LEASE_S)) == [0, 2, 3]
+    clock.advance(5)
+    assert data(await backend.claim("a", 10, LEASE_S)) == [1]
+
+
 async def test_leased_delivery_is_not_claimed_twice(backend: Backend) -> None:
     await publish(backend, "a", 2)
     first = await backend.claim("a", 1, LEASE_S)

@@ -12,11 +12,18 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final, Literal, NamedTuple
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
+_string: Final[Callable[[str], str]] = encode_basestring_ascii  # a str as _encode writes it
+_FINITE: Final = float("inf")
+
+
+def _maybe(text: str | None) -> str:
+    return "null" if text is None else _string(text)
 _ID_PROCESS = uuid.uuid4().hex[:12]
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
@@ -54,9 +61,14 @@ class Envelope:
 
     def to_json(self) -> str:
         """The envelope as one JSON document (for backends that store it as text)."""
+        at = self.emitted_at
+        if type(at) is float and -_FINITE < at < _FINITE:  # the text json.dumps writes, without a dict
+            return (f'{{"id":{_string(self.id)},"topic":{_string(self.topic)},"data":{_string(self.data_json)},'
+                    f'"trace_id":{_string(self.trace_id)},"emitted_at":{at!r},"group_id":{_maybe(self.group_id)},'
+                    f'"source":{_maybe(self.source)},"traceparent":{_maybe(self.traceparent)}}}')
         return _encode(
             {"id": self.id, "topic": self.topic, "data": self.data_json, "trace_id": self.trace_id,
-             "emitted_at": self.emitted_at, "group_id": self.group_id, "source": self.source,
+             "emitted_at": at, "group_id": self.group_id, "source": self.source,
              "traceparent": self.traceparent})
 
     @classmethod

@@ -13,7 +13,7 @@ from redis.commands.core import AsyncScript
 from . import redis_scripts_inspect as inspect
 from .records import Delivery
 from .redis_keys import StepKeys, escape
-from .redis_publish import HANDLES_LUA, encode_outgoing
+from .redis_publish import HANDLES_LUA, PLAIN_LUA, encode_outgoing
 from .redis_scripts import CLOCK
 
 __all__ = ["MOVE_MAX", "PRELUDE", "QueueScripts", "delivery_keys", "encode_outgoing", "fifo_group", "queue_keys"]
@@ -142,7 +142,7 @@ end
 -- Publish the block at KEYS[k..], ARGV[a..] (see encode_outgoing); returns the indices after it.
 -- With apply false the block is only skipped (a complete whose lease was lost publishes nothing).
 -- An envelope whose idempotency key is held publishes nothing: its index and the holder's id go to dups.
-""" + HANDLES_LUA + r"""
+""" + HANDLES_LUA + PLAIN_LUA + r"""
 local function publish(k, a, now, seq_key, apply)
   local env0, now_s = a, fmt(now)
   local skip = {}
@@ -180,7 +180,7 @@ local function publish(k, a, now, seq_key, apply)
       k = k + 4
     end
   end
-  return k, a
+  return plain_runs(k, a, now_s, env0, apply)
 end
 """
 
