@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .redis_scripts_inspect import LAST_IDS
@@ -172,14 +173,20 @@ class StreamWatch:
         if self._reader_id is None:
             self._reader_id = int(await reader.client_id())
         ids = dict(self._ids)
+        conn = reader.connection  # the client's one connection (made by CLIENT ID above)
+        if conn is None:
+            raise RedisConnectionError("the blocking read's connection is gone")
+        command = conn.pack_command("XREAD", "COUNT", 2, "BLOCK", _BLOCK_MS, "STREAMS", *ids, *ids.values())
         self._blocked = True
-        try:  # two entries per stream at most: a second one says a burst is under way
-            got = await reader.xread(cast(Any, ids), count=2, block=_BLOCK_MS)
+        try:  # two entries per stream at most: a second one says a burst is under way; written and read on
+            # the connection directly, undecoded (only the ids are wanted, not the envelopes)
+            await conn.send_packed_command(command)
+            got = await conn.read_response(disable_decoding=True)
         finally:
             self._blocked = False
         if not got:
             return
-        read = {str(key): [str(e[0]) for e in entries] for key, entries in _pairs(got)}
+        read = {key.decode(): [e[0].decode() for e in entries] for key, entries in _pairs(got)}
         read = {key: seen for key, seen in read.items() if _newer(seen[-1], self._ids[key])}  # see seen()
         self._grew(read)
         for key, seen in read.items():
