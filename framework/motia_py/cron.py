@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
 
 from . import check_cache
 from .errors import CronExpressionError
 
-# croniter is imported by the functions that use it: a project without cron steps never loads it.
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+# croniter and zoneinfo (about 2 ms: it reads sysconfig) are imported by the functions that use them: a
+# project without cron steps never loads them.
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class CronSchedule:
     @property
     def tz(self) -> ZoneInfo:
         """The schedule's time zone."""
+        from zoneinfo import ZoneInfo
+
         return ZoneInfo(self.timezone)
 
 
@@ -108,6 +114,8 @@ def _zone(timezone: str) -> ZoneInfo:
     ``ZoneInfo`` reads a file named after the key, so a folder of the zone database (``America``), an
     over-long name or a NUL byte raise ``OSError``/``ValueError`` rather than ``ZoneInfoNotFoundError``.
     """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     shown = timezone if len(timezone) <= 60 else timezone[:57] + "..."
     try:
         return ZoneInfo(timezone)

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
@@ -43,6 +44,17 @@ _MAX_BATCH: Final = 256  # calls per group-committed script run
 _SOCKET_TIMEOUT_S: Final = 10.0
 _CONNECT_TIMEOUT_S: Final = 5.0
 _POOLED_CONNECTIONS: Final = 1  # per backend object, besides its lane (redis_lane) and its blocking read
+
+def _driver_info() -> dict[str, Any]:
+    """What each connection reports with ``CLIENT SETINFO``: redis-py's name and version, as redis-py
+    reports them by default; but given here, so that redis-py 7.1+ does not look its own version up in
+    the installed distributions' metadata (``importlib.metadata``, a few ms) for every connection."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py before 7.1: the version was looked up once, at import
+        return {}
+    return {"driver_info": DriverInfo(name="redis-py", lib_version=redis.__version__)}
+
 
 def redact(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for logs and error messages)."""
@@ -233,7 +245,7 @@ class RedisConnection:
             self._url, max_connections=_POOLED_CONNECTIONS, timeout=None, decode_responses=True,
             socket_timeout=socket_timeout, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
             health_check_interval=30, retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3),
-            client_name="motia-py")))
+            client_name="motia-py", **_driver_info())))
 
     def _connect(self, socket_timeout: float | None) -> Redis:
         """A client of its own pool (pub/sub)."""
@@ -247,7 +259,9 @@ class RedisConnection:
             self._known_steps.add(step)
 
     async def open(self) -> None:
-        """Connect and PING. Raises BackendUnavailableError (bad URL, unreachable or too old a server)."""
+        """Connect and ask for the server's version (INFO).
+
+        Raises BackendUnavailableError (bad URL, unreachable or too old a server)."""
         if self._client is not None:
             return
         if self._identity is None:
@@ -260,8 +274,7 @@ class RedisConnection:
         except ValueError as exc:
             raise BackendUnavailableError(f"bad Redis URL {self.url!r}: {exc}") from exc
         try:
-            await client.ping()
-            info = await client.info("server")
+            info = await client.info("server")  # one round trip: it reaches the server and gives its version
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise BackendUnavailableError(f"cannot reach Redis at {self._where}: {exc}") from exc
