@@ -119,14 +119,3 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next(backend: RedisBacke
     assert got in ([1, 3], [1, 2, 3]), got  # the cancelled publish may have run: it was sent
     assert (await backend.claim("s", 10, 30.0)) == []
 
-
-async def test_connections_report_the_client_library_and_its_version(backend: RedisBackend, admin: Redis) -> None:
-    import redis
-
-    version = str((await admin.info("server"))["redis_version"])
-    if tuple(int(x) for x in version.split(".")[:2]) < (7, 2):
-        pytest.skip(f"CLIENT SETINFO needs Redis 7.2+ (this server is {version})")
-    await publish(backend, 1)  # the lane connects too
-    conns = await ours(admin)
-    assert len(conns) == 2, conns
-    assert {(c.get("lib-name"), c.get("lib-ver")) for c in conns} == {("redis-py", redis.__version__)}, conns
