@@ -1,4 +1,5 @@
-"""The redis backend's lane (``redis_lane``): scripts run one at a time on a connection of their own.
+"""The redis backend's own connections: the lane (``redis_lane``: scripts run one at a time on a
+connection of their own) and the blocking read (``redis_wake``: XREAD written and read directly).
 
 Each test runs a private redis-server, as the tests flush its scripts, kill and pause its clients.
 """
@@ -119,3 +120,30 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next(backend: RedisBacke
     assert got in ([1, 3], [1, 2, 3]), got  # the cancelled publish may have run: it was sent
     assert (await backend.claim("s", 10, 30.0)) == []
 
+
+
+async def test_the_blocking_read_comes_back_after_its_connection_is_killed(backend: RedisBackend, server: str,
+                                                                            tmp_path: Path, admin: Redis) -> None:
+    publisher = create_backend(server, BackendOptions(root=tmp_path))
+    await publisher.open()
+    try:
+        await publish(publisher, 0)
+        assert data(await backend.claim("s", 10, 30.0)) == [0]  # the step exists; nothing is due now
+
+        async def reading() -> list[dict[str, Any]]:
+            return [c for c in await ours(admin) if c["cmd"] == "xread" and "b" in c["flags"]]
+
+        first = asyncio.ensure_future(backend.wait_any({"s"}, 30.0))
+        [read] = await wait_for(reading, "the wait blocks in XREAD")
+        await admin.client_kill_filter(_id=read["id"])
+        async with asyncio.timeout(10):  # a lost read wakes the waits: their consumers look at the queue again
+            assert await first <= {"s"}
+
+        second = asyncio.ensure_future(backend.wait_any({"s"}, 30.0))
+        [again] = await wait_for(reading, "a new blocking read")
+        assert again["id"] != read["id"]
+        await publish(publisher, 1)
+        async with asyncio.timeout(10):  # woken by the publish, far before the wait's 30 s
+            assert await second == {"s"}
+    finally:
+        await publisher.close()
