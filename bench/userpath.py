@@ -102,6 +102,7 @@ async def _enqueue_rates(url: str, n: int, root: Path) -> dict[str, float]:
 
     project = root / "producer"
     prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
+    url = extra.own(url, project)
     write_harness_project(project, url, prefix)
     client = Client.from_project(project)
     try:
@@ -132,6 +133,7 @@ async def motia_trial(name: str, url: str, n: int, chains: int, root: Path) -> d
     res = await _enqueue_rates(url, n, root)
     project = root / "harness"
     prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
+    url = extra.own(url, project)
     write_harness_project(project, url, prefix)
     m = Marks(root)
     await m.start()

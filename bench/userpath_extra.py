@@ -29,6 +29,13 @@ SCALE_COLUMNS = ["drain_per_s", "processes_used", "redis_cpu_us_per_event"]
 _SETTLE_S = 1.0
 
 
+def own(url: str, root: Path) -> str:
+    """``url`` for one run whose files live in ``root``: a SQLite database of its own there (SQLite has no
+    key prefix: runs sharing a file would share their queues), any other backend's URL as it is (each run
+    uses a prefix of its own)."""
+    return f"sqlite:///{root / 'motia.db'}" if url.startswith("sqlite") else url
+
+
 async def forget(url: str, prefix: str) -> None:
     """Delete a run's Redis keys or PostgreSQL schema (a SQLite run's file goes with its directory)."""
     if url.startswith("postgres"):
@@ -136,12 +143,13 @@ async def idle_part(urls: dict[str, str], trials: int, window_s: float, base: Pa
     from .userpath import Marks
 
     rows = []
-    for b, url in urls.items():
+    for b in urls:
         for steps in (10, 200):
             runs = []
             for t in range(trials):
                 root = base / f"idle-{b}-{steps}-{t}"
                 prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
+                url = own(urls[b], root)
                 write_idle_project(root, url, prefix, steps)
                 async with Client.from_project(root) as client:
                     await client.emit("t0", {})
@@ -184,10 +192,11 @@ async def example_part(urls: dict[str, str], trials: int, window_s: float, base:
     from motia_py import Client
 
     rows = []
-    for b, url in urls.items():
+    for b in urls:
         runs = []
         for t in range(trials):
             root = base / f"example-{b}-{t}"
+            url = own(urls[b], root)
             copy_example_app(root, url)
             prefix = "motia"
             if not url.startswith("sqlite"):
@@ -254,12 +263,13 @@ async def scale_part(urls: dict[str, str], workers: list[int], n: int, trials: i
     from .userpath import Marks
 
     rows = []
-    for b, url in urls.items():
+    for b in urls:
         for w in workers:
             runs = []
             for t in range(trials):
                 root = base / f"scale-{b}-{w}-{t}"
                 prefix = f"motia_bench_{uuid.uuid4().hex[:8]}"
+                url = own(urls[b], root)
                 write_harness_project(root, url, prefix)
                 m = Marks(root)
                 await m.start()
