@@ -62,7 +62,8 @@ from .redis_wake import ActivityHub, Generation, StreamWatch
 
 _MAX_CLAIM: Final = 1000  # deliveries per claim script run (bounds its run time and Lua's unpack())
 _CONNECT_TIMEOUT_S: Final = 5.0
-_DUE_TRUSTED_S: Final = 1.0  # how long a step's due time read by wait_any is reused while nothing happens
+_DUE_TRUSTED_S: Final = 1.0  # how long a due time is reused after a claim took what the blocking read saw
+_DUE_QUIET_S: Final = 30.0  # how long a due time is reused while the blocking read sees nothing of its step
 _SCAN: Final = 1000  # stream entries (dead letters) read per round trip by step_stats
 
 
@@ -331,8 +332,9 @@ class RedisQueue(RedisDeadLetters):
         One script reads the due times and newest stream ids of the steps whose due time is not known
         already; then the process's one blocking read (:mod:`.redis_wake`) wakes the call when a publish
         by any process reaches one of the steps, or the earliest due time passes. A due time read here is
-        reused for up to ``_DUE_TRUSTED_S`` while the blocking read sees nothing of its step, so a wait
-        that starts again at once (a worker's consumers come and go) costs no round trip.
+        reused while the blocking read sees nothing of its step (up to ``_DUE_QUIET_S``, a safety net), so
+        a wait that starts again at once (a worker's consumers come and go) costs no round trip, and an
+        idle worker reads its steps' due times again only when something happens to them.
         """
         order = list(dict.fromkeys(steps))
         stashed = self._prefetch.stashed(order)
@@ -357,19 +359,23 @@ class RedisQueue(RedisDeadLetters):
         return hits or {step for step, due_in in later.items() if due_in <= elapsed}
 
     def _trusted_due(self, step: str, now: float) -> tuple[float | None] | None:
-        """The step's next due time (monotonic; None: nothing scheduled) when it was read less than
-        ``_DUE_TRUSTED_S`` ago and has not passed, and nothing was seen on its streams since, or only
-        standard deliveries that a claim then took all of (nothing else was due after it); else None.
+        """The step's next due time (monotonic; None: nothing scheduled) when it has not passed and was
+        read less than ``_DUE_QUIET_S`` ago with nothing seen on its streams since, or less than
+        ``_DUE_TRUSTED_S`` ago with only standard deliveries seen that a claim then took all of; else None.
 
-        Delayed, retried and FIFO deliveries bump the wake stream, which always makes the time stale;
-        leases taken since by other processes are not seen, hence the time limit."""
+        The due time covers the leases held when it was read (the earliest expiry). A lease taken later
+        needs a delivery that became due later, and every way one does is seen: a publish, a hand back or
+        a replay grows the stream; delayed, retried and FIFO deliveries bump the wake stream; a delayed
+        one or a held lease falls due at the time read. Only after a claim that took what was seen may
+        other processes have leased some of it too, unseen: hence the shorter limit there."""
         known = self._due.get(step)
         if known is None:
             return None
         at, read_at, (epoch, streams, wakes) = known
         now_epoch, now_streams, now_wakes = generation = self._hub.generation(step)
-        if (now - read_at > _DUE_TRUSTED_S or (at is not None and at <= now) or epoch != now_epoch
-                or wakes != now_wakes or (streams != now_streams and self._drained.get(step) != generation)):
+        quiet = streams == now_streams
+        if (now - read_at > (_DUE_QUIET_S if quiet else _DUE_TRUSTED_S) or (at is not None and at <= now)
+                or epoch != now_epoch or wakes != now_wakes or (not quiet and self._drained.get(step) != generation)):
             return None
         return (at,)
 
