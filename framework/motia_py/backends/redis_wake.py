@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -100,6 +101,7 @@ class StreamWatch:
         self._wake_keys: set[str] = set()  # the keys that are wake streams
         self._task: asyncio.Task[None] | None = None
         self._reader: Redis | None = None
+        self._last_ids: AsyncScript | None = None  # the burst read's script, on the reading connection
         self._reader_id: int | None = None  # CLIENT ID of the reading connection, when known
         self._blocked = False
         self._restart = False  # the read was cancelled to take in new streams, not to stop
@@ -169,6 +171,7 @@ class StreamWatch:
     async def _read_once(self) -> None:
         if self._reader is None:
             self._reader = self._connect()
+            self._last_ids = None
         reader = self._reader
         if self._reader_id is None:
             self._reader_id = int(await reader.client_id())
@@ -195,7 +198,9 @@ class StreamWatch:
         burst = [key for key, seen in read.items() if len(seen) > 1]
         if not burst:  # the next read starts after the entry read: a later one wakes it at once
             return
-        newest = await reader.eval(LAST_IDS, len(burst), *burst)  # skip the rest of the burst: one round trip
+        if self._last_ids is None:  # EVALSHA on the reading connection (loaded again after NOSCRIPT)
+            self._last_ids = reader.register_script(LAST_IDS)
+        newest = await self._last_ids(keys=burst)  # skip the rest of the burst: one round trip
         again: dict[str, list[str]] = {}
         for key, last in zip(burst, cast(list[str], newest), strict=True):
             if _newer(last, self._ids[key]):  # more entries came after those read: they may be unclaimed
