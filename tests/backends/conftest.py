@@ -15,7 +15,7 @@ those servers, they are skipped locally and fail in CI when no server is reachab
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,8 @@ from motia_py.backends.derived import StateLeaseStore, StateTraceStore
 from motia_py.backends.registry import BackendOptions, create_backend
 from motia_py.errors import BackendUnavailableError
 from motia_py.testing import VirtualClock
+
+from .redis_support import private_redis
 
 START = 1_700_000_000.0
 
@@ -110,3 +112,11 @@ async def trace_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Vir
     name: str = request.param
     async with opened(name.removeprefix("state-on-"), tmp_path, clock) as b:
         yield StateTraceStore(b) if name.startswith("state-on-") else b
+
+
+@pytest.fixture
+def private_redis_url(tmp_path: Path) -> Iterator[str]:
+    """The URL of a redis-server of the test's own (for tests that flush, kill or pause its clients)."""
+    with private_redis(tmp_path) as start:
+        start()
+        yield f"redis://127.0.0.1:{start.port}/0"  # type: ignore[attr-defined]

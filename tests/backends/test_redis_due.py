@@ -2,13 +2,13 @@
 
 An idle worker reads its steps' due times again only when its blocking read sees something of them; a
 claim that took what was seen trusts the time read after it only briefly, as other processes may have
-leased some of it meanwhile. Each test runs a private redis-server (they count its script calls).
+leased some of it meanwhile. Each test runs a private redis-private_redis_url (they count its script calls).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +18,16 @@ from motia_py.backends.redis import RedisBackend
 from motia_py.backends.registry import BackendOptions, create_backend
 
 from .helpers import envelope, to
-from .redis_support import private_redis
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """A private redis-server's URL."""
-    with private_redis(tmp_path) as start:
-        start()
-        yield f"redis://127.0.0.1:{start.port}/0"  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-async def pair(server: str, tmp_path: Path) -> AsyncIterator[tuple[RedisBackend, RedisBackend]]:
-    """Two opened backends on the server, as two worker processes would have."""
+async def pair(private_redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[RedisBackend, RedisBackend]]:
+    """Two opened backends on the private_redis_url, as two worker processes would have."""
     made: list[RedisBackend] = []
     for _ in range(2):
-        b = create_backend(server, BackendOptions(root=tmp_path))
+        b = create_backend(private_redis_url, BackendOptions(root=tmp_path))
         assert isinstance(b, RedisBackend)
         await b.open()
         made.append(b)
@@ -45,8 +36,8 @@ async def pair(server: str, tmp_path: Path) -> AsyncIterator[tuple[RedisBackend,
         await b.close()
 
 
-async def script_calls(server: str) -> int:
-    admin = Redis.from_url(server, decode_responses=True)
+async def script_calls(private_redis_url: str) -> int:
+    admin = Redis.from_url(private_redis_url, decode_responses=True)
     try:
         stats = await admin.info("commandstats")
         return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
@@ -54,15 +45,16 @@ async def script_calls(server: str) -> int:
         await admin.aclose()
 
 
-async def test_idle_rounds_read_the_due_times_once(pair: tuple[RedisBackend, RedisBackend], server: str) -> None:
+async def test_idle_rounds_read_the_due_times_once(pair: tuple[RedisBackend, RedisBackend],
+                                                   private_redis_url: str) -> None:
     waiting, _ = pair
     await waiting.publish([to(envelope(), "s")])
     assert len(await waiting.claim("s", 10, 30.0)) == 1  # the step exists; its lease is due in 30 s
     assert await waiting.wait_any({"s"}, 0.05) == set()  # reads the due time
-    before = await script_calls(server)
+    before = await script_calls(private_redis_url)
     for _ in range(8):  # 1.2 s of idle rounds: longer than a drained claim's trust
         assert await waiting.wait_any({"s"}, 0.15) == set()
-    assert await script_calls(server) == before  # nothing happened to the step: no script ran
+    assert await script_calls(private_redis_url) == before  # nothing happened to the step: no script ran
 
 
 async def test_a_lease_taken_by_another_process_after_a_drained_claim_is_seen(

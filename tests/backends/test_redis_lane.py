@@ -1,14 +1,14 @@
 """The redis backend's own connections: the lane (``redis_lane``: scripts run one at a time on a
 connection of their own) and the blocking read (``redis_wake``: XREAD written and read directly).
 
-Each test runs a private redis-server, as the tests flush its scripts, kill and pause its clients.
+Each test runs a private redis-private_redis_url, as the tests flush its scripts, kill and pause its clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,31 +19,22 @@ from motia_py.backends.redis import RedisBackend
 from motia_py.backends.registry import BackendOptions, create_backend
 
 from .helpers import data, envelope, to
-from .redis_support import private_redis
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """A private redis-server's URL."""
-    with private_redis(tmp_path) as start:
-        start()
-        yield f"redis://127.0.0.1:{start.port}/0"  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-async def admin(server: str) -> AsyncIterator[Redis]:
-    """A plain client of the private server."""
-    client = Redis.from_url(server, decode_responses=True)
+async def admin(private_redis_url: str) -> AsyncIterator[Redis]:
+    """A plain client of the private private_redis_url."""
+    client = Redis.from_url(private_redis_url, decode_responses=True)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def backend(server: str, tmp_path: Path) -> AsyncIterator[RedisBackend]:
-    """An opened redis backend on the private server."""
-    b = create_backend(server, BackendOptions(root=tmp_path))
+async def backend(private_redis_url: str, tmp_path: Path) -> AsyncIterator[RedisBackend]:
+    """An opened redis backend on the private private_redis_url."""
+    b = create_backend(private_redis_url, BackendOptions(root=tmp_path))
     assert isinstance(b, RedisBackend)
     await b.open()
     yield b
@@ -66,7 +57,7 @@ async def drained(backend: RedisBackend) -> list[int]:
 
 
 async def wait_for(check: Callable[[], Any], what: str) -> Any:
-    """Poll the server until ``check()`` (a coroutine function) returns something true."""
+    """Poll the private_redis_url until ``check()`` (a coroutine function) returns something true."""
     async with asyncio.timeout(10):
         while not (found := await check()):
             await asyncio.sleep(0.01)
@@ -122,9 +113,9 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next(backend: RedisBacke
 
 
 
-async def test_the_blocking_read_comes_back_after_its_connection_is_killed(backend: RedisBackend, server: str,
-                                                                            tmp_path: Path, admin: Redis) -> None:
-    publisher = create_backend(server, BackendOptions(root=tmp_path))
+async def test_the_blocking_read_comes_back_after_its_connection_is_killed(
+        backend: RedisBackend, private_redis_url: str, tmp_path: Path, admin: Redis) -> None:
+    publisher = create_backend(private_redis_url, BackendOptions(root=tmp_path))
     await publisher.open()
     try:
         await publish(publisher, 0)
