@@ -22,6 +22,7 @@ from types import TracebackType
 import click
 import watchfiles
 
+from . import task_dump
 from .config import StepSpec
 from .discovery import Project, is_ignored_dir
 from .findings import Finding, Severity
@@ -233,6 +234,7 @@ async def run_dev(settings: Settings, port: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    task_dump.install(framework_logger())  # kill -USR1: log where every task waits
     # helper modules are imported by the normal import system; a .pyc keyed on whole-second mtimes
     # could serve the previous version of a helper saved twice within a second
     sys.dont_write_bytecode = True

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import task_dump
 from .errors import MotiaError
 from .logs import framework_logger
 from .otel import detect
@@ -61,6 +62,7 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    task_dump.install(log)  # kill -USR1: log where every task waits
     await runtime.start()
     children: list[subprocess.Popen[bytes]] = []
     http: HttpServer | None = None

@@ -240,9 +240,12 @@ class RedisConnection:
 
     def _pool(self, socket_timeout: float | None) -> BlockingConnectionPool:
         # At most _POOLED_CONNECTIONS connections: concurrent commands queue for one rather than open
-        # more (the hot paths batch their calls anyway), so a worker's connections stay few.
+        # more (the hot paths batch their calls anyway), so a worker's connections stay few. A command
+        # waits for it at most _SOCKET_TIMEOUT_S, as long as for a reply: never forever, whatever keeps it
+        # (asyncio.Condition before Python 3.13 can lose a wake-up when a waiter is cancelled, gh-112202);
+        # a wait that runs out fails as an outage, and the next call finds the connection free.
         return cast(BlockingConnectionPool, use_hiredis_packing(BlockingConnectionPool.from_url(
-            self._url, max_connections=_POOLED_CONNECTIONS, timeout=None, decode_responses=True,
+            self._url, max_connections=_POOLED_CONNECTIONS, timeout=_SOCKET_TIMEOUT_S, decode_responses=True,
             socket_timeout=socket_timeout, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True,
             health_check_interval=30, retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=3),
             client_name="motia-py", **_driver_info())))
