@@ -56,6 +56,7 @@ class Worker:
         self.only = steps
         self.cancel_poll_s = cancel_poll_s
         self._cancel_watch: asyncio.Task[None] | None = None
+        self._claimed = asyncio.Event()  # set by every claim that got something: the cancel watch wakes
         self._consumers: dict[str, _Consumer] = {}
         self._retired: list[_Consumer] = []
         self._stopping = asyncio.Event()
@@ -147,6 +148,7 @@ class Worker:
                     await asyncio.sleep(0)  # its task closes the gate before this loop claims again
                     continue
                 if batch:
+                    self._claimed.set()
                     c.pending.extend(batch)
                     self._dispatch(c, spec.queue.concurrency)
                     await asyncio.sleep(0)  # let the runners start before claiming more
@@ -197,6 +199,7 @@ class Worker:
     def _run_alone(self, c: _Consumer, d: Delivery) -> None:
         """Run a suspect delivery (its previous worker died mid-run) with nothing else running here."""
         c.active[d.id] = d  # leased: the heartbeat renews it while it waits for its turn
+        self._claimed.set()
 
         async def before() -> None:
             self.router.log.warning(
@@ -258,12 +261,15 @@ class Worker:
 
     async def _watch_cancels(self) -> None:
         """Every ``cancel_poll_s``, while this worker holds deliveries: ask the backend which of their events
-        were cancelled; stop those runs, and mark those claimed but not started (they are settled unrun)."""
+        were cancelled; stop those runs, and mark those claimed but not started (they are settled unrun).
+        An idle worker's watch sleeps until its next claim (no wake-up every ``cancel_poll_s`` for nothing)."""
         while True:
             await asyncio.sleep(self.cancel_poll_s)
             consumers = (*self._consumers.values(), *self._retired)
             held = [d for c in consumers for d in (*c.active.values(), *c.pending)]
             if not held:
+                self._claimed.clear()
+                await self._claimed.wait()
                 continue
             try:
                 gone = await self.router.backend.cancel_requests(held)
