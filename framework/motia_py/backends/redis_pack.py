@@ -18,6 +18,7 @@ from typing import Any, cast
 from hiredis import pack_command as _pack
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 _CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
@@ -50,7 +51,11 @@ def _fast(base: type[AbstractConnection]) -> type[AbstractConnection]:
             return await base.send_packed_command(self, command, check_health)  # connects, or reports the loss
         if check_health:
             await cast(Any, self).check_health()
-        writer.writelines(command)
+        try:
+            writer.writelines(command)
+        except RuntimeError as exc:  # uvloop: a transport the server just closed ("the handler is closed")
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
         if writer.transport.get_write_buffer_size():  # the socket did not take it all: drain, as redis-py does
             await base.send_packed_command(self, [], check_health=False)
 
