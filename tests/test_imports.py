@@ -24,7 +24,7 @@ from .conftest import ProjectFactory
 HEAVY = ["redis", "networkx", "jsonschema", "starlette", "uvicorn", "prometheus_client", "croniter", "watchfiles",
          "pydantic", "dotenv", "motia"]
 """Top-level packages (``motia`` is the Motia 1.0 SDK's name)."""
-NOT_FOR_START = ["importlib.metadata", "zoneinfo", "motia_py.motia_compat", "motia_py.typed_config",
+NOT_FOR_START = ["importlib.metadata", "zoneinfo", "difflib", "motia_py.motia_compat", "motia_py.typed_config",
                  "motia_py.cli_emit", "motia_py.cli_cron", "motia_py.cli_handles", "motia_py.cli_project",
                  "motia_py.http"]
 NOT_FOR_VALIDATE = ["asyncio", "motia_py.runtime", "motia_py.router", "motia_py.backends.compose",
