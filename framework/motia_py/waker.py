@@ -105,18 +105,28 @@ class Waker:
             self._covered = frozenset()
             return
         self._covered = frozenset(self._idle)
-        self._call = call = asyncio.ensure_future(self.backend.wait_any(self._covered, self.poll_s))
-        call.add_done_callback(self._ended)
+        self._call = asyncio.ensure_future(self._wait(self._covered))
 
-    def _ended(self, call: asyncio.Future[set[str]]) -> None:
-        """A call returned: wake the consumers of the steps it named, then wait again for the others.
-        After a failure, wake them all (their claims report it) and pause before the next call."""
-        if call is not self._call:
-            return
+    async def _wait(self, steps: frozenset[str]) -> set[str]:
+        """One call, and what follows it in the same task (not in a done callback, which would cost the
+        wake-up one more turn of the loop before any consumer runs)."""
+        me = asyncio.current_task()
+        try:
+            due = await self.backend.wait_any(steps, self.poll_s)
+        except Exception as exc:
+            if me is not self._call:
+                raise  # a replaced call: _retrieve takes its failure
+            self._ended(None, exc)
+            return set()
+        if me is self._call:
+            self._ended(due, None)
+        return due
+
+    def _ended(self, due: set[str] | None, exc: BaseException | None) -> None:
+        """The current call returned ``due`` (or failed with ``exc``): wake the consumers of the steps it
+        named, then wait again for the others. After a failure, wake them all (their claims report it) and
+        pause before the next call. (A call replaced or stopped is cancelled and ends nothing.)"""
         self._call, self._covered = None, frozenset()
-        if call.cancelled():
-            return
-        exc = call.exception()
         if exc is not None:  # a BackendError is an outage; anything else a bug, reported as one
             if not self._failing:
                 bug = "" if isinstance(exc, BackendError) else " (a bug: please report it)"
@@ -126,7 +136,7 @@ class Waker:
             self._paused = asyncio.get_running_loop().call_later(min(1.0, self.poll_s), self._resume)
             return
         self._failing = False
-        for step in call.result():
+        for step in due or ():
             woken = self._idle.pop(step, None)
             if woken is not None and not woken.done():
                 woken.set_result(None)
