@@ -17,6 +17,7 @@ import pytest
 from motia_py.backends.base import Envelope, HandleState, Outgoing, Target, new_id
 from motia_py.backends.derived import RESERVED_NAMESPACE
 from motia_py.backends.postgres import PostgresBackend
+from motia_py.backends.postgres_handle_sql import successor
 from motia_py.backends.postgres_schema import MIGRATIONS, SCHEMA_VERSION, quote
 from motia_py.backends.postgres_sql import publish_args, publish_rows
 from motia_py.backends.registry import BackendOptions, create_backend
@@ -168,3 +169,11 @@ async def test_a_version_2_schema_is_migrated_with_its_queue(url: str, schema: s
         assert await conn.fetchval(f"SELECT max(version) FROM {s}.schema_version") == SCHEMA_VERSION == 3
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(("prefix", "upper"), [("ab", "ac"), ("a\U0010ffff", "b"), ("", None), ("\U0010ffff", None),
+                                               ("x\ud7ff", "x\ue000"), ("é", "ê")])
+def test_a_prefix_is_an_index_range_up_to_its_successor(prefix: str, upper: str | None) -> None:
+    assert successor(prefix) == upper
+    for longer in (prefix, prefix + "\x01", prefix + "\U0010ffff\U0010ffff"):
+        assert upper is None or longer.encode() < upper.encode()

@@ -89,7 +89,8 @@ class PostgresQueue(PostgresConnection):
             return [o.envelope.id for o in items]
         taken = set(await self._fetchval(self.sql.publish_keyed, *publish_args(rows, self.time_arg(), self.schema),
                                          *key_args(keys)))
-        self._wake({r[1] for r in rows if r[2] in taken or r[2] not in {k[2] for k in keys}})
+        keyed = {k[2] for k in keys}
+        self._wake({r[1] for r in rows if r[2] in taken or r[2] not in keyed})
         held = {(k[0], k[1]) for k in keys if k[2] not in taken}
         holders: dict[tuple[str, str], str] = {}
         if held:
