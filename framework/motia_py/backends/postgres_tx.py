@@ -4,14 +4,16 @@
 A commit is one ``SERIALIZABLE`` transaction on one pool connection:
 
 1. the acknowledgement, fenced as ``complete`` is (``DELETE`` of the delivery row of *that* attempt while it
-   is leased; no row: ``"lost"``). It runs first, so a lost lease wins over a changed read, and it locks the
+   is leased; no row: ``"lost"``), with the delivery's finished record (its job handle, with the result)
+   written by the same statement. It runs first, so a lost lease wins over a changed read, and it locks the
    row, so no claim or heartbeat of another worker touches it until the end;
 2. the reads, each read again ``FOR UPDATE`` and compared as text (a group read: every row of the group);
    one that differs: ``"conflict"``;
 3. the writes in order (a group clear deletes the group's rows; the old value of a watched key is read
    first, for its change event);
 4. the change events and the outbox, through the queue's own publish statement (so their ``NOTIFY`` go out
-   with the commit, and never for a rolled-back one).
+   with the commit, and never for a rolled-back one), which takes the outbox's idempotency keys (an event
+   whose key is held is not published; a rolled-back commit takes none).
 
 Why ``SERIALIZABLE``: row locks cover the keys and groups that exist, but not a key read as absent nor a
 key added to a group read; PostgreSQL's serializable isolation aborts a commit when such a key appears
