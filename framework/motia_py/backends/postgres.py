@@ -5,7 +5,8 @@ same delivery semantics; an application that uses the same database can also pub
 transactions (:mod:`motia_py.transactional`, ``Client.emit(..., connection=...)``). The connections,
 listening and group commit are in :mod:`.postgres_base`, the queue store in :mod:`.postgres_queue`, pub/sub
 and state changes in :mod:`.postgres_realtime`, transactional commits in :mod:`.postgres_tx`, every
-statement of the queue in :mod:`.postgres_sql` and the schema in :mod:`.postgres_schema`; the state,
+statement of the queue in :mod:`.postgres_sql`, the job handles in :mod:`.postgres_handles` (kept by the
+queue's own statements, :mod:`.postgres_handle_sql`) and the schema in :mod:`.postgres_schema`; the state,
 lease/metadata and trace stores are here, each call one statement (so one transaction).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .derived_handles_mixin import DerivedHandles
 from .postgres_base import PostgresConnection
 from .postgres_realtime import PostgresRealtime
 from .postgres_tx import PostgresTx
@@ -23,7 +23,7 @@ from .registry import BackendOptions
 __all__ = ["PostgresBackend", "PostgresConnection", "create_backend"]
 
 
-class PostgresBackend(DerivedHandles, PostgresTx, PostgresRealtime):  # job handles on its state store, for now
+class PostgresBackend(PostgresTx, PostgresRealtime):
     """Backend on one PostgreSQL database (PostgreSQL 12 or newer), shared by any number of workers.
 
     Args:

@@ -19,7 +19,8 @@ from typing import Any
 
 from . import postgres_flow as flow
 from .postgres_base import Batcher, PostgresConnection
-from .postgres_sql import DEAD_COLS, complete_args, dead_from, delivery_from, publish_args, publish_rows
+from .postgres_handle_sql import key_args, key_rows
+from .postgres_sql import DEAD_COLS, Completion, complete_args, dead_from, delivery_from, publish_args, publish_rows
 from .records import DeadLetter, Delivery, FlowControl, Outgoing, QueueStats, StepQueueStats, new_id
 from .wakeups import StepEvent, Wakeups
 
@@ -32,7 +33,7 @@ class PostgresQueue(PostgresConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._publishes: Batcher[list[Row], None] = Batcher(self._publish_many)
-        self._completes: Batcher[tuple[Delivery, list[Row]], tuple[bool, bool]] = Batcher(self._complete_many)
+        self._completes: Batcher[Completion, tuple[bool, bool]] = Batcher(self._complete_many)
         self._flow_sql = flow.FlowSql.build(self.schema)
         self._hub = Wakeups()  # the pending wait_any calls, signalled through the steps' wake-up events
 
@@ -48,33 +49,70 @@ class PostgresQueue(PostgresConnection):
         await self._fetchval(self.sql.publish, *publish_args(rows, self.time_arg(), self.schema))
         return [None] * len(calls)
 
-    async def _complete_many(self, calls: list[tuple[Delivery, list[Row]]]) -> list[tuple[bool, bool]]:
+    async def _complete_many(self, calls: list[Completion]) -> list[tuple[bool, bool]]:
         """(acknowledged, was on a FIFO queue) per call. A second call for one attempt in the same batch
         loses, as it would one batch later."""
         seen: set[tuple[str, int]] = set()
         unique: list[int] = []  # the index of each call that goes to the server
-        for i, (d, _) in enumerate(calls):
+        for i, (d, *_) in enumerate(calls):
             if (d.id, d.attempt) not in seen:
                 seen.add((d.id, d.attempt))
                 unique.append(i)
         sent = [calls[i] for i in unique]
-        done = await self._fetch(self.sql.complete, *complete_args(sent, self.time_arg(), self.schema))
+        sql = self.sql.complete_keyed if any(c[3] for c in sent) else self.sql.complete
+        done = await self._fetch(sql, *complete_args(sent, self.time_arg(), self.schema))
         results = [(False, False)] * len(calls)
         for k, fifo, *_ in done:
             results[unique[k - 1]] = (True, bool(fifo))
         return results
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
-        """Enqueue one delivery per target of every item, in one transaction (all or none)."""
+        """Enqueue one delivery per target of every item, in one transaction (all or none); an item whose
+        idempotency key is held is left out (see :meth:`publish_deduped`)."""
+        if any(o.key is not None for o in items):
+            await self.publish_deduped(items)
+            return
         rows = publish_rows(items)
         if rows:
             await self._publishes.submit(rows)
             self._wake({r[1] for r in rows})
 
+    async def publish_deduped(self, items: Sequence[Outgoing]) -> list[str]:
+        """Publish, taking the items' idempotency keys in the same statement; per item the id of the
+        event that holds its key (its own when it was published)."""
+        rows = publish_rows(items)
+        keys = key_rows(items)
+        if not keys or not rows:
+            if rows:
+                await self._publishes.submit(rows)
+                self._wake({r[1] for r in rows})
+            return [o.envelope.id for o in items]
+        taken = set(await self._fetchval(self.sql.publish_keyed, *publish_args(rows, self.time_arg(), self.schema),
+                                         *key_args(keys)))
+        keyed = {k[2] for k in keys}
+        self._wake({r[1] for r in rows if r[2] in taken or r[2] not in keyed})
+        held = {(k[0], k[1]) for k in keys if k[2] not in taken}
+        holders: dict[tuple[str, str], str] = {}
+        if held:
+            found = await self._fetch(f"SELECT k.topic, k.key, k.event_id FROM {self.sql.table('keys')} k JOIN "
+                                      "unnest($1::text[], $2::text[]) AS y(topic, key) USING (topic, key)",
+                                      [h[0] for h in held], [h[1] for h in held])
+            holders = {(r[0], r[1]): r[2] for r in found}
+        return [o.envelope.id if o.key is None or o.envelope.id in taken
+                else holders.get((o.envelope.topic, o.key), o.envelope.id) for o in items]
+
     async def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing] = ()) -> bool:
-        """Delete the delivery and publish ``outgoing`` in one statement; False when the lease was lost."""
+        """Delete the delivery, publish ``outgoing`` and write the finished record in one statement; False
+        when the lease was lost."""
+        return await self.complete_with_result(delivery, outgoing, None)
+
+    async def complete_with_result(self, delivery: Delivery, outgoing: Sequence[Outgoing],
+                                   result_json: str | None) -> bool:
+        """:meth:`complete`, keeping ``result_json`` in the finished record (the outbox's keys taken in the
+        same statement: an event whose key is held is not published)."""
         rows = publish_rows(outgoing)
-        ok, fifo = await self._completes.submit((delivery, rows))
+        keys = key_rows(outgoing) if outgoing else []
+        ok, fifo = await self._completes.submit((delivery, rows, result_json, keys))
         if ok:
             self._wake({r[1] for r in rows} | ({delivery.step} if fifo else set()))
             if delivery.limited:

@@ -5,7 +5,11 @@ hold several projects and the application's own tables. The version is kept in `
 :func:`migrate` brings a schema to :data:`SCHEMA_VERSION` under a transaction-level advisory lock, so
 several workers starting at once on a new database create it once. Versions: 1 the queue (deliveries,
 dead letters), state, leases, metadata, traces, the ``clock`` function (the backend's time) and the
-``claim`` function; 2 priorities and flow control (:mod:`.postgres_flow_schema`).
+``claim`` function; 2 priorities and flow control (:mod:`.postgres_flow_schema`); 3 job handles (see
+:mod:`.postgres_handle_sql`): deliveries' ``event_id`` compared in byte order and indexed, the ``handles``
+(finished records with an index of finish times, last errors, progress), ``cancels`` and ``keys``
+(idempotency keys) tables. Before version 3 the handles were kept in the state store's reserved namespace;
+the migration leaves those records where they are, and nothing reads them any more.
 
 Times are epoch seconds as ``double precision``, the same IEEE doubles as Python's floats, so a delay
 added here and one added in Python agree to the last bit. Keys are ``COLLATE "C"``: byte order, as
@@ -22,7 +26,7 @@ import asyncpg
 from ..errors import BackendUnavailableError
 from .postgres_flow_schema import flow_ddl
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 DEFAULT_SCHEMA: Final = "motia"
 LOCK_CLASS: Final = 0x6D6F7469  # "moti": the first key of every advisory lock motia-py takes
 
@@ -188,7 +192,31 @@ def _ddl_v2(s: str, schema: str) -> str:
     return flow_ddl(s, schema, LOCK_CLASS)
 
 
-MIGRATIONS: Final = {1: _ddl_v1, 2: _ddl_v2}
+def _ddl_v3(s: str, schema: str) -> str:
+    """Version 3: job handles (see :mod:`.postgres_handle_sql`). ``event_id`` becomes ``COLLATE "C"``
+    (no rewrite of the table: the type stays text), so that prefix ranges and sorting are byte order."""
+    return f"""
+ALTER TABLE {s}.deliveries ALTER COLUMN event_id TYPE text COLLATE "C";
+CREATE INDEX deliveries_event ON {s}.deliveries (event_id);
+CREATE TABLE {s}.handles (
+    event_id text COLLATE "C" NOT NULL, step text COLLATE "C" NOT NULL,
+    topic text NOT NULL, trace_id text NOT NULL, emitted_at float8 NOT NULL,
+    state text,                   -- succeeded | dead | cancelled once finished; NULL: notes of a live delivery
+    delivery_id text, attempts integer NOT NULL DEFAULT 0, started_at float8, finished_at float8,
+    error text, result text, progress text,
+    PRIMARY KEY (event_id, step)
+);
+CREATE INDEX handles_finished ON {s}.handles (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE {s}.cancels (event_id text COLLATE "C" PRIMARY KEY, at float8 NOT NULL);
+CREATE TABLE {s}.keys (
+    topic text COLLATE "C" NOT NULL, key text COLLATE "C" NOT NULL, event_id text COLLATE "C" NOT NULL,
+    expires_at float8 NOT NULL,
+    PRIMARY KEY (topic, key)
+);
+"""
+
+
+MIGRATIONS: Final = {1: _ddl_v1, 2: _ddl_v2, 3: _ddl_v3}
 """Version -> the DDL that brings the previous version to it (given the quoted schema and its name)."""
 
 

@@ -29,8 +29,9 @@ from typing import Any, Final
 
 import asyncpg
 
+from .postgres_handle_sql import KeyRow, finish, take_keys, unless_held
 from .postgres_schema import quote
-from .records import DeadLetter, Delivery, Envelope, Outgoing, new_id
+from .records import DeadLetter, Delivery, Envelope, HandleState, Outgoing, new_id
 
 _ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
 _FLOW: Final = "priority, rate_key, conc_key"  # a Target's flow attributes (schema version 2)
@@ -104,6 +105,48 @@ def _insert(table: str, now: str, first: int, *, parent: bool = False, where: st
             f"FROM unnest({arrays}) WITH ORDINALITY AS r({names}, ord) {where}ORDER BY r.ord RETURNING step")
 
 
+def _completes(s: str) -> tuple[str, str]:
+    """The acknowledgement of a batch, without and with the outboxes' idempotency keys.
+
+    $1/$2/$3 the (id, attempt, result) of each delivery to acknowledge; $4 the acknowledgement (1-based)
+    each outbox row belongs to, $5..$19 the rows, $20 the time, $21 the channel; with keys, $22 the
+    acknowledgement each key belongs to, $23..$26 the keys (see :func:`.postgres_handle_sql.key_args`).
+    The finished record of each acknowledged delivery (``succeeded``, with its result) is written by the
+    same statement; an outbox event whose key is held is not published.
+    """
+    d = f"{s}.deliveries"
+    head = ("WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[], $3::text[]) WITH ORDINALITY "
+            f"AS x(id, attempt, result, k)), done AS (DELETE FROM {d} d USING x WHERE {_LEASED} "
+            "RETURNING x.k, x.result, d.*), "
+            # one record per (event, step), should a batch end two deliveries of one
+            "fin AS (" + finish(s, "(SELECT DISTINCT ON (event_id, step) * FROM done ORDER BY event_id, step, k) f",
+                                HandleState.SUCCEEDED, f"{s}.clock($20)", result="f.result") + "), ")
+    tail = ("woken AS (SELECT step FROM ins UNION SELECT step FROM done WHERE fifo_group IS NOT NULL), "
+            "sent AS (SELECT count(pg_notify($21, step)) AS n FROM woken) "
+            f"SELECT k, fifo_group IS NOT NULL, (SELECT n FROM sent), {ASYNC_COMMIT} FROM done")
+    plain = head + f"ins AS ({_insert(d, f'{s}.clock($20)', 4, parent=True, where=_OF_DONE)}), " + tail
+    keys = ("y AS (SELECT * FROM unnest($22::integer[], $23::text[], $24::text[], $25::text[], $26::float8[]) "
+            "WITH ORDINALITY AS y(parent, topic, key, event_id, ttl, ord) WHERE y.parent IN (SELECT k FROM done)), "
+            f"taken AS ({take_keys(s, 'y', f'{s}.clock($20)')}), ")
+    keyed = (head + keys + "ins AS ("
+             + _insert(d, f"{s}.clock($20)", 4, parent=True, where=f"{_OF_DONE}AND {unless_held('y')} ") + "), "
+             + tail)
+    return plain, keyed
+
+
+def _publish_keyed(s: str) -> str:
+    """The publish of :attr:`Sql.publish` taking the events' idempotency keys first: $1..$15 the rows'
+    columns and delays, $16 the time, $17 the channel, $18..$21 the keys; the rows of an event whose key
+    is held are not inserted. Returns the ids of the events that took their key."""
+    d, where = f"{s}.deliveries", f"WHERE {unless_held('y')} "
+    return ("WITH y AS (SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::float8[]) "
+            "WITH ORDINALITY AS y(topic, key, event_id, ttl, ord)), "
+            f"taken AS ({take_keys(s, 'y', f'{s}.clock($16)')}), "
+            f"ins AS ({_insert(d, f'{s}.clock($16)', 1, where=where)}) "
+            "SELECT ARRAY(SELECT event_id FROM taken), "
+            "(SELECT count(pg_notify($17, w.step)) FROM (SELECT DISTINCT step FROM ins) w)")
+
+
 def heads(d: str, step: str = "$1") -> str:
     """CTEs ``grp`` (the message groups of step ``step``, $1 by default) and ``head`` (the seq of each
     group's head, with the group): a skip-scan of the FIFO index, one probe per group, so a long group
@@ -132,7 +175,9 @@ class Sql:
 
     schema: str
     publish: str
+    publish_keyed: str
     complete: str
+    complete_keyed: str
     claim: str
     claim_flow: str
     hand_back: str
@@ -152,16 +197,7 @@ class Sql:
         d = f"{s}.deliveries"
         # $1..$15 the rows' columns and delays, $16 the time, $17 the channel
         publish = f"WITH ins AS ({_insert(d, f'{s}.clock($16)', 1)}) " + _notify("$17", "ins")
-        # $1/$2 the (id, attempt) of each delivery to acknowledge; $3 the acknowledgement (1-based) each
-        # outbox row belongs to, $4..$18 the rows, $19 the time, $20 the channel
-        complete = (
-            "WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS x(id, attempt, k)), "
-            f"done AS (DELETE FROM {d} d USING x WHERE {_LEASED} "
-            "RETURNING x.k, d.step, d.fifo_group IS NOT NULL AS fifo), "
-            f"ins AS ({_insert(d, f'{s}.clock($19)', 3, parent=True, where=_OF_DONE)}), "
-            "woken AS (SELECT step FROM ins UNION SELECT step FROM done WHERE fifo), "
-            "sent AS (SELECT count(pg_notify($20, step)) AS n FROM woken) "
-            f"SELECT k, fifo, (SELECT n FROM sent), {ASYNC_COMMIT} FROM done")
+        complete, complete_keyed = _completes(s)
         hand_back = (
             "WITH x AS (SELECT * FROM unnest($1::text[], $2::integer[], $3::boolean[], $4::text[]) "
             "AS x(id, attempt, expired, last_owner)), "
@@ -174,11 +210,14 @@ class Sql:
         one = "WITH x AS (SELECT $1::text AS id, $2::integer AS attempt), "
         retry = (one + f"u AS (UPDATE {d} d SET lease_until = NULL, available_at = {s}.clock($3) + $4::float8 "
                  f"FROM x WHERE {_LEASED} RETURNING d.step) " + _notify("$5", "u", durable=False))
+        dead = finish(s, "gone", HandleState.DEAD, f"{s}.clock($6)", attempts="COALESCE($3::integer, attempts)",
+                      error="$4::text")  # the finished record, written with the dead letter
         dead_letter = (
             one + f"gone AS (DELETE FROM {d} d USING x WHERE {_LEASED} RETURNING d.*), "
             f"ins AS (INSERT INTO {s}.dead_letters ({DEAD_COLS}) SELECT id, step, {_ENV}, "
             f"COALESCE($3::integer, attempts), $4::text, $5::text, {s}.clock($6), first_delivered_at, {_FLOW} "
             "FROM gone), "
+            f"fin AS ({dead}), "
             "u AS (SELECT step FROM gone WHERE fifo_group IS NOT NULL) " + _notify("$7", "u", durable=False))
         extend = (f"UPDATE {d} d SET lease_until = {s}.clock($3) + $4::float8, "
                   f"available_at = {s}.clock($3) + $4::float8 "
@@ -204,9 +243,10 @@ class Sql:
             f"SELECT min(d.available_at) FROM {d} d WHERE d.fifo_group IS NOT NULL AND d.lease_until IS NULL "
             f"AND d.available_at > {s}.clock($1) AND d.seq = (SELECT min(h.seq) FROM {d} h "
             "WHERE h.step = d.step AND h.fifo_group = d.fifo_group)")
-        return cls(schema=schema, publish=publish, complete=complete,
-                   claim=f"SELECT * FROM {s}.claim($1, $2, $3, $4, $5)",
-                   claim_flow=f"SELECT * FROM {s}.claim_flow($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        flagged = f"SELECT c.*, EXISTS (SELECT 1 FROM {s}.cancels WHERE event_id = c.r_event_id) FROM "
+        return cls(schema=schema, publish=publish, publish_keyed=_publish_keyed(s), complete=complete,
+                   complete_keyed=complete_keyed, claim=flagged + f"{s}.claim($1, $2, $3, $4, $5) c",
+                   claim_flow=flagged + f"{s}.claim_flow($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) c",
                    hand_back=hand_back, retry=retry,
                    dead_letter=dead_letter, extend=extend, next_due=next_due, next_due_many=next_due_many,
                    dlq_replay=dlq_replay, stats=stats, stats_fifo_due=stats_fifo_due)
@@ -220,20 +260,26 @@ class Sql:
         return f"{quote(self.schema)}.clock({placeholder})"
 
 
-def complete_args(calls: Sequence[tuple[Delivery, Sequence[tuple[Any, ...]]]], now: float | None,
-                  schema: str) -> list[Any]:
-    """The arguments of :attr:`Sql.complete` for a batch of acknowledgements with their outboxes' rows."""
-    rows = [(k, *row) for k, (_, outbox) in enumerate(calls, 1) for row in outbox]
-    return [[d.id for d, _ in calls], [d.attempt for d, _ in calls], *columns(rows, 1 + len(_ARRAYS)),
-            now, channel(schema)]
+Completion = tuple[Delivery, list[tuple[Any, ...]], str | None, list[KeyRow]]
+"""One acknowledgement: the delivery, its outbox's rows, its result, the outbox's keys."""
+
+
+def complete_args(calls: Sequence[Completion], now: float | None, schema: str) -> list[Any]:
+    """The arguments of :attr:`Sql.complete` for a batch of acknowledgements with their outboxes' rows
+    and results, and of :attr:`Sql.complete_keyed` when some outbox has keys."""
+    rows = [(k, *row) for k, (_, outbox, _, _) in enumerate(calls, 1) for row in outbox]
+    args = [[c[0].id for c in calls], [c[0].attempt for c in calls], [c[2] for c in calls],
+            *columns(rows, 1 + len(_ARRAYS)), now, channel(schema)]
+    keys = [(k, *key) for k, (_, _, _, outbox_keys) in enumerate(calls, 1) for key in outbox_keys]
+    return args + columns(keys, 5) if keys else args
 
 
 def delivery_from(row: asyncpg.Record, step: str, limited: bool = False) -> Delivery:
-    """A :class:`Delivery` from a row of the ``claim`` or ``claim_flow`` function (``limited``: claimed
-    under a concurrency limit)."""
+    """A :class:`Delivery` from a row of :attr:`Sql.claim` or :attr:`Sql.claim_flow` (``limited``: claimed
+    under a concurrency limit); one of a cancelled event is flagged."""
     return Delivery(id=row[0], step=step, envelope=Envelope(*row[3:11]), attempt=row[1],
                     first_delivered_at=row[2], expired=row[11], last_owner=row[12], priority=row[13],
-                    rate_key=row[14], concurrency_key=row[15], limited=limited)
+                    rate_key=row[14], concurrency_key=row[15], limited=limited, cancelled=row[16])
 
 
 def dead_from(row: asyncpg.Record) -> DeadLetter:

@@ -4,14 +4,16 @@
 A commit is one ``SERIALIZABLE`` transaction on one pool connection:
 
 1. the acknowledgement, fenced as ``complete`` is (``DELETE`` of the delivery row of *that* attempt while it
-   is leased; no row: ``"lost"``). It runs first, so a lost lease wins over a changed read, and it locks the
+   is leased; no row: ``"lost"``), with the delivery's finished record (its job handle, with the result)
+   written by the same statement. It runs first, so a lost lease wins over a changed read, and it locks the
    row, so no claim or heartbeat of another worker touches it until the end;
 2. the reads, each read again ``FOR UPDATE`` and compared as text (a group read: every row of the group);
    one that differs: ``"conflict"``;
 3. the writes in order (a group clear deletes the group's rows; the old value of a watched key is read
    first, for its change event);
 4. the change events and the outbox, through the queue's own publish statement (so their ``NOTIFY`` go out
-   with the commit, and never for a rolled-back one).
+   with the commit, and never for a rolled-back one), which takes the outbox's idempotency keys (an event
+   whose key is held is not published; a rolled-back commit takes none).
 
 Why ``SERIALIZABLE``: row locks cover the keys and groups that exist, but not a key read as absent nor a
 key added to a group read; PostgreSQL's serializable isolation aborts a commit when such a key appears
@@ -33,9 +35,11 @@ from typing import Any, Final
 
 import asyncpg
 
-from .postgres_queue import PostgresQueue
+from .postgres_handle_sql import finish, key_args, key_rows
+from .postgres_handles import PostgresHandles
+from .postgres_schema import quote
 from .postgres_sql import publish_args, publish_rows
-from .records import Delivery, Outgoing, StateRead, StateWrite, TxResult
+from .records import Delivery, HandleState, Outgoing, StateRead, StateWrite, TxResult
 from .state_change import change_event
 
 _TRIES: Final = 8
@@ -46,23 +50,41 @@ _GROUP: Final = "namespace = $1 AND grp = $2"
 _FENCE: Final = "id = $1 AND attempts = $2 AND lease_until IS NOT NULL"  # complete()'s test of the lease
 
 
-class PostgresTx(PostgresQueue):
+class _Outbox:
+    """What a commit publishes: the outbox's rows and keys, and the result of its delivery."""
+
+    __slots__ = ("keys", "result_json", "rows")
+
+    def __init__(self, outgoing: Sequence[Outgoing], result_json: str | None) -> None:
+        self.rows: list[tuple[Any, ...]] = publish_rows(outgoing)
+        self.keys = key_rows(outgoing)
+        self.result_json = result_json
+
+
+class PostgresTx(PostgresHandles):
     """:class:`~.stores.TxStore` on PostgreSQL (see the module docstring)."""
 
     async def complete_tx(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
                           writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> TxResult:
-        """Check the lease and the reads, apply the writes (queueing their change events), acknowledge and
-        publish, in one serializable transaction; ``"ok"``, ``"lost"`` or ``"conflict"``."""
+        """See :meth:`complete_tx_with_result`."""
+        return await self.complete_tx_with_result(delivery, outgoing, writes, reads, None)
+
+    async def complete_tx_with_result(self, delivery: Delivery | None, outgoing: Sequence[Outgoing],
+                                      writes: Sequence[StateWrite], reads: Sequence[StateRead],
+                                      result_json: str | None) -> TxResult:
+        """Check the lease and the reads, apply the writes (queueing their change events), acknowledge,
+        record the result and publish (taking the outbox's keys), in one serializable transaction;
+        ``"ok"``, ``"lost"`` or ``"conflict"``."""
         if not writes and not reads:
             if delivery is None:
                 await self.publish(outgoing)
                 return "ok"
-            return "ok" if await self.complete(delivery, outgoing) else "lost"
-        rows = publish_rows(outgoing)
+            return "ok" if await self.complete_with_result(delivery, outgoing, result_json) else "lost"
+        out = _Outbox(outgoing, result_json)
         async with self._translate_acquire() as conn:
             for _ in range(_TRIES):
                 try:
-                    result, woken = await self._commit_once(conn, delivery, rows, writes, reads)
+                    result, woken = await self._commit_once(conn, delivery, out, writes, reads)
                 except _RETRY:
                     continue
                 if result == "ok":
@@ -73,12 +95,12 @@ class PostgresTx(PostgresQueue):
                 return "lost"
             return "conflict"
 
-    async def _commit_once(self, conn: asyncpg.Connection, delivery: Delivery | None, rows: list[tuple[Any, ...]],
+    async def _commit_once(self, conn: asyncpg.Connection, delivery: Delivery | None, out: _Outbox,
                            writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> tuple[TxResult, set[str]]:
         """One try: (the result, the steps to wake); committed when ``"ok"``, else rolled back."""
         await conn.execute(_BEGIN)
         try:
-            result, woken = await self._in_tx(conn, delivery, rows, writes, reads)
+            result, woken = await self._in_tx(conn, delivery, out, writes, reads)
             await conn.execute("COMMIT" if result == "ok" else "ROLLBACK")
         except BaseException:
             if not conn.is_closed():
@@ -87,25 +109,33 @@ class PostgresTx(PostgresQueue):
             raise
         return result, woken
 
-    async def _in_tx(self, conn: asyncpg.Connection, delivery: Delivery | None, rows: list[tuple[Any, ...]],
+    async def _in_tx(self, conn: asyncpg.Connection, delivery: Delivery | None, out: _Outbox,
                      writes: Sequence[StateWrite], reads: Sequence[StateRead]) -> tuple[TxResult, set[str]]:
         woken: set[str] = set()
         if delivery is not None:
-            d = self.sql.table("deliveries")
+            s = quote(self.schema)
+            done = finish(s, "gone", HandleState.SUCCEEDED, f"{s}.clock($4)", result="$5::text")
             held = await conn.fetchrow(
-                f"WITH gone AS (DELETE FROM {d} WHERE {_FENCE} RETURNING step, fifo_group IS NOT NULL AS fifo) "
-                "SELECT step, fifo, (SELECT count(pg_notify($3, step)) FROM gone WHERE fifo) FROM gone",
-                delivery.id, delivery.attempt, self.channel)
+                f"WITH gone AS (DELETE FROM {s}.deliveries WHERE {_FENCE} RETURNING *), fin AS ({done}) "
+                "SELECT step, fifo_group IS NOT NULL, (SELECT count(pg_notify($3, step)) FROM gone "
+                "WHERE fifo_group IS NOT NULL) FROM gone",
+                delivery.id, delivery.attempt, self.channel, self.time_arg(), out.result_json)
             if held is None:
                 return "lost", woken
             if held[1]:  # the next event of its FIFO group is free now
                 woken.add(held[0])
         if not await self._reads_hold(conn, reads):
             return "conflict", woken
-        out = publish_rows(await self._apply(conn, writes)) + rows
-        if out:
-            await conn.fetchval(self.sql.publish, *publish_args(out, self.time_arg(), self.schema))
-            woken.update(r[1] for r in out)
+        rows = publish_rows(await self._apply(conn, writes)) + out.rows
+        if rows:
+            args = publish_args(rows, self.time_arg(), self.schema)
+            if out.keys:
+                taken = set(await conn.fetchval(self.sql.publish_keyed, *args, *key_args(out.keys)))
+                keyed = {k[2] for k in out.keys}
+                rows = [r for r in rows if r[2] in taken or r[2] not in keyed]
+            else:
+                await conn.fetchval(self.sql.publish, *args)
+            woken.update(r[1] for r in rows)
         return "ok", woken
 
     async def _reads_hold(self, conn: asyncpg.Connection, reads: Sequence[StateRead]) -> bool:
