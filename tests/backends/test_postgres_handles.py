@@ -7,58 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from motia_py.backends.base import Envelope, HandleState, Outgoing, Target, new_id
 from motia_py.backends.derived import RESERVED_NAMESPACE
-from motia_py.backends.postgres import PostgresBackend
 from motia_py.backends.postgres_handle_sql import successor
 from motia_py.backends.postgres_schema import MIGRATIONS, SCHEMA_VERSION, quote
 from motia_py.backends.postgres_sql import publish_args, publish_rows
-from motia_py.backends.registry import BackendOptions, create_backend
 
-from .postgres_support import check_reachable, drop_schema, new_schema, postgres_url
+from . import test_postgres
+from .test_postgres import LEASE_S, OpenBackend
 
-pytestmark = pytest.mark.postgres
-
-LEASE_S = 30.0
-OpenBackend = Callable[[], Awaitable[PostgresBackend]]
-
-
-@pytest.fixture
-def url() -> str:
-    u = postgres_url()
-    check_reachable(u)
-    return u
-
-
-@pytest.fixture
-async def schema(url: str) -> AsyncIterator[str]:
-    name = new_schema()
-    yield name
-    await drop_schema(url, name)
-
-
-@pytest.fixture
-async def open_backend(url: str, schema: str) -> AsyncIterator[OpenBackend]:
-    """``await open_backend()``: another opened backend object (its own pool) on the test's schema."""
-    opened: list[PostgresBackend] = []
-
-    async def make() -> PostgresBackend:
-        b = create_backend(url, BackendOptions(root=Path("."), prefix=schema))
-        assert isinstance(b, PostgresBackend)
-        await b.open()
-        opened.append(b)
-        return b
-
-    yield make
-    for b in opened:
-        await b.close()
+pytestmark = test_postgres.pytestmark
+url, schema, open_backend = test_postgres.url, test_postgres.schema, test_postgres.open_backend  # the fixtures
 
 
 def out(step: str, data: object = None, *, key: str | None = None, env: Envelope | None = None) -> Outgoing:

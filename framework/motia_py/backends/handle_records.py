@@ -24,6 +24,16 @@ def live_state(leased: bool, attempts: int, due_at: float, now: float) -> Handle
     return HandleState.SCHEDULED if due_at > now else HandleState.QUEUED
 
 
+def live_step(step: str, *, delivery_id: str, leased: bool, attempts: int, due_at: float, started_at: float | None,
+              now: float, note: tuple[str | None, str | None], cancel_requested: bool) -> StepHandle:
+    """The :class:`StepHandle` of a delivery that still exists (``note``: its last error and progress; a
+    cancel request shows only while it is leased)."""
+    error, progress_json = note
+    return StepHandle(step=step, state=live_state(leased, attempts, due_at, now), delivery_id=delivery_id,
+                      attempts=attempts, due_at=None if leased else due_at, started_at=started_at, error=error,
+                      progress_json=progress_json, cancel_requested=leased and cancel_requested)
+
+
 def finish_json(state: HandleState, *, delivery_id: str | None, attempts: int, started_at: float | None,
                 finished_at: float | None, error: str | None = None, result_json: str | None = None) -> str:
     """The text of a finished record (``finished_at`` None: the backend appends its own clock's time,

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from .handle_records import event_handle, live_state
+from .handle_records import event_handle, live_step
 from .postgres_handle_sql import HandleSql, successor
 from .postgres_queue import PostgresQueue
 from .records import CancelResult, Delivery, EventHandle, HandleState, ScheduledDelivery, StepHandle
@@ -40,10 +40,9 @@ def _handle(event_id: str, rows: Sequence[asyncpg.Record]) -> EventHandle | None
         if row[0] == 1:
             step, did, attempts, started, leased, due = row[1], row[3], row[4], row[5], row[13], row[14]
             info = (row[10], row[11], row[12])
-            error, prog = notes.get(step, (None, None))
-            steps[step] = StepHandle(step=step, state=live_state(leased, attempts, due, now), delivery_id=did,
-                                     attempts=attempts, due_at=None if leased else due, started_at=started,
-                                     error=error, progress_json=prog, cancel_requested=leased and requested)
+            steps[step] = live_step(step, delivery_id=did, leased=leased, attempts=attempts, due_at=due,
+                                    started_at=started, now=now, note=notes.get(step, (None, None)),
+                                    cancel_requested=requested)
     return None if info is None or not steps else event_handle(event_id, info, steps.values())
 
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from ._sqlite_thread import Row, each
-from .handle_records import event_handle, live_state
+from .handle_records import event_handle, live_step
 from .records import CancelResult, Delivery, EventHandle, HandleState, ScheduledDelivery, StepHandle
 
 KeyRow = tuple[str, str, str, float]
@@ -156,11 +156,9 @@ def _handle(conn: sqlite3.Connection, event_id: str, now: float) -> EventHandle 
                                      progress_json=prog)
     for step, did, leased, attempts, available_at, started, *env in conn.execute(_LIVE, (event_id,)):
         info = (env[0], env[1], env[2])
-        error, prog = notes.get(step, (None, None))
-        steps[step] = StepHandle(step=step, state=live_state(bool(leased), attempts, available_at, now),
-                                 delivery_id=did, attempts=attempts, due_at=None if leased else available_at,
-                                 started_at=started, error=error, progress_json=prog,
-                                 cancel_requested=bool(leased) and requested)
+        steps[step] = live_step(step, delivery_id=did, leased=bool(leased), attempts=attempts, due_at=available_at,
+                                started_at=started, now=now, note=notes.get(step, (None, None)),
+                                cancel_requested=requested)
     return None if info is None or not steps else event_handle(event_id, info, steps.values())
 
 
