@@ -135,10 +135,25 @@ class PrivateServer:
         raise AssertionError("private PostgreSQL did not start")
 
     def kill(self) -> None:
-        """SIGKILL the server and every process of it, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        """SIGKILL the server and every process of it, as a crash would, and return once all are gone.
+
+        PostgreSQL's children each call ``setsid()``: killing the postmaster's process group leaves the
+        backends running until they notice, and one may still answer a query. So the postmaster is stopped
+        (it forks no more), its children are listed, and all of them are killed.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        children = _children(self.proc.pid)
+        for pid in [self.proc.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # each is the leader of its own group (and its children's)
+        self.proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"PostgreSQL processes {children} outlived SIGKILL")
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -170,6 +185,25 @@ def private_postgres() -> Iterator[PrivateServer]:
             except subprocess.TimeoutExpired:
                 server.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _accepts(port: int) -> bool:
