@@ -1,5 +1,6 @@
 """The redis backend's own connections: the lane (``redis_lane``: scripts run one at a time on a
-connection of their own) and the blocking read (``redis_wake``: XREAD written and read directly).
+connection of their own, whose replies ``redis_wire`` reads) and the blocking read (``redis_wake``: XREAD
+written and read directly).
 
 Each test runs a private redis-private_redis_url, as the tests flush its scripts, kill and pause its clients.
 """
@@ -13,9 +14,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from motia_py.backends.redis import RedisBackend
+from motia_py.backends.redis_lane import LaneRedis
+from motia_py.backends.redis_pack import use_hiredis_packing
 from motia_py.backends.registry import BackendOptions, create_backend
 
 from .helpers import data, envelope, to
@@ -111,6 +116,52 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next(backend: RedisBacke
     assert got in ([1, 3], [1, 2, 3]), got  # the cancelled publish may have run: it was sent
     assert (await backend.claim("s", 10, 30.0)) == []
 
+
+
+async def test_a_reply_later_than_the_socket_timeout_answers_no_later_call(private_redis_url: str,
+                                                                        admin: Redis) -> None:
+    pool = use_hiredis_packing(ConnectionPool.from_url(private_redis_url, decode_responses=True,
+                                                       socket_timeout=0.25))
+    client = LaneRedis.with_lane(pool)
+    echo = client.register_script("return ARGV[1]")
+    try:
+        assert await echo(args=["first"]) == "first"
+        first = client.lane._wire
+        assert first is not None  # the lane reads its replies itself (redis_wire): the path under test
+        await admin.execute_command("CLIENT", "PAUSE", "600", "WRITE")  # holds every script call
+        with contextlib.suppress(RedisTimeoutError, RedisConnectionError):  # the pool's way may time out too
+            await echo(args=["late"])  # the lane gives up after 0.25 s, then the pool's way waits or fails
+        # the late reply came (or comes) on a connection that is closed: no later call reads it
+        assert [await echo(args=[str(i)]) for i in range(5)] == ["0", "1", "2", "3", "4"]
+        assert client.lane._wire is not None and client.lane._wire is not first
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await client.aclose()
+
+
+async def test_a_lane_closed_mid_call_fails_over_to_the_pool(private_redis_url: str, admin: Redis) -> None:
+    pool = use_hiredis_packing(ConnectionPool.from_url(private_redis_url, decode_responses=True,
+                                                       socket_timeout=None))  # no timeout to fall back on
+    client = LaneRedis.with_lane(pool)
+    echo = client.register_script("return ARGV[1]")
+    try:
+        assert await echo(args=["first"]) == "first"
+        await admin.execute_command("CLIENT", "PAUSE", "300", "WRITE")
+        call = asyncio.ensure_future(echo(args=["held"]))
+
+        async def held() -> bool:
+            return any("b" in c["flags"] and c["cmd"] == "evalsha" for c in await admin.client_list())
+
+        await wait_for(held, "the call is held by the pause")
+        for conn in await admin.client_list():
+            if conn["cmd"] == "evalsha":
+                await admin.client_kill_filter(_id=conn["id"])  # the lane's connection dies under the call
+        async with asyncio.timeout(30):  # (a lost connection the lane missed would wait forever)
+            assert await call == "held"  # sent again the pool's way (a script may run twice: at least once)
+        assert await echo(args=["next"]) == "next"
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await client.aclose()
 
 
 async def test_the_blocking_read_comes_back_after_its_connection_is_killed(

@@ -21,7 +21,8 @@ before. What a lane gives up is only what the pool did around the call:
 
 The lane's connection is made from the client's pool's settings (URL, credentials, TLS, database, client
 name, timeouts, hiredis packing of :mod:`.redis_pack`), connects on first use and counts as one of the
-client's connections (the redis backend keeps one pooled connection besides it).
+client's connections (the redis backend keeps one pooled connection besides it). Once connected, its
+replies are read by a protocol of its own (:mod:`.redis_wire`), not through redis-py's stream reader.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT, ScriptTextT
 
+from .redis_wire import Wire, take_over
+
 
 class Lane:
     """One connection for script calls made one at a time (see the module docstring)."""
@@ -44,6 +47,7 @@ class Lane:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
         self._conn: AbstractConnection | None = None
+        self._wire: Wire | None = None  # the connection's replies, once taken over (see redis_wire)
         self._busy = False
         self._closed = False
 
@@ -61,32 +65,46 @@ class Lane:
             if conn is None:
                 conn = self._conn = cast(AbstractConnection, self._pool.make_connection())  # type: ignore[no-untyped-call]
             try:
+                if self._wire is not None and self._wire.lost:
+                    await self._drop(conn)
                 if not conn.is_connected:
                     await conn.connect()  # type: ignore[no-untyped-call]
+                    self._wire = take_over(conn)
                 try:
-                    return await _evalsha(conn, script, keys, args)
+                    return await self._evalsha(conn, script, keys, args)
                 except NoScriptError:  # not run (a new server, or its scripts flushed): load it, run it
-                    await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", script.script))
-                    script.sha = await conn.read_response()
-                    return await _evalsha(conn, script, keys, args)
+                    script.sha = await self._call(conn, "SCRIPT", "LOAD", script.script)
+                    return await self._evalsha(conn, script, keys, args)
             except (RedisConnectionError, RedisTimeoutError, OSError):
-                await conn.disconnect(nowait=True)  # reconnects on the next call; the pool's way retries
+                await self._drop(conn)  # reconnects on the next call; the pool's way retries
         finally:
             self._busy = False
         return await AsyncScript.__call__(script, keys, args)
+
+    async def _evalsha(self, conn: AbstractConnection, script: AsyncScript, keys: Sequence[KeyT],
+                       args: Sequence[EncodableT]) -> Any:
+        return await self._call(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _call(self, conn: AbstractConnection, *command: Any) -> Any:
+        packed = conn.pack_command(*command)
+        if self._wire is not None:
+            return await self._wire.call(packed)
+        await conn.send_packed_command(packed)
+        return await conn.read_response()
+
+    async def _drop(self, conn: AbstractConnection) -> None:
+        """Disconnect without waiting (a taken-over connection's stream never learns that it closed)."""
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
+        await conn.disconnect(nowait=True)
 
     async def close(self) -> None:
         """Close the lane's connection; calls from now on go through the pool."""
         self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.disconnect()
-
-
-async def _evalsha(conn: AbstractConnection, script: AsyncScript, keys: Sequence[KeyT],
-                   args: Sequence[EncodableT]) -> Any:
-    await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args))
-    return await conn.read_response()
+            await self._drop(conn)
 
 
 class LaneScript(AsyncScript):
