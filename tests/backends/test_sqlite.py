@@ -430,3 +430,44 @@ def test_processes_starting_together_on_a_new_file_all_open_it(tmp_path: Path) -
         for p in procs:
             p.join(timeout=60)
         assert [p.exitcode for p in procs] == [0] * 8  # nobody gets "database is locked"
+
+
+async def test_a_damaged_file_is_reported_as_damaged_with_what_to_do(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "m.db"
+    b = open_at(path, clock)
+    await b.open()
+    await b.publish([out(i, "a") for i in range(200)])
+    await b.close()
+    assert not (tmp_path / "m.db-wal").exists() or (tmp_path / "m.db-wal").stat().st_size == 0  # all in the file
+    data = path.read_bytes()
+    page = int.from_bytes(data[16:18], "big")  # the header's page size
+    path.write_bytes(data[:page] + b"\x5a" * (len(data) - page))  # every page but the schema's: garbage
+
+    b = open_at(path, clock)
+    try:
+        with pytest.raises(BackendError) as raised:
+            await b.open()
+            await b.claim("a", 10, LEASE_S)
+    finally:
+        with contextlib.suppress(BackendError):
+            await b.close()
+
+    message = str(raised.value)
+    assert "malformed" in message  # SQLite's own words, then what to do
+    assert f"the file is damaged: stop every process that uses it, then restore {path} from a backup" in message
+    assert f"sqlite3 {path} .recover" in message
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 5, 16, 17, 64, 65, 130])
+async def test_any_number_of_claims_and_acknowledgements_in_one_batch_touch_exactly_those(
+        db: Backend, clock: VirtualClock, n: int) -> None:
+    # the statements over a list of deliveries come in a few sizes, the list padded with NULLs to the next
+    await db.publish([out(i, "a") for i in range(n)] + [out("left", "a"), out("other", "b")])
+
+    got = await db.claim("a", n, LEASE_S)
+    assert sorted(d.envelope.data for d in got) == list(range(n))
+    assert all(await asyncio.gather(*(db.complete(d) for d in got)))  # acknowledged in one transaction
+
+    clock.advance(LEASE_S + 1)  # a delivery still leased would be due again now
+    assert [d.envelope.data for d in await db.claim("a", 1000, LEASE_S)] == ["left"]
+    assert [d.envelope.data for d in await db.claim("b", 1000, LEASE_S)] == ["other"]

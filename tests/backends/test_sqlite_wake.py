@@ -189,3 +189,22 @@ async def test_a_commit_that_sends_no_message_is_noticed_by_the_safety_net(tmp_p
         assert await asyncio.wait_for(waiter, 10.0) == {"a"}
     finally:
         await here.close()
+
+
+async def test_a_message_for_a_step_nobody_waits_on_yet_is_not_lost(tmp_path: Path, waiting: SqliteBackend) -> None:
+    """A wait trusts the due times it knows until another process says something: a message naming a step
+    whose consumer was busy (no wait on it) makes that step's next wait read again."""
+    db = waiting.path
+    producer = backend(db)
+    await producer.open()
+    try:
+        assert await waiting.claim("b", 1, 30.0) == []  # its due time is known now: nothing
+        waiter = asyncio.ensure_future(waiting.wait_any({"a", "c"}, NEVER_S))  # "b"'s consumer is busy
+        await until(lambda: len(sockets(db)) == 1, "the waiting backend to listen")
+        await producer.publish([out("b")])  # one message...
+        await producer.publish([out("c")])  # ... then another, on the same socket after it
+        assert await asyncio.wait_for(waiter, 10.0) == {"c"}  # so the first one has arrived too
+
+        assert await asyncio.wait_for(waiting.wait_any({"b"}, NEVER_S), 10.0) == {"b"}
+    finally:
+        await producer.close()

@@ -15,6 +15,7 @@ import pytest
 from motia_py.backends.base import Backend
 from motia_py.backends.compose import ComposedBackend
 from motia_py.backends.derived import StateLeaseStore, StateTraceStore, wait_any_by_step
+from motia_py.testing import VirtualClock
 
 from .helpers import LEASE_S, claim_one, publish
 
@@ -175,3 +176,42 @@ async def test_the_derived_wait_times_out_empty_without_steps_or_events(backend:
     got, took = await timed(wait_any_by_step(backend, steps, 0.1))
     assert took < 1.0
     assert got == (set() if not steps else {"a"})  # a per-step wait cannot tell a timeout from a wake-up
+
+
+async def test_a_step_whose_deliveries_are_claimed_and_acknowledged_is_not_due(backend: Backend) -> None:
+    await publish(backend, "a", 2)
+    assert (await backend.wait_any(["a"], 5.0)) == {"a"}  # as a worker does: it waits, then claims
+    claimed = await backend.claim("a", 5, LEASE_S)
+    assert len(claimed) == 2
+
+    got, took = await timed(backend.wait_any(["a"], 0.2))
+    assert got == set()  # leased: nothing due until the leases expire
+    assert took >= 0.15
+
+    for d in claimed:
+        assert await backend.complete(d)
+    got, took = await timed(backend.wait_any(["a"], 0.2))
+    assert got == set()
+    assert took >= 0.15
+
+
+async def test_a_wait_after_a_claim_wakes_when_the_lease_expires(backend: Backend, clock: VirtualClock) -> None:
+    await publish(backend, "a")
+    await claim_one(backend, "a", lease_s=0.2)  # the fake clock stands still: expires in 0.2 s of real time
+
+    got, took = await timed(backend.wait_any(["a", "b"], 5.0))
+
+    assert got == {"a"}
+    assert 0.1 <= took < 1.5
+    clock.advance(0.3)
+    assert (await claim_one(backend, "a")).expired
+
+
+async def test_a_delayed_publish_after_an_empty_claim_wakes_the_wait_at_its_time(backend: Backend) -> None:
+    assert await backend.claim("a", 1, LEASE_S) == []  # the worker found nothing...
+    await publish(backend, "a", delay_s=0.2)  # ... then this arrived (the fake clock stands still)
+
+    got, took = await timed(backend.wait_any(["a"], 5.0))
+
+    assert got == {"a"}
+    assert 0.1 <= took < 1.5

@@ -36,9 +36,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
+
+from msgspec import Struct
 
 from ..errors import BackendError
 from . import _sqlite_checkpoint as checkpoint
@@ -56,8 +57,7 @@ _MAX_PAUSE_S: Final = 0.001
 _FINISH_CHECKPOINT: Final = "finish checkpoint"  # an inbox item (see _sqlite_checkpoint)
 
 
-@dataclass(slots=True, eq=False)
-class _Call:
+class _Call(Struct, eq=False):
     op: Op[Any, Any]
     arg: Any
     write: bool

@@ -48,7 +48,7 @@ from .records import (
 from .registry import BackendOptions
 from .sqlite_handle_store import SqliteHandles
 from .sqlite_realtime import SqliteRealtime
-from .sqlite_schema import connect, resolve_path
+from .sqlite_schema import connect, damage_hint, resolve_path
 from .sqlite_waits import SAFETY_POLL_S, SqliteWaits
 
 A = TypeVar("A")
@@ -150,7 +150,7 @@ class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
         try:
             return await self._db.submit(op, arg, write, urgent, inline)
         except sqlite3.Error as exc:
-            raise BackendError(f"sqlite backend {self.path}: {exc}") from exc
+            raise BackendError(f"sqlite backend {self.path}: {exc}{damage_hint(exc, self.path)}") from exc
 
     async def _fetch(self, sql: str, *params: Any) -> list[Row]:
         return await self._run(_fetch, (sql, params), write=False)
@@ -178,7 +178,8 @@ class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
         try:
             await self._db.start()
         except (OSError, sqlite3.Error) as exc:
-            raise BackendUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            hint = damage_hint(exc, self.path) if isinstance(exc, sqlite3.Error) else ""
+            raise BackendUnavailableError(f"cannot open SQLite database {self.path}: {exc}{hint}") from exc
 
     async def close(self) -> None:
         """Finish the queued calls and close the file; deliveries stay queued."""
@@ -205,10 +206,16 @@ class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
         their head only), within ``control`` (see :mod:`.sqlite_flow`)."""
         if limit <= 0:
             return []
-        if control is not None:
-            got = await self._run(flow.claim, (step, limit, lease_s, self.clock, self.identity, control))
-        else:
-            got = await self._run(q.claim, (step, limit, lease_s, self.clock(), self.identity))
+        if control is None:
+            # At once on this thread when the connection's is idle, unless another process named the step
+            # since its last claim: that process is likely writing again (a producer emitting one event
+            # after another), and a claim racing it for the lock costs it more than the hop saves here.
+            inline = step not in self._told_of
+            self._told_of.discard(step)
+            got, self._due[step] = await self._run(
+                q.claim_noting_due, (step, limit, lease_s, self.clock(), self.identity), inline=inline)
+            return got  # its due time is known again: a mark by another change stays, and is read
+        got = await self._run(flow.claim, (step, limit, lease_s, self.clock, self.identity, control))
         if got:
             self._dirty.add(step)  # its leases are due times now
         return got
@@ -231,8 +238,15 @@ class SqliteBackend(SqliteWaits, SqliteRealtime, SqliteHandles):
         now = self.clock()
         rows = q.delivery_rows(outgoing, now) if outgoing else []
         keys = q.key_rows(outgoing, now) if outgoing else []
-        ok, fifo = await self._run(q.complete_run, (delivery, rows, result_json, keys, now), urgent=True)
-        self._dirty.add(delivery.step)
+        # With events for other steps it runs at once when the connection's thread is idle: the next
+        # step of a chain waits for it. Without, it goes to the thread, with the others queued meanwhile
+        # (one transaction for many: a drain's throughput).
+        ok, fifo = await self._run(q.complete_run, (delivery, rows, result_json, keys, now), urgent=True,
+                                   inline=bool(rows))
+        # The step's due time as last read (by its claim, say) is not read again: with the row gone the
+        # true one is no earlier, so at worst a wait wakes once, early, and the claim that follows reads
+        # it afresh. Work this change makes due for the step (a row for it, the next of a FIFO group, a
+        # free slot) marks it below.
         if ok:
             self._wake_rows(rows, now, [delivery.step] if fifo or delivery.limited else [])
         return ok

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any, Final
 
+from msgspec.structs import replace
+
 from ._sqlite_thread import Row, each
-from .handle_records import event_handle, live_step
+from .handle_records import event_handle, finished_step, live_step
 from .records import CancelResult, Delivery, EventHandle, HandleState, ScheduledDelivery, StepHandle
 
 KeyRow = tuple[str, str, str, float]
@@ -151,9 +152,7 @@ def _handle(conn: sqlite3.Connection, event_id: str, now: float) -> EventHandle 
         info = (env[0], env[1], env[2])
         notes[step] = (error, prog)
         if state is not None:
-            steps[step] = StepHandle(step=step, state=HandleState(state), delivery_id=did, attempts=attempts,
-                                     started_at=started, finished_at=finished, error=error, result_json=result,
-                                     progress_json=prog)
+            steps[step] = finished_step(step, state, did, attempts, started, finished, error, result, prog)
     for step, did, leased, attempts, available_at, started, *env in conn.execute(_LIVE, (event_id,)):
         info = (env[0], env[1], env[2])
         steps[step] = live_step(step, delivery_id=did, leased=bool(leased), attempts=attempts, due_at=available_at,

@@ -38,10 +38,8 @@ import errno
 import functools
 import hashlib
 import os
-import secrets
 import socket
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +60,8 @@ def notify_dir(database: Path) -> Path:
     beside = database.parent / (database.name + SUFFIX)
     if len(os.fsencode(str(beside))) + 24 <= _MAX_ADDRESS:
         return beside
+    import tempfile  # only for long paths (it imports shutil, bz2 and lzma: about 3 ms of start-up)
+
     digest = hashlib.sha256(os.fsencode(str(database.resolve()))).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"motia-notify-{digest}"
 
@@ -103,7 +103,7 @@ class Notifier:
             if self._server is not None:
                 return
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = self.directory / f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+            path = self.directory / f"{os.getpid()}-{os.urandom(4).hex()}.sock"
             self._server = await asyncio.start_unix_server(self._serve, path=str(path))
             self._path = path
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any, Final
+
+from msgspec.structs import replace
 
 from . import sqlite_handles as sh
 from ._sqlite_thread import Row, each
@@ -22,7 +23,8 @@ from .records import DeadLetter, Delivery, Envelope, HandleState, Outgoing, Queu
 CHUNK: Final = 64  # rows per multi-row statement (64 x 15 columns stays under SQLite's old 999 limit)
 
 _ENV: Final = "event_id, topic, data, trace_id, emitted_at, group_id, source, traceparent"  # Envelope's order
-_IN: Final = "(" + ", ".join("?" * CHUNK) + ")"  # padded with NULLs, which match nothing
+_IN_SIZES: Final = (1, 4, 16, CHUNK)  # a list of n values is padded with NULLs (which match nothing)
+_IN: Final = {n: "(" + ", ".join("?" * n) + ")" for n in _IN_SIZES}  # to the first size >= n
 _FLOW: Final = "priority, rate_key, conc_key"  # Target's flow attributes (rows: after the envelope and owner)
 _SELECT: Final = f"SELECT seq, id, attempts, first_delivered_at, {_ENV}, owner, {_FLOW} FROM deliveries"
 _CLAIM_EXPIRED: Final = (f"{_SELECT} WHERE step = :step AND lease_until IS NOT NULL AND available_at <= :now "
@@ -49,6 +51,7 @@ _CLAIM_FIFO: Final = (_FIFO_HEADS + f"SELECT d.seq, d.id, d.attempts, d.first_de
 # Priorities: the distinct priorities other than 0 of a step's standard rows, highest first (a skip-scan
 # of deliveries_prio, which holds those rows only), and the due rows of one priority, in due order.
 PRIORITISED: Final = "SELECT 1 FROM deliveries WHERE step = ? AND fifo_group IS NULL AND priority != 0 LIMIT 1"
+_HAS_FIFO: Final = "SELECT 1 FROM deliveries WHERE step = ? AND fifo_group IS NOT NULL LIMIT 1"  # cheaper than heads
 _LEVELS: Final = """
 WITH RECURSIVE lv(p) AS (
     SELECT (SELECT MAX(priority) FROM deliveries WHERE step = :step AND fifo_group IS NULL AND priority != 0)
@@ -61,8 +64,9 @@ LEVEL: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND priori
 LEVEL_0: Final = (f"{_SELECT} WHERE step = :step AND fifo_group IS NULL AND priority = 0 "
                   "AND available_at <= :now AND lease_until IS NULL {where} ORDER BY available_at, seq LIMIT :limit")
 """The due rows of priority ``:p`` (other than 0) / of priority 0; ``{where}``: more conditions, or ''."""
-_LEASE: Final = ("UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, available_at = ?, "
-                 f"first_delivered_at = COALESCE(first_delivered_at, ?), owner = ? WHERE seq IN {_IN}")
+_LEASE: Final = {n: "UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, available_at = ?, "
+                    f"first_delivered_at = COALESCE(first_delivered_at, ?), owner = ? WHERE seq IN {marks}"
+                 for n, marks in _IN.items()}
 _LEASED: Final = "id = ? AND attempts = ? AND lease_until IS NOT NULL"  # still leased by this attempt
 DEAD_COLS: Final = f"id, step, {_ENV}, attempts, error, traceback, failed_at, first_attempt_at, {_FLOW}"
 
@@ -95,10 +99,16 @@ _FLOW_INSERTS: Final = {n: _insert_sql(n, flow=True) for n in (CHUNK, 16, 4, 1)}
 
 
 
-def _padded(values: list[Any]) -> Iterator[list[Any]]:
+def _padded(values: list[Any]) -> Iterator[tuple[int, list[Any]]]:
+    """``values`` in chunks of at most ``CHUNK``, each padded to a size of ``_IN_SIZES``: (size, chunk).
+
+    A few sizes keep the statements few (SQLite's statement cache holds each), and a small list costs
+    little: an ``IN`` of one value is an equality, where 64 placeholders cost 50-60 us a statement.
+    """
     for i in range(0, len(values), CHUNK):
         chunk = values[i:i + CHUNK]
-        yield chunk + [None] * (CHUNK - len(chunk))
+        size = next(n for n in _IN_SIZES if n >= len(chunk))
+        yield size, chunk + [None] * (size - len(chunk))
 
 
 def _insert(conn: sqlite3.Connection, rows: list[Row], inserts: dict[int, str] = _INSERTS) -> None:
@@ -138,10 +148,10 @@ def complete_run(conn: sqlite3.Connection, args: Sequence[Completion]) -> list[t
     """(acknowledged, was on a FIFO queue) per call; the outboxes of the acknowledged ones are published
     (but for the events whose idempotency key is held) and their finished records written."""
     leased: dict[str, tuple[int, int, bool]] = {}
-    for chunk in _padded([c[0].id for c in args]):
+    for size, chunk in _padded([c[0].id for c in args]):
         for seq, id_, attempts, fifo in conn.execute(
                 f"SELECT seq, id, attempts, fifo_group IS NOT NULL FROM deliveries "
-                f"WHERE lease_until IS NOT NULL AND id IN {_IN}", chunk):
+                f"WHERE lease_until IS NOT NULL AND id IN {_IN[size]}", chunk):
             leased[id_] = (seq, attempts, bool(fifo))
     results: list[tuple[bool, bool]] = []
     done: list[int] = []
@@ -159,8 +169,8 @@ def complete_run(conn: sqlite3.Connection, args: Sequence[Completion]) -> list[t
         keys += outbox_keys
         finished.append((d, result))
         results.append((True, hit[2]))
-    for chunk in _padded(done):
-        conn.execute(f"DELETE FROM deliveries WHERE seq IN {_IN}", chunk)
+    for size, chunk in _padded(done):
+        conn.execute(f"DELETE FROM deliveries WHERE seq IN {_IN[size]}", chunk)
     now = args[-1][4]
     _insert(conn, sh.without(rows, sh.take_keys(conn, keys, now)) if keys else rows)
     sh.finish_many(conn, finished, now)
@@ -187,8 +197,8 @@ def lease(conn: sqlite3.Connection, rows: list[Row], step: str, now: float, leas
           expired: bool = False, limited: bool = False) -> list[Delivery]:
     """Lease the claimed ``rows`` (of :data:`_SELECT`'s columns) to ``owner``; their deliveries."""
     until = now + lease_s
-    for chunk in _padded([row[0] for row in rows]):
-        conn.execute(_LEASE, [until, until, now, owner, *chunk])
+    for size, chunk in _padded([row[0] for row in rows]):
+        conn.execute(_LEASE[size], [until, until, now, owner, *chunk])
     return sh.flag_cancelled(conn, [
         Delivery(id=row[1], step=step, envelope=Envelope(*row[4:12]), attempt=row[2] + 1,
                  first_delivered_at=now if row[3] is None else row[3], expired=expired,
@@ -196,8 +206,7 @@ def lease(conn: sqlite3.Connection, rows: list[Row], step: str, now: float, leas
                  concurrency_key=row[15], limited=limited) for row in rows])  # cancelled events flagged
 
 
-@each
-def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]) -> list[Delivery]:
+def _claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]) -> list[Delivery]:
     """One transaction: an expired lease alone (``expired``, with its ``last_owner``), else the due rows."""
     step, limit, lease_s, now, owner = arg
     params = {"step": step, "now": now, "limit": limit}
@@ -206,12 +215,23 @@ def claim(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]) -> 
     if not expired:
         prioritised = conn.execute(PRIORITISED, (step,)).fetchone() is not None
         for sql in (_CLAIM_DUE, _CLAIM_FIFO):  # the memory backend's order
-            if len(rows) == limit:
+            if len(rows) == limit or (sql is _CLAIM_FIFO and not _has_fifo(conn, step)):
                 break
             params["limit"] = limit - len(rows)
             rows += _by_priority(conn, params) if prioritised and sql is _CLAIM_DUE else conn.execute(
                 sql, params).fetchall()
     return lease(conn, rows, step, now, lease_s, owner, expired=expired)
+
+
+claim = each(_claim)
+
+
+@each
+def claim_noting_due(conn: sqlite3.Connection, arg: tuple[str, int, float, float, str]
+                     ) -> tuple[list[Delivery], float | None]:
+    """:func:`claim`, and the step's next due time (or lease expiry) after it, read in the same transaction:
+    the wait that follows a claim needs no read of its own."""
+    return _claim(conn, arg), _next_due(conn, arg[0])
 
 
 @each
@@ -259,12 +279,17 @@ def dead_letter(conn: sqlite3.Connection, arg: tuple[Delivery, str, str, float, 
     return bool(row[0])
 
 
+def _has_fifo(conn: sqlite3.Connection, step: str) -> bool:
+    """Whether ``step`` has FIFO rows at all (one index lookup; the heads' query costs three times more)."""
+    return conn.execute(_HAS_FIFO, (step,)).fetchone() is not None
+
+
 def _next_due(conn: sqlite3.Connection, step: str) -> float | None:
     """The earliest due time (or lease expiry) among ``step``'s standard rows and FIFO heads."""
     standard = conn.execute("SELECT MIN(available_at) FROM deliveries WHERE step = ? AND fifo_group IS NULL",
                             (step,)).fetchone()[0]
     fifo = conn.execute(_FIFO_HEADS + "SELECT MIN(d.available_at) FROM head JOIN deliveries d ON d.seq = head.seq",
-                        {"step": step}).fetchone()[0]
+                        {"step": step}).fetchone()[0] if _has_fifo(conn, step) else None
     times = [t for t in (standard, fifo) if t is not None]
     return min(times) if times else None
 

@@ -166,3 +166,17 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         conn.execute("DELETE FROM leases WHERE substr(key, 1, length(?1)) = ?1", (_OLD_TICK_MARKERS,))
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")
+
+
+_DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def damage_hint(exc: sqlite3.Error, path: Path | str) -> str:
+    """What to do, appended to an error saying the database file is damaged (empty for any other error).
+
+    A damaged file does not mend itself: retrying (as for an outage) only repeats the error.
+    """
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _DAMAGED:
+        return ""
+    return (f" (the file is damaged: stop every process that uses it, then restore {path} from a backup, or "
+            f"rebuild it with: sqlite3 {path} .recover | sqlite3 recovered.db)")
