@@ -15,12 +15,12 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import click
 import watchfiles
+from msgspec import Struct
 
 from . import task_dump
 from .config import StepSpec
@@ -110,8 +110,7 @@ class ProjectWatcher:
             yield changes
 
 
-@dataclass(frozen=True, slots=True)
-class Diff:
+class Diff(Struct, frozen=True):
     """Which steps a reload added, changed and removed."""
 
     added: tuple[str, ...]
@@ -175,13 +174,13 @@ class DevServer:
             runtime = Runtime(project, backend_for(self.settings), poll_s=0.2,
                               traces=trace_settings(self.settings), otel=detect(self.settings.traces_otel))
             await runtime.start()
-            http = await start_server(runtime.router, self.settings, dev=True, port=self.port)
-            install_workbench(http.app, runtime, self.settings, dev=True)
-            install_metrics(http.app, runtime, self.settings, dev=True)
-            try:
-                await install_streams(http.app, runtime, self.settings)
-            except BaseException:
-                await http.stop()
+            app = ApiApp(runtime.router, body_limit_bytes=self.settings.body_limit_bytes, dev=True)
+            install_workbench(app, runtime, self.settings, dev=True)
+            install_metrics(app, runtime, self.settings, dev=True)
+            try:  # every route, streams' too, is in place before the port is bound
+                await install_streams(app, runtime, self.settings)
+                http = await start_server(runtime.router, self.settings, dev=True, port=self.port, app=app)
+            except BaseException:  # start_server ran the app's stop hooks (the streams') itself
                 await runtime.stop(self.settings.grace_period_s)
                 raise
             click.echo(click.style(f"motia-py dev: {len(project.steps)} step(s), backend "

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import re
 import socket
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from msgspec import Struct, field, structs
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -52,8 +51,7 @@ class ApiRequest(dict[str, Any]):
             raise AttributeError(name) from None
 
 
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
+class ApiResponse(Struct, frozen=True):
     """A response ready to send (``content``: the body already encoded, when it was checked)."""
 
     status: int
@@ -63,8 +61,7 @@ class ApiResponse:
     stream: AsyncIterator[bytes] | None = None  # a body sent while the handler writes it (Motia 1.0)
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
+class _Route(Struct, frozen=True):
     spec: StepSpec
     pattern: re.Pattern[str]
 
@@ -111,6 +108,11 @@ class ApiApp:
         self.websocket: ASGIApp | None = None  # WebSocket connections (streams: see stream_ws.py)
         self.on_stop: list[Callable[[], Awaitable[None]]] = []  # run when the server stops
         self.set_router(router)
+
+    async def run_stop_hooks(self) -> None:
+        """Run the ``on_stop`` hooks (the server stops, or never started)."""
+        for stop in self.on_stop:
+            await stop()
 
     def set_router(self, router: Router) -> None:
         """Use the router's current project (after a reload)."""
@@ -210,7 +212,7 @@ class ApiApp:
             if response.status < 500:  # a response that failed its schema (dev) publishes nothing
                 await run.commit()
             if response.stream is not None:  # emits made while the body streams are published at its end
-                response = dataclasses.replace(response, stream=_then(response.stream, run.commit))
+                response = structs.replace(response, stream=_then(response.stream, run.commit))
         except ConditionSkipped:  # a Motia 1.0 trigger's condition said no: 422, as Motia's engine answers
             run.skipped = True
             return ApiResponse(422, {"error": "Request condition not met", "skipped": True}, {"x-trace-id": trace_id})
@@ -219,7 +221,7 @@ class ApiApp:
             extra = {"message": run.error} if self.dev else {}
             return ApiResponse(500, {"error": "internal", "traceId": trace_id, **extra}, {"x-trace-id": trace_id})
         headers = {"x-trace-id": trace_id, **response.headers}
-        return dataclasses.replace(response, headers=headers)  # keeps the checked, encoded body
+        return structs.replace(response, headers=headers)  # keeps the checked, encoded body
 
     @staticmethod
     def _to_response(result: Any) -> ApiResponse:
@@ -324,7 +326,7 @@ class ApiApp:
         if self.on_response is not None:
             self.on_response(request.method, path, result.status)
         if origin is not None and self.cors is not None and self.cors.allows(origin):
-            result = dataclasses.replace(result, headers={**result.headers, **self.cors.response_headers(origin)})
+            result = structs.replace(result, headers={**result.headers, **self.cors.response_headers(origin)})
         await self._render(result)(scope, receive, send)
         if self.dev:  # the access log of `motia-py dev`
             self.router.log.info(f"{request.method} {path} {result.status} "
@@ -422,8 +424,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-@dataclass(slots=True)
-class HttpServer:
+class HttpServer(Struct):
     """A running HTTP server."""
 
     app: ApiApp
@@ -441,8 +442,7 @@ class HttpServer:
     async def stop(self) -> None:
         """Stop accepting, finish open requests, close."""
         self.app.stopping = True
-        for stop in self.app.on_stop:
-            await stop()
+        await self.app.run_stop_hooks()
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -451,6 +451,8 @@ class HttpServer:
 async def start_server(router: Router, settings: Settings, *, dev: bool = False, port: int | None = None,
                        app: ApiApp | None = None) -> HttpServer:
     """Serve API steps (and ``/openapi.json``) on ``settings.host:settings.port``; return once bound.
+    An ``app`` given with its routes installed is served from the first connection on; when serving
+    fails, its ``on_stop`` hooks run (as :meth:`HttpServer.stop` would).
 
     Raises:
         MotiaError: the port cannot be bound.
@@ -466,12 +468,16 @@ async def start_server(router: Router, settings: Settings, *, dev: bool = False,
     config = uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
                             log_level="warning", access_log=False, lifespan="off", server_header=False,
                             ws_per_message_deflate=False)  # small stream messages: compressing each costs more
-    sock = _bind_socket(settings.host, config.port)
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="motia-http")
-    while not server.started:
-        if task.done():
-            exc = task.exception()
-            raise MotiaError(f"cannot serve HTTP on {settings.host}:{config.port}: {exc or 'server exited'}")
-        await asyncio.sleep(0.01)
+    try:
+        sock = _bind_socket(settings.host, config.port)
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="motia-http")
+        while not server.started:
+            if task.done():
+                exc = task.exception()
+                raise MotiaError(f"cannot serve HTTP on {settings.host}:{config.port}: {exc or 'server exited'}")
+            await asyncio.sleep(0.01)
+    except BaseException:
+        await app.run_stop_hooks()
+        raise
     return HttpServer(app=app, server=server, task=task)

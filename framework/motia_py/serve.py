@@ -13,9 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from . import task_dump
 from .errors import MotiaError
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
     from .http import HttpServer  # the HTTP server (uvicorn, starlette) is imported only when it is started
 
 
-@dataclass(frozen=True, slots=True)
-class StartOptions:
+class StartOptions(Struct, frozen=True):
     """What ``start`` runs in this process."""
 
     workers: int = 1
@@ -103,20 +103,21 @@ async def run(settings: Settings, opts: StartOptions, ready: asyncio.Event | Non
 
 
 async def _start_http(runtime: Runtime, settings: Settings) -> HttpServer:
-    """Serve API steps and ``/openapi.json``."""
-    from .http import start_server
-    from .metrics import install_metrics
+    """Serve API steps, ``/openapi.json`` and streams; every route is in place before the port is bound."""
+    from .http import ApiApp, start_server
     from .stream_ws import install_streams
-    from .workbench import install_workbench
 
-    server = await start_server(runtime.router, settings, dev=False)
-    install_workbench(server.app, runtime, settings, dev=False)
-    install_metrics(server.app, runtime, settings, dev=False)
-    try:
-        await install_streams(server.app, runtime, settings)
-    except BaseException:
-        await server.stop()
-        raise
+    app = ApiApp(runtime.router, body_limit_bytes=settings.body_limit_bytes, dev=False)
+    if settings.workbench_token:  # off in production unless enabled: then not even imported
+        from .workbench import install_workbench
+
+        install_workbench(app, runtime, settings, dev=False)
+    if settings.metrics:  # Prometheus' client: about 2 MB of a worker serving HTTP
+        from .metrics import install_metrics
+
+        install_metrics(app, runtime, settings, dev=False)
+    await install_streams(app, runtime, settings)  # a client that connects once the port answers is served
+    server = await start_server(runtime.router, settings, dev=False, app=app)  # failing: streams stop
     framework_logger().info(f"serving HTTP on http://{settings.host}:{server.port}")
     return server
 
