@@ -14,7 +14,7 @@ from .backends.base import Delivery, HandleStore, Outgoing
 from .config import StepSpec
 from .errors import EmitSchemaError, InputValidationError, InvalidEmitError, PayloadTooLargeError, UndeclaredEmitError
 from .flow_control import check_priority
-from .handles import cancel_event, delay_until, encode_progress, event_status
+from .handle_codec import delay_until, encode_progress
 from .logs import LogSink, StepLogger
 from .state import State, SyncState
 from .suggest import did_you_mean
@@ -280,11 +280,15 @@ class Context:
         Raises:
             UnknownEventError, AmbiguousIdError: no such event, or a prefix of several.
         """
+        from .handles import event_status  # the status types: only for handlers that ask
+
         return self._blocking(event_status(self._store(), event_id))
 
     def cancel(self, event_id: str) -> Any:
         """Cancel any event, as :meth:`motia_py.Client.cancel` does; a
         :class:`~motia_py.handles.Cancellation` (``await ctx.cancel(id)`` in an async handler)."""
+        from .handles import cancel_event
+
         return self._blocking(cancel_event(self._store(), event_id))
 
     def _store(self) -> HandleStore:

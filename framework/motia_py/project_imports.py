@@ -25,11 +25,13 @@ from .findings import Finding, Severity
 
 def under(path: Path, root: Path) -> bool:
     """Whether ``path`` is in the project ``root`` (an installed package in a venv there is not)."""
+    if "site-packages" in path.parts:
+        return False  # checked first: resolving a path costs a system call per component
     try:
         path.resolve().relative_to(root)
     except (ValueError, OSError):
         return False
-    return "site-packages" not in path.parts
+    return True
 
 
 class _ProjectFinder:
@@ -63,7 +65,7 @@ class _ProjectFinder:
                 return None
             spec = importlib.machinery.PathFinder.find_spec(fullname, [str(root)])
         else:
-            if fullname.startswith(_OWN) or not any(under(Path(p), root) for p in path):
+            if fullname.startswith(_OWN) or not any(_is_project_dir(p, root) for p in path):
                 return None  # motia-py's own modules never come from the project (nor fresh), even when
                 # the framework sits inside the project root (a checkout of motia-py validating its example)
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
@@ -97,6 +99,27 @@ def _imported_by_project_code(root: Path) -> bool:
     while frame is not None and frame.f_code.co_filename.startswith(_IMPORT_MACHINERY):
         frame = frame.f_back  # type: ignore[assignment]  # f_back is None only past the outermost frame
     return frame is not None and _is_project_file(frame.f_code.co_filename, root)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_project_dir(entry: str, root: Path) -> bool:
+    """Whether a package's search path entry is in the project (asked for every submodule imported while
+    the finder is installed: a library's dozens of submodules share a few entries)."""
+    return isinstance(entry, str) and under(Path(entry), root)
+
+
+def module_in_project(module: types.ModuleType, root: Path) -> bool:
+    """Whether a module's file or one of its package's search path entries is in the project
+    (:func:`under`, with the folders' answers cached: a file that is no symbolic link is in the
+    project when its folder is)."""
+    filename = getattr(module, "__file__", None)
+    if isinstance(filename, str) and filename:
+        if os.path.islink(filename):
+            if under(Path(filename), root):
+                return True
+        elif _is_project_dir(os.path.dirname(filename), root):
+            return True
+    return any(_is_project_dir(entry, root) for entry in list(getattr(module, "__path__", None) or []))
 
 
 @functools.lru_cache(maxsize=4096)
