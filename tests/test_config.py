@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
+from msgspec import structs
 
 from motia_py import ApiConfig, CronConfig, EventConfig, NoopConfig
 from motia_py.config import BackoffSpec, QueryParam, QueueSpec, StepType, build_step
@@ -31,7 +31,7 @@ async def api_handler(req: Any, ctx: Any) -> dict[str, Any]:
 
 def fields_of(spec: Any) -> dict[str, Any]:
     """A spec's field values (StepSpec compares by identity, so tests compare its fields)."""
-    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    return {f.name: getattr(spec, f.name) for f in structs.fields(spec)}
 
 
 def event(**extra: Any) -> dict[str, Any]:

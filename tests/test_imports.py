@@ -4,7 +4,8 @@
 no croniter (no cron step), no jsonschema (no JSON-schema dict), no prometheus_client (metrics off),
 no pydantic (dict configs), no Motia 1.0 SDK, no ``importlib.metadata`` and no other command's module;
 ``motia-py validate`` loads none of them on a project without loops (networkx enumerates loops, when
-there are some), and neither asyncio nor the runtime nor a backend. ``import motia_py`` and ``import
+there are some), and neither asyncio nor the runtime nor a backend. ``motia-py start`` serving HTTP
+loads neither Prometheus' client nor the Workbench while they are off. ``import motia_py`` and ``import
 motia_py.cli`` stay light. A step's handler writes ``sys.modules`` out once the worker has booted and
 claimed it, then stops the worker.
 """
@@ -57,21 +58,36 @@ def loaded(out: Path) -> set[str]:
     return {m.split(".")[0] for m in json.loads(out.read_text())}
 
 
-async def test_start_without_http_on_sqlite_loads_no_heavy_module_it_does_not_use(
-        make_project: ProjectFactory, tmp_path: Path) -> None:
-    root = make_project(PROJECT)
-    out = tmp_path / "start-modules.json"
+async def modules_of_start(root: Path, out: Path, *options: str) -> list[str]:
+    """The modules of ``motia-py start OPTIONS`` on ``root`` once its worker ran an event (see ``PROJECT``)."""
     async with Client.from_project(root) as client:
         await client.emit("work", {"out": str(out)})
 
-    proc = subprocess.run([sys.executable, "-m", "motia_py", "start", "--no-http", "--project", str(root)],
+    proc = subprocess.run([sys.executable, "-m", "motia_py", "start", *options, "--project", str(root)],
                           capture_output=True, text=True, timeout=60, cwd=root)
 
     assert proc.returncode == 0, proc.stderr
-    modules = json.loads(out.read_text())
+    modules: list[str] = json.loads(out.read_text())
+    return modules
+
+
+async def test_start_without_http_on_sqlite_loads_no_heavy_module_it_does_not_use(
+        make_project: ProjectFactory, tmp_path: Path) -> None:
+    out = tmp_path / "start-modules.json"
+    modules = await modules_of_start(make_project(PROJECT), out, "--no-http")
+
     assert "motia_py.worker" in modules and "motia_py.backends.sqlite" in modules  # the probe saw a worker
     assert sorted(set(HEAVY) & loaded(out)) == []
     assert sorted(set(NOT_FOR_START) & set(modules)) == []
+
+
+async def test_start_with_http_loads_neither_metrics_nor_workbench_while_they_are_off(
+        make_project: ProjectFactory, tmp_path: Path) -> None:
+    out = tmp_path / "start-modules.json"
+    modules = await modules_of_start(make_project(PROJECT), out, "--port", "0")
+
+    assert "motia_py.http" in modules and "uvicorn" in loaded(out)  # the probe saw the HTTP server
+    assert sorted({"prometheus_client", "motia_py.metrics", "motia_py.workbench"} & set(modules)) == []
 
 
 def test_validate_of_a_project_without_loops_loads_no_heavy_module(make_project: ProjectFactory,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import json
 import os
 import queue
@@ -30,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from msgspec import structs
 
 from motia_py.errors import ExposedWorkbenchError
 from motia_py.http import HttpServer, start_server
@@ -272,9 +272,9 @@ def test_dev_on_a_non_loopback_address_needs_a_token(make_project: ProjectFactor
     settings = load_settings(make_project(FILES), flags={"host": host}, env={})
     with pytest.raises(ExposedWorkbenchError, match=r"workbench_token.*MOTIA_PY_WORKBENCH_TOKEN.*127\.0\.0\.1"):
         check_dev_exposure(settings)
-    check_dev_exposure(dataclasses.replace(settings, workbench_token=TOKEN))
+    check_dev_exposure(structs.replace(settings, workbench_token=TOKEN))
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
-        check_dev_exposure(dataclasses.replace(settings, host=loopback))
+        check_dev_exposure(structs.replace(settings, host=loopback))
     assert not is_loopback_host(host)
 
 
@@ -283,7 +283,7 @@ async def test_dev_bound_to_the_network_installs_nothing_without_a_token_and_wan
 ) -> None:
     root = make_project(FILES)
     settings = load_settings(root, flags={"backend_url": "memory://", "port": 0}, env={})
-    exposed = dataclasses.replace(settings, host="0.0.0.0")  # what the Workbench is told; the test binds loopback
+    exposed = structs.replace(settings, host="0.0.0.0")  # what the Workbench is told; the test binds loopback
     project, _ = load_project(settings)
     async with Runtime(project, backend_for(settings), cron=False) as rt:
         server = await start_server(rt.router, settings, dev=True, port=0)
@@ -291,7 +291,7 @@ async def test_dev_bound_to_the_network_installs_nothing_without_a_token_and_wan
             with pytest.raises(ExposedWorkbenchError):
                 install_workbench(server.app, rt, exposed, dev=True)
             assert server.app.prefix_routes == []
-            assert install_workbench(server.app, rt, dataclasses.replace(exposed, workbench_token=TOKEN), dev=True)
+            assert install_workbench(server.app, rt, structs.replace(exposed, workbench_token=TOKEN), dev=True)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as c:
                 assert (await c.get("/__workbench/api/namespaces")).status_code == 401
                 r = await c.get("/__workbench/api/namespaces", headers={"authorization": f"Bearer {TOKEN}"})

@@ -22,11 +22,11 @@ its own. Until then the mounted app answers 503 with that hint. Served on its ow
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from msgspec import structs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -129,7 +129,7 @@ class MotiaApp:
         if self.workbench:
             install_workbench(api, runtime, settings, dev=self.dev)
         if self.metrics is not None:
-            install_metrics(api, runtime, dataclasses.replace(settings, metrics=True), dev=self.dev,
+            install_metrics(api, runtime, structs.replace(settings, metrics=True), dev=self.dev,
                             metrics=self.metrics)
         self._api = api
         self._log.info(f"motia-py app started: {len(self.project.steps)} step(s), backend {settings.backend_url}"

@@ -14,7 +14,7 @@ import click
 
 from .cli_common import EXIT_USAGE, backend_option, fail, handle_errors, on_backend, project_option, settings_from
 from .errors import InputValidationError, MotiaError
-from .handles import delay_until
+from .handle_codec import delay_until
 
 if TYPE_CHECKING:
     from .backends.base import Backend

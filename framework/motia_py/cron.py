@@ -7,9 +7,10 @@ engine. croniter puts seconds last by default; we pass ``second_at_beginning``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from . import check_cache
 from .errors import CronExpressionError
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
 # project without cron steps never loads them.
 
 
-@dataclass(frozen=True, slots=True)
-class CronSchedule:
+class CronSchedule(Struct, frozen=True):
     """A parsed cron expression in a time zone."""
 
     expression: str

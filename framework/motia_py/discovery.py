@@ -20,9 +20,10 @@ import sys
 import traceback
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from . import check_cache, motia_sdk
 from .config import StepSpec, StepType
@@ -30,7 +31,7 @@ from .errors import CronExpressionError, StepConfigError, StepFormatError
 from .findings import Finding, Severity
 from .flows import FlowSpec, load_flows
 from .motia1_config import build_steps
-from .project_imports import FINDER, FreshLoader, shadowed_packages, under
+from .project_imports import FINDER, FreshLoader, module_in_project, shadowed_packages
 from .settings import Settings
 from .stream_config import StreamSpec, build_stream, is_stream_file
 
@@ -46,8 +47,7 @@ def is_ignored_dir(name: str) -> bool:
     return name in IGNORED_DIRS or name.startswith(".")
 
 
-@dataclass(frozen=True, slots=True)
-class Project:
+class Project(Struct, frozen=True):
     """A discovered project: its steps, flows, and every problem found while loading them."""
 
     settings: Settings
@@ -238,8 +238,7 @@ def _record_project_modules(before: set[str], root: Path) -> None:
         module = sys.modules.get(name)
         if module is None:
             continue
-        locations = [getattr(module, "__file__", None) or "", *list(getattr(module, "__path__", []) or [])]
-        if any(loc and under(Path(loc), root) for loc in locations):
+        if module_in_project(module, root):
             _project_modules.add(name)
 
 

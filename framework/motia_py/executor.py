@@ -14,8 +14,9 @@ import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .config import StepSpec
 from .errors import HandlerTimeoutError, MotiaError
@@ -29,8 +30,7 @@ def sync_handlers_running() -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith(SYNC_THREAD) and t.is_alive())
 
 
-@dataclass(slots=True)
-class _Deadline:
+class _Deadline(Struct):
     at: float  # time.monotonic() past which the handler is cancelled
     fired: bool = False  # the watchdog cancelled the task
 

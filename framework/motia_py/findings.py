@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
+
+from msgspec import Struct
 
 
 class Severity(str, enum.Enum):
@@ -16,8 +17,7 @@ class Severity(str, enum.Enum):
     INFO = "info"
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(Struct, frozen=True):
     """One problem (or note) about the project."""
 
     code: str

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
+
+from msgspec import Struct
 
 from .backends.records import FlowControl
 from .errors import InvalidEmitError
@@ -33,8 +34,7 @@ QUEUE_KEYS: Final = frozenset({"rate_limit", "global_concurrency", "concurrency_
 """The ``infrastructure.queue`` keys of this module (snake_case; camelCase is accepted too)."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity equality: may hold a function
-class FlowKey:
+class FlowKey(Struct, frozen=True, eq=False):  # identity equality: may hold a function
     """Where a keyed limit finds its key: a dotted field path, or a function of the event data."""
 
     path: str | None = None
@@ -65,8 +65,7 @@ class FlowKey:
         return self.path if self.path is not None else getattr(self.fn, "__name__", "a function")
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitSpec:
+class RateLimitSpec(Struct, frozen=True):
     """``rateLimit``: at most ``limit`` handler starts per ``period_s`` seconds (per ``key`` value)."""
 
     limit: int
@@ -74,8 +73,7 @@ class RateLimitSpec:
     key: FlowKey | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FlowSpec:
+class FlowSpec(Struct, frozen=True):
     """A step's fleet-wide limits and default priority (see the module docstring)."""
 
     priority: int = 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from .findings import Finding, Severity
 from .suggest import did_you_mean
@@ -14,8 +15,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FLOW_KEYS = {"description", "state_namespace", "entry_topics", "exit_topics"}
 
 
-@dataclass(frozen=True, slots=True)
-class FlowSpec:
+class FlowSpec(Struct, frozen=True):
     """One flow's settings (a flow with no file gets the defaults)."""
 
     name: str

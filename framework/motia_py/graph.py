@@ -14,9 +14,10 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from msgspec import Struct
 
 from .config import StepSpec, StepType
 from .discovery import Project
@@ -52,8 +53,7 @@ def topic_node(topic: str) -> str:
     return f"topic:{topic}"
 
 
-@dataclass(frozen=True, slots=True)
-class GraphEdge:
+class GraphEdge(Struct, frozen=True):
     """One edge: a step emitting a topic (``emit``) or a topic delivered to a step (``subscribe``)."""
 
     step: str
@@ -334,8 +334,7 @@ def _cycles(graph: TopicGraph) -> Iterator[Finding]:
 # Exports.
 
 
-@dataclass(frozen=True, slots=True)
-class _View:
+class _View(Struct, frozen=True):
     steps: tuple[StepSpec, ...]
     edges: tuple[GraphEdge, ...]
     topics: tuple[str, ...]

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .errors import MotiaError
 from .settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class CorsPolicy:
+class CorsPolicy(Struct, frozen=True):
     """Which origins may call the API steps from a browser, with what."""
 
     origins: tuple[str, ...]  # "*" allows any origin (never together with credentials)

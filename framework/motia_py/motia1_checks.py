@@ -4,9 +4,10 @@ where every trigger of a step gave the same one."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
+
+from msgspec import structs
 
 from . import motia_sdk
 from .discovery import Project
@@ -85,5 +86,5 @@ def collapse(project: Project, findings: list[Finding]) -> list[Finding]:
                 seen[key] = len(out)
             out.append(f)
         else:
-            out[seen[key]] = dataclasses.replace(out[seen[key]], step=group)
+            out[seen[key]] = structs.replace(out[seen[key]], step=group)
     return out

@@ -11,12 +11,13 @@ in neither.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from msgspec import structs
 
 from .api_config import parse_api
 from .config import build_step
@@ -294,7 +295,7 @@ def _http(t: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, A
         raise StepConfigError(f"'{where}.middleware' must be a list of functions (request, ctx, next)",
                               field=f"{where}.middleware")
     mws = tuple(_callable(m, f"{where}.middleware[{j}]", "request, ctx, next", 3) for j, m in enumerate(middleware))
-    spec = {"type": StepType.API, "api": dataclasses.replace(api, raw_body=True)}
+    spec = {"type": StepType.API, "api": structs.replace(api, raw_body=True)}
     return spec, {"method": api.method, "path": t.get("path"), "middleware": mws}
 
 

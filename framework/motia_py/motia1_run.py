@@ -18,8 +18,9 @@ import inspect
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .errors import ConditionSkipped
 from .executor import SYNC_HANDLER_THREADS, SYNC_THREAD
@@ -48,8 +49,7 @@ async def run_sync(fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity equality: holds callables
-class TriggerPlan:
+class TriggerPlan(Struct, frozen=True, eq=False):  # identity equality: holds callables
     """One trigger of a 1.0 step, as its adapter runs it."""
 
     step: str  # the spec's name (``Step#queue`` for one trigger of several)

@@ -16,7 +16,7 @@ from .context import encode_payload
 from .discovery import Project
 from .errors import InvalidEmitError, UnknownTopicError
 from .flow_control import FlowSpec, check_priority
-from .handles import DEFAULT_DEDUP_WINDOW_S, delay_until
+from .handle_codec import DEFAULT_DEDUP_WINDOW_S, delay_until
 from .logs import StepLogger
 from .otel import Spans
 from .suggest import did_you_mean

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .errors import InputValidationError
 from .schema import Schema
@@ -26,8 +27,7 @@ _TRUE, _FALSE = ("true", "1"), ("false", "0")
 _MISSING = object()
 
 
-@dataclass(frozen=True, slots=True)
-class QueryParam:
+class QueryParam(Struct, frozen=True):
     """One declared query parameter.
 
     Attributes:

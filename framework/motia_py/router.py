@@ -27,7 +27,7 @@ from .cron_guard import CronGuard
 from .discovery import Project
 from .errors import ConditionSkipped
 from .executor import Executor
-from .handles import encode_result
+from .handle_codec import encode_result
 from .logs import LogSink, framework_logger
 from .otel import NO_OTEL, Otel
 from .publisher import Publisher

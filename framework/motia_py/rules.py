@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+
+from msgspec import Struct
 
 from ._version import __version__
 from .errors import ProjectError
@@ -69,8 +70,7 @@ def is_pristine(text: str) -> bool:
     return match is not None and _digest(text[:match.start()]) == match["digest"]
 
 
-@dataclass(frozen=True, slots=True)
-class PullReport:
+class PullReport(Struct, frozen=True):
     """What :func:`pull` did with each rule file (paths are absolute)."""
 
     written: tuple[Path, ...]

@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from .backends.base import Delivery, Envelope, Outgoing
 from .config import StepSpec, StepType
@@ -61,8 +62,7 @@ class RunKind(str, enum.Enum):
     API = "api"
 
 
-@dataclass(slots=True)  # not frozen: created for every run, and frozen dataclasses build slowly
-class RunRecord:
+class RunRecord(Struct):  # one per run (a Struct: quick to create)
     """One handler run, as observers (traces, the harness) see it."""
 
     step: str

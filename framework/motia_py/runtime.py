@@ -15,7 +15,7 @@ from typing import Any
 from .backends.base import Backend
 from .backends.registry import BackendOptions, create_backend
 from .discovery import Project
-from .handles import HandleJanitor
+from .handle_codec import HandleJanitor
 from .logs import LogSink
 from .otel import Otel
 from .project_load import load_project, require_valid

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct
 
 from . import check_cache
 from .errors import InputValidationError, StepConfigError
@@ -39,8 +40,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Schema:
+class Schema(Struct, frozen=True):
     """A validated schema: either ``model`` (a pydantic model class) or ``json`` alone."""
 
     json: dict[str, Any]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from .errors import ProjectError, SettingsError
 from .suggest import did_you_mean
@@ -20,8 +21,7 @@ SETTINGS_FILE = "motia_py.toml"
 DEFAULT_BACKEND_URL = "sqlite:///.motia/motia.db"
 
 
-@dataclass(frozen=True, slots=True)
-class _Setting:
+class _Setting(Struct, frozen=True):
     name: str  # attribute of Settings and the flag name
     section: str
     key: str
@@ -177,8 +177,7 @@ SETTINGS: tuple[_Setting, ...] = (
 _KNOWN = {(s.section, s.key) for s in SETTINGS}
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(Struct, frozen=True):
     """The resolved settings of one project (paths absolute)."""
 
     root: Path

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from .cron import CronSchedule
 from .flow_control import FlowSpec
@@ -60,8 +61,7 @@ class CronMissed(str, enum.Enum):
     RUN_ONCE = "run_once"
 
 
-@dataclass(frozen=True, slots=True)
-class EmitSpec:
+class EmitSpec(Struct, frozen=True):
     """One declared emit."""
 
     topic: str
@@ -70,8 +70,7 @@ class EmitSpec:
     schema: Schema | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BackoffSpec:
+class BackoffSpec(Struct, frozen=True):
     """Retry delay policy: ``min(max_delay, delay * 2**(attempt-1))``, optionally with full jitter."""
 
     type: BackoffType = BackoffType.EXPONENTIAL
@@ -80,8 +79,7 @@ class BackoffSpec:
     jitter: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class QueueSpec:
+class QueueSpec(Struct, frozen=True):
     """Delivery settings of one subscribing step."""
 
     type: QueueType = QueueType.STANDARD
@@ -99,16 +97,14 @@ class QueueSpec:
         return self.type is QueueType.FIFO
 
 
-@dataclass(frozen=True, slots=True)
-class CronPolicy:
+class CronPolicy(Struct, frozen=True):
     """What a cron step does on overlapping runs and on ticks missed while no worker ran."""
 
     overlap: CronOverlap = CronOverlap.SKIP
     missed: CronMissed = CronMissed.SKIP
 
 
-@dataclass(frozen=True, slots=True)
-class ApiSpec:
+class ApiSpec(Struct, frozen=True):
     """The HTTP side of an API step."""
 
     path: str
@@ -120,8 +116,7 @@ class ApiSpec:
     raw_body: bool = False  # Motia 1.0: a body whose content type is not JSON reaches the handler unparsed
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerOrigin:
+class TriggerOrigin(Struct, frozen=True):
     """Where a step of the Motia 1.0 format came from: one trigger of a step file's ``triggers``.
 
     A 1.0 step with several triggers becomes one :class:`StepSpec` per trigger, all calling the same
@@ -135,8 +130,7 @@ class TriggerOrigin:
     count: int  # how many triggers the step has
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity equality: specs hold dicts and callables
-class StepSpec:
+class StepSpec(Struct, frozen=True, eq=False):  # identity equality: specs hold dicts and callables
     """Everything the runtime knows about one step, checked when it was discovered."""
 
     name: str

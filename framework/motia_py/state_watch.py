@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
+
+from msgspec import Struct
 
 from .errors import StepConfigError
 
@@ -39,8 +40,7 @@ Condition = Callable[[Any, Any], Any]
 """``condition(input, ctx) -> bool`` (or an awaitable of it)."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity equality: holds a callable
-class StateWatch:
+class StateWatch(Struct, frozen=True, eq=False):  # identity equality: holds a callable
     """What a state-triggered step watches (``namespace`` None: the step's own namespace)."""
 
     namespace: str | None = None

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from msgspec import Struct
 
 from .config_keys import normalise_keys
 from .errors import StepConfigError
@@ -37,8 +38,7 @@ CanAccess = Callable[[dict[str, Any], Any], Any]
 ``{"groupId": ..., "id": ...}`` (``id`` None for a whole group)."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity equality: specs hold callables
-class StreamSpec:
+class StreamSpec(Struct, frozen=True, eq=False):  # identity equality: specs hold callables
     """Everything the runtime knows about one stream, checked when it was discovered."""
 
     name: str

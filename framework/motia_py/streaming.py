@@ -4,11 +4,11 @@ answers of Motia 1.0's HTTP handlers): what a handler adapter returns instead of
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 
-@dataclass(frozen=True, slots=True)
-class StreamReply:
+class StreamReply(Struct, frozen=True):
     """Status and headers, known before the first byte, then the body as it is written."""
 
     status: int

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json as _json
 import os
 import time
@@ -23,6 +22,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+
+from msgspec import structs
 
 from .backends.base import DeadLetter, Outgoing
 from .backends.memory import MemoryBackend
@@ -248,7 +249,7 @@ class Harness:
         response = await self._api.handle(method, path, headers=hdrs, query=query, raw_body=raw)
         if response.stream is not None:
             content = b"".join([chunk async for chunk in response.stream])
-            response = dataclasses.replace(response, stream=None, content=content,
+            response = structs.replace(response, stream=None, content=content,
                                            body=content.decode("utf-8", "replace"))
         self.last_response = response
         return response.status, response.body

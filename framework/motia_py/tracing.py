@@ -13,12 +13,13 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .backends.base import Backend, TraceRun
 from .errors import BackendError
-from .handles import MIN_PREFIX, unique
+from .handle_codec import MIN_PREFIX, unique
 from .logs import LogSink, _to_logging
 from .runs import Outcome, RunRecord
 
@@ -26,8 +27,7 @@ MAX_LOG_LINES_PER_RUN = 50
 _PRUNE_EVERY_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class TraceSettings:
+class TraceSettings(Struct, frozen=True):
     """Retention of traces: how old and how many (the oldest go first)."""
 
     enabled: bool = True

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from .backends.base import Backend, Outgoing, StateRead, StateWrite
 from .state import Notify, State, _jsonable, dumps
@@ -26,8 +27,7 @@ _Group = tuple[str, str]  # (namespace, group)
 _Key = tuple[str, str, str]  # (namespace, group, key)
 
 
-@dataclass(slots=True)
-class _Buffer:
+class _Buffer(Struct):
     """The buffered writes of one group: cleared first (when ``cleared``), then ``values`` (None: deleted),
     each with the change event to queue with it (``notify``, for the keys a state step watches)."""
 

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import traceback
 from collections import deque
-from dataclasses import dataclass, field, replace
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from .backends.base import Delivery
 from .config import QUEUED_TYPES
@@ -21,8 +23,7 @@ CANCEL_POLL_S = 0.5
 """How often a worker asks whether the events of the deliveries it holds were cancelled."""
 
 
-@dataclass(slots=True)
-class _Consumer:
+class _Consumer(Struct):
     step: str
     task: asyncio.Task[None] | None = None
     pending: deque[Delivery] = field(default_factory=deque)  # claimed, not started yet

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 
 import asyncpg
 import pytest
+from msgspec.structs import replace
 
 from motia_py.backends.base import Envelope, HandleState, Outgoing, Target, new_id
 from motia_py.backends.derived import RESERVED_NAMESPACE

@@ -17,12 +17,11 @@ nothing for the seam.
 from __future__ import annotations
 
 from collections.abc import Collection, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownBackendError
 from ..types import Clock
 from .derived import StateLeaseStore, StateTraceStore, wait_any_by_step
-from .derived_handles import StateHandles
 from .derived_tx import StateTxStore
 from .records import (
     CancelResult,
@@ -50,6 +49,9 @@ from .stores import (
     TxStore,
     WaitStore,
 )
+
+if TYPE_CHECKING:
+    from .derived_handles import StateHandles
 
 _C = Coroutine[Any, Any, Any]
 
@@ -86,7 +88,12 @@ class ComposedBackend:
         self.leases = leases
         self.traces = traces
         self.tx: TxStore = tx if tx is not None else StateTxStore(core)
-        derived = StateHandles(core, clock, tx=self.tx) if handles is None else None
+        derived: StateHandles | None = None
+        if handles is None:  # imported only for a core without a handle store of its own
+            from .derived_handles import StateHandles
+
+            derived = StateHandles(core, clock, tx=self.tx)
+        self._derived = derived
         self.handles: HandleStore = derived if derived is not None else handles  # type: ignore[assignment]
         self.queue: QueueStore = derived if derived is not None else core
         self.commits: TxStore = derived if derived is not None else self.tx
@@ -303,8 +310,8 @@ class ComposedBackend:
                                 ) -> Coroutine[Any, Any, TxResult]:
         """See :meth:`.HandleStore.complete_tx_with_result` (a core with its own handle store but no
         transactional store commits through the stand-in, which keeps no result)."""
-        if isinstance(self.commits, StateHandles):
-            return self.commits.complete_tx_with_result(delivery, outgoing, writes, reads, result_json)
+        if self._derived is not None:
+            return self._derived.complete_tx_with_result(delivery, outgoing, writes, reads, result_json)
         return self.commits.complete_tx(delivery, outgoing, writes, reads)
 
 

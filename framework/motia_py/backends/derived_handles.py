@@ -23,8 +23,9 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Final
+
+from msgspec.structs import replace
 
 from ..types import Clock
 from .derived import RESERVED_NAMESPACE, _update

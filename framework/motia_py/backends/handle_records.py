@@ -34,6 +34,15 @@ def live_step(step: str, *, delivery_id: str, leased: bool, attempts: int, due_a
                       progress_json=progress_json, cancel_requested=leased and cancel_requested)
 
 
+def finished_step(step: str, state: str, delivery_id: str | None, attempts: int, started_at: float | None,
+                  finished_at: float | None, error: str | None, result_json: str | None,
+                  progress_json: str | None) -> StepHandle:
+    """The :class:`StepHandle` of a finished record (a row of a backend's handles table)."""
+    return StepHandle(step=step, state=HandleState(state), delivery_id=delivery_id, attempts=attempts,
+                      started_at=started_at, finished_at=finished_at, error=error, result_json=result_json,
+                      progress_json=progress_json)
+
+
 def finish_json(state: HandleState, *, delivery_id: str | None, attempts: int, started_at: float | None,
                 finished_at: float | None, error: str | None = None, result_json: str | None = None) -> str:
     """The text of a finished record (``finished_at`` None: the backend appends its own clock's time,

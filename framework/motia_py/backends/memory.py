@@ -13,7 +13,8 @@ import itertools
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from ..types import Clock
 from . import memory_flow as flow
@@ -37,8 +38,7 @@ from .records import (
 from .registry import BackendOptions
 
 
-@dataclass(slots=True)
-class _Item:
+class _Item(Struct):
     id: str
     step: str
     envelope: Envelope
@@ -54,8 +54,7 @@ class _Item:
     conc_key: str | None = None
 
 
-@dataclass(slots=True)
-class _StepQueue:
+class _StepQueue(Struct):
     ready: deque[_Item] = field(default_factory=deque)  # due, FIFO by seq (standard queues, priority 0)
     prio: list[tuple[int, int, _Item]] = field(default_factory=list)  # due, other priorities: heap (-p, order)
     delayed: list[tuple[float, int, _Item]] = field(default_factory=list)  # heap by available_at

@@ -11,8 +11,9 @@ nothing and need not be atomic: a wait may return early, and the counts are a sn
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .flow import Admission, earliest, look_ahead
 from .postgres_schema import Conn, quote
@@ -20,8 +21,7 @@ from .postgres_sql import heads
 from .records import FlowControl
 
 
-@dataclass(frozen=True, slots=True)
-class FlowSql:
+class FlowSql(Struct, frozen=True):
     """The look-ahead statements of one schema ($1 the step, $2 the time now)."""
 
     running: str

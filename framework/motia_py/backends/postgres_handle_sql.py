@@ -15,8 +15,9 @@ exactly one publishes).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
+
+from msgspec import Struct
 
 from .postgres_schema import quote
 from .records import HandleState, Outgoing
@@ -74,8 +75,7 @@ def successor(prefix: str) -> str | None:
     return head[:-1] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
 
 
-@dataclass(frozen=True, slots=True)
-class HandleSql:
+class HandleSql(Struct, frozen=True):
     """The handle store's statements on one schema (see the module docstring)."""
 
     progress: str

@@ -15,10 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from .handle_records import event_handle, live_step
+from .handle_records import event_handle, finished_step, live_step
 from .postgres_handle_sql import HandleSql, successor
 from .postgres_queue import PostgresQueue
-from .records import CancelResult, Delivery, EventHandle, HandleState, ScheduledDelivery, StepHandle
+from .records import CancelResult, Delivery, EventHandle, ScheduledDelivery, StepHandle
 
 
 def _handle(event_id: str, rows: Sequence[asyncpg.Record]) -> EventHandle | None:
@@ -33,9 +33,7 @@ def _handle(event_id: str, rows: Sequence[asyncpg.Record]) -> EventHandle | None
             info = (env[0], env[1], env[2])
             notes[step] = (error, prog)
             if state is not None:
-                steps[step] = StepHandle(step=step, state=HandleState(state), delivery_id=did, attempts=attempts,
-                                         started_at=started, finished_at=finished, error=error, result_json=result,
-                                         progress_json=prog)
+                steps[step] = finished_step(step, state, did, attempts, started, finished, error, result, prog)
     for row in rows:
         if row[0] == 1:
             step, did, attempts, started, leased, due = row[1], row[3], row[4], row[5], row[13], row[14]

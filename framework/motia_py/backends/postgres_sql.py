@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
+from msgspec import Struct
 
 from .postgres_handle_sql import KeyRow, finish, take_keys, unless_held
 from .postgres_schema import quote
@@ -169,8 +169,7 @@ def next_due_of(d: str, clock: str, step: str, now: str) -> str:
             f") - {clock}({now})")
 
 
-@dataclass(frozen=True, slots=True)
-class Sql:
+class Sql(Struct, frozen=True):
     """The statements of one schema (see the module docstring)."""
 
     schema: str

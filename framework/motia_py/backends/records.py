@@ -13,9 +13,10 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final, Literal, NamedTuple
+
+from msgspec import Struct, field
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
 _string: Final[Callable[[str], str]] = encode_basestring_ascii  # a str as _encode writes it
@@ -41,8 +42,7 @@ def new_id() -> str:
     return f"{n & 0xFFFFFFFF:08x}{_ID_PROCESS}{n >> 32:012x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(Struct, frozen=True):
     """One event as published: its topic, JSON payload and where it came from."""
 
     id: str
@@ -80,8 +80,7 @@ class Envelope:
                    traceparent=d.get("traceparent"))
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(Struct, frozen=True):
     """One subscriber of a published event, with the delay before it may be delivered.
 
     ``priority`` (higher is claimed first), ``rate_key`` and ``concurrency_key`` (the key values of the
@@ -97,8 +96,7 @@ class Target:
     concurrency_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(Struct, frozen=True):
     """An event to publish and the steps it goes to (fan-out is decided by the publisher).
 
     With a ``key`` (an idempotency key), the event is published only if no event of the same topic
@@ -111,8 +109,7 @@ class Outgoing:
     key_ttl_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(Struct, frozen=True):
     """One event handed to one step for one attempt (``attempt`` is 1 on the first delivery)."""
 
     id: str
@@ -129,8 +126,7 @@ class Delivery:
     cancelled: bool = False  # its event was cancelled: settle it with ``cancel_settle``, never run it
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetter(Struct, frozen=True):
     """A delivery that failed for good."""
 
     id: str
@@ -175,8 +171,7 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass(frozen=True, slots=True)
-class StepQueueStats:
+class StepQueueStats(Struct, frozen=True):
     """One step's queue, as ``motia-py queue`` shows it."""
 
     ready: int = 0  # due, not leased
@@ -187,8 +182,7 @@ class StepQueueStats:
     throttled: dict[str, int] = field(default_factory=dict)  # of the ready ones: waiting for a limit, by limit
 
 
-@dataclass(frozen=True, slots=True)
-class QueueStats:
+class QueueStats(Struct, frozen=True):
     """Counts across every step's queue (``next_due_at``: earliest time a delayed delivery is due)."""
 
     ready: int = 0
@@ -209,8 +203,7 @@ TxResult = Literal["ok", "lost", "conflict"]
 attempt was lost, or a value the attempt read had changed. Only ``"ok"`` changed anything."""
 
 
-@dataclass(frozen=True, slots=True)
-class StateWrite:
+class StateWrite(Struct, frozen=True):
     """One buffered state change of a transactional attempt, applied at commit.
 
     ``value_json`` None deletes the key; ``key`` None clears the whole group (``value_json`` is None then).
@@ -226,8 +219,7 @@ class StateWrite:
     notify: Outgoing | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StateRead:
+class StateRead(Struct, frozen=True):
     """What a transactional attempt read, checked at commit (optimistic concurrency).
 
     With a ``key``: that key held ``value_json`` (None: absent). Without one (``key`` None): the whole
@@ -245,8 +237,7 @@ THROTTLE_REASONS: Final = ("globalConcurrency", "concurrencyKey", "rateLimit")
 """Why a ready delivery waits (the config key of the limit it waits for), in the order claims check them."""
 
 
-@dataclass(frozen=True, slots=True)
-class FlowControl:
+class FlowControl(Struct, frozen=True):
     """A step's fleet-wide limits, enforced by the backend in the claim (see :meth:`QueueStore.claim`).
 
     Zero means no limit. ``rate_limit`` handler starts per ``rate_period_s`` seconds, per
@@ -287,8 +278,7 @@ class HandleState(str, enum.Enum):
 _FINISHED = frozenset({HandleState.SUCCEEDED, HandleState.DEAD, HandleState.CANCELLED})
 
 
-@dataclass(frozen=True, slots=True)
-class StepHandle:
+class StepHandle(Struct, frozen=True):
     """One subscriber's delivery of an event: its state and what is known about its attempts.
 
     ``result_json`` (the handler's return value) and ``progress_json`` (the latest ``ctx.progress``)
@@ -309,8 +299,7 @@ class StepHandle:
     cancel_requested: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class EventHandle:
+class EventHandle(Struct, frozen=True):
     """An event and the delivery to each subscribing step (sorted by step name)."""
 
     event_id: str
@@ -325,8 +314,7 @@ class EventHandle:
         return all(s.state.finished for s in self.steps)
 
 
-@dataclass(frozen=True, slots=True)
-class CancelResult:
+class CancelResult(Struct, frozen=True):
     """What ``handle_cancel`` did: the steps whose delivery was cancelled before it ran, the steps whose
     running handler was asked to stop, and the event afterwards. Neither: it had finished already."""
 
@@ -340,8 +328,7 @@ class CancelResult:
         return bool(self.cancelled or self.requested)
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduledDelivery:
+class ScheduledDelivery(Struct, frozen=True):
     """A delivery not due yet and never attempted (``motia-py scheduled list``)."""
 
     event_id: str

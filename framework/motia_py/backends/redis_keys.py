@@ -52,9 +52,10 @@ Layout (``p`` is the prefix, ``<x>`` an escaped name)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
+
+from msgspec import Struct
 
 CONSUMER: Final = "workers"
 """The one consumer name every process uses inside a step's consumer group.
@@ -72,8 +73,7 @@ def escape(name: str) -> str:
     return name.translate(_ESCAPES)
 
 
-@dataclass(frozen=True, slots=True)
-class StepKeys:
+class StepKeys(Struct, frozen=True):
     """The keys of one step's queue (see the module docstring for what each holds)."""
 
     step: str
@@ -158,8 +158,7 @@ class Keys:
         """The idempotency key ``key`` of ``topic``."""
         return f"{self.prefix}:key:{escape(topic)}:{escape(key)}"
 
-@dataclass(frozen=True, slots=True)
-class FlowKeys:
+class FlowKeys(Struct, frozen=True):
     """The keys of one step's flow path (priorities and flow control; see the module docstring)."""
 
     flag: str

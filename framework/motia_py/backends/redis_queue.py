@@ -34,9 +34,9 @@ import json
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Final, cast
 
+from msgspec.structs import replace
 from redis.asyncio import ConnectionPool, Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError

@@ -12,9 +12,9 @@ every key of one call must hash to one slot, the state hashes included: use a pr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Final
 
+from msgspec.structs import replace
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 

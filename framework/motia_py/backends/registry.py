@@ -21,10 +21,11 @@ and ``motia-py validate`` reports transactional steps as unsupported on it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from msgspec import Struct
 
 from ..errors import UnknownBackendError
 from ..suggest import did_you_mean
@@ -36,8 +37,7 @@ if TYPE_CHECKING:
 GROUP = "motia_py.backends"
 
 
-@dataclass(frozen=True, slots=True)
-class BackendOptions:
+class BackendOptions(Struct, frozen=True):
     """What a backend factory gets besides the URL."""
 
     root: Path

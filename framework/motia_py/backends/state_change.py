@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, replace
 from typing import Final, Literal
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from .records import Envelope, Outgoing
 
@@ -32,8 +34,7 @@ Expected = str | None | Literal[Unset.ANY]
 """The value a change expects to replace: JSON text, None for an absent key, or :data:`ANY`."""
 
 
-@dataclass(frozen=True, slots=True)
-class StateChange:
+class StateChange(Struct, frozen=True):
     """The outcome of one :meth:`state_change` call.
 
     Attributes:
