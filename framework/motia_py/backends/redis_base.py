@@ -9,8 +9,8 @@ registered scripts and the key builder, and translates every redis-py exception 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from ..errors import BackendError, BackendUnavailableError
 from ..types import Clock
-from .records import worker_identity
+from .records import Outgoing, worker_identity
 from .redis_keys import Keys
 from .redis_lane import LaneRedis
 from .redis_pack import use_hiredis_packing
@@ -74,6 +74,24 @@ def _where(url: str) -> str:
     except ValueError:
         return redact(url)
 
+
+
+class _Translate:
+    """A redis-py or socket error leaving the ``with`` block becomes a :class:`BackendError` naming the server
+    (a class, not ``contextlib.contextmanager``: no generator on every Redis call)."""
+
+    __slots__ = ("_where",)
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+                 ) -> None:
+        if isinstance(exc, RedisError | OSError):  # redis-py wraps socket errors, but not on every path
+            raise BackendError(f"redis {self._where}: {type(exc).__name__}: {exc}") from exc
 
 
 class Batcher(Generic[T, R]):
@@ -211,12 +229,9 @@ class RedisConnection:
         self._identity = value
 
     # -- plumbing -------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _translate(self) -> Iterator[None]:
-        try:
-            yield
-        except (RedisError, OSError) as exc:  # redis-py wraps socket errors, but not on every path
-            raise BackendError(f"redis {self._where}: {type(exc).__name__}: {exc}") from exc
+    def _translate(self) -> _Translate:
+        """``with self._translate():`` a redis-py or socket error inside leaves as :class:`BackendError`."""
+        return _Translate(self._where)
 
     def _require_open(self) -> None:
         if self._client is None:
@@ -252,6 +267,17 @@ class RedisConnection:
     def _connect(self, socket_timeout: float | None) -> Redis:
         """A client of its own pool (pub/sub)."""
         return Redis.from_pool(self._pool(socket_timeout))
+
+    def _new_steps(self, outboxes: Iterable[Sequence[Outgoing]]) -> list[str]:
+        """The steps that ``outboxes`` target and this process has not ensured yet (nearly always none:
+        checked without a generator or a set, as it is on every publish and acknowledgement)."""
+        known, new = self._known_steps, []
+        for outbox in outboxes:
+            for out in outbox:
+                for t in out.targets:
+                    if t.step not in known:
+                        new.append(t.step)
+        return new
 
     async def _ensure_steps(self, steps: Iterable[str]) -> None:
         """Create the consumer group (at id 0) and register the step, once per step and process."""

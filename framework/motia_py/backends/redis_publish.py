@@ -186,26 +186,31 @@ def _encode_plain(keys: Keys, items: Sequence[Outgoing], envs: list[str], ks: li
     per event ``event id, info JSON`` and a new delivery id per step: 4 arguments per event and step
     where the general sections take 15 (a Redis script's arguments cost about as much as its writes).
     False (nothing written) when some item is not plain."""
-    if not all(_plain(out) for out in items):
-        return False
-    runs: list[tuple[tuple[str, ...], int, list[Outgoing]]] = []
+    for out in items:  # loops, not generators: this runs for every emit
+        if not _plain(out):
+            return False
+    runs: list[tuple[list[str], int, list[Outgoing]]] = []
+    last: tuple[list[str], int, list[Outgoing]] | None = None
     for i, out in enumerate(items, 1):
-        steps = tuple(t.step for t in out.targets)
-        if not steps:
+        if not out.targets:
             continue
-        if runs and runs[-1][0] == steps and runs[-1][1] + len(runs[-1][2]) == i:
-            runs[-1][2].append(out)
+        steps = [t.step for t in out.targets]
+        if last is not None and last[0] == steps and last[1] + len(last[2]) == i:
+            last[2].append(out)
         else:
-            runs.append((steps, i, [out]))
+            last = (steps, i, [out])
+            runs.append(last)
     args.append(str(len(envs)))
     args += envs
     args += ("0", "0", str(len(runs)))
-    hprefix, topics = f"{keys.prefix}:h:", _TopicJson()
+    hprefix, topics, step_keys = f"{keys.prefix}:h:", _TopicJson(), keys.step
     for steps, first, outs in runs:
         args += (str(len(steps)), str(len(outs)), str(first), hprefix, *steps)
-        ks += (keys.step(step).stream for step in steps)
+        for step in steps:
+            ks.append(step_keys(step).stream)
         for out in outs:
             env = out.envelope
             args += (env.id, f"[{topics[env.topic]},{json_text(env.trace_id)},{env.emitted_at!r}]")
-            args += (new_id() for _ in steps)
+            for _ in steps:
+                args.append(new_id())
     return True

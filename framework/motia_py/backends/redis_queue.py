@@ -119,7 +119,8 @@ class RedisQueue(RedisDeadLetters):
 
     async def _publish_batch(self, calls: list[Sequence[Outgoing]]) -> list[dict[str, str]]:
         items = [out for call in calls for out in call]
-        await self._ensure_steps(t.step for out in items for t in out.targets)
+        if new := self._new_steps(calls):
+            await self._ensure_steps(new)
         ks, args = [self.keys.seq], [self._now()]
         encode_outgoing(self.keys, items, ks, args)
         with self._translate():
@@ -224,7 +225,8 @@ class RedisQueue(RedisDeadLetters):
         return await self._completes.call((delivery, outgoing, result_json))
 
     async def _complete_batch(self, calls: list[tuple[Delivery, Sequence[Outgoing], str | None]]) -> list[bool]:
-        await self._ensure_steps(t.step for _, outgoing, _ in calls for out in outgoing for t in out.targets)
+        if new := self._new_steps([outgoing for _, outgoing, _ in calls]):
+            await self._ensure_steps(new)
         ks, args = [self.keys.seq, self.keys.handles], [self._now(), str(len(calls))]
         for d, outgoing, result in calls:
             ks += delivery_keys(self.keys.step(d.step), d)
