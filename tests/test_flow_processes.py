@@ -121,7 +121,9 @@ def workers(root: Path, env: dict[str, str]) -> list[subprocess.Popen[str]]:
 
 @pytest.mark.serial  # it judges handler start times: a test process beside it can stall a worker past the slack
 def test_a_rate_limit_holds_across_three_workers(make_project: ProjectFactory, backend_env: dict[str, str]) -> None:
-    root = project(make_project, {"rateLimit": {"limit": 5, "period": 1}}, delay=0.01)
+    # One handler at a time per worker, 0.3 s each: a worker starts at most 4 in 1.1 s, so full windows of 5
+    # take two workers at once (with 0.01 s handlers one worker could take every window: once in a CI run).
+    root = project(make_project, {"rateLimit": {"limit": 5, "period": 1}, "concurrency": 1}, delay=0.3)
     procs = workers(root, backend_env)
     try:
         emit(root, backend_env, [{"i": i} for i in range(30)])  # 6 s at 5 a second: 6 full windows
@@ -139,7 +141,7 @@ def test_a_rate_limit_holds_across_three_workers(make_project: ProjectFactory, b
     # PostgreSQL, whose job-handle records cost round trips in between). Judged on 0.9 s windows, up to
     # 0.1 s of that delay cannot make an honest limiter fail, while a limit of even 6 a second would.
     assert busiest(0.9) <= 5, f"a 0.9-second window held {busiest(0.9)} starts"
-    assert busiest(1.1) >= 5  # the limit was the bottleneck: its windows were full
+    assert busiest(1.1) >= 5  # the limit was the bottleneck: its windows were full, so workers ran at once
     assert len({r.pid for r in runs(root)}) >= 2  # the workers shared the limit
 
 
