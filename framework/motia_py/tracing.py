@@ -13,7 +13,8 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from json.encoder import encode_basestring_ascii
+from typing import Any, Final
 
 from msgspec import Struct
 
@@ -24,6 +25,7 @@ from .logs import LogSink, _to_logging
 from .runs import Outcome, RunRecord
 
 MAX_LOG_LINES_PER_RUN = 50
+_INF: Final = float("inf")
 _PRUNE_EVERY_S = 30.0
 
 
@@ -46,6 +48,29 @@ def run_to_json(rec: RunRecord, logs: Sequence[dict[str, Any]] = ()) -> dict[str
         "logs": [{k: v for k, v in line.items() if k not in ("trace_id", "step", "topic", "attempt", "flow")}
                  for line in logs],
     }
+
+
+_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_string = encode_basestring_ascii  # a str as _dumps writes it (a str enum: its value)
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def run_json(rec: RunRecord, logs: Sequence[dict[str, Any]] = ()) -> str:
+    """:func:`run_to_json` as JSON text: the text ``json.dumps`` writes, the common record (no log lines,
+    finite times) built directly (about a quarter of the time; a worker writes one per run)."""
+    started, duration = rec.started_at, round(rec.duration_s * 1000, 3)
+    if (logs or type(rec.attempt) is not int or type(started) is not float or type(duration) is not float
+            or not (-_INF < started < _INF and -_INF < duration < _INF)):
+        return _dumps(run_to_json(rec, logs))
+    emitted = ",".join([f'{{"topic":{_string(t)},"event_id":{_string(i)}}}'
+                        for t, i in zip(rec.emitted, rec.emitted_ids, strict=False)])
+    return (f'{{"trace_id":{_string(rec.trace_id)},"step":{_string(rec.step)},"kind":{_string(rec.kind)},'
+            f'"topic":{_text(rec.topic)},"attempt":{int.__repr__(rec.attempt)},"started_at":{started!r},'
+            f'"duration_ms":{duration!r},"outcome":{_string(rec.outcome)},"error":{_text(rec.error)},'
+            f'"event_id":{_text(rec.event_id)},"source":{_text(rec.source)},"emitted":[{emitted}],"logs":[]}}')
 
 
 class TraceRecorder:
@@ -110,8 +135,7 @@ class TraceRecorder:
         if not self._buffer:
             return
         pending, self._buffer = self._buffer, []
-        dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
-        batch = [TraceRun(rec.trace_id, rec.started_at, dumps(run_to_json(rec, logs))) for rec, logs in pending]
+        batch = [TraceRun(rec.trace_id, rec.started_at, run_json(rec, logs)) for rec, logs in pending]
         try:
             await self.backend.traces_add(batch)
         except BackendError:

@@ -42,3 +42,15 @@ async def test_pruning_nothing_keeps_everything(trace_store: TraceStore) -> None
     assert await trace_store.traces_prune(before=5.0, keep=10) == 0
     assert await trace_store.traces_recent(10) == ["t2", "t1"]
     assert len(await trace_store.traces_get("t1")) == 1
+
+
+async def test_a_large_batch_keeps_every_run_in_order(trace_store: TraceStore) -> None:
+    # one trace with more runs than one command takes at once in Redis's script, and many small ones
+    big = [run("big:{1}", 100.0 + i, i) for i in range(2_500)]
+    small = [run(f"s{i}", float(i), 0) for i in range(300)]
+    await trace_store.traces_add([*big[:1_000], *small, *big[1_000:]])
+
+    assert [json.loads(r)["n"] for r in await trace_store.traces_get("big:{1}")] == list(range(2_500))
+    assert await trace_store.traces_get("s7") == [small[7].json]
+    recent = await trace_store.traces_recent(400)
+    assert recent[:3] == ["big:{1}", "s299", "s298"] and len(recent) == 301

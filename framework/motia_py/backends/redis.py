@@ -113,20 +113,20 @@ class RedisBackend(RedisTx, RedisHandles):
 
     # -- traces ---------------------------------------------------------------------------------
     async def traces_add(self, runs: Sequence[TraceRun]) -> None:
-        """Store run records in one transaction."""
+        """Store run records atomically (one script call)."""
         if not runs:
             return
         records: dict[str, list[str]] = {}
         last: dict[str, float] = {}
-        for trace_id, started_at, raw in runs:  # one RPUSH per trace and one ZADD for all, in one transaction
+        for trace_id, started_at, raw in runs:  # grouped by trace, in order: one RPUSH and one ZADD per trace
             records.setdefault(trace_id, []).append(raw)
             last[trace_id] = max(last.get(trace_id, started_at), started_at)
+        ks, args = [self.keys.traces], list[str]()
+        for trace_id, raws in records.items():
+            ks.append(self.keys.trace(trace_id))
+            args += (str(len(raws)), repr(float(last[trace_id])), trace_id, *raws)
         with self._translate():
-            async with self._c.pipeline(transaction=True) as pipe:
-                for trace_id, raws in records.items():
-                    pipe.rpush(self.keys.trace(trace_id), *raws)
-                pipe.zadd(self.keys.traces, {t: repr(float(at)) for t, at in last.items()}, gt=True)
-                await pipe.execute()
+            await self._s.traces_add(keys=ks, args=args)
 
     async def traces_get(self, trace_id: str) -> list[str]:
         """Every run record of one trace, in the order they were added."""

@@ -34,6 +34,7 @@ from .redis_scripts_handles import HandleScripts
 from .redis_scripts_lease import LeaseScripts
 from .redis_scripts_queue import QueueScripts
 from .redis_scripts_state import StateScripts
+from .redis_scripts_traces import TRACES_ADD
 from .redis_scripts_tx import TxScripts
 
 T = TypeVar("T")
@@ -188,12 +189,14 @@ class Scripts(Struct, frozen=True):
     handles: HandleScripts
     tx: TxScripts
     complete: AsyncScript  # acknowledge, publish, prefetch (redis_scripts_complete)
+    traces_add: AsyncScript  # a batch of run records (redis_scripts_traces)
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:
         """Register the scripts on ``client`` (EVALSHA, reloaded by redis-py after NOSCRIPT)."""
         return cls(QueueScripts(client), StateScripts(client), LeaseScripts(client), FlowScripts(client),
-                   HandleScripts(client), TxScripts(client), client.register_script(COMPLETE))
+                   HandleScripts(client), TxScripts(client), client.register_script(COMPLETE),
+                   client.register_script(TRACES_ADD))
 
 
 class RedisConnection:
