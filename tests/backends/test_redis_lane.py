@@ -85,6 +85,15 @@ async def test_flushed_scripts_are_loaded_again(backend: RedisBackend, admin: Re
     assert await drained(backend) == [1, 2, 3]
 
 
+async def test_a_call_made_while_the_lane_is_busy_goes_through_the_pool(backend: RedisBackend,
+                                                                        admin: Redis) -> None:
+    await publish(backend, 1)
+    await admin.script_flush()  # both ways must load the script again
+    await asyncio.gather(publish(backend, 2), publish(backend, 3))  # the second runs while the first holds the lane
+    assert [c["cmd"] for c in await ours(admin)] == ["evalsha", "evalsha"]  # the lane and the pool both ran one
+    assert await drained(backend) == [1, 2, 3]
+
+
 async def test_a_killed_lane_reconnects_and_loses_nothing(backend: RedisBackend, admin: Redis) -> None:
     await publish(backend, 1)
     [lane] = [c for c in await ours(admin) if c["cmd"] == "evalsha"]

@@ -17,6 +17,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Final, Literal, NamedTuple
 
 from msgspec import Struct, field
+from msgspec import json as msgspec_json
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
 _string: Final[Callable[[str], str]] = encode_basestring_ascii  # a str as _encode writes it
@@ -42,8 +43,9 @@ def new_id() -> str:
     return f"{n & 0xFFFFFFFF:08x}{_ID_PROCESS}{n >> 32:012x}"
 
 
-class Envelope(Struct, frozen=True):
-    """One event as published: its topic, JSON payload and where it came from."""
+class Envelope(Struct, frozen=True, rename={"data_json": "data"}):
+    """One event as published: its topic, JSON payload and where it came from (as JSON text, see
+    :meth:`to_json`, the payload text is the string ``data``)."""
 
     id: str
     topic: str
@@ -73,11 +75,18 @@ class Envelope(Struct, frozen=True):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Envelope:
-        """Inverse of :meth:`to_json`."""
-        d = json.loads(text)
-        return cls(id=d["id"], topic=d["topic"], data_json=d["data"], trace_id=d["trace_id"],
-                   emitted_at=d["emitted_at"], group_id=d.get("group_id"), source=d.get("source"),
-                   traceparent=d.get("traceparent"))
+        """Inverse of :meth:`to_json` (keys it does not know are ignored)."""
+        try:
+            return _decode_envelope(text)
+        except ValueError:  # msgspec refuses what json takes (a lone surrogate's escape in a payload)
+            d = json.loads(text)
+            return cls(id=d["id"], topic=d["topic"], data_json=d["data"], trace_id=d["trace_id"],
+                       emitted_at=d["emitted_at"], group_id=d.get("group_id"), source=d.get("source"),
+                       traceparent=d.get("traceparent"))
+
+
+
+_decode_envelope: Final = msgspec_json.Decoder(Envelope).decode  # a tenth of json.loads and a call
 
 
 class Target(Struct, frozen=True):

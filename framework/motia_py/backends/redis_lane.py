@@ -117,10 +117,22 @@ class LaneScript(AsyncScript):
 
     async def __call__(self, keys: Sequence[KeyT] | None = None, args: Iterable[EncodableT] | None = None,
                        client: Any = None) -> Any:
-        """Run the script: on the lane when it is free and no other client is given."""
-        if client is None and self._lane.free:
+        """Run the script: on the lane when it is free and no other client is given, else through the pool."""
+        if client is not None:
+            return await super().__call__(keys, args, client)
+        if self._lane.free:
             return await self._lane.run(self, keys or (), tuple(args or ()))
-        return await super().__call__(keys, args, client)
+        return await self._pooled(keys or (), tuple(args or ()))
+
+    async def _pooled(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
+        """As redis-py runs a script on its own client, without its check whether that client is a
+        pipeline (an ``isinstance`` through a ``typing.Protocol`` metaclass: microseconds a call)."""
+        client = cast(Redis, self.registered_client)
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # not loaded on this server (new, or its scripts flushed): load it, run it
+            self.sha = await client.script_load(self.script)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 class LaneRedis(Redis):
