@@ -85,7 +85,6 @@ class Envelope(Struct, frozen=True, rename={"data_json": "data"}):
                        traceparent=d.get("traceparent"))
 
 
-
 _decode_envelope: Final = msgspec_json.Decoder(Envelope).decode  # a tenth of json.loads and a call
 
 
